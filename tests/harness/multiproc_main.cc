@@ -1,0 +1,3 @@
+#include "tests/harness/multiproc.h"
+
+int main(int argc, char** argv) { return ditserve::testing::MultiprocMain(argc, argv); }

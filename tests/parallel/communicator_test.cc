@@ -1,0 +1,351 @@
+// Multi-process tests of the Gloo communicators on every dimension's group.
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "parallel/gloo_communicator.h"
+#include "parallel/process_groups.h"
+#include "parallel/rendezvous.h"
+#include "tests/harness/multiproc.h"
+
+namespace ditserve::parallel {
+namespace {
+
+using testing::LaunchOptions;
+using testing::LaunchScenario;
+using testing::RankContext;
+
+#define RETURN_IF_ERROR(expr)                 \
+  do {                                        \
+    absl::Status _s = (expr);                 \
+    if (!_s.ok()) return _s;                  \
+  } while (0)
+
+absl::Status Check(bool ok, const std::string& what) {
+  return ok ? absl::OkStatus() : absl::InternalError(what);
+}
+
+// "u,r,pp,cfg,dp" -> ParallelConfig.
+ParallelConfig ParseConfig(const std::string& text) {
+  std::vector<std::string> f = absl::StrSplit(text, ',');
+  ParallelConfig c;
+  int v[5] = {1, 1, 1, 1, 1};
+  for (size_t i = 0; i < f.size() && i < 5; ++i) (void)absl::SimpleAtoi(f[i], &v[i]);
+  c.ulysses_degree = v[0];
+  c.ring_degree = v[1];
+  c.pipefusion_parallel_degree = v[2];
+  c.use_cfg_parallel = v[3] == 2;
+  c.data_parallel_degree = v[4];
+  return c;
+}
+
+absl::StatusOr<std::unique_ptr<ProcessGroups>> Join(const RankContext& ctx,
+                                                    const ParallelConfig& config,
+                                                    absl::Duration timeout) {
+  auto world = WorldConfig::Create(config, ctx.rank);
+  if (!world.ok()) return world.status();
+  RendezvousOptions rdzv;
+  rdzv.master_port = ctx.master_port;
+  rdzv.rank = ctx.rank;
+  rdzv.world_size = ctx.world_size;
+  rdzv.timeout = absl::Seconds(120);
+  auto store = JoinRendezvous(rdzv);
+  if (!store.ok()) return store.status();
+  ProcessGroupsOptions options;
+  options.timeout = timeout;
+  return ProcessGroups::Create(*world, *store, options);
+}
+
+// A tensor every rank can rebuild for any global rank: small integers, so
+// f16/bf16 hold them exactly. Shape [3, 5] transposed: non-contiguous [5, 3].
+at::Tensor Input(int global_rank, at::ScalarType dtype, int64_t rows = 3) {
+  at::Tensor base = (at::arange(rows * 5, at::kFloat).reshape({rows, 5}) + global_rank).remainder(13);
+  return base.to(dtype).t();  // non-contiguous
+}
+
+absl::Status CheckEqual(const at::Tensor& got, const at::Tensor& want, const std::string& what) {
+  if (!got.sizes().equals(want.sizes())) {
+    return absl::InternalError(absl::StrCat(what, ": shape ", c10::str(got.sizes()), " want ",
+                                            c10::str(want.sizes())));
+  }
+  if (got.scalar_type() != want.scalar_type()) {
+    return absl::InternalError(absl::StrCat(what, ": dtype differs"));
+  }
+  if (!at::equal(got, want)) {
+    return absl::InternalError(absl::StrCat(what, ": values differ; max diff ",
+                                            (got.to(at::kFloat) - want.to(at::kFloat)).abs().max().item<float>()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckGroupCollectives(Communicator& comm, const std::vector<int>& members, int me,
+                                   at::ScalarType dtype) {
+  const int p = comm.size();
+  const int g = comm.rank();
+  const std::string where = absl::StrCat(comm.name(), " ", c10::toString(dtype));
+  RETURN_IF_ERROR(Check(members[g] == me, where + ": group rank mismatch"));
+
+  // all_reduce sum and max, in place into a non-contiguous view; f16/bf16
+  // are summed in f32 and rounded once.
+  {
+    at::Tensor t = Input(me, dtype);
+    RETURN_IF_ERROR(comm.AllReduce(t, ReduceOp::kSum));
+    at::Tensor want = at::zeros({5, 3}, at::kFloat);
+    for (int m : members) want += Input(m, at::kFloat);
+    RETURN_IF_ERROR(CheckEqual(t, want.to(dtype), where + " all_reduce(sum)"));
+    RETURN_IF_ERROR(Check(!t.is_contiguous(), where + ": result left the caller's view"));
+  }
+  {
+    at::Tensor t = Input(me, dtype);
+    RETURN_IF_ERROR(comm.AllReduce(t, ReduceOp::kMax));
+    at::Tensor want = Input(members[0], dtype).clone();
+    for (int m : members) want = at::maximum(want, Input(m, dtype));
+    RETURN_IF_ERROR(CheckEqual(t, want, where + " all_reduce(max)"));
+  }
+  // all_gather along each dimension of an odd-sized non-contiguous tensor.
+  for (int64_t dim : {0, 1, -1}) {
+    auto got = comm.AllGather(Input(me, dtype), dim);
+    RETURN_IF_ERROR(got.status());
+    std::vector<at::Tensor> parts;
+    for (int m : members) parts.push_back(Input(m, dtype));
+    RETURN_IF_ERROR(CheckEqual(*got, at::cat(parts, dim), absl::StrCat(where, " all_gather dim ", dim)));
+  }
+  // all_to_all [2, 3p, 5] scatter dim 1, gather dim 2 (Ulysses' pattern) and
+  // scatter 0 / gather 0.
+  {
+    const auto make = [&](int rank) {
+      return (at::arange(2 * 3 * p * 5, at::kFloat).reshape({2, 3 * p, 5}) * 7 + rank)
+          .remainder(97)
+          .to(dtype);
+    };
+    auto got = comm.AllToAll(make(me), 1, 2);
+    RETURN_IF_ERROR(got.status());
+    std::vector<at::Tensor> parts;  // from member i: its chunk g along dim 1
+    for (int m : members) parts.push_back(make(m).narrow(1, 3 * g, 3));
+    RETURN_IF_ERROR(CheckEqual(*got, at::cat(parts, 2), where + " all_to_all(1->2)"));
+    at::Tensor flat = make(me).reshape({-1}).narrow(0, 0, 4 * p);
+    auto got0 = comm.AllToAll(flat, 0, 0);
+    RETURN_IF_ERROR(got0.status());
+    std::vector<at::Tensor> parts0;
+    for (int m : members) parts0.push_back(make(m).reshape({-1}).narrow(0, 4 * g, 4));
+    RETURN_IF_ERROR(CheckEqual(*got0, at::cat(parts0, 0), where + " all_to_all(0->0)"));
+  }
+  // broadcast from the last group rank into a non-contiguous view.
+  {
+    at::Tensor t = Input(me, dtype);
+    RETURN_IF_ERROR(comm.Broadcast(t, p - 1));
+    RETURN_IF_ERROR(CheckEqual(t, Input(members[p - 1], dtype), where + " broadcast"));
+  }
+  // send/recv around the ring, receiving into a non-contiguous view.
+  if (p > 1) {
+    const int next = (g + 1) % p, prev = (g + p - 1) % p;
+    at::Tensor in = at::zeros({3, 5}, dtype).t();
+    auto recv = comm.Recv(in, prev, 7);
+    RETURN_IF_ERROR(recv.status());
+    auto send = comm.Send(Input(me, dtype), next, 7);
+    RETURN_IF_ERROR(send.status());
+    RETURN_IF_ERROR((*send)->Wait());
+    RETURN_IF_ERROR((*recv)->Wait());
+    RETURN_IF_ERROR(CheckEqual(in, Input(members[prev], dtype), where + " send/recv"));
+  }
+  return comm.Barrier();
+}
+
+DITSERVE_SCENARIO(collectives) {
+  const ParallelConfig config = ParseConfig(ctx.args.at(0));
+  auto groups = Join(ctx, config, absl::Seconds(120));
+  RETURN_IF_ERROR(groups.status());
+  const WorldConfig& world = (*groups)->world();
+  for (at::ScalarType dtype : {at::kFloat, at::kHalf, at::kBFloat16}) {
+    for (Dim dim : kAllDims) {
+      RETURN_IF_ERROR(CheckGroupCollectives((*groups)->group(dim), world.members(dim), ctx.rank, dtype));
+    }
+    RETURN_IF_ERROR(CheckGroupCollectives((*groups)->control(), world.members(Dim::kWorld),
+                                          ctx.rank, dtype));
+  }
+  // Integer and bool payloads move bit-exactly.
+  at::Tensor flags = at::full({1}, ctx.rank % 2 == 0, at::kBool);
+  auto all = (*groups)->group(Dim::kWorld).AllGather(flags, 0);
+  RETURN_IF_ERROR(all.status());
+  for (int r = 0; r < ctx.world_size; ++r) {
+    RETURN_IF_ERROR(Check((*all)[r].item<bool>() == (r % 2 == 0), "bool all_gather"));
+  }
+  return absl::OkStatus();
+}
+
+class Collectives : public ::testing::TestWithParam<std::pair<int, std::string>> {};
+
+TEST_P(Collectives, EveryOpOnEveryGroup) {
+  const auto& [world, config] = GetParam();
+  LaunchOptions options;
+  options.world_size = world;
+  options.args = {config};
+  testing::ExpectAllRanksOk(LaunchScenario("collectives", options));
+}
+
+// "u,r,pp,cfg,dp"
+INSTANTIATE_TEST_SUITE_P(
+    Configs, Collectives,
+    ::testing::Values(std::make_pair(2, "2,1,1,1,1"), std::make_pair(2, "1,2,1,1,1"),
+                      std::make_pair(2, "1,1,2,1,1"), std::make_pair(2, "1,1,1,2,1"),
+                      std::make_pair(2, "1,1,1,1,2"), std::make_pair(4, "2,2,1,1,1"),
+                      std::make_pair(4, "4,1,1,1,1"), std::make_pair(4, "1,1,2,2,1"),
+                      std::make_pair(4, "2,1,1,1,2"), std::make_pair(8, "2,2,2,1,1"),
+                      std::make_pair(8, "1,2,1,2,2"), std::make_pair(8, "2,1,2,2,1")),
+    [](const auto& info) {
+      std::string name = absl::StrCat("W", info.param.first, "_", info.param.second);
+      for (char& c : name) c = c == ',' ? '_' : c;
+      return name;
+    });
+
+// Shapes that differ across ranks fail on every rank with INVALID_ARGUMENT,
+// and so does a scatter dimension that does not divide.
+DITSERVE_SCENARIO(mismatched_shapes) {
+  auto groups = Join(ctx, ParseConfig("2"), absl::Seconds(60));
+  RETURN_IF_ERROR(groups.status());
+  Communicator& comm = (*groups)->group(Dim::kUlysses);
+  at::Tensor mine = at::ones({2, ctx.rank + 3});
+  for (int op = 0; op < 4; ++op) {
+    absl::Status s;
+    if (op == 0) s = comm.AllGather(mine, 0).status();
+    if (op == 1) s = comm.AllToAll(mine, 0, 1).status();
+    if (op == 2) s = comm.Broadcast(mine, 0);
+    if (op == 3) s = comm.AllReduce(mine, ReduceOp::kSum);
+    RETURN_IF_ERROR(Check(s.code() == absl::StatusCode::kInvalidArgument,
+                          absl::StrCat("op ", op, ": want INVALID_ARGUMENT, got ", s.ToString())));
+    RETURN_IF_ERROR(Check(s.message().find("shapes differ across ranks") != std::string::npos,
+                          std::string(s.message())));
+  }
+  at::Tensor odd = at::ones({3, 4});
+  absl::Status s = comm.AllToAll(odd, 0, 1).status();
+  RETURN_IF_ERROR(Check(s.code() == absl::StatusCode::kInvalidArgument &&
+                            s.message().find("does not divide by the group size 2") != std::string::npos,
+                        s.ToString()));
+  s = comm.AllGather(odd, 2).status();
+  RETURN_IF_ERROR(Check(s.code() == absl::StatusCode::kInvalidArgument, s.ToString()));
+  // The group still works after these rejected calls.
+  at::Tensor t = at::ones({4});
+  RETURN_IF_ERROR(comm.AllReduce(t, ReduceOp::kSum));
+  return Check(t[0].item<float>() == 2.0f, "all_reduce after rejected calls");
+}
+
+TEST(Communicator, MismatchedShapesAreInvalidArgumentOnEveryRank) {
+  LaunchOptions options;
+  options.world_size = 2;
+  testing::ExpectAllRanksOk(LaunchScenario("mismatched_shapes", options));
+}
+
+constexpr double kPeerTimeoutS = 4;
+
+// Rank 2 dies (SIGKILL) after the groups are built; ranks 0 and 1 must see
+// an error from their next collectives within the timeout, never hang.
+DITSERVE_SCENARIO(dead_peer) {
+  auto groups = Join(ctx, ParseConfig("1,1,1,1,3"), absl::Seconds(kPeerTimeoutS));
+  RETURN_IF_ERROR(groups.status());
+  RETURN_IF_ERROR((*groups)->group(Dim::kWorld).Barrier());
+  if (ctx.rank == 2) raise(SIGKILL);
+  sleep(1);  // let the kill land
+  const auto start = std::chrono::steady_clock::now();
+  absl::Status s;
+  for (int i = 0; i < 3 && s.ok(); ++i) {
+    at::Tensor t = at::ones({1024});
+    s = (*groups)->group(Dim::kWorld).AllReduce(t, ReduceOp::kSum);
+  }
+  const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::printf("rank %d: error after %.2f s: %s\n", ctx.rank, elapsed, s.ToString().c_str());
+  RETURN_IF_ERROR(Check(!s.ok(), "all_reduce with a dead peer succeeded"));
+  RETURN_IF_ERROR(Check(s.code() == absl::StatusCode::kUnavailable ||
+                            s.code() == absl::StatusCode::kDeadlineExceeded,
+                        s.ToString()));
+  // Within the timeout, plus slack for a loaded machine.
+  RETURN_IF_ERROR(Check(elapsed < kPeerTimeoutS + 20, absl::StrCat("took ", elapsed, " s")));
+  // Later calls fail fast; Abort is idempotent.
+  at::Tensor t = at::ones({4});
+  RETURN_IF_ERROR(Check(!(*groups)->group(Dim::kWorld).AllReduce(t, ReduceOp::kSum).ok(),
+                        "call after failure succeeded"));
+  (*groups)->AbortAll();
+  (*groups)->AbortAll();
+  s = (*groups)->group(Dim::kWorld).Barrier();
+  return Check(s.code() == absl::StatusCode::kFailedPrecondition, s.ToString());
+}
+
+TEST(Communicator, DeadPeerGivesAnErrorWithinTheTimeout) {
+  LaunchOptions options;
+  options.world_size = 3;
+  auto outcomes = LaunchScenario("dead_peer", options);
+  ASSERT_TRUE(outcomes.ok()) << outcomes.status();
+  for (int r : {0, 1}) {
+    EXPECT_TRUE((*outcomes)[r].ok()) << "rank " << r << ":\n" << (*outcomes)[r].log;
+  }
+  EXPECT_FALSE((*outcomes)[2].exited);
+  EXPECT_EQ((*outcomes)[2].term_signal, SIGKILL);
+  EXPECT_FALSE((*outcomes)[2].timed_out);
+}
+
+// Rank 2 stays alive but never joins the collective: the others get
+// DEADLINE_EXCEEDED after the timeout, then release it through the store.
+DITSERVE_SCENARIO(hung_peer) {
+  auto groups = Join(ctx, ParseConfig("1,1,1,1,3"), absl::Seconds(kPeerTimeoutS));
+  RETURN_IF_ERROR(groups.status());
+  auto store = (*groups)->store();
+  if (ctx.rank == 2) {
+    store->wait({"released"}, std::chrono::seconds(120));
+    return absl::OkStatus();
+  }
+  const auto start = std::chrono::steady_clock::now();
+  at::Tensor t = at::ones({16});
+  absl::Status s = (*groups)->group(Dim::kWorld).AllReduce(t, ReduceOp::kSum);
+  const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::printf("rank %d: error after %.2f s: %s\n", ctx.rank, elapsed, s.ToString().c_str());
+  store->add("timed_out", 1);
+  if (store->add("timed_out", 0) == 2) store->set("released", std::vector<uint8_t>{1});
+  RETURN_IF_ERROR(Check(s.code() == absl::StatusCode::kDeadlineExceeded, s.ToString()));
+  RETURN_IF_ERROR(Check(elapsed >= kPeerTimeoutS * 0.9, absl::StrCat("too early: ", elapsed)));
+  return Check(elapsed < kPeerTimeoutS + 20, absl::StrCat("took ", elapsed, " s"));
+}
+
+TEST(Communicator, HungPeerGivesDeadlineExceeded) {
+  LaunchOptions options;
+  options.world_size = 3;
+  testing::ExpectAllRanksOk(LaunchScenario("hung_peer", options));
+}
+
+// The harness itself: a failing rank is reported with its log, a hanging
+// launch is killed at the deadline.
+DITSERVE_SCENARIO(rank1_fails) {
+  if (ctx.rank == 1) return absl::InternalError("planted failure");
+  return absl::OkStatus();
+}
+DITSERVE_SCENARIO(hangs) {
+  sleep(600);
+  return absl::OkStatus();
+}
+
+TEST(Harness, ReportsFailingRankAndKillsHungLaunch) {
+  auto failed = LaunchScenario("rank1_fails", LaunchOptions{.world_size = 2});
+  ASSERT_TRUE(failed.ok());
+  EXPECT_TRUE((*failed)[0].ok());
+  EXPECT_FALSE((*failed)[1].ok());
+  EXPECT_EQ((*failed)[1].exit_code, 1);
+  EXPECT_NE((*failed)[1].log.find("planted failure"), std::string::npos) << (*failed)[1].log;
+
+  const auto start = std::chrono::steady_clock::now();
+  auto hung = LaunchScenario("hangs", LaunchOptions{.world_size = 2, .timeout = absl::Seconds(2)});
+  ASSERT_TRUE(hung.ok());
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 60);
+  for (const auto& o : *hung) {
+    EXPECT_TRUE(o.timed_out);
+    EXPECT_FALSE(o.ok());
+  }
+}
+
+}  // namespace
+}  // namespace ditserve::parallel

@@ -1,0 +1,190 @@
+// End-to-end tests of the launcher and the worker binaries.
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "util/free_port.h"
+#include "util/process_gang.h"
+
+namespace ditserve {
+namespace {
+
+std::string BinDir() {
+  // CTest sets DITSERVE_BIN_DIR; run by hand, the binaries sit in ../bin
+  // next to this test's directory (build/tests -> build/bin).
+  if (const char* dir = std::getenv("DITSERVE_BIN_DIR")) return dir;
+  char buf[4096];
+  const ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  std::string self = n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string("./x");
+  return self.substr(0, self.rfind('/')) + "/../bin";
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+struct RunResult {
+  util::ChildExit exit;
+  std::string output;
+};
+
+// Runs the commands together (one ProcessGang) and returns each one's exit
+// and output.
+std::vector<RunResult> RunAll(const std::vector<std::vector<std::string>>& commands,
+                              absl::Duration timeout = absl::Seconds(300)) {
+  std::vector<util::ChildSpec> specs;
+  std::vector<std::string> paths;
+  for (size_t i = 0; i < commands.size(); ++i) {
+    util::ChildSpec spec;
+    spec.argv = commands[i];
+    spec.output_path = absl::StrCat(::testing::TempDir(), "/run_test_", getpid(), "_", i, ".log");
+    spec.env = {{"OMP_NUM_THREADS", "1"}};
+    paths.push_back(spec.output_path);
+    specs.push_back(std::move(spec));
+  }
+  auto gang = util::ProcessGang::Start(std::move(specs));
+  EXPECT_TRUE(gang.ok()) << gang.status();
+  if (!gang.ok()) return {};
+  auto r = (*gang)->Wait(absl::Now() + timeout, false, absl::Seconds(5));
+  EXPECT_FALSE(r.timed_out);
+  std::vector<RunResult> out;
+  for (size_t i = 0; i < commands.size(); ++i) {
+    out.push_back({r.exits[i], ReadFile(paths[i])});
+    unlink(paths[i].c_str());
+  }
+  return out;
+}
+
+RunResult RunOne(const std::vector<std::string>& command) {
+  auto all = RunAll({command});
+  return all.empty() ? RunResult{} : all[0];
+}
+
+TEST(DitserveRun, SelfCheckOverFourRanks) {
+  const RunResult r = RunOne({BinDir() + "/ditserve-run", "--nproc=4", "--ulysses_degree=2",
+                           "--ring_degree=2", "--selfcheck", "--selfcheck_elements=256"});
+  ASSERT_TRUE(r.exit.ok()) << r.exit.Describe() << "\n" << r.output;
+  EXPECT_NE(r.output.find("world 4 (dp=1 cfg=1 pp=1 ulysses=2 ring=2), device cpu"), std::string::npos)
+      << r.output;
+  EXPECT_EQ(r.output.find("FAIL"), std::string::npos) << r.output;
+  // Every group of the layout appears with every operation, and every row
+  // is ok: parse "dim members operation bytes time ok".
+  std::set<std::string> rows;
+  for (absl::string_view line : absl::StrSplit(r.output, '\n', absl::SkipEmpty())) {
+    std::vector<std::string> f = absl::StrSplit(line, ' ', absl::SkipEmpty());
+    if (f.size() == 6 && f[5] == "ok" && f[0] != "group") rows.insert(absl::StrCat(f[0], f[1], " ", f[2]));
+  }
+  for (const char* group : {"ulysses[0,1]", "ulysses[2,3]", "ring[0,2]", "ring[1,3]",
+                            "sequence[0,1,2,3]", "world[0,1,2,3]", "pipefusion[0]",
+                            "pipefusion[3]", "cfg[1]", "data[2]"}) {
+    for (const char* op : {"all_reduce(sum)", "all_reduce(max)", "all_gather", "all_to_all",
+                           "broadcast", "barrier"}) {
+      EXPECT_TRUE(rows.count(absl::StrCat(group, " ", op))) << group << " " << op << "\n" << r.output;
+    }
+  }
+  EXPECT_TRUE(rows.count("ulysses[0,1] send/recv(ring)"));
+  EXPECT_TRUE(rows.count("controlall send/recv(ring)"));
+  // Groups: ulysses 2, ring 2, pipefusion 4, cfg 4, data 4, sequence 1,
+  // world 1 = 18, six collectives each; send/recv on the 6 with more than
+  // one member; the control group's 7.
+  EXPECT_EQ(rows.size(), 18u * 6u + 6u + 7u) << r.output;
+  EXPECT_NE(r.output.find("group        members                operation               bytes"),
+            std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("self-check passed"), std::string::npos);
+}
+
+TEST(DitserveRun, TwoNodesOnOneMachine) {
+  auto port = util::PickFreePort();
+  ASSERT_TRUE(port.ok());
+  std::vector<std::vector<std::string>> commands;
+  for (int node = 0; node < 2; ++node) {
+    commands.push_back({BinDir() + "/ditserve-run", "--nproc=2", "--nnodes=2",
+                        absl::StrCat("--node_rank=", node), absl::StrCat("--master_port=", *port),
+                        "--master_addr=127.0.0.1", "--ring_degree=2", "--use_cfg_parallel",
+                        "--selfcheck", "--selfcheck_elements=64"});
+  }
+  auto results = RunAll(commands);
+  ASSERT_EQ(results.size(), 2u);
+  for (const auto& r : results) EXPECT_TRUE(r.exit.ok()) << r.exit.Describe() << "\n" << r.output;
+  EXPECT_NE(results[0].output.find("cfg          [0,2]"), std::string::npos) << results[0].output;
+  EXPECT_NE(results[0].output.find("self-check passed"), std::string::npos);
+}
+
+TEST(DitserveRun, BadDegreesAreAOneLineError) {
+  const RunResult r = RunOne({BinDir() + "/ditserve-run", "--nproc=4", "--ulysses_degree=3", "--selfcheck"});
+  EXPECT_TRUE(r.exit.exited);
+  EXPECT_EQ(r.exit.exit_code, 2);
+  EXPECT_EQ(r.output,
+            "ditserve-run: the product of the parallel degrees (dp 1 x cfg 1 x pp 1 x ulysses 3 x "
+            "ring 1 = 3) must equal the world size 4 (--nproc 4 x --nnodes 1)\n");
+  const RunResult zero = RunOne({BinDir() + "/ditserve-run", "--nproc=0"});
+  EXPECT_EQ(zero.exit.exit_code, 2);
+  EXPECT_EQ(zero.output, "ditserve-run: --nproc must be in [1, 1024], got 0\n");
+  const RunResult port = RunOne({BinDir() + "/ditserve-run", "--nnodes=2", "--nproc=1", "--ring_degree=2"});
+  EXPECT_EQ(port.exit.exit_code, 2);
+  EXPECT_EQ(port.output, "ditserve-run: --master_port is required when --nnodes > 1\n");
+}
+
+TEST(DitserveRun, DeadRankStopsTheGangWithoutOrphans) {
+  const std::string dir = ::testing::TempDir();
+  const std::string pids = absl::StrCat(dir, "/pids_", getpid());
+  const std::string script = absl::StrCat(dir, "/fake_worker_", getpid(), ".sh");
+  {
+    std::ofstream out(script);
+    out << "#!/bin/sh\n"
+        << "case \" $* \" in *\" --rank=1 \"*) sleep 0.5; exit 3;; esac\n"
+        << "echo $$ >> " << pids << "\n"
+        << "exec sleep 300\n";
+  }
+  chmod(script.c_str(), 0755);
+  unlink(pids.c_str());
+  const RunResult r = RunOne({BinDir() + "/ditserve-run", "--nproc=3", "--ring_degree=3",
+                           "--worker_binary=" + script, "--shutdown_grace_s=2"});
+  EXPECT_EQ(r.exit.exit_code, 1);
+  EXPECT_NE(r.output.find("ditserve-run: rank 1 exited with code 3; the other ranks were stopped"),
+            std::string::npos)
+      << r.output;
+  int alive = 0, seen = 0;
+  for (absl::string_view line : absl::StrSplit(ReadFile(pids), '\n', absl::SkipEmpty())) {
+    int pid = 0;
+    ASSERT_TRUE(absl::SimpleAtoi(line, &pid));
+    ++seen;
+    if (kill(pid, 0) == 0) ++alive;
+  }
+  EXPECT_EQ(seen, 2);
+  EXPECT_EQ(alive, 0);
+  unlink(pids.c_str());
+  unlink(script.c_str());
+}
+
+TEST(DitserveWorker, ErrorsAreOneLine) {
+  const RunResult none = RunOne({BinDir() + "/ditserve-worker", "--master_port=1"});
+  EXPECT_EQ(none.exit.exit_code, 2);
+  EXPECT_EQ(none.output,
+            "ditserve-worker: nothing to do: pass --selfcheck (image generation arrives with the "
+            "model pipeline)\n");
+  const RunResult bad = RunOne({BinDir() + "/ditserve-worker", "--world_size=2", "--ring_degree=3"});
+  EXPECT_EQ(bad.exit.exit_code, 2);
+  EXPECT_NE(bad.output.find("must equal the world size 2"), std::string::npos) << bad.output;
+  const RunResult dev = RunOne({BinDir() + "/ditserve-worker", "--selfcheck", "--device=tpu"});
+  EXPECT_EQ(dev.exit.exit_code, 2);
+  EXPECT_EQ(dev.output, "ditserve-worker: --device must be cpu, cuda or auto, got 'tpu'\n");
+}
+
+}  // namespace
+}  // namespace ditserve

@@ -1,0 +1,112 @@
+// ditserve-run: starts a gang of ditserve-worker ranks on this machine (or
+// this machine's share of a multi-node gang) and ends them together.
+// Torch-free, so it starts instantly. Every worker flag is accepted and
+// forwarded to the ranks.
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <climits>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "parallel/parallel_config.h"
+#include "util/free_port.h"
+#include "util/process_gang.h"
+#include "worker/worker_flags.h"
+
+ABSL_FLAG(int, nproc, 1, "Ranks to start on this machine");
+ABSL_FLAG(int, nnodes, 1, "Machines in the gang (each runs ditserve-run with the same --nproc)");
+ABSL_FLAG(int, node_rank, 0, "Index of this machine (0 … nnodes-1); node 0 hosts rank 0");
+ABSL_FLAG(std::string, worker_binary, "",
+          "Path of ditserve-worker (default: next to this executable)");
+ABSL_FLAG(double, shutdown_grace_s, 10,
+          "When a rank fails or a signal arrives, seconds between SIGTERM and SIGKILL for the "
+          "other ranks");
+
+namespace {
+
+std::atomic<int> g_signal{0};  // set by the signal handler only
+void OnSignal(int sig) { g_signal.store(sig); }
+
+int Fail(int code, const std::string& message) {
+  std::fprintf(stderr, "ditserve-run: %s\n", message.c_str());
+  return code;
+}
+
+std::string SelfDirectory() {
+  char buf[PATH_MAX];
+  const ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  if (n <= 0) return ".";
+  std::string path(buf, static_cast<size_t>(n));
+  return path.substr(0, path.rfind('/'));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "Starts W ranks of ditserve-worker and waits for them.\n"
+      "  ditserve-run --nproc 4 --ulysses_degree 2 --ring_degree 2 --selfcheck\n"
+      "Multi-node: ditserve-run --nproc 8 --nnodes 2 --node_rank N --master_addr HOST "
+      "--master_port PORT ...");
+  absl::ParseCommandLine(argc, argv);
+  ditserve::worker::WorkerOptions base = ditserve::worker::WorkerOptionsFromFlags();
+  const int nproc = absl::GetFlag(FLAGS_nproc);
+  const int nnodes = absl::GetFlag(FLAGS_nnodes);
+  const int node_rank = absl::GetFlag(FLAGS_node_rank);
+  const double grace_s = absl::GetFlag(FLAGS_shutdown_grace_s);
+  if (nproc < 1 || nproc > 1024) return Fail(2, absl::StrCat("--nproc must be in [1, 1024], got ", nproc));
+  if (nnodes < 1 || nnodes > 1024) return Fail(2, absl::StrCat("--nnodes must be in [1, 1024], got ", nnodes));
+  if (node_rank < 0 || node_rank >= nnodes) {
+    return Fail(2, absl::StrCat("--node_rank must be in [0, ", nnodes, "), got ", node_rank));
+  }
+  if (grace_s < 0) return Fail(2, "--shutdown_grace_s must be >= 0");
+  const int world = nproc * nnodes;
+  if (absl::Status s = ditserve::parallel::Validate(base.parallel, world); !s.ok()) {
+    return Fail(2, absl::StrCat(s.message(), " (--nproc ", nproc, " x --nnodes ", nnodes, ")"));
+  }
+  if (base.master_port == 0) {
+    if (nnodes > 1) return Fail(2, "--master_port is required when --nnodes > 1");
+    auto port = ditserve::util::PickFreePort();
+    if (!port.ok()) return Fail(1, std::string(port.status().message()));
+    base.master_port = *port;
+  }
+  std::string worker = absl::GetFlag(FLAGS_worker_binary);
+  if (worker.empty()) worker = SelfDirectory() + "/ditserve-worker";
+
+  std::vector<ditserve::util::ChildSpec> specs;
+  for (int i = 0; i < nproc; ++i) {
+    ditserve::worker::WorkerOptions o = base;
+    o.rank = node_rank * nproc + i;
+    o.world_size = world;
+    o.local_rank = i;
+    ditserve::util::ChildSpec spec;
+    spec.argv.push_back(worker);
+    for (std::string& a : ditserve::worker::ToWorkerArgs(o)) spec.argv.push_back(std::move(a));
+    specs.push_back(std::move(spec));
+  }
+  signal(SIGINT, OnSignal);
+  signal(SIGTERM, OnSignal);
+  auto gang = ditserve::util::ProcessGang::Start(std::move(specs));
+  if (!gang.ok()) return Fail(1, std::string(gang.status().message()));
+  const ditserve::util::GangWaitResult result =
+      (*gang)->Wait(absl::InfiniteFuture(), /*stop_on_failure=*/true,
+                    absl::Seconds(grace_s), [] { return g_signal.load() != 0; });
+  if (result.stopped) {
+    return Fail(128 + g_signal.load(),
+                absl::StrCat("stopped by signal ", g_signal.load(), "; all ranks ended"));
+  }
+  if (result.first_failure.has_value()) {
+    const auto& bad = result.exits[*result.first_failure];
+    return Fail(1, absl::StrCat("rank ", node_rank * nproc + bad.index, " ", bad.Describe(),
+                                "; the other ranks were stopped"));
+  }
+  return 0;
+}

@@ -1,0 +1,12 @@
+#pragma once
+
+#include "worker/worker_options.h"
+
+namespace ditserve::worker {
+
+// The values of the worker flags (defined in worker_flags.cc) after
+// absl::ParseCommandLine. Both ditserve-worker and ditserve-run link them,
+// so the launcher accepts every worker flag and forwards it.
+WorkerOptions WorkerOptionsFromFlags();
+
+}  // namespace ditserve::worker

@@ -1,0 +1,88 @@
+// ditserve-worker: one rank of a gang. Joins the rendezvous, builds the
+// process groups and (today) runs the collective self-check. Usually started
+// by ditserve-run (or, later, ditserve-server --spawn_workers).
+
+#include <cstdio>
+#include <string>
+
+#include <c10/core/Device.h>
+
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "parallel/process_groups.h"
+#include "parallel/rendezvous.h"
+#include "parallel/world_config.h"
+#include "worker/device.h"
+#include "worker/selfcheck.h"
+#include "worker/worker_flags.h"
+
+namespace {
+
+int Fail(int code, const std::string& message) {
+  std::fprintf(stderr, "ditserve-worker: %s\n", message.c_str());
+  return code;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "One rank of a ditserve gang. Usually started by ditserve-run:\n"
+      "  ditserve-run --nproc 4 --ulysses_degree 2 --ring_degree 2 --selfcheck");
+  absl::ParseCommandLine(argc, argv);
+  const ditserve::worker::WorkerOptions options = ditserve::worker::WorkerOptionsFromFlags();
+  namespace parallel = ditserve::parallel;
+
+  if (absl::Status s = parallel::Validate(options.parallel, options.world_size); !s.ok()) {
+    return Fail(2, std::string(s.message()));
+  }
+  auto world = parallel::WorldConfig::Create(options.parallel, options.rank);
+  if (!world.ok()) return Fail(2, std::string(world.status().message()));
+  if (!options.selfcheck) {
+    return Fail(2,
+                "nothing to do: pass --selfcheck (image generation arrives with the model "
+                "pipeline)");
+  }
+  auto device = ditserve::worker::ResolveDevice(options.device, options.local_rank);
+  if (!device.ok()) return Fail(2, std::string(device.status().message()));
+  if (options.selfcheck_elements < 1 || options.selfcheck_elements > (1 << 26)) {
+    return Fail(2, absl::StrCat("--selfcheck_elements must be in [1, 67108864], got ",
+                                options.selfcheck_elements));
+  }
+
+  parallel::RendezvousOptions rdzv;
+  rdzv.master_addr = options.master_addr;
+  rdzv.master_port = options.master_port;
+  rdzv.rank = options.rank;
+  rdzv.world_size = options.world_size;
+  rdzv.timeout = absl::Seconds(options.rendezvous_timeout_s);
+  auto store = parallel::JoinRendezvous(rdzv);
+  if (!store.ok()) return Fail(1, std::string(store.status().message()));
+
+  parallel::ProcessGroupsOptions pg;
+  pg.data_backend = device->is_cuda() ? parallel::Backend::kNccl : parallel::Backend::kGloo;
+  pg.timeout = absl::Seconds(options.collective_timeout_s);
+  pg.gloo_interface = options.gloo_socket_ifname;
+  pg.loopback_only = options.master_addr == "127.0.0.1" || options.master_addr == "localhost";
+  pg.cuda_device = device->is_cuda() ? device->index() : 0;
+  auto groups = parallel::ProcessGroups::Create(*world, *store, pg);
+  if (!groups.ok()) return Fail(1, std::string(groups.status().message()));
+
+  auto rows = ditserve::worker::RunSelfCheck(**groups, *device, options.selfcheck_elements);
+  auto merged = ditserve::worker::GatherSelfCheck(**groups, rows);
+  if (!merged.ok()) return Fail(1, std::string(merged.status().message()));
+  if (options.rank != 0) return 0;
+  int failed = 0;
+  for (const auto& row : *merged) failed += row.ok ? 0 : 1;
+  std::printf("ditserve self-check: world %d (%s), device %s, %d elements per tensor\n",
+              options.world_size, options.parallel.ToString().c_str(), device->str().c_str(),
+              options.selfcheck_elements);
+  std::printf("%s", ditserve::worker::FormatSelfCheckTable(*merged).c_str());
+  if (failed > 0) {
+    std::printf("self-check FAILED: %d of %zu checks\n", failed, merged->size());
+    return 1;
+  }
+  std::printf("self-check passed: %zu checks\n", merged->size());
+  return 0;
+}
