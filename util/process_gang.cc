@@ -86,6 +86,7 @@ absl::StatusOr<std::unique_ptr<ProcessGang>> ProcessGang::Start(std::vector<Chil
       // Child: async-signal-safe calls only until exec.
       prctl(PR_SET_PDEATHSIG, SIGKILL);
       if (getppid() != parent) _exit(127);  // the parent died before prctl
+      setpgid(0, 0);  // own process group: signals reach its children too
       if (out_fd >= 0) {
         dup2(out_fd, STDOUT_FILENO);
         dup2(out_fd, STDERR_FILENO);
@@ -97,6 +98,7 @@ absl::StatusOr<std::unique_ptr<ProcessGang>> ProcessGang::Start(std::vector<Chil
       _exit(127);
     }
     if (out_fd >= 0) close(out_fd);
+    setpgid(pid, pid);  // also here, so no signal can precede the child's own call
     Child child;
     child.pid = pid;
     child.running = true;
@@ -124,6 +126,7 @@ std::vector<int> ProcessGang::ReapExited() {
     const pid_t r = waitpid(c.pid, &status, WNOHANG);
     if (r == 0) continue;
     c.running = false;
+    kill(-c.pid, SIGKILL);  // whatever the child left behind in its group
     if (r < 0) {  // already reaped elsewhere: report as a failure
       c.exit.exited = true;
       c.exit.exit_code = 255;
@@ -139,10 +142,16 @@ std::vector<int> ProcessGang::ReapExited() {
   return reaped;
 }
 
+// Signals the child's whole process group (the child and anything it
+// started), falling back to the child alone.
+static void SignalGroup(pid_t pid, int sig) {
+  if (kill(-pid, sig) != 0) kill(pid, sig);
+}
+
 void ProcessGang::Signal(int sig) {
   for (Child& c : children_) {
     if (c.running) {
-      kill(c.pid, sig);
+      SignalGroup(c.pid, sig);
       c.exit.killed_by_gang = true;
     }
   }
@@ -164,7 +173,7 @@ void ProcessGang::TerminateRunning(absl::Duration grace) {
 void ProcessGang::KillAll() {
   for (Child& c : children_) {
     if (!c.running) continue;
-    kill(c.pid, SIGKILL);
+    SignalGroup(c.pid, SIGKILL);
     c.exit.killed_by_gang = true;
     int status = 0;
     if (waitpid(c.pid, &status, 0) == c.pid) {

@@ -48,9 +48,11 @@ struct GangWaitResult {
 // A set of child processes started together and ended together: the
 // launcher of a gang of ranks, and the multi-process test harness.
 //
-// Contract: every child gets PR_SET_PDEATHSIG(SIGKILL), so it dies if the
-// owning process dies; the destructor SIGKILLs and reaps every child still
-// running, so no process outlives its ProcessGang. Not thread-safe: one owner
+// Contract: every child runs in its own process group and gets
+// PR_SET_PDEATHSIG(SIGKILL), so it dies if the owning process dies. Signals
+// go to a child's whole group, and when a child ends its group is killed, so
+// nothing it started outlives it. The destructor SIGKILLs and reaps every
+// child still running: no process outlives its ProcessGang. Not thread-safe: one owner
 // thread calls every method.
 class ProcessGang {
  public:

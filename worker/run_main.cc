@@ -87,6 +87,7 @@ int main(int argc, char** argv) {
     o.rank = node_rank * nproc + i;
     o.world_size = world;
     o.local_rank = i;
+    o.local_world_size = nproc;
     ditserve::util::ChildSpec spec;
     spec.argv.push_back(worker);
     for (std::string& a : ditserve::worker::ToWorkerArgs(o)) spec.argv.push_back(std::move(a));

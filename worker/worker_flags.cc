@@ -7,6 +7,7 @@
 ABSL_FLAG(int, rank, 0, "Global rank of this process in the gang (0 … world_size-1)");
 ABSL_FLAG(int, world_size, 1, "Number of ranks in the gang");
 ABSL_FLAG(int, local_rank, 0, "Rank on this machine; selects the CUDA device");
+ABSL_FLAG(int, local_world_size, 1, "Ranks on this machine");
 ABSL_FLAG(std::string, master_addr, "127.0.0.1", "Address of rank 0, which hosts the TCPStore");
 ABSL_FLAG(int, master_port, 0,
           "Port of the TCPStore on rank 0 (ditserve-run on one machine: 0 picks a free port)");
@@ -33,6 +34,7 @@ WorkerOptions WorkerOptionsFromFlags() {
   o.rank = absl::GetFlag(FLAGS_rank);
   o.world_size = absl::GetFlag(FLAGS_world_size);
   o.local_rank = absl::GetFlag(FLAGS_local_rank);
+  o.local_world_size = absl::GetFlag(FLAGS_local_world_size);
   o.master_addr = absl::GetFlag(FLAGS_master_addr);
   o.master_port = absl::GetFlag(FLAGS_master_port);
   o.rendezvous_timeout_s = absl::GetFlag(FLAGS_rendezvous_timeout_s);

@@ -44,7 +44,9 @@ int main(int argc, char** argv) {
                 "nothing to do: pass --selfcheck (image generation arrives with the model "
                 "pipeline)");
   }
-  auto device = ditserve::worker::ResolveDevice(options.device, options.local_rank);
+  auto device = ditserve::worker::ResolveDevice(options.device, options.local_rank,
+                                                options.local_world_size,
+                                                ditserve::worker::CudaDeviceCount());
   if (!device.ok()) return Fail(2, std::string(device.status().message()));
   if (options.selfcheck_elements < 1 || options.selfcheck_elements > (1 << 26)) {
     return Fail(2, absl::StrCat("--selfcheck_elements must be in [1, 67108864], got ",

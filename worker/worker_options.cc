@@ -9,6 +9,7 @@ std::vector<std::string> ToWorkerArgs(const WorkerOptions& o) {
       absl::StrCat("--rank=", o.rank),
       absl::StrCat("--world_size=", o.world_size),
       absl::StrCat("--local_rank=", o.local_rank),
+      absl::StrCat("--local_world_size=", o.local_world_size),
       absl::StrCat("--master_addr=", o.master_addr),
       absl::StrCat("--master_port=", o.master_port),
       absl::StrCat("--rendezvous_timeout_s=", o.rendezvous_timeout_s),

@@ -13,7 +13,8 @@ namespace ditserve::worker {
 struct WorkerOptions {
   int rank = 0;
   int world_size = 1;
-  int local_rank = 0;  // index on this machine; picks the CUDA device
+  int local_rank = 0;        // index on this machine; picks the CUDA device
+  int local_world_size = 1;  // ranks on this machine
   std::string master_addr = "127.0.0.1";
   int master_port = 0;  // 0: the launcher picks a free one
   double rendezvous_timeout_s = 300;

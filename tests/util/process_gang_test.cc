@@ -15,7 +15,15 @@ namespace {
 
 ChildSpec Sh(const std::string& script) { return ChildSpec{{"/bin/sh", "-c", script}, {}, ""}; }
 
-bool Alive(pid_t pid) { return kill(pid, 0) == 0 || errno != ESRCH; }
+// Alive and not a zombie (an orphan's zombie waits for init to reap it).
+bool Alive(pid_t pid) {
+  if (kill(pid, 0) != 0 && errno == ESRCH) return false;
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  std::getline(stat, line);
+  const size_t paren = line.rfind(')');
+  return paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] != 'Z';
+}
 
 TEST(ProcessGang, AllSucceed) {
   auto gang = ProcessGang::Start({Sh("exit 0"), Sh("exit 0")});
@@ -87,6 +95,23 @@ TEST(ProcessGang, DestructorKillsChildren) {
     for (pid_t p : pids) EXPECT_TRUE(Alive(p));
   }
   for (pid_t p : pids) EXPECT_FALSE(Alive(p));
+}
+
+TEST(ProcessGang, GrandchildrenDieWithTheirParent) {
+  const std::string pid_file = ::testing::TempDir() + "/grandchild_pid";
+  unlink(pid_file.c_str());
+  auto gang = ProcessGang::Start(
+      {Sh("sleep 300 & echo $! > " + pid_file + "; wait"), Sh("sleep 0.5; exit 2")});
+  ASSERT_TRUE(gang.ok());
+  auto r = (*gang)->Wait(absl::Now() + absl::Seconds(60), true, absl::Seconds(1));
+  ASSERT_EQ(r.first_failure, 1);
+  std::ifstream in(pid_file);
+  pid_t grandchild = 0;
+  in >> grandchild;
+  ASSERT_GT(grandchild, 0);
+  // Killed with its parent's process group; reaped by init shortly after.
+  for (int i = 0; i < 200 && Alive(grandchild); ++i) usleep(10000);
+  EXPECT_FALSE(Alive(grandchild));
 }
 
 TEST(ProcessGang, OutputAndEnvironment) {

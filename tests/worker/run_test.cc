@@ -76,7 +76,7 @@ RunResult RunOne(const std::vector<std::string>& command) {
 
 TEST(DitserveRun, SelfCheckOverFourRanks) {
   const RunResult r = RunOne({BinDir() + "/ditserve-run", "--nproc=4", "--ulysses_degree=2",
-                           "--ring_degree=2", "--selfcheck", "--selfcheck_elements=256"});
+                           "--ring_degree=2", "--selfcheck", "--selfcheck_elements=256", "--device=cpu"});
   ASSERT_TRUE(r.exit.ok()) << r.exit.Describe() << "\n" << r.output;
   EXPECT_NE(r.output.find("world 4 (dp=1 cfg=1 pp=1 ulysses=2 ring=2), device cpu"), std::string::npos)
       << r.output;
@@ -116,7 +116,7 @@ TEST(DitserveRun, TwoNodesOnOneMachine) {
     commands.push_back({BinDir() + "/ditserve-run", "--nproc=2", "--nnodes=2",
                         absl::StrCat("--node_rank=", node), absl::StrCat("--master_port=", *port),
                         "--master_addr=127.0.0.1", "--ring_degree=2", "--use_cfg_parallel",
-                        "--selfcheck", "--selfcheck_elements=64"});
+                        "--selfcheck", "--selfcheck_elements=64", "--device=cpu"});
   }
   auto results = RunAll(commands);
   ASSERT_EQ(results.size(), 2u);

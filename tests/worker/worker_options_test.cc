@@ -10,6 +10,7 @@ TEST(WorkerOptions, ToWorkerArgsCarriesEveryField) {
   o.rank = 3;
   o.world_size = 8;
   o.local_rank = 1;
+  o.local_world_size = 4;
   o.master_addr = "10.0.0.2";
   o.master_port = 29501;
   o.rendezvous_timeout_s = 12.5;
@@ -20,7 +21,7 @@ TEST(WorkerOptions, ToWorkerArgsCarriesEveryField) {
   o.selfcheck = true;
   o.selfcheck_elements = 17;
   EXPECT_EQ(ToWorkerArgs(o), (std::vector<std::string>{
-                                 "--rank=3", "--world_size=8", "--local_rank=1",
+                                 "--rank=3", "--world_size=8", "--local_rank=1", "--local_world_size=4",
                                  "--master_addr=10.0.0.2", "--master_port=29501",
                                  "--rendezvous_timeout_s=12.5", "--collective_timeout_s=30",
                                  "--device=cpu", "--gloo_socket_ifname=eth0",
