@@ -1,0 +1,52 @@
+#pragma once
+
+// Attention that also returns the log-sum-exp of each query's scores, and
+// the merge of two partial attention results by their log-sum-exp (the
+// online-softmax rule). Ring attention is built from these two.
+//
+// Layout: q [B, Sq, H, D], k and v [B, Sk, H, D] (sequence-major, as the
+// models hold tokens); out [B, Sq, H, D] float32; lse [B, H, Sq] float32.
+// CPU tensors run on LibTorch ops; CUDA tensors (CUDA builds) run on
+// LibTorch's fused memory-efficient attention and our merge kernel.
+
+#include <cstdint>
+
+#include <ATen/core/Tensor.h>
+
+#include "absl/status/statusor.h"
+
+namespace ditserve::kernels {
+
+struct AttentionResult {
+  at::Tensor out;  // [B, Sq, H, D] float32
+  at::Tensor lse;  // [B, H, Sq] float32; -inf for a query with no valid key
+};
+
+struct AttentionOptions {
+  // Softmax scale; 0 means 1/sqrt(D).
+  double scale = 0;
+  // Bound on the score matrix held at once on CPU (queries are processed in
+  // blocks so that B·H·block·Sk·4 bytes stays under it).
+  int64_t max_score_bytes = int64_t{256} << 20;
+};
+
+// softmax(q·kᵀ·scale) · v with the scores of invalid keys (key_valid[b, j]
+// false; undefined key_valid means all valid) excluded. Inputs may be f32,
+// f16 or bf16; accumulation is in f32. A query whose keys are all invalid
+// gets out 0 and lse -inf. INVALID_ARGUMENT on mismatched shapes, dtypes or
+// devices.
+absl::StatusOr<AttentionResult> AttentionWithLse(const at::Tensor& q, const at::Tensor& k,
+                                                 const at::Tensor& v, const at::Tensor& key_valid,
+                                                 const AttentionOptions& options = {});
+
+// Merges `part` into `acc` in place, as if the keys of both had been attended
+// together: lse = log(e^lse_a + e^lse_b), out = out_a·e^(lse_a-lse) +
+// out_b·e^(lse_b-lse). Stable for any magnitudes; -inf on both sides gives
+// out 0, lse -inf. An undefined acc takes part. INVALID_ARGUMENT on shape
+// mismatch.
+absl::Status MergeAttentionInto(AttentionResult& acc, const AttentionResult& part);
+
+// The float32 CPU reference of the merge (also used by the CUDA test).
+AttentionResult MergeAttentionReference(const AttentionResult& a, const AttentionResult& b);
+
+}  // namespace ditserve::kernels

@@ -1,0 +1,70 @@
+// CUDA glue: built only against a CUDA LibTorch.
+#include "kernels/attention_cuda.h"
+
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include <limits>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "kernels/merge_attention.cuh"
+
+namespace ditserve::kernels {
+
+absl::StatusOr<AttentionResult> CudaAttentionWithLse(const at::Tensor& q, const at::Tensor& k,
+                                                     const at::Tensor& v,
+                                                     const at::Tensor& key_valid, double scale) {
+  c10::cuda::CUDAGuard guard(q.device());
+  try {
+    // [B, S, H, D] -> [B, H, S, D], the fused kernels' layout.
+    const at::Tensor qh = q.transpose(1, 2);
+    const at::Tensor kh = k.transpose(1, 2);
+    const at::Tensor vh = v.transpose(1, 2);
+    std::optional<at::Tensor> bias;
+    if (key_valid.defined()) {
+      // Additive bias [B, 1, Sq, Sk] broadcast over heads; -inf on invalid keys.
+      at::Tensor b = at::zeros({q.size(0), 1, 1, k.size(1)}, q.options());
+      b.masked_fill_(key_valid.logical_not().view({q.size(0), 1, 1, k.size(1)}),
+                     -std::numeric_limits<float>::infinity());
+      bias = b.expand({q.size(0), q.size(2), q.size(1), k.size(1)});
+    }
+    auto result = at::_scaled_dot_product_efficient_attention(
+        qh, kh, vh, bias, /*compute_log_sumexp=*/true, /*dropout_p=*/0.0, /*is_causal=*/false,
+        scale);
+    at::Tensor out = std::get<0>(result).transpose(1, 2).to(at::kFloat).contiguous();
+    at::Tensor lse = std::get<1>(result).narrow(2, 0, q.size(1)).to(at::kFloat).contiguous();
+    if (key_valid.defined()) {
+      // Queries with no valid key: out 0, lse -inf (the fused kernel's value
+      // for them is not specified).
+      at::Tensor none = key_valid.logical_not().all(1).view({q.size(0), 1, 1});  // [B,1,1]
+      lse.masked_fill_(none, -std::numeric_limits<float>::infinity());
+      out.masked_fill_(none.view({q.size(0), 1, 1, 1}), 0.0);
+    }
+    return AttentionResult{out, lse};
+  } catch (const std::exception& e) {
+    std::string what = e.what();
+    return absl::InternalError(absl::StrCat("CUDA attention failed: ", what.substr(0, what.find('\n'))));
+  }
+}
+
+absl::Status CudaMergeAttentionInto(AttentionResult& acc, const AttentionResult& part) {
+  c10::cuda::CUDAGuard guard(acc.out.device());
+  if (!acc.out.is_contiguous() || !acc.lse.is_contiguous() || acc.out.scalar_type() != at::kFloat) {
+    acc.out = acc.out.to(at::kFloat).contiguous();
+    acc.lse = acc.lse.to(at::kFloat).contiguous();
+  }
+  const at::Tensor ob = part.out.to(at::kFloat).contiguous();
+  const at::Tensor lb = part.lse.to(at::kFloat).contiguous();
+  const cudaError_t err = LaunchMergeAttention(
+      acc.out.data_ptr<float>(), acc.lse.data_ptr<float>(), ob.data_ptr<float>(),
+      lb.data_ptr<float>(), acc.out.size(0), acc.out.size(1), acc.out.size(2), acc.out.size(3),
+      c10::cuda::getCurrentCUDAStream(acc.out.get_device()).stream());
+  if (err != cudaSuccess) {
+    return absl::InternalError(absl::StrCat("merge kernel launch failed: ", cudaGetErrorString(err)));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace ditserve::kernels

@@ -1,0 +1,57 @@
+// CUDA attention and merge against the CPU reference, by normalised MSE
+// (label gpu; skips without a GPU).
+
+#include <ATen/ATen.h>
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include "kernels/attention.h"
+
+namespace ditserve::kernels {
+namespace {
+
+bool HaveGpu() {
+  int n = 0;
+  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+}
+
+// ||a-b||² / ||b||².
+double Nmse(const at::Tensor& a, const at::Tensor& b) {
+  const at::Tensor x = a.cpu().to(at::kDouble), y = b.cpu().to(at::kDouble);
+  return (x - y).pow(2).sum().item<double>() / std::max(1e-30, y.pow(2).sum().item<double>());
+}
+
+TEST(CudaAttention, MatchesCpuReference) {
+  if (!HaveGpu()) GTEST_SKIP() << "no CUDA device";
+  at::manual_seed(7);
+  for (at::ScalarType t : {at::kFloat, at::kHalf, at::kBFloat16}) {
+    for (bool masked : {false, true}) {
+      const at::Tensor q = at::randn({2, 333, 8, 64}).to(t), k = at::randn({2, 517, 8, 64}).to(t),
+                       v = at::randn({2, 517, 8, 64}).to(t);
+      at::Tensor valid;
+      if (masked) valid = at::rand({2, 517}) > 0.3;
+      auto cpu = AttentionWithLse(q, k, v, valid);
+      auto gpu = AttentionWithLse(q.cuda(), k.cuda(), v.cuda(), masked ? valid.cuda() : at::Tensor());
+      ASSERT_TRUE(cpu.ok() && gpu.ok()) << gpu.status();
+      const double bound = t == at::kFloat ? 1e-10 : 1e-5;
+      EXPECT_LT(Nmse(gpu->out, cpu->out), bound) << c10::toString(t) << " masked " << masked;
+      EXPECT_LT(Nmse(gpu->lse, cpu->lse), bound) << c10::toString(t) << " masked " << masked;
+    }
+  }
+}
+
+TEST(CudaMerge, MatchesCpuReference) {
+  if (!HaveGpu()) GTEST_SKIP() << "no CUDA device";
+  at::manual_seed(8);
+  AttentionResult a{at::randn({2, 100, 4, 128}), at::randn({2, 4, 100}) * 5};
+  AttentionResult b{at::randn({2, 100, 4, 128}), at::randn({2, 4, 100}) * 5};
+  a.lse[0][0][0] = -std::numeric_limits<float>::infinity();
+  const AttentionResult want = MergeAttentionReference(a, b);
+  AttentionResult acc{a.out.cuda(), a.lse.cuda()};
+  ASSERT_TRUE(MergeAttentionInto(acc, AttentionResult{b.out.cuda(), b.lse.cuda()}).ok());
+  EXPECT_LT(Nmse(acc.out, want.out), 1e-12);
+  EXPECT_LT(Nmse(acc.lse, want.lse), 1e-12);
+}
+
+}  // namespace
+}  // namespace ditserve::kernels
