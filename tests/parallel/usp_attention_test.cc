@@ -44,8 +44,6 @@ struct Case {
   at::ScalarType type() const {
     return dtype == "f16" ? at::kHalf : (dtype == "bf16" ? at::kBFloat16 : at::kFloat);
   }
-  // Max-abs bound against the float64 reference: f32 rounding, or one
-  // rounding of the output to the 16-bit type (|out| < 4).
   // One unit in the last place at magnitude 1 (attention outputs here stay
   // well below 2): 2^-10 for f16, 2^-7 for bf16.
   double bound() const { return dtype == "f16" ? 1e-3 : (dtype == "bf16" ? 8e-3 : 1e-5); }
