@@ -24,9 +24,12 @@ absl::StatusOr<AttentionResult> CudaAttentionWithLse(const at::Tensor& q, const 
     const at::Tensor vh = v.transpose(1, 2);
     std::optional<at::Tensor> bias;
     if (key_valid.defined()) {
-      // Additive bias [B, 1, Sq, Sk] broadcast over heads; -inf on invalid keys.
-      at::Tensor b = at::zeros({q.size(0), 1, 1, k.size(1)}, q.options());
-      b.masked_fill_(key_valid.logical_not().view({q.size(0), 1, 1, k.size(1)}),
+      // Additive bias [B, H, Sq, Sk] (broadcast views of [B, 1, 1, Sk]); -inf
+      // on invalid keys. The fused kernel wants the batch stride aligned to
+      // 16 elements, so the key dimension is allocated padded.
+      const int64_t Sk = k.size(1), padded = (Sk + 15) / 16 * 16;
+      at::Tensor b = at::zeros({q.size(0), 1, 1, padded}, q.options()).narrow(3, 0, Sk);
+      b.masked_fill_(key_valid.logical_not().view({q.size(0), 1, 1, Sk}),
                      -std::numeric_limits<float>::infinity());
       bias = b.expand({q.size(0), q.size(2), q.size(1), k.size(1)});
     }
