@@ -5,6 +5,9 @@
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <limits>
+
 #include "kernels/attention.h"
 
 namespace ditserve::kernels {
@@ -34,6 +37,8 @@ TEST(CudaAttention, MatchesCpuReference) {
       auto gpu = AttentionWithLse(q.cuda(), k.cuda(), v.cuda(), masked ? valid.cuda() : at::Tensor());
       ASSERT_TRUE(cpu.ok() && gpu.ok()) << gpu.status();
       const double bound = t == at::kFloat ? 1e-10 : 1e-5;
+      std::printf("%s masked=%d: NMSE out %.3g, lse %.3g\n", c10::toString(t), masked,
+                  Nmse(gpu->out, cpu->out), Nmse(gpu->lse, cpu->lse));
       EXPECT_LT(Nmse(gpu->out, cpu->out), bound) << c10::toString(t) << " masked " << masked;
       EXPECT_LT(Nmse(gpu->lse, cpu->lse), bound) << c10::toString(t) << " masked " << masked;
     }
@@ -49,6 +54,7 @@ TEST(CudaMerge, MatchesCpuReference) {
   const AttentionResult want = MergeAttentionReference(a, b);
   AttentionResult acc{a.out.cuda(), a.lse.cuda()};
   ASSERT_TRUE(MergeAttentionInto(acc, AttentionResult{b.out.cuda(), b.lse.cuda()}).ok());
+  std::printf("merge: NMSE out %.3g, lse %.3g\n", Nmse(acc.out, want.out), Nmse(acc.lse, want.lse));
   EXPECT_LT(Nmse(acc.out, want.out), 1e-12);
   EXPECT_LT(Nmse(acc.lse, want.lse), 1e-12);
 }
