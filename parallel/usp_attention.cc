@@ -7,15 +7,10 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "util/status_macros.h"
 
 namespace ditserve::parallel {
 namespace {
-
-#define USP_RETURN_IF_ERROR(expr) \
-  do {                            \
-    absl::Status _s = (expr);     \
-    if (!_s.ok()) return _s;      \
-  } while (0)
 
 int64_t Bytes(const at::Tensor& t) { return t.defined() ? t.numel() * t.element_size() : 0; }
 
@@ -85,6 +80,26 @@ absl::StatusOr<at::Tensor> Gather(Communicator& c, const at::Tensor& x, int64_t 
   return c.AllGather(x, dim);
 }
 
+// The Ulysses forward exchange of q, k, v (heads scattered, sequence
+// gathered) and of the key mask (gathered).
+struct Exchanged {
+  at::Tensor q, k, v, valid;
+};
+absl::StatusOr<Exchanged> UlyssesExchange(Communicator& c, const at::Tensor& q, const at::Tensor& k,
+                                          const at::Tensor& v, const at::Tensor& key_valid,
+                                          const UspOptions& o) {
+  Exchanged x;
+  for (auto [in, out] : {std::pair{&q, &x.q}, std::pair{&k, &x.k}, std::pair{&v, &x.v}}) {
+    auto moved = HeadsToSequence(c, *in, o);
+    DITSERVE_RETURN_IF_ERROR(moved.status());
+    *out = *std::move(moved);
+  }
+  auto valid = Gather(c, key_valid, 1, o);
+  DITSERVE_RETURN_IF_ERROR(valid.status());
+  x.valid = *std::move(valid);
+  return x;
+}
+
 // The shared core of USP: Ulysses exchange, ring, Ulysses exchange back.
 // `text_*` are replicated text tokens (already validated) or undefined.
 // Returns (text result [B,T,H/U,D] f32 or undefined, image out [B,Sl,H,D]).
@@ -92,36 +107,30 @@ absl::StatusOr<std::pair<at::Tensor, at::Tensor>> UspCore(
     Communicator& ulysses, Communicator& ring, const at::Tensor& q, const at::Tensor& k,
     const at::Tensor& v, const at::Tensor& key_valid, const at::Tensor& text_q,
     const at::Tensor& text_k, const at::Tensor& text_v, const UspOptions& o) {
-  USP_RETURN_IF_ERROR(CheckQkv(q, k, v));
-  USP_RETURN_IF_ERROR(CheckHeads(ulysses, q.size(2)));
+  DITSERVE_RETURN_IF_ERROR(CheckQkv(q, k, v));
+  DITSERVE_RETURN_IF_ERROR(CheckHeads(ulysses, q.size(2)));
   if (key_valid.defined() && (key_valid.dim() != 2 || key_valid.size(0) != q.size(0) ||
                               key_valid.size(1) != q.size(1) || key_valid.scalar_type() != at::kBool)) {
     return absl::InvalidArgumentError(absl::StrCat("USP attention: key_valid must be bool [",
                                                    q.size(0), ", ", q.size(1), "]"));
   }
-  auto qs = HeadsToSequence(ulysses, q, o);
-  USP_RETURN_IF_ERROR(qs.status());
-  auto ks = HeadsToSequence(ulysses, k, o);
-  USP_RETURN_IF_ERROR(ks.status());
-  auto vs = HeadsToSequence(ulysses, v, o);
-  USP_RETURN_IF_ERROR(vs.status());
-  auto valid = Gather(ulysses, key_valid, 1, o);
-  USP_RETURN_IF_ERROR(valid.status());
+  auto x = UlyssesExchange(ulysses, q, k, v, key_valid, o);
+  DITSERVE_RETURN_IF_ERROR(x.status());
   const int64_t heads_per_rank = q.size(2) / ulysses.size();
-  at::Tensor query = *qs, tk, tv;
+  at::Tensor query = x->q, tk, tv;
   int64_t text_len = 0;
   if (text_q.defined()) {
     const int64_t h0 = ulysses.rank() * heads_per_rank;
     text_len = text_q.size(1);
-    query = at::cat({text_q.narrow(2, h0, heads_per_rank), *qs}, 1);
+    query = at::cat({text_q.narrow(2, h0, heads_per_rank), x->q}, 1);
     tk = text_k.narrow(2, h0, heads_per_rank);
     tv = text_v.narrow(2, h0, heads_per_rank);
   }
-  auto result = RingAttention(ring, query, *ks, *vs, *valid, tk, tv, o);
-  USP_RETURN_IF_ERROR(result.status());
-  at::Tensor image = result->out.narrow(1, text_len, qs->size(1)).to(q.scalar_type());
+  auto result = RingAttention(ring, query, x->k, x->v, x->valid, tk, tv, o);
+  DITSERVE_RETURN_IF_ERROR(result.status());
+  at::Tensor image = result->out.narrow(1, text_len, x->q.size(1)).to(q.scalar_type());
   auto back = SequenceToHeads(ulysses, image.contiguous(), o);
-  USP_RETURN_IF_ERROR(back.status());
+  DITSERVE_RETURN_IF_ERROR(back.status());
   at::Tensor text;
   if (text_q.defined()) text = result->out.narrow(1, 0, text_len);
   return std::make_pair(text, *back);
@@ -138,11 +147,11 @@ absl::StatusOr<kernels::AttentionResult> RingAttention(Communicator& ring, const
   if (!q.defined() || !k.defined() || !v.defined() || q.dim() != 4 || !k.sizes().equals(v.sizes())) {
     return absl::InvalidArgumentError("ring attention: q, k, v must be [B, S, H, D]");
   }
-  USP_RETURN_IF_ERROR(CheckSameShapes(ring, k, once_k));
+  DITSERVE_RETURN_IF_ERROR(CheckSameShapes(ring, k, once_k));
   kernels::AttentionResult acc;
   if (once_k.defined()) {
     auto front = kernels::AttentionWithLse(q, once_k, once_v, at::Tensor(), o.attention);
-    USP_RETURN_IF_ERROR(front.status());
+    DITSERVE_RETURN_IF_ERROR(front.status());
     acc = *std::move(front);
   }
   const int p = ring.size();
@@ -157,20 +166,20 @@ absl::StatusOr<kernels::AttentionResult> RingAttention(Communicator& ring, const
     if (step + 1 < p) {
       incoming = at::empty_like(block);
       auto r = ring.Recv(incoming, prev, 2 * step);
-      USP_RETURN_IF_ERROR(r.status());
+      DITSERVE_RETURN_IF_ERROR(r.status());
       recv = *std::move(r);
       auto s = ring.Send(block, next, 2 * step);
-      USP_RETURN_IF_ERROR(s.status());
+      DITSERVE_RETURN_IF_ERROR(s.status());
       send = *std::move(s);
       Count(o, Bytes(block));
       if (valid.defined()) {
         const at::Tensor mask_bytes = valid.to(at::kByte).contiguous();
         incoming_mask = at::empty_like(mask_bytes);
         auto rm = ring.Recv(incoming_mask, prev, 2 * step + 1);
-        USP_RETURN_IF_ERROR(rm.status());
+        DITSERVE_RETURN_IF_ERROR(rm.status());
         recv_mask = *std::move(rm);
         auto sm = ring.Send(mask_bytes, next, 2 * step + 1);
-        USP_RETURN_IF_ERROR(sm.status());
+        DITSERVE_RETURN_IF_ERROR(sm.status());
         send_mask = *std::move(sm);
         Count(o, Bytes(mask_bytes));
       }
@@ -178,16 +187,16 @@ absl::StatusOr<kernels::AttentionResult> RingAttention(Communicator& ring, const
     // A block whose keys are all padding contributes nothing: skip it.
     if (!valid.defined() || valid.any().item<bool>()) {
       auto part = kernels::AttentionWithLse(q, block[0], block[1], valid, o.attention);
-      USP_RETURN_IF_ERROR(part.status());
-      USP_RETURN_IF_ERROR(kernels::MergeAttentionInto(acc, *part));
+      DITSERVE_RETURN_IF_ERROR(part.status());
+      DITSERVE_RETURN_IF_ERROR(kernels::MergeAttentionInto(acc, *part));
     }
     if (step + 1 < p) {
-      USP_RETURN_IF_ERROR(send->Wait());
-      USP_RETURN_IF_ERROR(recv->Wait());
+      DITSERVE_RETURN_IF_ERROR(send->Wait());
+      DITSERVE_RETURN_IF_ERROR(recv->Wait());
       block = incoming;
       if (valid.defined()) {
-        USP_RETURN_IF_ERROR(send_mask->Wait());
-        USP_RETURN_IF_ERROR(recv_mask->Wait());
+        DITSERVE_RETURN_IF_ERROR(send_mask->Wait());
+        DITSERVE_RETURN_IF_ERROR(recv_mask->Wait());
         valid = incoming_mask.to(at::kBool);
       }
     }
@@ -195,7 +204,7 @@ absl::StatusOr<kernels::AttentionResult> RingAttention(Communicator& ring, const
   if (!acc.out.defined()) {
     // Every key was padding: out 0, lse -inf, as serial attention gives.
     auto none = kernels::AttentionWithLse(q, k, v, key_valid, o.attention);
-    USP_RETURN_IF_ERROR(none.status());
+    DITSERVE_RETURN_IF_ERROR(none.status());
     acc = *std::move(none);
   }
   return acc;
@@ -204,18 +213,12 @@ absl::StatusOr<kernels::AttentionResult> RingAttention(Communicator& ring, const
 absl::StatusOr<at::Tensor> UlyssesAttention(Communicator& ulysses, const at::Tensor& q,
                                             const at::Tensor& k, const at::Tensor& v,
                                             const at::Tensor& key_valid, const UspOptions& o) {
-  USP_RETURN_IF_ERROR(CheckQkv(q, k, v));
-  USP_RETURN_IF_ERROR(CheckHeads(ulysses, q.size(2)));
-  auto qs = HeadsToSequence(ulysses, q, o);
-  USP_RETURN_IF_ERROR(qs.status());
-  auto ks = HeadsToSequence(ulysses, k, o);
-  USP_RETURN_IF_ERROR(ks.status());
-  auto vs = HeadsToSequence(ulysses, v, o);
-  USP_RETURN_IF_ERROR(vs.status());
-  auto valid = Gather(ulysses, key_valid, 1, o);
-  USP_RETURN_IF_ERROR(valid.status());
-  auto r = kernels::AttentionWithLse(*qs, *ks, *vs, *valid, o.attention);
-  USP_RETURN_IF_ERROR(r.status());
+  DITSERVE_RETURN_IF_ERROR(CheckQkv(q, k, v));
+  DITSERVE_RETURN_IF_ERROR(CheckHeads(ulysses, q.size(2)));
+  auto x = UlyssesExchange(ulysses, q, k, v, key_valid, o);
+  DITSERVE_RETURN_IF_ERROR(x.status());
+  auto r = kernels::AttentionWithLse(x->q, x->k, x->v, x->valid, o.attention);
+  DITSERVE_RETURN_IF_ERROR(r.status());
   return SequenceToHeads(ulysses, r->out.to(q.scalar_type()).contiguous(), o);
 }
 
@@ -224,7 +227,7 @@ absl::StatusOr<at::Tensor> UspAttention(Communicator& ulysses, Communicator& rin
                                         const at::Tensor& v, const at::Tensor& key_valid,
                                         const UspOptions& o) {
   auto r = UspCore(ulysses, ring, q, k, v, key_valid, at::Tensor(), at::Tensor(), at::Tensor(), o);
-  USP_RETURN_IF_ERROR(r.status());
+  DITSERVE_RETURN_IF_ERROR(r.status());
   return r->second;
 }
 
@@ -234,8 +237,8 @@ absl::StatusOr<JointOutputs> JointUspAttention(Communicator& ulysses, Communicat
                                                const at::Tensor& image_k, const at::Tensor& image_v,
                                                const at::Tensor& image_valid,
                                                const UspOptions& o) {
-  USP_RETURN_IF_ERROR(CheckQkv(text_q, text_k, text_v));
-  USP_RETURN_IF_ERROR(CheckQkv(image_q, image_k, image_v));
+  DITSERVE_RETURN_IF_ERROR(CheckQkv(text_q, text_k, text_v));
+  DITSERVE_RETURN_IF_ERROR(CheckQkv(image_q, image_k, image_v));
   if (text_q.size(0) != image_q.size(0) || text_q.size(2) != image_q.size(2) ||
       text_q.size(3) != image_q.size(3) || text_q.scalar_type() != image_q.scalar_type()) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -259,18 +262,18 @@ absl::StatusOr<JointOutputs> JointUspAttention(Communicator& ulysses, Communicat
     }
     auto out = UspAttention(ulysses, ring, shard(text_q, image_q), shard(text_k, image_k),
                             shard(text_v, image_v), valid, o);
-    USP_RETURN_IF_ERROR(out.status());
+    DITSERVE_RETURN_IF_ERROR(out.status());
     auto text = GatherSequence(ulysses, ring, out->narrow(1, 0, t).contiguous(), T);
-    USP_RETURN_IF_ERROR(text.status());
+    DITSERVE_RETURN_IF_ERROR(text.status());
     Count(o, Bytes(out->narrow(1, 0, t)) * (sp - 1));
     return JointOutputs{*text, out->narrow(1, t, Si).contiguous()};
   }
   // Replicated text: every rank attends the text keys once (front) and
   // computes its heads' text output; the heads are gathered at the end.
   auto r = UspCore(ulysses, ring, image_q, image_k, image_v, image_valid, text_q, text_k, text_v, o);
-  USP_RETURN_IF_ERROR(r.status());
+  DITSERVE_RETURN_IF_ERROR(r.status());
   auto text = Gather(ulysses, r->first.to(text_q.scalar_type()).contiguous(), 2, o);
-  USP_RETURN_IF_ERROR(text.status());
+  DITSERVE_RETURN_IF_ERROR(text.status());
   return JointOutputs{*text, r->second};
 }
 
@@ -293,12 +296,12 @@ absl::StatusOr<at::Tensor> GatherSequence(Communicator& ulysses, Communicator& r
   at::Tensor x = local;
   if (ulysses.size() > 1) {
     auto g = ulysses.AllGather(x, 1);
-    USP_RETURN_IF_ERROR(g.status());
+    DITSERVE_RETURN_IF_ERROR(g.status());
     x = *g;
   }
   if (ring.size() > 1) {
     auto g = ring.AllGather(x, 1);
-    USP_RETURN_IF_ERROR(g.status());
+    DITSERVE_RETURN_IF_ERROR(g.status());
     x = *g;
   }
   if (total_length > x.size(1)) {

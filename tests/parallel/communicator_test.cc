@@ -16,6 +16,8 @@
 #include "parallel/rendezvous.h"
 #include "tests/harness/multiproc.h"
 #include "tests/parallel/collective_checks.h"
+#include "tests/parallel/test_gang.h"
+#include "util/status_macros.h"
 
 namespace ditserve::parallel {
 namespace {
@@ -23,12 +25,6 @@ namespace {
 using testing::LaunchOptions;
 using testing::LaunchScenario;
 using testing::RankContext;
-
-#define RETURN_IF_ERROR(expr)                 \
-  do {                                        \
-    absl::Status _s = (expr);                 \
-    if (!_s.ok()) return _s;                  \
-  } while (0)
 
 absl::Status Check(bool ok, const std::string& what) {
   return ok ? absl::OkStatus() : absl::InternalError(what);
@@ -51,39 +47,30 @@ ParallelConfig ParseConfig(const std::string& text) {
 absl::StatusOr<std::unique_ptr<ProcessGroups>> Join(const RankContext& ctx,
                                                     const ParallelConfig& config,
                                                     absl::Duration timeout) {
-  auto world = WorldConfig::Create(config, ctx.rank);
-  if (!world.ok()) return world.status();
-  RendezvousOptions rdzv;
-  rdzv.master_port = ctx.master_port;
-  rdzv.rank = ctx.rank;
-  rdzv.world_size = ctx.world_size;
-  rdzv.timeout = absl::Seconds(120);
-  auto store = JoinRendezvous(rdzv);
-  if (!store.ok()) return store.status();
   ProcessGroupsOptions options;
   options.timeout = timeout;
-  return ProcessGroups::Create(*world, *store, options);
+  return JoinTestGang(ctx, config, options);
 }
 
 DITSERVE_SCENARIO(collectives) {
   const ParallelConfig config = ParseConfig(ctx.args.at(0));
   auto groups = Join(ctx, config, absl::Seconds(120));
-  RETURN_IF_ERROR(groups.status());
+  DITSERVE_RETURN_IF_ERROR(groups.status());
   const WorldConfig& world = (*groups)->world();
   for (at::ScalarType dtype : {at::kFloat, at::kHalf, at::kBFloat16}) {
     for (Dim dim : kAllDims) {
-      RETURN_IF_ERROR(CheckGroupCollectives((*groups)->group(dim), world.members(dim), ctx.rank, dtype,
+      DITSERVE_RETURN_IF_ERROR(CheckGroupCollectives((*groups)->group(dim), world.members(dim), ctx.rank, dtype,
                                             c10::Device(c10::kCPU)));
     }
-    RETURN_IF_ERROR(CheckGroupCollectives((*groups)->control(), world.members(Dim::kWorld),
+    DITSERVE_RETURN_IF_ERROR(CheckGroupCollectives((*groups)->control(), world.members(Dim::kWorld),
                                           ctx.rank, dtype, c10::Device(c10::kCPU)));
   }
   // Integer and bool payloads move bit-exactly.
   at::Tensor flags = at::full({1}, ctx.rank % 2 == 0, at::kBool);
   auto all = (*groups)->group(Dim::kWorld).AllGather(flags, 0);
-  RETURN_IF_ERROR(all.status());
+  DITSERVE_RETURN_IF_ERROR(all.status());
   for (int r = 0; r < ctx.world_size; ++r) {
-    RETURN_IF_ERROR(Check((*all)[r].item<bool>() == (r % 2 == 0), "bool all_gather"));
+    DITSERVE_RETURN_IF_ERROR(Check((*all)[r].item<bool>() == (r % 2 == 0), "bool all_gather"));
   }
   return absl::OkStatus();
 }
@@ -117,7 +104,7 @@ INSTANTIATE_TEST_SUITE_P(
 // and so does a scatter dimension that does not divide.
 DITSERVE_SCENARIO(mismatched_shapes) {
   auto groups = Join(ctx, ParseConfig("2"), absl::Seconds(60));
-  RETURN_IF_ERROR(groups.status());
+  DITSERVE_RETURN_IF_ERROR(groups.status());
   Communicator& comm = (*groups)->group(Dim::kUlysses);
   at::Tensor mine = at::ones({2, ctx.rank + 3});
   for (int op = 0; op < 4; ++op) {
@@ -126,21 +113,21 @@ DITSERVE_SCENARIO(mismatched_shapes) {
     if (op == 1) s = comm.AllToAll(mine, 0, 1).status();
     if (op == 2) s = comm.Broadcast(mine, 0);
     if (op == 3) s = comm.AllReduce(mine, ReduceOp::kSum);
-    RETURN_IF_ERROR(Check(s.code() == absl::StatusCode::kInvalidArgument,
+    DITSERVE_RETURN_IF_ERROR(Check(s.code() == absl::StatusCode::kInvalidArgument,
                           absl::StrCat("op ", op, ": want INVALID_ARGUMENT, got ", s.ToString())));
-    RETURN_IF_ERROR(Check(s.message().find("shapes differ across ranks") != std::string::npos,
+    DITSERVE_RETURN_IF_ERROR(Check(s.message().find("shapes differ across ranks") != std::string::npos,
                           std::string(s.message())));
   }
   at::Tensor odd = at::ones({3, 4});
   absl::Status s = comm.AllToAll(odd, 0, 1).status();
-  RETURN_IF_ERROR(Check(s.code() == absl::StatusCode::kInvalidArgument &&
+  DITSERVE_RETURN_IF_ERROR(Check(s.code() == absl::StatusCode::kInvalidArgument &&
                             s.message().find("does not divide by the group size 2") != std::string::npos,
                         s.ToString()));
   s = comm.AllGather(odd, 2).status();
-  RETURN_IF_ERROR(Check(s.code() == absl::StatusCode::kInvalidArgument, s.ToString()));
+  DITSERVE_RETURN_IF_ERROR(Check(s.code() == absl::StatusCode::kInvalidArgument, s.ToString()));
   // The group still works after these rejected calls.
   at::Tensor t = at::ones({4});
-  RETURN_IF_ERROR(comm.AllReduce(t, ReduceOp::kSum));
+  DITSERVE_RETURN_IF_ERROR(comm.AllReduce(t, ReduceOp::kSum));
   return Check(t[0].item<float>() == 2.0f, "all_reduce after rejected calls");
 }
 
@@ -156,8 +143,8 @@ constexpr double kPeerTimeoutS = 4;
 // an error from their next collectives within the timeout, never hang.
 DITSERVE_SCENARIO(dead_peer) {
   auto groups = Join(ctx, ParseConfig("1,1,1,1,3"), absl::Seconds(kPeerTimeoutS));
-  RETURN_IF_ERROR(groups.status());
-  RETURN_IF_ERROR((*groups)->group(Dim::kWorld).Barrier());
+  DITSERVE_RETURN_IF_ERROR(groups.status());
+  DITSERVE_RETURN_IF_ERROR((*groups)->group(Dim::kWorld).Barrier());
   if (ctx.rank == 2) raise(SIGKILL);
   sleep(1);  // let the kill land
   const auto start = std::chrono::steady_clock::now();
@@ -168,15 +155,15 @@ DITSERVE_SCENARIO(dead_peer) {
   }
   const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf("rank %d: error after %.2f s: %s\n", ctx.rank, elapsed, s.ToString().c_str());
-  RETURN_IF_ERROR(Check(!s.ok(), "all_reduce with a dead peer succeeded"));
-  RETURN_IF_ERROR(Check(s.code() == absl::StatusCode::kUnavailable ||
+  DITSERVE_RETURN_IF_ERROR(Check(!s.ok(), "all_reduce with a dead peer succeeded"));
+  DITSERVE_RETURN_IF_ERROR(Check(s.code() == absl::StatusCode::kUnavailable ||
                             s.code() == absl::StatusCode::kDeadlineExceeded,
                         s.ToString()));
   // Within the timeout, plus slack for a loaded machine.
-  RETURN_IF_ERROR(Check(elapsed < kPeerTimeoutS + 20, absl::StrCat("took ", elapsed, " s")));
+  DITSERVE_RETURN_IF_ERROR(Check(elapsed < kPeerTimeoutS + 20, absl::StrCat("took ", elapsed, " s")));
   // Later calls fail fast; Abort is idempotent.
   at::Tensor t = at::ones({4});
-  RETURN_IF_ERROR(Check(!(*groups)->group(Dim::kWorld).AllReduce(t, ReduceOp::kSum).ok(),
+  DITSERVE_RETURN_IF_ERROR(Check(!(*groups)->group(Dim::kWorld).AllReduce(t, ReduceOp::kSum).ok(),
                         "call after failure succeeded"));
   (*groups)->AbortAll();
   (*groups)->AbortAll();
@@ -201,7 +188,7 @@ TEST(Communicator, DeadPeerGivesAnErrorWithinTheTimeout) {
 // DEADLINE_EXCEEDED after the timeout, then release it through the store.
 DITSERVE_SCENARIO(hung_peer) {
   auto groups = Join(ctx, ParseConfig("1,1,1,1,3"), absl::Seconds(kPeerTimeoutS));
-  RETURN_IF_ERROR(groups.status());
+  DITSERVE_RETURN_IF_ERROR(groups.status());
   auto store = (*groups)->store();
   if (ctx.rank == 2) {
     store->wait({"released"}, std::chrono::seconds(120));
@@ -214,8 +201,8 @@ DITSERVE_SCENARIO(hung_peer) {
   std::printf("rank %d: error after %.2f s: %s\n", ctx.rank, elapsed, s.ToString().c_str());
   store->add("timed_out", 1);
   if (store->add("timed_out", 0) == 2) store->set("released", std::vector<uint8_t>{1});
-  RETURN_IF_ERROR(Check(s.code() == absl::StatusCode::kDeadlineExceeded, s.ToString()));
-  RETURN_IF_ERROR(Check(elapsed >= kPeerTimeoutS * 0.9, absl::StrCat("too early: ", elapsed)));
+  DITSERVE_RETURN_IF_ERROR(Check(s.code() == absl::StatusCode::kDeadlineExceeded, s.ToString()));
+  DITSERVE_RETURN_IF_ERROR(Check(elapsed >= kPeerTimeoutS * 0.9, absl::StrCat("too early: ", elapsed)));
   return Check(elapsed < kPeerTimeoutS + 20, absl::StrCat("took ", elapsed, " s"));
 }
 

@@ -10,6 +10,7 @@
 #include "parallel/rendezvous.h"
 #include "tests/harness/multiproc.h"
 #include "tests/parallel/collective_checks.h"
+#include "tests/parallel/test_gang.h"
 
 namespace ditserve::parallel {
 namespace {
@@ -24,20 +25,13 @@ DITSERVE_SCENARIO(nccl_collectives) {
   ParallelConfig config;
   config.ulysses_degree = std::stoi(ctx.args.at(0));
   config.ring_degree = ctx.world_size / config.ulysses_degree;
-  auto world = WorldConfig::Create(config, ctx.rank);
-  if (!world.ok()) return world.status();
-  RendezvousOptions rdzv;
-  rdzv.master_port = ctx.master_port;
-  rdzv.rank = ctx.rank;
-  rdzv.world_size = ctx.world_size;
-  auto store = JoinRendezvous(rdzv);
-  if (!store.ok()) return store.status();
   ProcessGroupsOptions options;
   options.data_backend = Backend::kNccl;
   options.cuda_device = ctx.rank % GpuCount();
   options.timeout = absl::Seconds(120);
-  auto groups = ProcessGroups::Create(*world, *store, options);
+  auto groups = JoinTestGang(ctx, config, options);
   if (!groups.ok()) return groups.status();
+  const WorldConfig* world = &(*groups)->world();
   const c10::Device device(c10::kCUDA, static_cast<c10::DeviceIndex>(options.cuda_device));
   for (at::ScalarType dtype : {at::kFloat, at::kHalf, at::kBFloat16}) {
     for (Dim dim : kAllDims) {

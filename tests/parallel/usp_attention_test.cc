@@ -15,6 +15,7 @@
 #include "parallel/process_groups.h"
 #include "parallel/rendezvous.h"
 #include "tests/harness/multiproc.h"
+#include "tests/parallel/test_gang.h"
 
 namespace ditserve::parallel {
 namespace {
@@ -62,18 +63,7 @@ absl::StatusOr<std::unique_ptr<ProcessGroups>> Join(const testing::RankContext& 
   ParallelConfig config;
   config.ulysses_degree = u;
   config.ring_degree = r;
-  auto world = WorldConfig::Create(config, ctx.rank);
-  if (!world.ok()) return world.status();
-  RendezvousOptions rdzv;
-  rdzv.master_port = ctx.master_port;
-  rdzv.rank = ctx.rank;
-  rdzv.world_size = ctx.world_size;
-  rdzv.timeout = absl::Seconds(120);
-  auto store = JoinRendezvous(rdzv);
-  if (!store.ok()) return store.status();
-  ProcessGroupsOptions options;
-  options.timeout = absl::Seconds(300);
-  return ProcessGroups::Create(*world, *store, options);
+  return JoinTestGang(ctx, config, ProcessGroupsOptions{});
 }
 
 absl::Status Compare(const at::Tensor& got, const at::Tensor& want, double bound,

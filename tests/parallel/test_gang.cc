@@ -1,0 +1,23 @@
+#include "tests/parallel/test_gang.h"
+
+#include "parallel/rendezvous.h"
+
+namespace ditserve::parallel {
+
+absl::StatusOr<std::unique_ptr<ProcessGroups>> JoinTestGang(const testing::RankContext& ctx,
+                                                            const ParallelConfig& config,
+                                                            const ProcessGroupsOptions& options) {
+  auto world = WorldConfig::Create(config, ctx.rank);
+  if (!world.ok()) return world.status();
+  RendezvousOptions rdzv;
+  rdzv.master_addr = ctx.master_addr;
+  rdzv.master_port = ctx.master_port;
+  rdzv.rank = ctx.rank;
+  rdzv.world_size = ctx.world_size;
+  rdzv.timeout = absl::Seconds(120);
+  auto store = JoinRendezvous(rdzv);
+  if (!store.ok()) return store.status();
+  return ProcessGroups::Create(*world, *store, options);
+}
+
+}  // namespace ditserve::parallel
