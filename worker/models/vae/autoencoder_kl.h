@@ -1,0 +1,63 @@
+#pragma once
+
+// The decoder half of diffusers' AutoencoderKL (what text-to-image needs):
+// latents -> RGB. Parameter names equal the checkpoint keys under
+// "decoder." (and "post_quant_conv." when the config uses it).
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "absl/status/statusor.h"
+#include "worker/weights/safetensors.h"
+
+namespace ditserve::worker::vae {
+
+// vae/config.json.
+struct VaeConfig {
+  int latent_channels = 16;
+  int out_channels = 3;
+  std::vector<int> block_out_channels = {128, 256, 512, 512};
+  int layers_per_block = 2;
+  int norm_num_groups = 32;
+  double scaling_factor = 0.3611;
+  double shift_factor = 0.1159;  // 0 when the config has none
+  bool use_post_quant_conv = false;
+  bool mid_block_add_attention = true;
+
+  // Spatial downscale of the latents: 2^(len(block_out_channels) - 1).
+  int scale_factor() const { return 1 << (block_out_channels.size() - 1); }
+};
+
+// INVALID_ARGUMENT names the field (non-silu activations, non-"group"
+// norms, or channels not divisible by the group count are rejected).
+absl::StatusOr<VaeConfig> ParseVaeConfig(const std::string& json_text);
+
+class VaeDecoder {
+ public:
+  static absl::StatusOr<std::unique_ptr<VaeDecoder>> Create(const VaeConfig& config, at::ScalarType dtype);
+  ~VaeDecoder();
+
+  const VaeConfig& config() const;
+  // Loads decoder.* (and post_quant_conv.*) from the vae checkpoint; the
+  // encoder's keys are not needed for decoding and are left unread.
+  absl::Status Load(const weights::SafetensorsCheckpoint& checkpoint);
+
+  // Raw VAE latents [B, latent_channels, h, w] (already unscaled:
+  // z / scaling_factor + shift_factor) -> image [B, 3, 8h, 8w] in [-1, 1]
+  // (not clamped), float32.
+  absl::StatusOr<at::Tensor> Decode(const at::Tensor& latents) const;
+
+ private:
+  struct Impl;
+  explicit VaeDecoder(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// [B, 3, H, W] in [-1, 1] -> uint8 [B, H, W, 3] as diffusers' postprocess:
+// round(clamp(x/2 + 0.5, 0, 1) · 255).
+at::Tensor ToUint8Rgb(const at::Tensor& image);
+
+}  // namespace ditserve::worker::vae
