@@ -22,7 +22,8 @@ std::string ListSome(const std::vector<std::string>& keys) {
 }  // namespace
 
 absl::Status LoadModuleWeights(torch::nn::Module& module, const SafetensorsCheckpoint& checkpoint,
-                               const std::string& prefix) {
+                               const LoadOptions& options) {
+  const std::string& prefix = options.prefix;
   std::map<std::string, at::Tensor> targets;
   for (const auto& item : module.named_parameters(/*recurse=*/true)) {
     targets[prefix + item.key()] = item.value();
@@ -31,11 +32,22 @@ absl::Status LoadModuleWeights(torch::nn::Module& module, const SafetensorsCheck
     targets[prefix + item.key()] = item.value();
   }
   std::vector<std::string> missing, unexpected;
+  std::map<std::string, std::string> source_of;  // module key -> checkpoint key
+  std::set<std::string> consumed(options.ignorable.begin(), options.ignorable.end());
   for (const auto& [name, tensor] : targets) {
-    if (!checkpoint.Contains(name)) missing.push_back(name);
+    auto tied = options.tied.find(name);
+    if (checkpoint.Contains(name)) {
+      source_of[name] = name;
+    } else if (tied != options.tied.end() && checkpoint.Contains(tied->second)) {
+      source_of[name] = tied->second;
+    } else {
+      missing.push_back(name);
+    }
+    consumed.insert(name);
+    if (tied != options.tied.end()) consumed.insert(tied->second);
   }
   for (const std::string& name : checkpoint.names()) {
-    if (absl::StartsWith(name, prefix) && !targets.count(name)) unexpected.push_back(name);
+    if (absl::StartsWith(name, prefix) && !consumed.count(name)) unexpected.push_back(name);
   }
   if (!missing.empty() || !unexpected.empty()) {
     std::string message = "the checkpoint does not match the model:";
@@ -45,7 +57,7 @@ absl::Status LoadModuleWeights(torch::nn::Module& module, const SafetensorsCheck
   }
   at::NoGradGuard no_grad;
   for (auto& [name, target] : targets) {
-    auto source = checkpoint.Get(name);
+    auto source = checkpoint.Get(source_of[name]);
     if (!source.ok()) return source.status();
     if (!source->sizes().equals(target.sizes())) {
       return absl::InvalidArgumentError(absl::StrCat("'", name, "' has shape ", c10::str(source->sizes()),

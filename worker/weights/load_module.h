@@ -1,5 +1,7 @@
 #pragma once
 
+#include <map>
+#include <set>
 #include <string>
 
 #include "absl/status/status.h"
@@ -18,7 +20,23 @@ namespace ditserve::worker::weights {
 // found: otherwise INVALID_ARGUMENT listing the missing and the unexpected
 // keys (the first 20 of each, and how many). A shape mismatch is
 // INVALID_ARGUMENT naming the key and both shapes.
+struct LoadOptions {
+  std::string prefix;
+  // Tied weights: module key -> checkpoint key that may stand in for it
+  // when the module key itself is absent (T5's shared embedding saved as
+  // encoder.embed_tokens.weight). Either key counts as consumed.
+  std::map<std::string, std::string> tied;
+  // Checkpoint keys that may be present and are not needed (e.g. old
+  // CLIP checkpoints' position_ids buffer).
+  std::set<std::string> ignorable;
+};
 absl::Status LoadModuleWeights(torch::nn::Module& module, const SafetensorsCheckpoint& checkpoint,
-                               const std::string& prefix = "");
+                               const LoadOptions& options);
+inline absl::Status LoadModuleWeights(torch::nn::Module& module, const SafetensorsCheckpoint& checkpoint,
+                                      const std::string& prefix = "") {
+  LoadOptions options;
+  options.prefix = prefix;
+  return LoadModuleWeights(module, checkpoint, options);
+}
 
 }  // namespace ditserve::worker::weights

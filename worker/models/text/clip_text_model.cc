@@ -1,0 +1,160 @@
+#include "worker/models/text/clip_text_model.h"
+
+#include <ATen/ATen.h>
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/embedding.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/normalization.h>
+
+#include <cmath>
+#include <limits>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "worker/weights/load_module.h"
+
+namespace ditserve::worker::text {
+namespace {
+
+using torch::nn::Embedding;
+using torch::nn::LayerNorm;
+using torch::nn::LayerNormOptions;
+using torch::nn::Linear;
+using torch::nn::ModuleList;
+
+struct Empty : torch::nn::Module {};
+
+struct Layer : torch::nn::Module {
+  explicit Layer(const ClipTextConfig& c) : heads(c.num_attention_heads), gelu(c.hidden_act == "gelu") {
+    const int h = c.hidden_size;
+    auto attn = register_module("self_attn", std::make_shared<Empty>());
+    q = attn->register_module("q_proj", Linear(h, h));
+    k = attn->register_module("k_proj", Linear(h, h));
+    v = attn->register_module("v_proj", Linear(h, h));
+    o = attn->register_module("out_proj", Linear(h, h));
+    ln1 = register_module("layer_norm1", LayerNorm(LayerNormOptions({h}).eps(c.layer_norm_eps)));
+    auto mlp = register_module("mlp", std::make_shared<Empty>());
+    fc1 = mlp->register_module("fc1", Linear(h, c.intermediate_size));
+    fc2 = mlp->register_module("fc2", Linear(c.intermediate_size, h));
+    ln2 = register_module("layer_norm2", LayerNorm(LayerNormOptions({h}).eps(c.layer_norm_eps)));
+  }
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& causal) {
+    const int64_t B = x.size(0), T = x.size(1), D = x.size(2) / heads;
+    const at::Tensor h = ln1->forward(x);
+    const auto split = [&](const at::Tensor& t) { return t.view({B, T, heads, D}).transpose(1, 2); };
+    const at::Tensor qh = split(q->forward(h)), kh = split(k->forward(h)), vh = split(v->forward(h));
+    at::Tensor scores = at::matmul(qh.to(at::kFloat), kh.to(at::kFloat).transpose(-1, -2)) / std::sqrt(double(D));
+    scores = scores + causal;
+    const at::Tensor attn = at::matmul(at::softmax(scores, -1), vh.to(at::kFloat)).to(x.scalar_type());
+    at::Tensor y = x + o->forward(attn.transpose(1, 2).reshape({B, T, heads * D}));
+    at::Tensor m = fc1->forward(ln2->forward(y));
+    m = gelu ? at::gelu(m) : m * at::sigmoid(1.702 * m);
+    return y + fc2->forward(m);
+  }
+  int64_t heads;
+  bool gelu;
+  Linear q{nullptr}, k{nullptr}, v{nullptr}, o{nullptr}, fc1{nullptr}, fc2{nullptr};
+  LayerNorm ln1{nullptr}, ln2{nullptr};
+};
+
+struct TextModel : torch::nn::Module {
+  explicit TextModel(const ClipTextConfig& c) {
+    auto emb = register_module("embeddings", std::make_shared<Empty>());
+    token_embedding = emb->register_module("token_embedding", Embedding(c.vocab_size, c.hidden_size));
+    position_embedding = emb->register_module("position_embedding", Embedding(c.max_position_embeddings, c.hidden_size));
+    auto encoder = register_module("encoder", std::make_shared<Empty>());
+    layers = encoder->register_module("layers", ModuleList());
+    for (int i = 0; i < c.num_hidden_layers; ++i) layers->push_back(std::make_shared<Layer>(c));
+    final_layer_norm = register_module("final_layer_norm", LayerNorm(LayerNormOptions({c.hidden_size}).eps(c.layer_norm_eps)));
+  }
+  Embedding token_embedding{nullptr}, position_embedding{nullptr};
+  ModuleList layers{nullptr};
+  LayerNorm final_layer_norm{nullptr};
+};
+
+struct Root : torch::nn::Module {
+  explicit Root(const ClipTextConfig& c) { text_model = register_module("text_model", std::make_shared<TextModel>(c)); }
+  std::shared_ptr<TextModel> text_model;
+};
+
+}  // namespace
+
+absl::StatusOr<ClipTextConfig> ParseClipTextConfig(const std::string& json_text) {
+  const nlohmann::json j = nlohmann::json::parse(json_text, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return absl::InvalidArgumentError("text_encoder config: not a JSON object");
+  ClipTextConfig c;
+  for (auto [key, out] : {std::pair{"vocab_size", &c.vocab_size}, {"hidden_size", &c.hidden_size},
+                          {"intermediate_size", &c.intermediate_size}, {"num_hidden_layers", &c.num_hidden_layers},
+                          {"num_attention_heads", &c.num_attention_heads},
+                          {"max_position_embeddings", &c.max_position_embeddings}, {"eos_token_id", &c.eos_token_id}}) {
+    if (!j.contains(key) || j[key].is_null()) continue;
+    if (!j[key].is_number_integer() || j[key].get<int>() < 0) {
+      return absl::InvalidArgumentError(absl::StrCat("text_encoder config: ", key, " must be a non-negative integer"));
+    }
+    *out = j[key].get<int>();
+  }
+  if (j.contains("hidden_act")) c.hidden_act = j["hidden_act"].get<std::string>();
+  if (c.hidden_act != "quick_gelu" && c.hidden_act != "gelu") {
+    return absl::InvalidArgumentError(absl::StrCat("text_encoder config: hidden_act '", c.hidden_act, "' is not supported"));
+  }
+  if (j.contains("layer_norm_eps")) c.layer_norm_eps = j["layer_norm_eps"].get<double>();
+  if (c.num_attention_heads < 1 || c.hidden_size % c.num_attention_heads != 0) {
+    return absl::InvalidArgumentError("text_encoder config: hidden_size must divide by num_attention_heads");
+  }
+  return c;
+}
+
+struct ClipTextModel::Impl {
+  ClipTextConfig config;
+  std::shared_ptr<Root> root;
+};
+
+ClipTextModel::ClipTextModel(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+ClipTextModel::~ClipTextModel() = default;
+const ClipTextConfig& ClipTextModel::config() const { return impl_->config; }
+
+absl::StatusOr<std::unique_ptr<ClipTextModel>> ClipTextModel::Create(const ClipTextConfig& config, at::ScalarType dtype) {
+  auto impl = std::make_unique<Impl>();
+  impl->config = config;
+  impl->root = std::make_shared<Root>(config);
+  impl->root->to(dtype);
+  return std::unique_ptr<ClipTextModel>(new ClipTextModel(std::move(impl)));
+}
+
+absl::Status ClipTextModel::Load(const weights::SafetensorsCheckpoint& checkpoint) {
+  // transformers 4 saves CLIPTextModel under "text_model."; transformers 5
+  // saves the text transformer's keys bare. Both load.
+  weights::LoadOptions options;
+  if (checkpoint.Contains("text_model.embeddings.token_embedding.weight")) {
+    options.ignorable = {"text_model.embeddings.position_ids"};
+    return weights::LoadModuleWeights(*impl_->root, checkpoint, options);
+  }
+  options.ignorable = {"embeddings.position_ids"};
+  return weights::LoadModuleWeights(*impl_->root->text_model, checkpoint, options);
+}
+
+absl::StatusOr<ClipTextOutput> ClipTextModel::Forward(const at::Tensor& ids) const {
+  const ClipTextConfig& c = impl_->config;
+  if (!ids.defined() || ids.dim() != 2 || ids.size(1) < 1 || ids.size(1) > c.max_position_embeddings) {
+    return absl::InvalidArgumentError(absl::StrCat("clip: input_ids must be [B, T] with 1 <= T <= ",
+                                                   c.max_position_embeddings));
+  }
+  if (ids.min().item<int64_t>() < 0 || ids.max().item<int64_t>() >= c.vocab_size) {
+    return absl::InvalidArgumentError(absl::StrCat("clip: token ids must be in [0, ", c.vocab_size, ")"));
+  }
+  at::NoGradGuard no_grad;
+  TextModel& m = *impl_->root->text_model;
+  const int64_t T = ids.size(1);
+  at::Tensor x = m.token_embedding->forward(ids) + m.position_embedding->forward(at::arange(T, at::kLong)).unsqueeze(0);
+  const at::Tensor causal = at::full({T, T}, -std::numeric_limits<float>::infinity()).triu(1);
+  for (const auto& layer : *m.layers) x = layer->as<Layer>()->forward(x, causal);
+  x = m.final_layer_norm->forward(x);
+  const at::Tensor eos_pos = c.eos_token_id == 2 ? ids.argmax(-1) : (ids == c.eos_token_id).to(at::kInt).argmax(-1);
+  const at::Tensor pooled = x.index({at::arange(ids.size(0), at::kLong), eos_pos});
+  return ClipTextOutput{x, pooled};
+}
+
+}  // namespace ditserve::worker::text

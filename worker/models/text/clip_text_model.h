@@ -1,0 +1,54 @@
+#pragma once
+
+// transformers' CLIPTextModel (text_encoder/ of a Flux directory): token
+// and position embeddings, pre-LayerNorm causal transformer, final
+// LayerNorm, pooled output at the end-of-text token. Parameter names equal
+// the checkpoint keys ("text_model.encoder.layers.0.self_attn.q_proj.weight"
+// as transformers 4 writes them, or without "text_model." as transformers 5
+// does).
+
+#include <memory>
+#include <string>
+
+#include <ATen/core/Tensor.h>
+
+#include "absl/status/statusor.h"
+#include "worker/weights/safetensors.h"
+
+namespace ditserve::worker::text {
+
+struct ClipTextConfig {
+  int vocab_size = 49408;
+  int hidden_size = 768;
+  int intermediate_size = 3072;
+  int num_hidden_layers = 12;
+  int num_attention_heads = 12;
+  int max_position_embeddings = 77;
+  std::string hidden_act = "quick_gelu";  // or "gelu"
+  double layer_norm_eps = 1e-5;
+  int eos_token_id = 2;  // 2: legacy, pool at the highest token id
+};
+
+absl::StatusOr<ClipTextConfig> ParseClipTextConfig(const std::string& json_text);
+
+struct ClipTextOutput {
+  at::Tensor last_hidden_state;  // [B, T, hidden]
+  at::Tensor pooled;             // [B, hidden]
+};
+
+class ClipTextModel {
+ public:
+  static absl::StatusOr<std::unique_ptr<ClipTextModel>> Create(const ClipTextConfig& config, at::ScalarType dtype);
+  ~ClipTextModel();
+  const ClipTextConfig& config() const;
+  absl::Status Load(const weights::SafetensorsCheckpoint& checkpoint);
+  // input_ids [B, T] int64, T <= max_position_embeddings; ids < vocab_size.
+  absl::StatusOr<ClipTextOutput> Forward(const at::Tensor& input_ids) const;
+
+ private:
+  struct Impl;
+  explicit ClipTextModel(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ditserve::worker::text
