@@ -1,0 +1,38 @@
+"""Test reference: a small CLIP BPE vocabulary (every byte symbol, with and
+without </w>, plus a few merges) written as tokenizer/vocab.json and
+merges.txt, and transformers' CLIPTokenizer ids for test strings.
+
+usage: clip_tokenizer_reference.py OUT_DIR  (reads strings as JSON on stdin)
+"""
+import json
+import sys
+
+from transformers import CLIPTokenizer
+from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+out_dir = sys.argv[1]
+strings = json.load(sys.stdin)
+symbols = list(bytes_to_unicode().values())
+vocab = {}
+for s in symbols:
+    vocab[s] = len(vocab)
+for s in symbols:
+    vocab[s + "</w>"] = len(vocab)
+merges = [("t", "h"), ("th", "e</w>"), ("r", "e"), ("e", "d</w>"), ("c", "i"), ("ci", "r"), ("cir", "c"),
+          ("circ", "l"), ("circl", "e</w>"), ("r", "ed</w>"), ("o", "n</w>"), ("b", "l"),
+          ("bl", "u"), ("blu", "e</w>"), ("s", "q"), ("sq", "u"), ("squ", "a"), ("squa", "re</w>"),
+          ("Ã", "©</w>"), ("c", "a"), ("ca", "f"), ("caf", "Ã©</w>"), ("r", "e</w>")]
+for a, b in merges:
+    vocab[a + b] = len(vocab)
+vocab["<|startoftext|>"] = len(vocab)
+vocab["<|endoftext|>"] = len(vocab)
+with open(out_dir + "/vocab.json", "w") as f:
+    json.dump(vocab, f)
+with open(out_dir + "/merges.txt", "w") as f:
+    f.write("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+tok = CLIPTokenizer.from_pretrained(out_dir)
+assert tok.convert_tokens_to_ids("<|endoftext|>") == vocab["<|endoftext|>"], "vocab not loaded"
+result = {"raw": [tok(s, add_special_tokens=False)["input_ids"] for s in strings],
+          "padded": [tok(s, padding="max_length", max_length=16, truncation=True)["input_ids"] for s in strings]}
+with open(out_dir + "/expected.json", "w") as f:
+    json.dump(result, f)

@@ -1,0 +1,98 @@
+#include "worker/tokenizers/clip_tokenizer.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+
+namespace ditserve::worker::tokenizers {
+namespace {
+
+std::string SourceDir() {
+  const std::string file = __FILE__;
+  return file.substr(0, file.rfind('/'));
+}
+
+const std::vector<std::string> kStrings = {
+    "a red circle on a blue background",
+    "The Red  Square\ton\n\na BLUE background!!",
+    "café crème, 42 cats & 7 dogs... it's they're we'll I'd",
+    "<|startoftext|>the<|endoftext|> the",
+    "emoji 🙂 and 中文 and Ελληνικά ΣΑΣ",
+    "   leading and trailing   ",
+    "",
+    "don't stop-me now: 3.14159",
+    "a a a a a a a a a a a a a a a a a a a a a a a a",
+};
+
+class ClipTokenizerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    const char* python = std::getenv("DITSERVE_PYTHON");
+    ASSERT_NE(python, nullptr);
+    dir_ = absl::StrCat(::testing::TempDir(), "/clip_tok_", getpid());
+    std::filesystem::create_directories(dir_);
+    const std::string input = dir_ + "/strings.json";
+    std::ofstream(input) << nlohmann::json(kStrings).dump();
+    const std::string cmd = absl::StrCat(python, " ", SourceDir(), "/clip_tokenizer_reference.py ", dir_, " < ", input);
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    std::ifstream in(dir_ + "/expected.json");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    expected_ = nlohmann::json::parse(ss.str());
+  }
+  static void TearDownTestSuite() { std::filesystem::remove_all(dir_); }
+  static std::string dir_;
+  static nlohmann::json expected_;
+};
+std::string ClipTokenizerTest::dir_;
+nlohmann::json ClipTokenizerTest::expected_;
+
+TEST_F(ClipTokenizerTest, MatchesTransformers) {
+  auto tok = ClipTokenizer::Load(dir_);
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  for (size_t i = 0; i < kStrings.size(); ++i) {
+    auto raw = (*tok)->EncodeRaw(kStrings[i]);
+    ASSERT_TRUE(raw.ok()) << raw.status();
+    EXPECT_EQ(*raw, expected_["raw"][i].get<std::vector<int64_t>>()) << "'" << kStrings[i] << "'";
+    auto padded = (*tok)->Encode(kStrings[i], 16);
+    ASSERT_TRUE(padded.ok());
+    EXPECT_EQ(*padded, expected_["padded"][i].get<std::vector<int64_t>>()) << "'" << kStrings[i] << "'";
+  }
+}
+
+// Worked by hand from the reference vocabulary: the 256 byte symbols
+// (ids 0-255; the printable bytes '!'..'~' come first, so 'a' (97) is id
+// 64), their </w> forms (256-511), one id per merge in merges.txt order
+// (512…), then <|startoftext|> (535) and <|endoftext|> (536).
+TEST_F(ClipTokenizerTest, HandWorkedExample) {
+  auto tok = ClipTokenizer::Load(dir_);
+  ASSERT_TRUE(tok.ok());
+  // "a" is one symbol "a</w>" = 256 + 64. "red" = r e d</w>: the lowest-
+  // ranked pair is (r, e) (merge 2), leaving "re" + "d</w>" (256 + 67)
+  // since (re, d</w>) is no merge. "circle" merges c-i, ci-r, cir-c,
+  // circ-l, circl-e</w> (merges 4-8) into "circle</w>" = 512 + 8.
+  auto ids = (*tok)->EncodeRaw("a red circle");
+  ASSERT_TRUE(ids.ok());
+  EXPECT_EQ(*ids, (std::vector<int64_t>{320, 514, 323, 520}));
+  // Upper case folds; max_length 7 pads with <|endoftext|>.
+  EXPECT_EQ(*(*tok)->Encode("A RED circle", 7), (std::vector<int64_t>{535, 320, 514, 323, 520, 536, 536}));
+  // Truncation keeps <|startoftext|>, the first tokens and <|endoftext|>.
+  EXPECT_EQ(*(*tok)->Encode("a red circle", 4), (std::vector<int64_t>{535, 320, 514, 536}));
+}
+
+TEST_F(ClipTokenizerTest, Errors) {
+  auto tok = ClipTokenizer::Load(dir_);
+  ASSERT_TRUE(tok.ok());
+  EXPECT_EQ((*tok)->EncodeRaw(std::string("bad \xff utf8")).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ClipTokenizer::Load(dir_ + "/nowhere").status().code(), absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace ditserve::worker::tokenizers

@@ -1,0 +1,51 @@
+#pragma once
+
+// The CLIP tokenizer (tokenizer/ of a Flux directory): byte-level BPE read
+// from vocab.json and merges.txt, as transformers' CLIPTokenizer does it:
+// NFC, whitespace runs to one space, lowercase; split into special tokens,
+// contractions, letter runs, single digits and other-symbol runs; bytes
+// mapped to printable code points; BPE with "</w>" ending each word;
+// <|startoftext|> … <|endoftext|>, truncated and padded to max_length.
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace ditserve::worker::tokenizers {
+
+class ClipTokenizer {
+ public:
+  // `dir` holds vocab.json and merges.txt; tokenizer_config.json (optional)
+  // may name the bos/eos/pad/unk tokens (defaults: <|startoftext|>,
+  // <|endoftext|> for the rest). NOT_FOUND / INVALID_ARGUMENT on missing or
+  // malformed files.
+  static absl::StatusOr<std::unique_ptr<ClipTokenizer>> Load(const std::string& dir);
+
+  // Token ids without special tokens, truncation or padding. Invalid UTF-8
+  // is INVALID_ARGUMENT.
+  absl::StatusOr<std::vector<int64_t>> EncodeRaw(const std::string& text) const;
+  // [bos, tokens…, eos] truncated to max_length (eos kept) and padded with
+  // the pad id to exactly max_length.
+  absl::StatusOr<std::vector<int64_t>> Encode(const std::string& text, int max_length = 77) const;
+
+  int64_t bos_id() const { return bos_; }
+  int64_t eos_id() const { return eos_; }
+  int64_t pad_id() const { return pad_; }
+
+ private:
+  ClipTokenizer() = default;
+  std::vector<std::string> Bpe(const std::string& word) const;
+
+  std::unordered_map<std::string, int64_t> vocab_;
+  std::map<std::pair<std::string, std::string>, int> ranks_;
+  std::vector<std::string> byte_to_unicode_;  // UTF-8 of the code point for each byte
+  std::map<std::string, int64_t> specials_;   // text -> id
+  int64_t bos_ = 0, eos_ = 0, pad_ = 0, unk_ = 0;
+};
+
+}  // namespace ditserve::worker::tokenizers
