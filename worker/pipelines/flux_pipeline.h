@@ -1,0 +1,68 @@
+#pragma once
+
+// Text-to-image with a Flux diffusers directory, in one process: the C++
+// counterpart of diffusers' FluxPipeline (guidance embedding for FLUX.1-dev
+// style models; true classifier-free guidance with a negative prompt when
+// true_cfg_scale > 1).
+//
+// Initial noise: PyTorch's CPU generator (mt19937) seeded with `seed`,
+// float32 normals drawn exactly as torch.randn(shape, generator=
+// torch.Generator().manual_seed(seed)) does — diffusers' FluxPipeline with a
+// CPU generator draws the same latents — then moved to the run device. So
+// the same seed gives the same noise on every rank, every device and every
+// run.
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include <ATen/core/Tensor.h>
+
+#include "absl/status/statusor.h"
+
+namespace ditserve::worker::pipelines {
+
+struct FluxRequest {
+  std::string prompt;
+  std::string negative_prompt;  // used when true_cfg_scale > 1
+  int height = 1024;
+  int width = 1024;
+  int num_inference_steps = 28;
+  double guidance_scale = 3.5;  // guidance-embedding models only
+  double true_cfg_scale = 1.0;
+  uint64_t seed = 0;
+  int max_sequence_length = 512;  // T5 tokens
+};
+
+struct FluxResult {
+  at::Tensor image;    // uint8 [H, W, 3]
+  at::Tensor latents;  // final packed latents [1, S, C] float32
+};
+
+// Called after each denoising step with (step, total); returning false
+// cancels the run (the result is CANCELLED).
+using StepCallback = std::function<bool(int step, int total)>;
+
+class FluxPipeline {
+ public:
+  // Loads model_index.json and every component of `dir` (scheduler,
+  // tokenizer, tokenizer_2, text_encoder, text_encoder_2, transformer, vae)
+  // in `dtype` on CPU. NOT_FOUND / INVALID_ARGUMENT name the file at fault.
+  static absl::StatusOr<std::unique_ptr<FluxPipeline>> Load(const std::string& dir, at::ScalarType dtype);
+  ~FluxPipeline();
+
+  // Multiple of height/width: 2 × the VAE's downscale (16 for FLUX.1).
+  int size_multiple() const;
+  bool uses_guidance_embedding() const;
+
+  // INVALID_ARGUMENT naming the field and the limit for bad requests.
+  absl::StatusOr<FluxResult> Generate(const FluxRequest& request, const StepCallback& on_step = {}) const;
+
+ private:
+  struct Impl;
+  explicit FluxPipeline(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ditserve::worker::pipelines
