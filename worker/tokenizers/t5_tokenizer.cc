@@ -35,7 +35,9 @@ class SentencePieceLibrary {
     std::string errors;
     for (const std::string& path : candidates) {
       if (path.empty() || access(path.c_str(), R_OK) != 0) continue;
-      void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+      // NODELETE: libsentencepiece registers exit handlers (its flags), so
+      // it must stay mapped until the process exits.
+      void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
       if (handle == nullptr) {
         absl::StrAppend(&errors, " ", path, ": ", dlerror());
         continue;
@@ -47,6 +49,8 @@ class SentencePieceLibrary {
     return absl::FailedPreconditionError(absl::StrCat(
         "cannot open libditserve_spm_shim.so (set DITSERVE_SPM_SHIM or install it in lib/ beside bin/)", errors));
   }
+  // The library stays loaded (RTLD_NODELETE); closing the handle only
+  // drops our reference.
   ~SentencePieceLibrary() { dlclose(handle_); }
 
   DitserveSpmLoadFn load;
