@@ -115,6 +115,7 @@ struct ClipTextModel::Impl {
 ClipTextModel::ClipTextModel(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 ClipTextModel::~ClipTextModel() = default;
 const ClipTextConfig& ClipTextModel::config() const { return impl_->config; }
+torch::nn::Module& ClipTextModel::module() { return *impl_->root; }
 
 absl::StatusOr<std::unique_ptr<ClipTextModel>> ClipTextModel::Create(const ClipTextConfig& config, at::ScalarType dtype) {
   auto impl = std::make_unique<Impl>();

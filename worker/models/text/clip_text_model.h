@@ -15,6 +15,10 @@
 #include "absl/status/statusor.h"
 #include "worker/weights/safetensors.h"
 
+namespace torch::nn {
+class Module;
+}
+
 namespace ditserve::worker::text {
 
 struct ClipTextConfig {
@@ -41,6 +45,8 @@ class ClipTextModel {
   static absl::StatusOr<std::unique_ptr<ClipTextModel>> Create(const ClipTextConfig& config, at::ScalarType dtype);
   ~ClipTextModel();
   const ClipTextConfig& config() const;
+  // The parameters, named as the checkpoint keys (for writing checkpoints).
+  torch::nn::Module& module();
   absl::Status Load(const weights::SafetensorsCheckpoint& checkpoint);
   // input_ids [B, T] int64, T <= max_position_embeddings; ids < vocab_size.
   absl::StatusOr<ClipTextOutput> Forward(const at::Tensor& input_ids) const;

@@ -137,6 +137,7 @@ struct T5Encoder::Impl {
 T5Encoder::T5Encoder(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 T5Encoder::~T5Encoder() = default;
 const T5Config& T5Encoder::config() const { return impl_->config; }
+torch::nn::Module& T5Encoder::module() { return *impl_->root; }
 
 absl::StatusOr<std::unique_ptr<T5Encoder>> T5Encoder::Create(const T5Config& config, at::ScalarType dtype) {
   auto impl = std::make_unique<Impl>();

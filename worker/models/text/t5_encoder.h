@@ -14,6 +14,10 @@
 #include "absl/status/statusor.h"
 #include "worker/weights/safetensors.h"
 
+namespace torch::nn {
+class Module;
+}
+
 namespace ditserve::worker::text {
 
 struct T5Config {
@@ -39,6 +43,8 @@ class T5Encoder {
   static absl::StatusOr<std::unique_ptr<T5Encoder>> Create(const T5Config& config, at::ScalarType dtype);
   ~T5Encoder();
   const T5Config& config() const;
+  // The parameters, named as the checkpoint keys (for writing checkpoints).
+  torch::nn::Module& module();
   absl::Status Load(const weights::SafetensorsCheckpoint& checkpoint);
   // input_ids [B, T] int64 -> last hidden state [B, T, d_model].
   absl::StatusOr<at::Tensor> Forward(const at::Tensor& input_ids) const;

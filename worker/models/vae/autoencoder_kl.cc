@@ -213,6 +213,15 @@ VaeDecoder::VaeDecoder(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 VaeDecoder::~VaeDecoder() = default;
 const VaeConfig& VaeDecoder::config() const { return impl_->config; }
 
+std::vector<std::pair<std::string, at::Tensor>> VaeDecoder::NamedParameters() {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& p : impl_->decoder->named_parameters()) out.push_back({"decoder." + p.key(), p.value()});
+  if (impl_->post_quant_conv) {
+    for (const auto& p : impl_->post_quant_conv->named_parameters()) out.push_back({"post_quant_conv." + p.key(), p.value()});
+  }
+  return out;
+}
+
 absl::StatusOr<std::unique_ptr<VaeDecoder>> VaeDecoder::Create(const VaeConfig& config, at::ScalarType dtype) {
   auto impl = std::make_unique<Impl>();
   impl->config = config;

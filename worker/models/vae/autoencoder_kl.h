@@ -5,6 +5,7 @@
 // "decoder." (and "post_quant_conv." when the config uses it).
 
 #include <memory>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -41,6 +42,9 @@ class VaeDecoder {
   ~VaeDecoder();
 
   const VaeConfig& config() const;
+  // Decoder parameters named as the checkpoint keys under "decoder." (and
+  // post_quant_conv, if any, under "post_quant_conv."), for writing checkpoints.
+  std::vector<std::pair<std::string, at::Tensor>> NamedParameters();
   // Loads decoder.* (and post_quant_conv.*) from the vae checkpoint; the
   // encoder's keys are not needed for decoding and are left unread.
   absl::Status Load(const weights::SafetensorsCheckpoint& checkpoint);
