@@ -28,6 +28,7 @@ ABSL_FLAG(uint64_t, seed, 0, "Seed of the initial noise (PyTorch CPU generator)"
 ABSL_FLAG(int, max_sequence_length, 512, "T5 tokens (prompt truncated beyond)");
 ABSL_FLAG(std::string, dtype, "f32", "Weights and activations: f32 or bf16");
 ABSL_FLAG(int, threads, 0, "CPU threads (0: LibTorch's default)");
+ABSL_FLAG(std::string, device, "cpu", "cpu or cuda[:N] (CUDA builds)");
 ABSL_FLAG(std::string, output, "", "PNG file to write");
 
 namespace {
@@ -61,7 +62,14 @@ int main(int argc, char** argv) {
   if (absl::GetFlag(FLAGS_threads) > 0) at::set_num_threads(absl::GetFlag(FLAGS_threads));
 
   const auto start = std::chrono::steady_clock::now();
-  auto pipe = ditserve::worker::pipelines::FluxPipeline::Load(model, dtype_name == "bf16" ? at::kBFloat16 : at::kFloat);
+  c10::Device device(c10::kCPU);
+  try {
+    device = c10::Device(absl::GetFlag(FLAGS_device));
+  } catch (const std::exception&) {
+    return Fail(2, "--device must be cpu or cuda[:N], got '" + absl::GetFlag(FLAGS_device) + "'");
+  }
+  auto pipe = ditserve::worker::pipelines::FluxPipeline::Load(model, dtype_name == "bf16" ? at::kBFloat16 : at::kFloat,
+                                                              device);
   if (!pipe.ok()) return Fail(1, std::string(pipe.status().message()));
   std::printf("loaded %s in %.2f s\n", model.c_str(), Since(start));
 

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/core/grad_mode.h>
+#include <torch/nn/module.h>
 
 #include <filesystem>
 #include <fstream>
@@ -52,6 +53,7 @@ struct FluxPipeline::Impl {
   std::unique_ptr<vae::VaeDecoder> vae;
   int clip_max_length = 77;
   at::ScalarType dtype = at::kFloat;
+  c10::Device device = c10::Device(c10::kCPU);
 
   struct Embeddings {
     at::Tensor pooled, sequence, text_ids;
@@ -61,15 +63,15 @@ struct FluxPipeline::Impl {
     if (!clip_ids.ok()) return clip_ids.status();
     auto t5_ids = t5_tokenizer->Encode(prompt, max_sequence_length);
     if (!t5_ids.ok()) return t5_ids.status();
-    const auto ids = [](const std::vector<int64_t>& v) {
-      return at::tensor(v, at::kLong).view({1, static_cast<int64_t>(v.size())});
+    const auto ids = [this](const std::vector<int64_t>& v) {
+      return at::tensor(v, at::kLong).view({1, static_cast<int64_t>(v.size())}).to(device);
     };
     auto clip_out = clip->Forward(ids(*clip_ids));
     if (!clip_out.ok()) return clip_out.status();
     auto t5_out = t5->Forward(ids(*t5_ids));
     if (!t5_out.ok()) return t5_out.status();
     return Embeddings{clip_out->pooled.to(dtype), t5_out->to(dtype),
-                      at::zeros({static_cast<int64_t>(t5_ids->size()), 3}, at::kFloat)};
+                      at::zeros({static_cast<int64_t>(t5_ids->size()), 3}, at::kFloat).to(device)};
   }
 };
 
@@ -79,7 +81,8 @@ FluxPipeline::~FluxPipeline() = default;
 int FluxPipeline::size_multiple() const { return 2 * impl_->vae->config().scale_factor(); }
 bool FluxPipeline::uses_guidance_embedding() const { return impl_->transformer->config().guidance_embeds; }
 
-absl::StatusOr<std::unique_ptr<FluxPipeline>> FluxPipeline::Load(const std::string& dir, at::ScalarType dtype) {
+absl::StatusOr<std::unique_ptr<FluxPipeline>> FluxPipeline::Load(const std::string& dir, at::ScalarType dtype,
+                                                                 c10::Device device) {
   if (!std::filesystem::is_directory(dir)) return absl::NotFoundError(absl::StrCat("model directory ", dir, " does not exist"));
   auto index_text = ReadFile(dir + "/model_index.json");
   if (!index_text.ok()) return index_text.status();
@@ -99,6 +102,7 @@ absl::StatusOr<std::unique_ptr<FluxPipeline>> FluxPipeline::Load(const std::stri
   }
   auto impl = std::make_unique<Impl>();
   impl->dtype = dtype;
+  impl->device = device;
   const auto config = [&](const std::string& path) { return ReadFile(absl::StrCat(dir, "/", path)); };
   // Scheduler.
   auto text = config("scheduler/scheduler_config.json");
@@ -165,6 +169,18 @@ absl::StatusOr<std::unique_ptr<FluxPipeline>> FluxPipeline::Load(const std::stri
   ckpt = weights::SafetensorsCheckpoint::Open(dir + "/vae");
   if (!ckpt.ok()) return ckpt.status();
   if (absl::Status s = impl->vae->Load(*ckpt); !s.ok()) return absl::InvalidArgumentError(absl::StrCat("vae: ", s.message()));
+  if (!device.is_cpu()) {
+    try {
+      impl->clip->module().to(device);
+      impl->t5->module().to(device);
+      impl->transformer->module().to(device);
+      impl->vae->To(device);
+    } catch (const std::exception& e) {
+      std::string what = e.what();
+      return absl::FailedPreconditionError(absl::StrCat("cannot move the model to ", device.str(), ": ",
+                                                        what.substr(0, what.find('\n'))));
+    }
+  }
   return std::unique_ptr<FluxPipeline>(new FluxPipeline(std::move(impl)));
 }
 
@@ -202,17 +218,17 @@ absl::StatusOr<FluxResult> FluxPipeline::Generate(const FluxRequest& r, const St
   const int64_t channels = p.transformer->config().in_channels / 4;
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(r.seed);
   at::Tensor latents = at::randn({1, channels, h, w}, gen, at::TensorOptions().dtype(at::kFloat));
-  latents = flux::PackLatents(latents).to(p.dtype);
-  const at::Tensor img_ids = flux::LatentImageIds(h, w);
+  latents = flux::PackLatents(latents).to(p.device, p.dtype);
+  const at::Tensor img_ids = flux::LatentImageIds(h, w).to(p.device);
   const std::vector<float> sigmas = flux::FluxSigmas(r.num_inference_steps, latents.size(1), p.scheduler);
   at::Tensor guidance;
-  if (p.transformer->config().guidance_embeds) guidance = at::full({1}, r.guidance_scale, at::kFloat);
+  if (p.transformer->config().guidance_embeds) guidance = at::full({1}, r.guidance_scale, at::kFloat).to(p.device);
   for (int i = 0; i < r.num_inference_steps; ++i) {
     // As FluxPipeline: t = sigma·1000 (float32), the model gets t/1000.
     const at::Tensor t = at::full({1}, sigmas[i], at::kFloat) * 1000;
     flux::FluxInputs in;
     in.hidden_states = latents;
-    in.timestep = (t.to(p.dtype) / 1000);
+    in.timestep = (t.to(p.dtype) / 1000).to(p.device);
     in.guidance = guidance;
     in.pooled_projections = cond->pooled;
     in.encoder_hidden_states = cond->sequence;
@@ -238,7 +254,7 @@ absl::StatusOr<FluxResult> FluxPipeline::Generate(const FluxRequest& r, const St
   at::Tensor z = flux::UnpackLatents(latents, h, w) / sf + shift;
   auto image = p.vae->Decode(z);
   if (!image.ok()) return image.status();
-  return FluxResult{vae::ToUint8Rgb(*image)[0], latents.to(at::kFloat)};
+  return FluxResult{vae::ToUint8Rgb(*image)[0], latents.to(at::kFloat).cpu()};
 }
 
 }  // namespace ditserve::worker::pipelines

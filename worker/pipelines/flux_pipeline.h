@@ -18,6 +18,7 @@
 #include <string>
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
 
 #include "absl/status/statusor.h"
 
@@ -48,8 +49,10 @@ class FluxPipeline {
  public:
   // Loads model_index.json and every component of `dir` (scheduler,
   // tokenizer, tokenizer_2, text_encoder, text_encoder_2, transformer, vae)
-  // in `dtype` on CPU. NOT_FOUND / INVALID_ARGUMENT name the file at fault.
-  static absl::StatusOr<std::unique_ptr<FluxPipeline>> Load(const std::string& dir, at::ScalarType dtype);
+  // in `dtype` on `device` (CUDA needs a CUDA build). NOT_FOUND /
+  // INVALID_ARGUMENT name the file at fault.
+  static absl::StatusOr<std::unique_ptr<FluxPipeline>> Load(const std::string& dir, at::ScalarType dtype,
+                                                            c10::Device device = c10::Device(c10::kCPU));
   ~FluxPipeline();
 
   // Multiple of height/width: 2 × the VAE's downscale (16 for FLUX.1).

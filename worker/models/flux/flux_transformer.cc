@@ -270,7 +270,7 @@ std::pair<at::Tensor, at::Tensor> FluxRope(const at::Tensor& ids, const std::vec
   const at::Tensor pos = ids.to(at::kDouble);
   for (size_t axis = 0; axis < axes_dims.size(); ++axis) {
     const int dim = axes_dims[axis];
-    const at::Tensor exponents = at::arange(0, dim, 2, at::kDouble) / dim;
+    const at::Tensor exponents = at::arange(0, dim, 2, pos.options()) / dim;
     const at::Tensor freqs = 1.0 / at::pow(theta, exponents);
     const at::Tensor angles = at::outer(pos.select(1, static_cast<int64_t>(axis)), freqs);
     cos.push_back(angles.cos().repeat_interleave(2, 1).to(at::kFloat));
@@ -281,7 +281,8 @@ std::pair<at::Tensor, at::Tensor> FluxRope(const at::Tensor& ids, const std::vec
 
 at::Tensor TimestepSinusoid256(const at::Tensor& timesteps) {
   constexpr int kHalf = 128;
-  const at::Tensor exponent = at::arange(0, kHalf, at::kFloat) * (-std::log(10000.0) / kHalf);
+  const at::Tensor exponent =
+      at::arange(0, kHalf, timesteps.options().dtype(at::kFloat)) * (-std::log(10000.0) / kHalf);
   const at::Tensor args = timesteps.to(at::kFloat).unsqueeze(1) * exponent.exp().unsqueeze(0);
   return at::cat({args.cos(), args.sin()}, -1);
 }
@@ -321,7 +322,8 @@ absl::StatusOr<at::Tensor> FluxTransformer::Forward(const FluxInputs& in) const 
   if (in.guidance.defined()) guidance = in.guidance.to(dtype).reshape({B}) * 1000;
   const at::Tensor temb = m.time_text_embed->forward(timestep, guidance, in.pooled_projections.to(dtype));
   at::Tensor context = m.context_embedder->forward(in.encoder_hidden_states.to(dtype));
-  const auto [cos, sin] = FluxRope(at::cat({in.txt_ids, in.img_ids}, 0), c.axes_dims_rope);
+  const auto [cos_cpu, sin_cpu] = FluxRope(at::cat({in.txt_ids, in.img_ids}, 0).cpu(), c.axes_dims_rope);
+  const at::Tensor cos = cos_cpu.to(x.device()), sin = sin_cpu.to(x.device());
   for (const auto& block : *m.transformer_blocks) {
     if (absl::Status s = block->as<DoubleBlock>()->Forward(x, context, temb, cos, sin); !s.ok()) return s;
   }

@@ -149,12 +149,13 @@ absl::StatusOr<ClipTextOutput> ClipTextModel::Forward(const at::Tensor& ids) con
   at::NoGradGuard no_grad;
   TextModel& m = *impl_->root->text_model;
   const int64_t T = ids.size(1);
-  at::Tensor x = m.token_embedding->forward(ids) + m.position_embedding->forward(at::arange(T, at::kLong)).unsqueeze(0);
-  const at::Tensor causal = at::full({T, T}, -std::numeric_limits<float>::infinity()).triu(1);
+  at::Tensor x = m.token_embedding->forward(ids) + m.position_embedding->forward(at::arange(T, ids.options())).unsqueeze(0);
+  const at::Tensor causal =
+      at::full({T, T}, -std::numeric_limits<float>::infinity(), x.options().dtype(at::kFloat)).triu(1);
   for (const auto& layer : *m.layers) x = layer->as<Layer>()->forward(x, causal);
   x = m.final_layer_norm->forward(x);
   const at::Tensor eos_pos = c.eos_token_id == 2 ? ids.argmax(-1) : (ids == c.eos_token_id).to(at::kInt).argmax(-1);
-  const at::Tensor pooled = x.index({at::arange(ids.size(0), at::kLong), eos_pos});
+  const at::Tensor pooled = x.index({at::arange(ids.size(0), ids.options()), eos_pos});
   return ClipTextOutput{x, pooled};
 }
 

@@ -165,7 +165,7 @@ absl::StatusOr<at::Tensor> T5Encoder::Forward(const at::Tensor& ids) const {
   Root& m = *impl_->root;
   const int64_t T = ids.size(1);
   at::Tensor x = m.shared->forward(ids);
-  const at::Tensor pos = at::arange(T, at::kLong);
+  const at::Tensor pos = at::arange(T, ids.options());
   const at::Tensor buckets = T5RelativePositionBucket(pos.unsqueeze(0) - pos.unsqueeze(1), c.relative_attention_num_buckets,
                                                       c.relative_attention_max_distance);
   const at::Tensor bias = m.blocks[0]->as<Block>()->relative_attention_bias->forward(buckets)

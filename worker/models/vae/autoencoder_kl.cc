@@ -242,6 +242,11 @@ absl::Status VaeDecoder::Load(const weights::SafetensorsCheckpoint& checkpoint) 
   return absl::OkStatus();
 }
 
+void VaeDecoder::To(c10::Device device) {
+  impl_->decoder->to(device);
+  if (impl_->post_quant_conv) impl_->post_quant_conv->to(device);
+}
+
 absl::StatusOr<at::Tensor> VaeDecoder::Decode(const at::Tensor& latents) const {
   const VaeConfig& c = impl_->config;
   if (!latents.defined() || latents.dim() != 4 || latents.size(1) != c.latent_channels) {
@@ -256,7 +261,7 @@ absl::StatusOr<at::Tensor> VaeDecoder::Decode(const at::Tensor& latents) const {
 }
 
 at::Tensor ToUint8Rgb(const at::Tensor& image) {
-  return (image.to(at::kFloat) / 2 + 0.5).clamp(0, 1).mul(255).round().to(at::kByte).permute({0, 2, 3, 1}).contiguous();
+  return (image.to(at::kFloat) / 2 + 0.5).clamp(0, 1).mul(255).round().to(at::kByte).permute({0, 2, 3, 1}).contiguous().cpu();
 }
 
 }  // namespace ditserve::worker::vae

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
 
 #include "absl/status/statusor.h"
 #include "worker/weights/safetensors.h"
@@ -48,6 +49,8 @@ class VaeDecoder {
   // Loads decoder.* (and post_quant_conv.*) from the vae checkpoint; the
   // encoder's keys are not needed for decoding and are left unread.
   absl::Status Load(const weights::SafetensorsCheckpoint& checkpoint);
+  // Moves the weights to `device` (after Load).
+  void To(c10::Device device);
 
   // Raw VAE latents [B, latent_channels, h, w] (already unscaled:
   // z / scaling_factor + shift_factor) -> image [B, 3, 8h, 8w] in [-1, 1]
