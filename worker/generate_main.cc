@@ -19,8 +19,8 @@
 ABSL_FLAG(std::string, model, "", "Flux diffusers directory (model_index.json, transformer/, vae/, …)");
 ABSL_FLAG(std::string, prompt, "", "What to draw");
 ABSL_FLAG(std::string, negative_prompt, "", "What not to draw (true CFG, with --true_cfg_scale > 1)");
-ABSL_FLAG(int, height, 1024, "Image height in pixels (a multiple of 16 for FLUX.1)");
-ABSL_FLAG(int, width, 1024, "Image width in pixels (a multiple of 16 for FLUX.1)");
+ABSL_FLAG(int, height, 0, "Image height in pixels, a multiple of 16 for FLUX.1 (0: the model's sample_size)");
+ABSL_FLAG(int, width, 0, "Image width in pixels, a multiple of 16 for FLUX.1 (0: the model's sample_size)");
 ABSL_FLAG(int, num_inference_steps, 28, "Denoising steps");
 ABSL_FLAG(double, guidance_scale, 3.5, "Guidance embedding value (guidance-distilled models such as FLUX.1-dev)");
 ABSL_FLAG(double, true_cfg_scale, 1.0, "Classifier-free guidance scale with --negative_prompt (> 1 enables it)");
@@ -76,8 +76,8 @@ int main(int argc, char** argv) {
   ditserve::worker::pipelines::FluxRequest r;
   r.prompt = absl::GetFlag(FLAGS_prompt);
   r.negative_prompt = absl::GetFlag(FLAGS_negative_prompt);
-  r.height = absl::GetFlag(FLAGS_height);
-  r.width = absl::GetFlag(FLAGS_width);
+  r.height = absl::GetFlag(FLAGS_height) == 0 ? (*pipe)->default_size() : absl::GetFlag(FLAGS_height);
+  r.width = absl::GetFlag(FLAGS_width) == 0 ? (*pipe)->default_size() : absl::GetFlag(FLAGS_width);
   r.num_inference_steps = absl::GetFlag(FLAGS_num_inference_steps);
   r.guidance_scale = absl::GetFlag(FLAGS_guidance_scale);
   r.true_cfg_scale = absl::GetFlag(FLAGS_true_cfg_scale);

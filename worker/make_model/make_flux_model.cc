@@ -48,6 +48,7 @@ absl::StatusOr<Preset> GetPreset(const std::string& name) {
     p.vae.block_out_channels = {8, 8, 16, 16};
     p.vae.layers_per_block = 1;
     p.vae.norm_num_groups = 4;
+    p.vae.sample_size = 128;
   } else if (name == "small") {
     p.transformer = {1, 64, 64, 2, 4, 64, 8, 256, 256, true, {8, 28, 28}};
     p.clip.hidden_size = 256;
@@ -59,6 +60,7 @@ absl::StatusOr<Preset> GetPreset(const std::string& name) {
     p.vae.block_out_channels = {32, 64, 64, 64};
     p.vae.layers_per_block = 1;
     p.vae.norm_num_groups = 16;
+    p.vae.sample_size = 512;  // 1024 image tokens
     p.bpe_merges = 400;
   } else if (name == "flux-dev") {
     p.transformer = {1, 64, 64, 19, 38, 128, 24, 4096, 768, true, {16, 56, 56}};
@@ -325,7 +327,7 @@ absl::Status MakeFluxModel(const MakeFluxOptions& o) {
                                   {"force_upcast", true}, {"in_channels", 3}, {"out_channels", 3},
                                   {"latent_channels", p.vae.latent_channels}, {"layers_per_block", p.vae.layers_per_block},
                                   {"mid_block_add_attention", true}, {"norm_num_groups", p.vae.norm_num_groups},
-                                  {"sample_size", 1024}, {"scaling_factor", 0.3611}, {"shift_factor", 0.1159},
+                                  {"sample_size", p.vae.sample_size}, {"scaling_factor", 0.3611}, {"shift_factor", 0.1159},
                                   {"use_post_quant_conv", false}, {"use_quant_conv", false}});
       !s.ok()) {
     return s;

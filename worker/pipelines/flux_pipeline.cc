@@ -79,6 +79,7 @@ FluxPipeline::FluxPipeline(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) 
 FluxPipeline::~FluxPipeline() = default;
 
 int FluxPipeline::size_multiple() const { return 2 * impl_->vae->config().scale_factor(); }
+int FluxPipeline::default_size() const { return impl_->vae->config().sample_size; }
 bool FluxPipeline::uses_guidance_embedding() const { return impl_->transformer->config().guidance_embeds; }
 
 absl::StatusOr<std::unique_ptr<FluxPipeline>> FluxPipeline::Load(const std::string& dir, at::ScalarType dtype,

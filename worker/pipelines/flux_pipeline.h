@@ -57,6 +57,8 @@ class FluxPipeline {
 
   // Multiple of height/width: 2 × the VAE's downscale (16 for FLUX.1).
   int size_multiple() const;
+  // The model's default image size: vae/config.json's sample_size.
+  int default_size() const;
   bool uses_guidance_embedding() const;
 
   // INVALID_ARGUMENT naming the field and the limit for bad requests.

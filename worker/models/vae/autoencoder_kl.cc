@@ -184,6 +184,9 @@ absl::StatusOr<VaeConfig> ParseVaeConfig(const std::string& json_text) {
   } else if (!j.contains("use_post_quant_conv")) {
     c.use_post_quant_conv = true;  // diffusers' default
   }
+  if (j.contains("sample_size") && j["sample_size"].is_number_integer() && j["sample_size"].get<int>() > 0) {
+    c.sample_size = j["sample_size"].get<int>();
+  }
   if (j.contains("mid_block_add_attention") && j["mid_block_add_attention"].is_boolean()) {
     c.mid_block_add_attention = j["mid_block_add_attention"].get<bool>();
   }

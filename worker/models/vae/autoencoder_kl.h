@@ -28,6 +28,7 @@ struct VaeConfig {
   double shift_factor = 0.1159;  // 0 when the config has none
   bool use_post_quant_conv = false;
   bool mid_block_add_attention = true;
+  int sample_size = 1024;  // default image size in pixels
 
   // Spatial downscale of the latents: 2^(len(block_out_channels) - 1).
   int scale_factor() const { return 1 << (block_out_channels.size() - 1); }
