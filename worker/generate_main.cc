@@ -26,7 +26,7 @@ ABSL_FLAG(double, guidance_scale, 3.5, "Guidance embedding value (guidance-disti
 ABSL_FLAG(double, true_cfg_scale, 1.0, "Classifier-free guidance scale with --negative_prompt (> 1 enables it)");
 ABSL_FLAG(uint64_t, seed, 0, "Seed of the initial noise (PyTorch CPU generator)");
 ABSL_FLAG(int, max_sequence_length, 512, "T5 tokens (prompt truncated beyond)");
-ABSL_FLAG(std::string, dtype, "f32", "Weights and activations: f32 or bf16");
+ABSL_FLAG(std::string, dtype, "", "Weights and activations: f32 or bf16 (default: f32 on CPU, bf16 on CUDA)");
 ABSL_FLAG(int, threads, 0, "CPU threads (0: LibTorch's default)");
 ABSL_FLAG(std::string, device, "cpu", "cpu or cuda[:N] (CUDA builds)");
 ABSL_FLAG(std::string, output, "", "PNG file to write");
@@ -56,8 +56,10 @@ int main(int argc, char** argv) {
   const std::string model = absl::GetFlag(FLAGS_model), output = absl::GetFlag(FLAGS_output);
   if (model.empty()) return Fail(2, "--model is required");
   if (output.empty()) return Fail(2, "--output is required");
-  const std::string dtype_name = absl::GetFlag(FLAGS_dtype);
-  if (dtype_name != "f32" && dtype_name != "bf16") return Fail(2, "--dtype must be f32 or bf16, got '" + dtype_name + "'");
+  std::string dtype_name = absl::GetFlag(FLAGS_dtype);
+  if (!dtype_name.empty() && dtype_name != "f32" && dtype_name != "bf16") {
+    return Fail(2, "--dtype must be f32 or bf16, got '" + dtype_name + "'");
+  }
   if (absl::GetFlag(FLAGS_threads) < 0) return Fail(2, "--threads must be >= 0");
   if (absl::GetFlag(FLAGS_threads) > 0) at::set_num_threads(absl::GetFlag(FLAGS_threads));
 
@@ -68,6 +70,7 @@ int main(int argc, char** argv) {
   } catch (const std::exception&) {
     return Fail(2, "--device must be cpu or cuda[:N], got '" + absl::GetFlag(FLAGS_device) + "'");
   }
+  if (dtype_name.empty()) dtype_name = device.is_cuda() ? "bf16" : "f32";
   auto pipe = ditserve::worker::pipelines::FluxPipeline::Load(model, dtype_name == "bf16" ? at::kBFloat16 : at::kFloat,
                                                               device);
   if (!pipe.ok()) return Fail(1, std::string(pipe.status().message()));
