@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "tests/harness/reference.h"
 #include "util/process_gang.h"
 #include "worker/pipelines/flux_pipeline.h"
 #include "worker/weights/safetensors.h"
@@ -27,17 +28,8 @@ std::string BinDir() {
   return self.substr(0, self.rfind('/')) + "/../bin";
 }
 
-std::string SourceDir() {
-  const std::string file = __FILE__;
-  return file.substr(0, file.rfind('/'));
-}
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using testing::ReadTextFile;
 
 struct CommandResult {
   int exit_code = -1;
@@ -50,7 +42,7 @@ CommandResult Execute(std::vector<std::string> argv) {
   EXPECT_TRUE(gang.ok()) << gang.status();
   if (!gang.ok()) return {};
   auto r = (*gang)->Wait(absl::Now() + absl::Minutes(10), false, absl::Seconds(2));
-  CommandResult out{r.exits[0].exited ? r.exits[0].exit_code : 128 + r.exits[0].term_signal, ReadFile(log)};
+  CommandResult out{r.exits[0].exited ? r.exits[0].exit_code : 128 + r.exits[0].term_signal, ReadTextFile(log)};
   unlink(log.c_str());
   return out;
 }
@@ -78,12 +70,10 @@ TEST_F(MakeModel, WritesARealDiffusersDirectory) {
     EXPECT_TRUE(std::filesystem::exists(dir_ + "/" + f)) << f;
   }
   // diffusers loads it and draws what we draw.
-  const char* python = std::getenv("DITSERVE_PYTHON");
-  ASSERT_NE(python, nullptr);
   const std::string ref = dir_ + "/diffusers.safetensors";
-  const std::string cmd = absl::StrCat(python, " ", SourceDir(), "/made_model_reference.py ", dir_, " ", ref,
-                                       " > ", dir_, "/diffusers.log 2>&1");
-  ASSERT_EQ(std::system(cmd.c_str()), 0) << ReadFile(dir_ + "/diffusers.log");
+  const absl::Status reference = testing::RunPythonReference(
+      testing::DirectoryOf(__FILE__) + "/made_model_reference.py", dir_ + " " + ref, dir_ + "/diffusers.log");
+  ASSERT_TRUE(reference.ok()) << reference;
   auto pipe = worker::pipelines::FluxPipeline::Load(dir_, at::kFloat);
   ASSERT_TRUE(pipe.ok()) << pipe.status();
   worker::pipelines::FluxRequest r;
@@ -117,11 +107,11 @@ TEST_F(MakeModel, GenerateIsDeterministicAndHandlesNonSquareSizes) {
   ASSERT_EQ(ra.exit_code, 0) << ra.output;
   EXPECT_NE(ra.output.find("wrote " + a + " (768x512, seed 11)"), std::string::npos) << ra.output;
   ASSERT_EQ(with({"--height=512", "--width=768", "--output=" + b}).exit_code, 0);
-  const std::string pa = ReadFile(a);
+  const std::string pa = ReadTextFile(a);
   EXPECT_EQ(pa.substr(1, 3), "PNG");
-  EXPECT_EQ(pa, ReadFile(b));  // byte-identical
+  EXPECT_EQ(pa, ReadTextFile(b));  // byte-identical
   ASSERT_EQ(with({"--height=512", "--width=768", "--seed=12", "--output=" + c}).exit_code, 0);
-  EXPECT_NE(pa, ReadFile(c));
+  EXPECT_NE(pa, ReadTextFile(c));
 }
 
 TEST_F(MakeModel, BadRequestsFailClearly) {

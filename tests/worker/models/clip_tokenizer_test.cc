@@ -10,14 +10,11 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "tests/harness/reference.h"
 
 namespace ditserve::worker::tokenizers {
 namespace {
 
-std::string SourceDir() {
-  const std::string file = __FILE__;
-  return file.substr(0, file.rfind('/'));
-}
 
 const std::vector<std::string> kStrings = {
     "a red circle on a blue background",
@@ -34,14 +31,13 @@ const std::vector<std::string> kStrings = {
 class ClipTokenizerTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    const char* python = std::getenv("DITSERVE_PYTHON");
-    ASSERT_NE(python, nullptr);
     dir_ = absl::StrCat(::testing::TempDir(), "/clip_tok_", getpid());
     std::filesystem::create_directories(dir_);
     const std::string input = dir_ + "/strings.json";
     std::ofstream(input) << nlohmann::json(kStrings).dump();
-    const std::string cmd = absl::StrCat(python, " ", SourceDir(), "/clip_tokenizer_reference.py ", dir_, " < ", input);
-    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    const absl::Status ref = testing::RunPythonReference(
+        testing::DirectoryOf(__FILE__) + "/clip_tokenizer_reference.py", dir_ + " < " + input, dir_ + "/reference.log");
+    ASSERT_TRUE(ref.ok()) << ref;
     std::ifstream in(dir_ + "/expected.json");
     std::stringstream ss;
     ss << in.rdbuf();

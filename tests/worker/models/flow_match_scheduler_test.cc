@@ -7,15 +7,12 @@
 #include <cstdlib>
 
 #include "absl/strings/str_cat.h"
+#include "tests/harness/reference.h"
 #include "worker/weights/safetensors.h"
 
 namespace ditserve::worker::flux {
 namespace {
 
-std::string SourceDir() {
-  const std::string file = __FILE__;
-  return file.substr(0, file.rfind('/'));
-}
 
 FlowMatchSchedulerConfig Dev() {
   FlowMatchSchedulerConfig c;
@@ -42,11 +39,10 @@ TEST(FlowMatchScheduler, SigmasClosedForm) {
 }
 
 TEST(FlowMatchScheduler, MatchesDiffusers) {
-  const char* python = std::getenv("DITSERVE_PYTHON");
-  ASSERT_NE(python, nullptr);
   const std::string path = absl::StrCat(::testing::TempDir(), "/sched_", getpid(), ".safetensors");
-  const std::string cmd = absl::StrCat(python, " ", SourceDir(), "/scheduler_reference.py ", path);
-  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  const absl::Status reference = testing::RunPythonReference(
+      testing::DirectoryOf(__FILE__) + "/scheduler_reference.py", path, path + ".log");
+  ASSERT_TRUE(reference.ok()) << reference;
   auto ref = weights::SafetensorsCheckpoint::Open(path);
   ASSERT_TRUE(ref.ok()) << ref.status();
   FlowMatchSchedulerConfig schnell, static3;

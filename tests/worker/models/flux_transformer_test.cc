@@ -11,34 +11,24 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "tests/harness/reference.h"
 #include "worker/weights/load_module.h"
 #include "worker/weights/safetensors.h"
 
 namespace ditserve::worker::flux {
 namespace {
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-std::string SourceDir() {
-  const std::string file = __FILE__;
-  return file.substr(0, file.rfind('/'));
-}
+using testing::ReadTextFile;
 
 // diffusers' FluxTransformer2DModel and ours, same checkpoint, same inputs.
 void CompareWithDiffusers(const std::string& variant) {
-  const char* python = std::getenv("DITSERVE_PYTHON");
-  ASSERT_NE(python, nullptr) << "DITSERVE_PYTHON is not set (CTest sets it)";
   const std::string dir = absl::StrCat(::testing::TempDir(), "/flux_ref_", getpid(), "_", variant);
   std::filesystem::create_directories(dir);
-  const std::string cmd = absl::StrCat(python, " ", SourceDir(), "/flux_reference.py ", dir, " ", variant);
-  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  const absl::Status ref = testing::RunPythonReference(testing::DirectoryOf(__FILE__) + "/flux_reference.py",
+                                                       dir + " " + variant, dir + "/reference.log");
+  ASSERT_TRUE(ref.ok()) << ref;
 
-  auto config = ParseFluxTransformerConfig(ReadFile(dir + "/transformer/config.json"));
+  auto config = ParseFluxTransformerConfig(ReadTextFile(dir + "/transformer/config.json"));
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->guidance_embeds, variant == "dev");
   auto model = FluxTransformer::Create(*config, at::kFloat);

@@ -11,14 +11,11 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "tests/harness/reference.h"
 
 namespace ditserve::worker::tokenizers {
 namespace {
 
-std::string SourceDir() {
-  const std::string file = __FILE__;
-  return file.substr(0, file.rfind('/'));
-}
 
 const std::vector<std::string> kStrings = {
     "a red circle on a blue background",
@@ -56,12 +53,10 @@ TEST(T5Tokenizer, TrainedModelMatchesTransformers) {
   EXPECT_EQ((*tok)->pad_id(), 0);
   EXPECT_EQ((*tok)->vocab_size(), 30);
 
-  const char* python = std::getenv("DITSERVE_PYTHON");
-  ASSERT_NE(python, nullptr);
   std::ofstream(dir + "/strings.json") << nlohmann::json(kStrings).dump();
-  const std::string cmd = absl::StrCat(python, " ", SourceDir(), "/t5_tokenizer_reference.py ", dir, " 16 < ", dir,
-                                       "/strings.json");
-  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  const absl::Status ref = testing::RunPythonReference(testing::DirectoryOf(__FILE__) + "/t5_tokenizer_reference.py",
+                                                       dir + " 16 < " + dir + "/strings.json", dir + "/reference.log");
+  ASSERT_TRUE(ref.ok()) << ref;
   std::ifstream in(dir + "/expected.json");
   std::stringstream ss;
   ss << in.rdbuf();

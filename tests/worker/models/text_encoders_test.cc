@@ -7,33 +7,23 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "tests/harness/reference.h"
 #include "worker/models/text/clip_text_model.h"
 #include "worker/models/text/t5_encoder.h"
 
 namespace ditserve::worker::text {
 namespace {
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-std::string SourceDir() {
-  const std::string file = __FILE__;
-  return file.substr(0, file.rfind('/'));
-}
+using testing::ReadTextFile;
 
 class TextEncoders : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    const char* python = std::getenv("DITSERVE_PYTHON");
-    ASSERT_NE(python, nullptr);
     dir_ = absl::StrCat(::testing::TempDir(), "/text_ref_", getpid());
     std::filesystem::create_directories(dir_);
-    const std::string cmd = absl::StrCat(python, " ", SourceDir(), "/text_encoders_reference.py ", dir_);
-    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    const absl::Status ref = testing::RunPythonReference(
+        testing::DirectoryOf(__FILE__) + "/text_encoders_reference.py", dir_, dir_ + "/reference.log");
+    ASSERT_TRUE(ref.ok()) << ref;
   }
   static void TearDownTestSuite() { std::filesystem::remove_all(dir_); }
   static std::string dir_;
@@ -43,7 +33,7 @@ std::string TextEncoders::dir_;
 double MaxAbs(const at::Tensor& a, const at::Tensor& b) { return (a - b).abs().max().item<double>(); }
 
 TEST_F(TextEncoders, ClipMatchesTransformers) {
-  auto config = ParseClipTextConfig(ReadFile(dir_ + "/text_encoder/config.json"));
+  auto config = ParseClipTextConfig(ReadTextFile(dir_ + "/text_encoder/config.json"));
   ASSERT_TRUE(config.ok()) << config.status();
   auto model = ClipTextModel::Create(*config, at::kFloat);
   auto ckpt = weights::SafetensorsCheckpoint::Open(dir_ + "/text_encoder");
@@ -63,7 +53,7 @@ TEST_F(TextEncoders, ClipMatchesTransformers) {
 }
 
 TEST_F(TextEncoders, T5MatchesTransformers) {
-  auto config = ParseT5Config(ReadFile(dir_ + "/text_encoder_2/config.json"));
+  auto config = ParseT5Config(ReadTextFile(dir_ + "/text_encoder_2/config.json"));
   ASSERT_TRUE(config.ok()) << config.status();
   auto model = T5Encoder::Create(*config, at::kFloat);
   auto ckpt = weights::SafetensorsCheckpoint::Open(dir_ + "/text_encoder_2");

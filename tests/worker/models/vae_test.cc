@@ -9,30 +9,20 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "tests/harness/reference.h"
 
 namespace ditserve::worker::vae {
 namespace {
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-std::string SourceDir() {
-  const std::string file = __FILE__;
-  return file.substr(0, file.rfind('/'));
-}
+using testing::ReadTextFile;
 
 void CompareWithDiffusers(const std::string& variant) {
-  const char* python = std::getenv("DITSERVE_PYTHON");
-  ASSERT_NE(python, nullptr);
   const std::string dir = absl::StrCat(::testing::TempDir(), "/vae_ref_", getpid(), "_", variant);
   std::filesystem::create_directories(dir);
-  const std::string cmd = absl::StrCat(python, " ", SourceDir(), "/vae_reference.py ", dir, " ", variant);
-  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
-  auto config = ParseVaeConfig(ReadFile(dir + "/vae/config.json"));
+  const absl::Status ref = testing::RunPythonReference(testing::DirectoryOf(__FILE__) + "/vae_reference.py",
+                                                       dir + " " + variant, dir + "/reference.log");
+  ASSERT_TRUE(ref.ok()) << ref;
+  auto config = ParseVaeConfig(ReadTextFile(dir + "/vae/config.json"));
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->scale_factor(), 4);
   EXPECT_EQ(config->use_post_quant_conv, variant == "post_quant");

@@ -7,26 +7,21 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
+#include "tests/harness/reference.h"
 #include "worker/weights/safetensors.h"
 
 namespace ditserve::worker::pipelines {
 namespace {
 
-std::string SourceDir() {
-  const std::string file = __FILE__;
-  return file.substr(0, file.rfind('/'));
-}
 
 class FluxPipelineTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    const char* python = std::getenv("DITSERVE_PYTHON");
-    ASSERT_NE(python, nullptr);
     dir_ = absl::StrCat(::testing::TempDir(), "/flux_pipe_", getpid());
     std::filesystem::create_directories(dir_);
-    const std::string cmd = absl::StrCat(python, " ", SourceDir(), "/flux_pipeline_reference.py ", dir_,
-                                         " > ", dir_, "/reference.log 2>&1");
-    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    const absl::Status ref = testing::RunPythonReference(
+        testing::DirectoryOf(__FILE__) + "/flux_pipeline_reference.py", dir_, dir_ + "/reference.log");
+    ASSERT_TRUE(ref.ok()) << ref;
   }
   static void TearDownTestSuite() { std::filesystem::remove_all(dir_); }
   static std::string dir_;
