@@ -17,6 +17,7 @@
 #include "worker/models/text/clip_text_model.h"
 #include "worker/models/text/t5_encoder.h"
 #include "worker/models/vae/autoencoder_kl.h"
+#include "worker/tokenizers/clip_tokenizer.h"
 #include "worker/tokenizers/t5_tokenizer.h"
 #include "worker/weights/safetensors_writer.h"
 
@@ -181,23 +182,7 @@ absl::Status MakeFluxModel(const MakeFluxOptions& o) {
 
   // Tokenizers, from the carried captions.
   const std::vector<std::string> corpus = CaptionCorpus();
-  std::vector<std::string> base;  // GPT-2's byte -> printable symbol table
-  {
-    std::vector<int> printable;
-    for (int b = '!'; b <= '~'; ++b) printable.push_back(b);
-    for (int b = 0xA1; b <= 0xAC; ++b) printable.push_back(b);
-    for (int b = 0xAE; b <= 0xFF; ++b) printable.push_back(b);
-    std::vector<int> cp(256, -1);
-    for (int b : printable) cp[b] = b;
-    int next = 256;
-    for (int b = 0; b < 256; ++b) {
-      const int c = cp[b] >= 0 ? cp[b] : next++;
-      std::string s;
-      if (c < 0x80) s.push_back(static_cast<char>(c));
-      else { s.push_back(static_cast<char>(0xC0 | (c >> 6))); s.push_back(static_cast<char>(0x80 | (c & 0x3F))); }
-      base.push_back(s);
-    }
-  }
+  const std::vector<std::string> base = tokenizers::ByteLevelSymbols();
   json vocab = json::object();
   for (const auto& s : base) vocab[s] = vocab.size();
   for (const auto& s : base) vocab[s + "</w>"] = vocab.size();

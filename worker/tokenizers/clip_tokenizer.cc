@@ -33,8 +33,9 @@ std::string Utf8(UChar32 c) {
   return out;
 }
 
-// GPT-2's reversible byte -> printable code point table.
-std::vector<std::string> BytesToUnicode() {
+}  // namespace
+
+std::vector<std::string> ByteLevelSymbols() {
   std::vector<int> printable;
   for (int b = '!'; b <= '~'; ++b) printable.push_back(b);
   for (int b = 0xA1; b <= 0xAC; ++b) printable.push_back(b);
@@ -46,6 +47,8 @@ std::vector<std::string> BytesToUnicode() {
   for (int b = 0; b < 256; ++b) table[b] = Utf8(is_printable[b] ? b : next++);
   return table;
 }
+
+namespace {
 
 bool IsLetter(UChar32 c) { return u_isalpha(c); }  // \p{L}
 bool IsNumber(UChar32 c) {
@@ -104,7 +107,7 @@ absl::StatusOr<std::unique_ptr<ClipTokenizer>> ClipTokenizer::Load(const std::st
     *id = it->second;
   }
   t->specials_ = {{bos, t->bos_}, {eos, t->eos_}};
-  t->byte_to_unicode_ = BytesToUnicode();
+  t->byte_to_unicode_ = ByteLevelSymbols();
   return t;
 }
 

@@ -18,6 +18,10 @@
 
 namespace ditserve::worker::tokenizers {
 
+// GPT-2's reversible byte -> printable code point table: entry b is the
+// UTF-8 of the symbol standing for byte b in vocab.json and merges.txt.
+std::vector<std::string> ByteLevelSymbols();
+
 class ClipTokenizer {
  public:
   // `dir` holds vocab.json and merges.txt; tokenizer_config.json (optional)
