@@ -1,0 +1,90 @@
+#pragma once
+
+// Text-to-image with a Flux diffusers directory across a gang: xDiT's
+// hybrid of USP (Ulysses inside Ring), PipeFusion, CFG parallel and data
+// parallel, in any combination the gang's ParallelConfig names. With a
+// world of one it is the serial FluxPipeline.
+//
+// Every call here is collective: every rank of the gang makes the same
+// calls with the same arguments, in the same order, from one thread.
+//
+// Where the work happens (documented in docs/parallel-generation.md):
+// - World rank 0 loads the tokenizers, both text encoders and the VAE; it
+//   encodes every prompt once and broadcasts the embeddings, and it decodes
+//   every final latent once. Other ranks load only the transformer weights
+//   of their PipeFusion stage.
+// - The requests of one Generate call are split across the data-parallel
+//   replicas (request i goes to replica i mod dp); each replica runs its
+//   share as one batch; final latents travel to rank 0 for decoding.
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+
+#include "absl/status/statusor.h"
+#include "parallel/process_groups.h"
+#include "worker/pipelines/flux_pipeline.h"
+
+namespace ditserve::worker::pipelines {
+
+struct PipeFusionOptions {
+  int num_pipeline_patch = 0;  // 0: the PipeFusion degree
+  int warmup_steps = 1;
+  // Transformer blocks (double-stream, then single-stream) per stage; empty:
+  // as even as possible.
+  std::vector<int> attn_layer_num_for_pp;
+};
+
+// Bytes this rank sent and seconds it spent in communication, per method
+// ("ulysses", "ring", "pipefusion", "cfg", "data", "control"), accumulated
+// over the pipeline's lifetime.
+struct CommStats {
+  struct Entry {
+    int64_t bytes_sent = 0;
+    double seconds = 0;
+  };
+  std::map<std::string, Entry> by_method;
+};
+
+class ParallelFluxPipeline {
+ public:
+  // Collective. Loads what this rank needs of `dir` in `dtype` on `device`.
+  // `groups` must outlive the pipeline. Invalid combinations of the model
+  // and the parallel configuration (heads not divisible by the Ulysses
+  // degree, more stages than blocks, …) are INVALID_ARGUMENT naming the flag.
+  static absl::StatusOr<std::unique_ptr<ParallelFluxPipeline>> Load(
+      const std::string& dir, at::ScalarType dtype, c10::Device device,
+      parallel::ProcessGroups& groups, const PipeFusionOptions& pipefusion = {});
+  ~ParallelFluxPipeline();
+
+  int size_multiple() const;
+  int default_size() const;
+  bool uses_guidance_embedding() const;
+
+  // Local check (no communication) of one request against the model, the
+  // limits and the parallel configuration: INVALID_ARGUMENT naming the field.
+  absl::Status Validate(const FluxRequest& request) const;
+
+  // Collective. `requests` must be compatible: equal height, width,
+  // num_inference_steps and guidance_scale, and all or none using true CFG
+  // (true_cfg_scale > 1 with a negative prompt). Returns one result per
+  // request, in order, on world rank 0; an empty vector on other ranks.
+  // `on_step` runs on every rank after each denoising step; when it returns
+  // false on any rank, every rank stops after that step with CANCELLED.
+  absl::StatusOr<std::vector<FluxResult>> Generate(const std::vector<FluxRequest>& requests,
+                                                   const StepCallback& on_step = {});
+
+  const CommStats& comm_stats() const;
+
+ private:
+  struct Impl;
+  explicit ParallelFluxPipeline(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ditserve::worker::pipelines
