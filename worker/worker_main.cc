@@ -1,8 +1,13 @@
 // ditserve-worker: one rank of a gang. Joins the rendezvous, builds the
-// process groups and (today) runs the collective self-check. Usually started
-// by ditserve-run (or, later, ditserve-server --spawn_workers).
+// process groups and runs the collective self-check (--selfcheck) or the
+// generation job (--model). Usually started by ditserve-run.
 
+#include <ATen/Parallel.h>
+
+#include <algorithm>
 #include <cstdio>
+#include <cstdlib>
+#include <thread>
 #include <string>
 
 #include <c10/core/Device.h>
@@ -14,14 +19,24 @@
 #include "parallel/rendezvous.h"
 #include "parallel/world_config.h"
 #include "worker/device.h"
+#include "worker/generation_job.h"
 #include "worker/selfcheck.h"
 #include "worker/worker_flags.h"
 
 namespace {
 
+// Ends the process without running exit handlers: Debian's libsentencepiece
+// (loaded for the T5 tokenizer) registers handlers that crash when they run
+// in a process that also uses abseil's flags.
+[[noreturn]] void Exit(int code) {
+  std::fflush(stdout);
+  std::fflush(stderr);
+  std::_Exit(code);
+}
+
 int Fail(int code, const std::string& message) {
   std::fprintf(stderr, "ditserve-worker: %s\n", message.c_str());
-  return code;
+  Exit(code);
 }
 
 }  // namespace
@@ -30,8 +45,10 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "One rank of a ditserve gang. Usually started by ditserve-run:\n"
       "  ditserve-run --nproc 4 --ulysses_degree 2 --ring_degree 2 --selfcheck");
+  std::vector<std::string> prompts = ditserve::worker::TakeRepeatedPrompts(argc, argv);
   absl::ParseCommandLine(argc, argv);
-  const ditserve::worker::WorkerOptions options = ditserve::worker::WorkerOptionsFromFlags();
+  ditserve::worker::WorkerOptions options = ditserve::worker::WorkerOptionsFromFlags();
+  if (!prompts.empty()) options.prompts = prompts;
   namespace parallel = ditserve::parallel;
 
   if (absl::Status s = parallel::Validate(options.parallel, options.world_size); !s.ok()) {
@@ -39,11 +56,16 @@ int main(int argc, char** argv) {
   }
   auto world = parallel::WorldConfig::Create(options.parallel, options.rank);
   if (!world.ok()) return Fail(2, std::string(world.status().message()));
-  if (!options.selfcheck) {
-    return Fail(2,
-                "nothing to do: pass --selfcheck (image generation arrives with the model "
-                "pipeline)");
+  const bool generate = !options.selfcheck && !options.model.empty();
+  if (!options.selfcheck && !generate) return Fail(2, "nothing to do: pass --selfcheck or --model");
+  if (generate) {
+    if (absl::Status s = ditserve::worker::ValidateGenerationJob(options); !s.ok()) {
+      return Fail(2, std::string(s.message()));
+    }
   }
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  at::set_num_threads(options.threads > 0 ? options.threads
+                                          : std::max(1, cores / std::max(1, options.local_world_size)));
   auto device = ditserve::worker::ResolveDevice(options.device, options.local_rank,
                                                 options.local_world_size,
                                                 ditserve::worker::CudaDeviceCount());
@@ -71,6 +93,14 @@ int main(int argc, char** argv) {
   auto groups = parallel::ProcessGroups::Create(*world, *store, pg);
   if (!groups.ok()) return Fail(1, std::string(groups.status().message()));
 
+  if (generate) {
+    absl::Status s = ditserve::worker::RunGenerationJob(options, **groups, *device);
+    if (!s.ok()) {
+      return Fail(s.code() == absl::StatusCode::kInvalidArgument ? 2 : 1,
+                  absl::StrCat("rank ", options.rank, ": ", s.message()));
+    }
+    Exit(0);
+  }
   auto rows = ditserve::worker::RunSelfCheck(**groups, *device, options.selfcheck_elements);
   auto merged = ditserve::worker::GatherSelfCheck(**groups, rows);
   if (!merged.ok()) return Fail(1, std::string(merged.status().message()));
