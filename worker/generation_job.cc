@@ -61,6 +61,7 @@ absl::Status RunGenerationJob(const WorkerOptions& o, parallel::ProcessGroups& g
   // Every rank reports its traffic (rank order is not guaranteed on a
   // shared terminal; each line names its rank).
   for (const auto& [method, e] : (*pipe)->comm_stats().by_method) {
+    if (!o.comm_stats) break;
     std::printf("rank %d comm %-18s bytes_sent %lld  calls %lld  seconds %.4f  bytes_per_step %lld\n",
                 groups.world().rank(), method.c_str(), static_cast<long long>(e.bytes_sent),
                 static_cast<long long>(e.calls), e.seconds,

@@ -46,6 +46,7 @@ ABSL_FLAG(int, max_sequence_length, 512, "T5 tokens (prompt truncated beyond)");
 ABSL_FLAG(std::string, dtype, "", "f32 or bf16 (default: f32 on CPU, bf16 on CUDA)");
 ABSL_FLAG(std::string, output_dir, "", "Directory for the images (image-000.png, …), written by rank 0");
 ABSL_FLAG(bool, save_latents, false, "Also write each image's final packed latents (image-NNN.latents.safetensors)");
+ABSL_FLAG(bool, comm_stats, false, "Every rank prints the bytes it sent and the seconds it spent per parallel method");
 ABSL_FLAG(int, num_pipeline_patch, 0, "PipeFusion patches per image (xDiT; 0: the PipeFusion degree)");
 ABSL_FLAG(int, warmup_steps, 1, "PipeFusion steps run synchronously on the full image before patches (xDiT)");
 ABSL_FLAG(std::vector<std::string>, attn_layer_num_for_pp, {},
@@ -86,6 +87,7 @@ WorkerOptions WorkerOptionsFromFlags() {
   o.dtype = absl::GetFlag(FLAGS_dtype);
   o.output_dir = absl::GetFlag(FLAGS_output_dir);
   o.save_latents = absl::GetFlag(FLAGS_save_latents);
+  o.comm_stats = absl::GetFlag(FLAGS_comm_stats);
   o.pipefusion.num_pipeline_patch = absl::GetFlag(FLAGS_num_pipeline_patch);
   o.pipefusion.warmup_steps = absl::GetFlag(FLAGS_warmup_steps);
   for (const std::string& n : absl::GetFlag(FLAGS_attn_layer_num_for_pp)) {

@@ -37,6 +37,7 @@ std::vector<std::string> ToWorkerArgs(const WorkerOptions& o) {
       absl::StrCat("--dtype=", o.dtype),
       absl::StrCat("--output_dir=", o.output_dir),
       absl::StrCat("--save_latents=", o.save_latents ? "true" : "false"),
+      absl::StrCat("--comm_stats=", o.comm_stats ? "true" : "false"),
       absl::StrCat("--num_pipeline_patch=", o.pipefusion.num_pipeline_patch),
       absl::StrCat("--warmup_steps=", o.pipefusion.warmup_steps),
       absl::StrCat("--attn_layer_num_for_pp=", absl::StrJoin(o.pipefusion.attn_layer_num_for_pp, ",")),

@@ -43,6 +43,7 @@ struct WorkerOptions {
   std::string dtype;  // f32 | bf16; empty: f32 on CPU, bf16 on CUDA
   std::string output_dir;
   bool save_latents = false;  // also write image-NNN.latents.safetensors
+  bool comm_stats = false;    // every rank prints its bytes and seconds per method
   PipeFusionOptions pipefusion;
 };
 

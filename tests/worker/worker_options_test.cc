@@ -35,7 +35,7 @@ TEST(WorkerOptions, ToWorkerArgsCarriesEveryField) {
                                  "--negative_prompt=", "--height=0", "--width=0",
                                  "--num_inference_steps=28", "--guidance_scale=3.5",
                                  "--true_cfg_scale=1", "--seed=0", "--max_sequence_length=512",
-                                 "--dtype=", "--output_dir=", "--save_latents=false",
+                                 "--dtype=", "--output_dir=", "--save_latents=false", "--comm_stats=false",
                                  "--num_pipeline_patch=0", "--warmup_steps=1",
                                  "--attn_layer_num_for_pp="}));
 }
@@ -60,6 +60,7 @@ TEST(WorkerOptions, RoundTripThroughTheWorkerFlags) {
   o.dtype = "bf16";
   o.output_dir = "/tmp/out";
   o.save_latents = true;
+  o.comm_stats = true;
   o.pipefusion.num_pipeline_patch = 4;
   o.pipefusion.warmup_steps = 2;
   o.pipefusion.attn_layer_num_for_pp = {20, 37};
@@ -89,6 +90,7 @@ TEST(WorkerOptions, RoundTripThroughTheWorkerFlags) {
   EXPECT_EQ(back.dtype, "bf16");
   EXPECT_EQ(back.output_dir, "/tmp/out");
   EXPECT_TRUE(back.save_latents);
+  EXPECT_TRUE(back.comm_stats);
   EXPECT_EQ(back.pipefusion.num_pipeline_patch, 4);
   EXPECT_EQ(back.pipefusion.warmup_steps, 2);
   EXPECT_EQ(back.pipefusion.attn_layer_num_for_pp, (std::vector<int>{20, 37}));

@@ -340,7 +340,7 @@ absl::Status ReplicaRun::Run(const StepCallback& on_step) {
         for (int m = 0; m < patches_at(step + 1); ++m) DITSERVE_RETURN_IF_ERROR(SendLatents(step + 1, m));
       }
     }
-    if (on_step && !stopped && !on_step(step + 1, steps_)) want_stop = true;
+    if (on_step && !on_step(step + 1, steps_)) want_stop = true;
     agreement.Post(want_stop);
     DITSERVE_RETURN_IF_ERROR(read_until(step + read_ahead + 1 - delay));
   }

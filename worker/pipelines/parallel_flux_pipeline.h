@@ -63,8 +63,11 @@ class ParallelFluxPipeline {
   // num_inference_steps and guidance_scale, and all or none using true CFG
   // (true_cfg_scale > 1 with a negative prompt). Returns one result per
   // request, in order, on world rank 0; an empty vector on other ranks.
-  // `on_step` runs on every rank after each denoising step; when it returns
-  // false on any rank, every rank stops after that step with CANCELLED.
+  // `on_step` runs on every rank after each denoising step it completes;
+  // when it returns false on any rank, every rank stops with CANCELLED after
+  // the same step: the next one without PipeFusion, at most
+  // ceil((P−1)/M) + 2 later with it (docs/parallel-generation.md). The gang
+  // then serves the next call.
   absl::StatusOr<std::vector<FluxResult>> Generate(const std::vector<FluxRequest>& requests,
                                                    const StepCallback& on_step = {});
 
