@@ -23,6 +23,7 @@
 #include "absl/strings/str_split.h"
 #include "tests/harness/binaries.h"
 #include "tests/harness/reference.h"
+#include "util/free_port.h"
 #include "worker/weights/safetensors.h"
 
 namespace ditserve {
@@ -234,6 +235,30 @@ TEST_F(ParallelGeneration, WorldOfOneIsDitserveGenerate) {
                               "--output=" + png});
   ASSERT_TRUE(r.exit.ok()) << r.output;
   EXPECT_EQ(ReadTextFile(dir + "/image-000.png"), ReadTextFile(png));
+}
+
+// Two "machines" (two ditserve-run, one rank each) joined by
+// --nnodes/--node_rank/--master_addr/--master_port: node 0 writes the image.
+TEST_F(ParallelGeneration, MultiNodeGang) {
+  auto port = util::PickFreePort();
+  ASSERT_TRUE(port.ok());
+  const std::string serial = Run("mn_serial", {"--nproc=1", "--max_sequence_length=12", "--prompt=a red circle"});
+  std::vector<std::vector<std::string>> nodes;
+  for (int node = 0; node < 2; ++node) {
+    nodes.push_back({BinDir() + "/ditserve-run", "--nproc=1", "--nnodes=2", absl::StrCat("--node_rank=", node),
+                     "--master_addr=127.0.0.1", absl::StrCat("--master_port=", *port), "--ring_degree=2",
+                     "--model=" + Model(), "--output_dir=" + *root_ + "/mn", "--save_latents",
+                     "--max_sequence_length=12", "--prompt=a red circle", absl::StrCat("--num_inference_steps=", kSteps),
+                     "--seed=7", "--threads=1", "--device=cpu"});
+  }
+  const auto results = testing::RunAll(nodes);
+  ASSERT_EQ(results.size(), 2u);
+  for (const auto& r : results) ASSERT_TRUE(r.exit.ok()) << r.output;
+  EXPECT_NE(results[0].output.find("wrote "), std::string::npos) << results[0].output;
+  EXPECT_EQ(results[1].output.find("wrote "), std::string::npos) << results[1].output;
+  const Comparison cmp = Compare(*root_ + "/mn", serial, 0);
+  EXPECT_LT(cmp.latent_max_abs, 1e-4);
+  EXPECT_LE(cmp.max_value_diff, 1);
 }
 
 TEST_F(ParallelGeneration, InvalidConfigurationsFailBeforeAnyWork) {
