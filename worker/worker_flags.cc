@@ -26,6 +26,11 @@ ABSL_FLAG(int, ring_degree, 1, "Ring attention sequence parallel degree (xDiT)")
 ABSL_FLAG(bool, selfcheck, false,
           "Check every group's collectives against expected values and print a table");
 ABSL_FLAG(int, selfcheck_elements, 65536, "Elements per tensor in the self-check");
+ABSL_FLAG(std::string, model, "", "Diffusers model directory every rank loads (serving)");
+ABSL_FLAG(std::string, dtype, "", "f32 or bf16 (default: f32 on CPU, bf16 on CUDA)");
+ABSL_FLAG(std::string, control_address, "",
+          "host:port of ditserve-server's control service, which rank 0 dials to receive work");
+ABSL_FLAG(int, threads, 0, "LibTorch intra-op threads per rank (0: LibTorch's default)");
 
 namespace ditserve::worker {
 
@@ -48,6 +53,10 @@ WorkerOptions WorkerOptionsFromFlags() {
   o.parallel.ring_degree = absl::GetFlag(FLAGS_ring_degree);
   o.selfcheck = absl::GetFlag(FLAGS_selfcheck);
   o.selfcheck_elements = absl::GetFlag(FLAGS_selfcheck_elements);
+  o.model = absl::GetFlag(FLAGS_model);
+  o.dtype = absl::GetFlag(FLAGS_dtype);
+  o.control_address = absl::GetFlag(FLAGS_control_address);
+  o.threads = absl::GetFlag(FLAGS_threads);
   return o;
 }
 

@@ -1,10 +1,13 @@
 // ditserve-worker: one rank of a gang. Joins the rendezvous, builds the
-// process groups and (today) runs the collective self-check. Usually started
-// by ditserve-run (or, later, ditserve-server --spawn_workers).
+// process groups and then either runs the collective self-check
+// (--selfcheck) or serves a model for ditserve-server (--model and
+// --control_address). Usually started by ditserve-run or by
+// ditserve-server --spawn_workers.
 
 #include <cstdio>
 #include <string>
 
+#include <ATen/Parallel.h>
 #include <c10/core/Device.h>
 
 #include "absl/flags/parse.h"
@@ -15,6 +18,10 @@
 #include "parallel/world_config.h"
 #include "worker/device.h"
 #include "worker/selfcheck.h"
+#ifdef DITSERVE_WORKER_SERVE
+#include "worker/serve/gang_engine.h"
+#include "worker/serve/serve_loop.h"
+#endif
 #include "worker/worker_flags.h"
 
 namespace {
@@ -39,11 +46,21 @@ int main(int argc, char** argv) {
   }
   auto world = parallel::WorldConfig::Create(options.parallel, options.rank);
   if (!world.ok()) return Fail(2, std::string(world.status().message()));
-  if (!options.selfcheck) {
-    return Fail(2,
-                "nothing to do: pass --selfcheck (image generation arrives with the model "
-                "pipeline)");
+  const bool serve = !options.selfcheck && !options.model.empty();
+  if (!options.selfcheck && !serve) {
+    return Fail(2, "nothing to do: pass --selfcheck, or --model and --control_address to serve");
   }
+#ifndef DITSERVE_WORKER_SERVE
+  if (serve) return Fail(2, "this build has no serving (configure with -DDITSERVE_SERVER=ON)");
+#endif
+  if (serve && options.control_address.empty()) {
+    return Fail(2, "--control_address (ditserve-server's control host:port) is required with --model");
+  }
+  if (options.dtype != "" && options.dtype != "f32" && options.dtype != "bf16") {
+    return Fail(2, absl::StrCat("--dtype must be f32 or bf16, got '", options.dtype, "'"));
+  }
+  if (options.threads < 0) return Fail(2, "--threads must be >= 0");
+  if (options.threads > 0) at::set_num_threads(options.threads);
   auto device = ditserve::worker::ResolveDevice(options.device, options.local_rank,
                                                 options.local_world_size,
                                                 ditserve::worker::CudaDeviceCount());
@@ -71,6 +88,24 @@ int main(int argc, char** argv) {
   auto groups = parallel::ProcessGroups::Create(*world, *store, pg);
   if (!groups.ok()) return Fail(1, std::string(groups.status().message()));
 
+#ifdef DITSERVE_WORKER_SERVE
+  if (serve) {
+    const std::string dtype = !options.dtype.empty() ? options.dtype : device->is_cuda() ? "bf16" : "f32";
+    auto engine = ditserve::worker::serve::GangEngine::Load(
+        options.model, dtype == "bf16" ? at::kBFloat16 : at::kFloat, *device, **groups);
+    if (!engine.ok()) {
+      return Fail(engine.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1,
+                  std::string(engine.status().message()));
+    }
+    absl::Status s = ditserve::worker::serve::RunServeLoop(options, device->str(), dtype, **engine,
+                                                          **groups);
+    if (!s.ok()) {
+      (*groups)->AbortAll();
+      return Fail(1, absl::StrCat("rank ", options.rank, ": ", s.message()));
+    }
+    return 0;
+  }
+#endif
   auto rows = ditserve::worker::RunSelfCheck(**groups, *device, options.selfcheck_elements);
   auto merged = ditserve::worker::GatherSelfCheck(**groups, rows);
   if (!merged.ok()) return Fail(1, std::string(merged.status().message()));

@@ -23,6 +23,10 @@ std::vector<std::string> ToWorkerArgs(const WorkerOptions& o) {
       absl::StrCat("--ring_degree=", o.parallel.ring_degree),
       absl::StrCat("--selfcheck=", o.selfcheck ? "true" : "false"),
       absl::StrCat("--selfcheck_elements=", o.selfcheck_elements),
+      absl::StrCat("--model=", o.model),
+      absl::StrCat("--dtype=", o.dtype),
+      absl::StrCat("--control_address=", o.control_address),
+      absl::StrCat("--threads=", o.threads),
   };
   return args;
 }

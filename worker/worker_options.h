@@ -24,6 +24,12 @@ struct WorkerOptions {
   parallel::ParallelConfig parallel;
   bool selfcheck = false;
   int selfcheck_elements = 65536;
+  // Serving (ditserve-server's gang): the model every rank loads, and the
+  // frontend's control address that rank 0 dials (host:port).
+  std::string model;
+  std::string dtype;  // f32 | bf16 | "" (f32 on CPU, bf16 on CUDA)
+  std::string control_address;
+  int threads = 0;  // LibTorch intra-op threads per rank; 0: LibTorch's default
 };
 
 // The flags that reproduce `options` in ditserve-worker, as "--name=value".

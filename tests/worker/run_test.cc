@@ -14,21 +14,14 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "tests/harness/binaries.h"
 #include "util/free_port.h"
 #include "util/process_gang.h"
 
 namespace ditserve {
 namespace {
 
-std::string BinDir() {
-  // CTest sets DITSERVE_BIN_DIR; run by hand, the binaries sit in ../bin
-  // next to this test's directory (build/tests -> build/bin).
-  if (const char* dir = std::getenv("DITSERVE_BIN_DIR")) return dir;
-  char buf[4096];
-  const ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
-  std::string self = n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string("./x");
-  return self.substr(0, self.rfind('/')) + "/../bin";
-}
+using testing::BinDir;
 
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path);
@@ -176,8 +169,11 @@ TEST(DitserveWorker, ErrorsAreOneLine) {
   const RunResult none = RunOne({BinDir() + "/ditserve-worker", "--master_port=1"});
   EXPECT_EQ(none.exit.exit_code, 2);
   EXPECT_EQ(none.output,
-            "ditserve-worker: nothing to do: pass --selfcheck (image generation arrives with the "
-            "model pipeline)\n");
+            "ditserve-worker: nothing to do: pass --selfcheck, or --model and --control_address to "
+            "serve\n");
+  const RunResult no_control = RunOne({BinDir() + "/ditserve-worker", "--model=/nonexistent"});
+  EXPECT_EQ(no_control.exit.exit_code, 2);
+  EXPECT_NE(no_control.output.find("--control_address"), std::string::npos) << no_control.output;
   const RunResult bad = RunOne({BinDir() + "/ditserve-worker", "--world_size=2", "--ring_degree=3"});
   EXPECT_EQ(bad.exit.exit_code, 2);
   EXPECT_NE(bad.output.find("must equal the world size 2"), std::string::npos) << bad.output;

@@ -20,6 +20,10 @@ TEST(WorkerOptions, ToWorkerArgsCarriesEveryField) {
   o.parallel = {2, true, 1, 2, 1};
   o.selfcheck = true;
   o.selfcheck_elements = 17;
+  o.model = "/models/flux";
+  o.dtype = "bf16";
+  o.control_address = "127.0.0.1:5000";
+  o.threads = 2;
   EXPECT_EQ(ToWorkerArgs(o), (std::vector<std::string>{
                                  "--rank=3", "--world_size=8", "--local_rank=1", "--local_world_size=4",
                                  "--master_addr=10.0.0.2", "--master_port=29501",
@@ -28,7 +32,8 @@ TEST(WorkerOptions, ToWorkerArgsCarriesEveryField) {
                                  "--data_parallel_degree=2", "--use_cfg_parallel=true",
                                  "--pipefusion_parallel_degree=1", "--ulysses_degree=2",
                                  "--ring_degree=1", "--selfcheck=true",
-                                 "--selfcheck_elements=17"}));
+                                 "--selfcheck_elements=17", "--model=/models/flux", "--dtype=bf16",
+                                 "--control_address=127.0.0.1:5000", "--threads=2"}));
 }
 
 }  // namespace
