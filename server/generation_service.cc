@@ -18,9 +18,11 @@ absl::Time DeadlineOf(const grpc::CallbackServerContext* context) {
   return absl::FromChrono(deadline);
 }
 
-// Why a call was abandoned: its deadline, or the client.
+// Why a call was abandoned: its deadline, or the client. gRPC's deadline
+// timer may fire a little before the deadline by our clock: a cancel within
+// 100 ms of the deadline counts as the deadline.
 absl::Status AbandonReason(const grpc::CallbackServerContext* context) {
-  if (absl::Now() >= DeadlineOf(context)) {
+  if (absl::Now() + absl::Milliseconds(100) >= DeadlineOf(context)) {
     return absl::DeadlineExceededError("the deadline passed");
   }
   return absl::CancelledError("the client cancelled the request");

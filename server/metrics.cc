@@ -85,6 +85,12 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(const std::string& bind
                                 grpc::UNAVAILABLE, grpc::INTERNAL}) {
     m->requests_family_->Add({{"code", proto::CodeName(code)}});
   }
+  // The parallel methods' series exist from the start too (a gang of one
+  // never communicates, and the set of methods is fixed).
+  for (const char* method : {"ulysses", "ring", "pipefusion", "cfg", "data", "control"}) {
+    m->comm_bytes_family_->Add({{"method", method}});
+    m->comm_seconds_family_->Add({{"method", method}});
+  }
   if (!bind.empty()) {
     try {
       m->exposer_ = std::make_unique<prometheus::Exposer>(bind);

@@ -76,7 +76,7 @@ TEST(ServeLifecycle, HealthFollowsTheAttachedGang) {
 
 TEST(ServeLifecycle, KillNineOfARankFailsTheRequestAndTheGangRestarts) {
   auto server = ServerProcess::Start({"--model=" + Model(), "--spawn_workers", "--device=cpu",
-                                      "--threads=1", "--max_steps=5000", "--restart_backoff_s=0.2"});
+                                      "--threads=1", "--max_steps=1000", "--restart_backoff_s=0.2"});
   ASSERT_TRUE(server.ok()) << server.status();
   ServerProcess& s = **server;
   ASSERT_TRUE(s.WaitHealth("SERVING", absl::Seconds(300)).ok());
@@ -85,7 +85,7 @@ TEST(ServeLifecycle, KillNineOfARankFailsTheRequestAndTheGangRestarts) {
 
   auto stub = v1::GenerationService::NewStub(s.channel());
   grpc::ClientContext context;
-  auto reader = stub->GenerateStream(&context, Request(5000, 1, 256));
+  auto reader = stub->GenerateStream(&context, Request(1000, 1, 256));
   v1::GenerateStreamResponse m;
   ASSERT_TRUE(reader->Read(&m));  // it is running
   kill(ranks[0], SIGKILL);
