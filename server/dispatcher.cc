@@ -308,7 +308,7 @@ void Dispatcher::Encode(uint64_t id, Active snapshot, std::vector<control::v1::I
   for (size_t i = 0; i < images.size(); ++i) {
     const control::v1::ItemImage& item = images[i];
     auto bytes = EncodeImage(item.rgb(), item.width(), item.height(), snapshot.params.format,
-                             snapshot.params.quality);
+                             snapshot.params.quality, options_.png_compression_level);
     if (!bytes.ok()) {
       status = ToGrpcStatus(bytes.status());
       break;

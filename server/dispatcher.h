@@ -49,6 +49,7 @@ struct DispatcherOptions {
   int max_queue_size = 64;
   int max_batch_size = 1;
   int encode_threads = 2;
+  int png_compression_level = 1;
 };
 
 class Dispatcher final : public GangEvents {

@@ -8,7 +8,7 @@
 namespace ditserve::server {
 
 absl::StatusOr<std::string> EncodeImage(const std::string& rgb, int width, int height,
-                                        v1::ImageFormat format, int quality) {
+                                        v1::ImageFormat format, int quality, int png_level) {
   if (width < 1 || height < 1 || rgb.size() != static_cast<size_t>(width) * height * 3) {
     return absl::InternalError(absl::StrCat("the gang returned ", rgb.size(), " bytes for a ",
                                             width, "x", height, " RGB image"));
@@ -17,7 +17,7 @@ absl::StatusOr<std::string> EncodeImage(const std::string& rgb, int width, int h
   switch (format) {
     case v1::IMAGE_FORMAT_JPEG: return worker::image::EncodeJpeg(pixels, width, height, quality);
     case v1::IMAGE_FORMAT_WEBP: return worker::image::EncodeWebp(pixels, width, height, quality);
-    default: return worker::image::EncodePng(pixels, width, height);
+    default: return worker::image::EncodePng(pixels, width, height, png_level);
   }
 }
 

@@ -10,9 +10,10 @@
 
 namespace ditserve::server {
 
-// `rgb`: height·width·3 bytes, row-major. PNG ignores `quality`; JPEG uses
-// it (1–100); WebP is lossy at 1–99 and lossless at 100.
+// `rgb`: height·width·3 bytes, row-major. PNG ignores `quality` and uses
+// zlib's `png_level` (0–9); JPEG uses `quality` (1–100); WebP is lossy at
+// 1–99 and lossless at 100.
 absl::StatusOr<std::string> EncodeImage(const std::string& rgb, int width, int height,
-                                        v1::ImageFormat format, int quality);
+                                        v1::ImageFormat format, int quality, int png_level = 6);
 
 }  // namespace ditserve::server

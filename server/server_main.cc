@@ -95,6 +95,7 @@ int main(int argc, char** argv) {
   dopt.max_queue_size = options.max_queue_size;
   dopt.max_batch_size = options.max_batch_size;
   dopt.encode_threads = options.encode_threads;
+  dopt.png_compression_level = options.png_compression_level;
   auto dispatcher = std::make_unique<server::Dispatcher>(
       dopt, **metrics, [&health](bool serving) { health.Set(serving); });
   server::GangLink link(dispatcher.get());

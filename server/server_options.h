@@ -35,6 +35,7 @@ struct ServerOptions {
   int max_batch_size = 1;  // images per gang call
   double drain_timeout_s = 30;
   int encode_threads = 2;
+  int png_compression_level = 1;  // zlib level of PNG responses (0–9)
 
   // The gang. spawn_workers: start W = product of the degrees ranks of
   // worker_binary (default: ditserve-worker next to ditserve-server).

@@ -26,7 +26,7 @@ TEST(PythonClient, GeneratesAValidPng) {
   const std::string out = absl::StrCat(::testing::TempDir(), "/python_client_", getpid());
   util::ChildSpec spec;
   // Debian's python3 (python3-grpcio, python3-protobuf), not the venv.
-  spec.argv = {"/usr/bin/python3", testing::DirectoryOf(__FILE__) + "/python_client.py",
+  spec.argv = {"/usr/bin/python3", DITSERVE_PYTHON_CLIENT,
                DITSERVE_PROTO_DIR, (*server)->address(), out};
   spec.output_path = out + ".log";
   auto gang = util::ProcessGang::Start({spec});

@@ -169,10 +169,13 @@ absl::Status RunServeLoop(const WorkerOptions& options, const std::string& devic
       } else if (next->has_value()) {
         batch = std::move(**next);
         message.command = GangCommand::kRun;
-        message.payload = batch.SerializeAsString();
+        if (groups.world().world_size() > 1) message.payload = batch.SerializeAsString();
       }
     }
-    auto received = BroadcastGangMessage(control, message);
+    // A gang of one has nobody to tell (and saves the collective's latency).
+    auto received = groups.world().world_size() == 1
+                        ? absl::StatusOr<GangMessage>(message)
+                        : BroadcastGangMessage(control, message);
     if (!received.ok()) return received.status();
     if (received->command == GangCommand::kStop) return absl::OkStatus();
     if (received->command == GangCommand::kKeepAlive) continue;
