@@ -1,5 +1,6 @@
 #include "server/dispatcher.h"
 
+#include <algorithm>
 #include <random>
 #include <utility>
 
@@ -24,10 +25,12 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
 }
 
 Dispatcher::Dispatcher(const DispatcherOptions& options, Metrics& metrics,
-                       std::function<void(bool)> on_serving)
+                       std::function<void(bool)> on_serving,
+                       std::function<void(const absl::Status&)> on_hung)
     : options_(options),
       metrics_(metrics),
       on_serving_(std::move(on_serving)),
+      on_hung_(std::move(on_hung)),
       queue_(options.max_queue_size),
       encoders_(std::make_unique<WorkPool>(options.encode_threads)) {
   metrics_.SetGangReady(false);
@@ -352,6 +355,19 @@ void Dispatcher::Loop() {
                    grpc::Status(grpc::DEADLINE_EXCEEDED,
                                 "the deadline passed while the request was queued"),
                    {}, actions);
+    }
+    if (running_.has_value() &&
+        now - std::max(running_->started, running_->last_step) > options_.step_timeout) {
+      const absl::Status why = absl::UnavailableError(
+          absl::StrCat("the gang made no progress for ", absl::FormatDuration(options_.step_timeout),
+                       " (--step_timeout_s): it is hung"));
+      const grpc::Status status(grpc::UNAVAILABLE,
+                                absl::StrCat(why.message(), "; it is being restarted: retry"));
+      for (uint64_t id : running_->request_ids) FinishLocked(id, status, {}, actions);
+      running_.reset();
+      connection_ = 0;
+      UpdateServingLocked(actions);
+      if (on_hung_) actions.push_back([this, why] { on_hung_(why); });
     }
     if (running_.has_value()) {
       std::vector<uint64_t> expired;

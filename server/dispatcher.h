@@ -50,6 +50,8 @@ struct DispatcherOptions {
   int max_batch_size = 1;
   int encode_threads = 2;
   int png_compression_level = 1;
+  // A running batch that reports no step for this long means a hung gang.
+  absl::Duration step_timeout = absl::Seconds(300);
 };
 
 class Dispatcher final : public GangEvents {
@@ -57,8 +59,12 @@ class Dispatcher final : public GangEvents {
   // `metrics` must outlive the dispatcher. `on_serving(bool)` is called
   // (without locks held) whenever readiness changes: serving = a gang is
   // attached and the server is not draining.
+  // `on_hung(why)` is called (without locks held) when the running batch
+  // made no progress for options.step_timeout: its requests have been
+  // answered UNAVAILABLE and the gang detached; the callee restarts it.
   Dispatcher(const DispatcherOptions& options, Metrics& metrics,
-             std::function<void(bool serving)> on_serving);
+             std::function<void(bool serving)> on_serving,
+             std::function<void(const absl::Status& why)> on_hung = {});
   // Finishes every request still outstanding with UNAVAILABLE and joins.
   ~Dispatcher() override;
 
@@ -129,6 +135,7 @@ class Dispatcher final : public GangEvents {
   const DispatcherOptions options_;
   Metrics& metrics_;
   std::function<void(bool)> on_serving_;
+  std::function<void(const absl::Status&)> on_hung_;
   GangChannel* channel_ = nullptr;
 
   mutable absl::Mutex mu_;

@@ -15,22 +15,26 @@
 #include "util/self_path.h"
 
 namespace ditserve::server {
-GangSupervisor::GangSupervisor(const ServerOptions& options, std::string control_address,
+GangSupervisor::GangSupervisor(const ServerOptions& options,
                                std::function<void(const absl::Status&)> on_lost,
                                std::function<void()> on_restart)
     : options_(options),
-      control_address_(std::move(control_address)),
       on_lost_(std::move(on_lost)),
       on_restart_(std::move(on_restart)) {}
 
 GangSupervisor::~GangSupervisor() { Stop(); }
 
-void GangSupervisor::Start() { thread_ = std::thread([this] { Loop(); }); }
+void GangSupervisor::Start(const std::string& control_address) {
+  control_address_ = control_address;
+  thread_ = std::thread([this] { Loop(); });
+}
 
 void GangSupervisor::Stop() {
   stop_.store(true);
   if (thread_.joinable()) thread_.join();
 }
+
+void GangSupervisor::Restart() { restart_.store(true); }
 
 void GangSupervisor::Loop() {
   const std::string binary =
@@ -88,12 +92,14 @@ void GangSupervisor::Loop() {
             gang_rss_.store(rss);
             next_sample = absl::Now() + absl::Seconds(1);
           }
-          return stop_.load();
+          return stop_.load() || restart_.load();
         });
     gang_rss_.store(0);
-    if (result.stopped || stop_.load()) break;
+    if (stop_.load()) break;
     std::string why = "the gang's ranks exited";
-    if (result.first_failure.has_value()) {
+    if (restart_.exchange(false)) {
+      why = "the gang was hung and has been stopped";
+    } else if (result.first_failure.has_value()) {
       const util::ChildExit& bad = result.exits[*result.first_failure];
       why = absl::StrCat("rank ", bad.index, " ", bad.Describe());
     }

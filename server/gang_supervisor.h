@@ -23,14 +23,17 @@ class GangSupervisor {
   // `on_lost(why)` runs on the supervisor's thread after a gang ended
   // unexpectedly (its processes are already reaped); `on_restart` right
   // before a replacement starts.
-  GangSupervisor(const ServerOptions& options, std::string control_address,
-                 std::function<void(const absl::Status&)> on_lost,
+  GangSupervisor(const ServerOptions& options, std::function<void(const absl::Status&)> on_lost,
                  std::function<void()> on_restart);
   // Stops the gang (SIGTERM, then SIGKILL after --shutdown_grace_s) and joins.
   ~GangSupervisor();
 
-  void Start();
+  // Starts the gang's ranks, which attach to `control_address` (host:port).
+  void Start(const std::string& control_address);
   void Stop();
+  // Kills the current gang (SIGTERM, then SIGKILL after the grace) and
+  // starts a new one, as after a failure. Thread-safe.
+  void Restart();
   // Resident memory of the current gang's ranks, summed (bytes).
   double gang_resident_bytes() const { return gang_rss_.load(); }
 
@@ -38,10 +41,11 @@ class GangSupervisor {
   void Loop();
 
   const ServerOptions options_;
-  const std::string control_address_;
+  std::string control_address_;  // set by Start, before the thread
   std::function<void(const absl::Status&)> on_lost_;
   std::function<void()> on_restart_;
   std::atomic<bool> stop_{false};
+  std::atomic<bool> restart_{false};
   std::atomic<double> gang_rss_{0};
   std::thread thread_;
 };

@@ -31,6 +31,9 @@ ABSL_FLAG(int, encode_threads, 2, "Threads encoding PNG/JPEG/WebP in the fronten
 ABSL_FLAG(int, png_compression_level, 1,
           "zlib level of PNG responses: 0 (stored, fastest) … 9 (smallest); 1 is fast and "
           "compresses smooth images well");
+ABSL_FLAG(double, step_timeout_s, 300,
+          "A running batch with no denoising step for this long means a hung gang: its requests "
+          "end UNAVAILABLE and the gang is restarted (spawn mode) or detached");
 ABSL_FLAG(bool, spawn_workers, false,
           "Start the gang's ranks as child processes (else ranks started separately attach to "
           "--control_listen)");
@@ -73,6 +76,7 @@ absl::StatusOr<ServerOptions> ServerOptionsFromFlags() {
   o.drain_timeout_s = absl::GetFlag(FLAGS_drain_timeout);
   o.encode_threads = absl::GetFlag(FLAGS_encode_threads);
   o.png_compression_level = absl::GetFlag(FLAGS_png_compression_level);
+  o.step_timeout_s = absl::GetFlag(FLAGS_step_timeout_s);
   o.spawn_workers = absl::GetFlag(FLAGS_spawn_workers);
   o.worker_binary = absl::GetFlag(FLAGS_worker_binary);
   o.shutdown_grace_s = absl::GetFlag(FLAGS_shutdown_grace_s);
@@ -95,6 +99,7 @@ absl::StatusOr<ServerOptions> ServerOptionsFromFlags() {
       {"drain_timeout", o.drain_timeout_s, 0, 86400},
       {"encode_threads", double(o.encode_threads), 1, 256},
       {"png_compression_level", double(o.png_compression_level), 0, 9},
+      {"step_timeout_s", o.step_timeout_s, 0.1, 86400},
       {"shutdown_grace_s", o.shutdown_grace_s, 0, 3600},
       {"restart_backoff_s", o.restart_backoff_s, 0, 3600},
   };

@@ -96,17 +96,38 @@ int main(int argc, char** argv) {
   dopt.max_batch_size = options.max_batch_size;
   dopt.encode_threads = options.encode_threads;
   dopt.png_compression_level = options.png_compression_level;
+  dopt.step_timeout = absl::Seconds(options.step_timeout_s);
+  // The dispatcher, the control service and the supervisor refer to each
+  // other: `link` and `supervisor` are set before any thread can use them
+  // (the gang can attach only once the control server runs, below).
+  server::GangLink* link = nullptr;
+  std::unique_ptr<server::GangSupervisor> supervisor;
   auto dispatcher = std::make_unique<server::Dispatcher>(
-      dopt, **metrics, [&health](bool serving) { health.Set(serving); });
-  server::GangLink link(dispatcher.get());
-  dispatcher->SetChannel(&link);
+      dopt, **metrics, [&health](bool serving) { health.Set(serving); },
+      [&](const absl::Status& why) {
+        std::fprintf(stderr, "ditserve-server: %s\n", std::string(why.message()).c_str());
+        link->DropCurrent();
+        if (supervisor) supervisor->Restart();
+      });
+  server::GangLink gang_link(dispatcher.get());
+  link = &gang_link;
+  dispatcher->SetChannel(link);
+  if (options.spawn_workers) {
+    supervisor = std::make_unique<server::GangSupervisor>(
+        options,
+        [&](const absl::Status& why) {
+          link->DropCurrent();
+          dispatcher->OnDetach(0, why);
+        },
+        [&] { (*metrics)->GangRestarted(); });
+  }
 
   // The internal control service: its own port, never the public one.
   int control_port = 0;
   grpc::ServerBuilder control_builder;
   control_builder.AddListeningPort(options.control_address, grpc::InsecureServerCredentials(),
                                    &control_port);
-  control_builder.RegisterService(&link);
+  control_builder.RegisterService(link);
   control_builder.SetMaxReceiveMessageSize(1 << 30);  // raw RGB images of a batch
   control_builder.SetMaxSendMessageSize(64 << 20);
   std::unique_ptr<grpc::Server> control_server = control_builder.BuildAndStart();
@@ -134,17 +155,7 @@ int main(int argc, char** argv) {
   const std::string control_address = absl::StrCat(
       control_host == "0.0.0.0" || control_host == "[::]" ? "127.0.0.1" : control_host, ":",
       control_port);
-  std::unique_ptr<server::GangSupervisor> supervisor;
-  if (options.spawn_workers) {
-    supervisor = std::make_unique<server::GangSupervisor>(
-        options, control_address,
-        [&](const absl::Status& why) {
-          link.DropCurrent();
-          dispatcher->OnDetach(0, why);
-        },
-        [&] { (*metrics)->GangRestarted(); });
-    supervisor->Start();
-  }
+  if (supervisor) supervisor->Start(control_address);
   std::signal(SIGTERM, OnSignal);
   std::signal(SIGINT, OnSignal);
   std::fprintf(stderr,

@@ -36,6 +36,7 @@ struct ServerOptions {
   double drain_timeout_s = 30;
   int encode_threads = 2;
   int png_compression_level = 1;  // zlib level of PNG responses (0–9)
+  double step_timeout_s = 300;    // no step for this long: the gang is hung
 
   // The gang. spawn_workers: start W = product of the degrees ranks of
   // worker_binary (default: ditserve-worker next to ditserve-server).

@@ -5,12 +5,14 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <fstream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "ditserve/v1/generation.grpc.pb.h"
 #include "tests/harness/binaries.h"
+#include "tests/harness/reference.h"
 #include "tests/server/image_decode.h"
 #include "tests/server/server_process.h"
 #include "util/free_port.h"
@@ -102,6 +104,83 @@ TEST(ServeLifecycle, KillNineOfARankFailsTheRequestAndTheGangRestarts) {
   EXPECT_EQ(metrics.Sum("ditserve_gang_restarts_total"), 1);
   EXPECT_EQ(metrics.Sum("ditserve_gang_ready"), 1);
   EXPECT_EQ(metrics.Sum("ditserve_requests_total", {"code=\"UNAVAILABLE\""}), 1);
+}
+
+TEST(ServeLifecycle, AHungRankFailsTheRequestAndTheGangRestarts) {
+  auto server = ServerProcess::Start({"--model=" + Model(), "--spawn_workers", "--device=cpu",
+                                      "--threads=1", "--max_steps=1000", "--step_timeout_s=3", "--shutdown_grace_s=1",
+                                      "--restart_backoff_s=0.2"});
+  ASSERT_TRUE(server.ok()) << server.status();
+  ServerProcess& s = **server;
+  ASSERT_TRUE(s.WaitHealth("SERVING", absl::Seconds(300)).ok());
+  const std::vector<pid_t> ranks = s.Children();
+  ASSERT_EQ(ranks.size(), 1u);
+
+  auto stub = v1::GenerationService::NewStub(s.channel());
+  grpc::ClientContext context;
+  auto reader = stub->GenerateStream(&context, Request(1000, 1, 256));
+  v1::GenerateStreamResponse m;
+  ASSERT_TRUE(reader->Read(&m));  // it is running
+  kill(ranks[0], SIGSTOP);        // hung: alive, attached, silent
+  while (reader->Read(&m)) {
+  }
+  const grpc::Status status = reader->Finish();
+  EXPECT_EQ(status.error_code(), grpc::UNAVAILABLE) << status.error_message();
+  EXPECT_NE(status.error_message().find("no progress"), std::string::npos) << status.error_message();
+  ASSERT_TRUE(s.WaitHealth("SERVING", absl::Seconds(300)).ok());
+  EXPECT_TRUE(Generate(s, Request(1, 2)).ok());
+  EXPECT_EQ(kill(ranks[0], 0), -1);  // the hung rank was killed (and reaped)
+}
+
+TEST(ServeLifecycle, ClientCommands) {
+  auto server = ServerProcess::Start({"--model=" + Model(), "--spawn_workers", "--device=cpu",
+                                      "--threads=1"});
+  ASSERT_TRUE(server.ok()) << server.status();
+  ServerProcess& s = **server;
+  ASSERT_TRUE(s.WaitHealth("SERVING", absl::Seconds(300)).ok());
+  const std::string dir = absl::StrCat(::testing::TempDir(), "/client_", getpid());
+  auto run = [&](std::vector<std::string> args) {
+    util::ChildSpec spec;
+    spec.argv = {testing::BinDir() + "/ditserve-client", "--server=" + s.address()};
+    for (auto& a : args) spec.argv.push_back(a);
+    spec.output_path = dir + ".log";
+    auto gang = util::ProcessGang::Start({spec});
+    EXPECT_TRUE(gang.ok());
+    auto r = (*gang)->Wait(absl::Now() + absl::Seconds(300), false, absl::Seconds(1));
+    return std::make_pair(r.exits[0], testing::ReadTextFile(spec.output_path));
+  };
+  auto [health, health_out] = run({"health"});
+  EXPECT_TRUE(health.ok()) << health_out;
+  EXPECT_EQ(health_out, "SERVING\n");
+  auto [info, info_out] = run({"info", "--json"});
+  EXPECT_TRUE(info.ok()) << info_out;
+  EXPECT_NE(info_out.find("\"default_size\":128"), std::string::npos) << info_out;
+
+  auto [gen, gen_out] = run({"generate", "--prompt=a blue triangle", "--num_inference_steps=3",
+                             "--seed=11", "--num_images=2", "--format=webp", "--quality=100",
+                             "--output=" + dir + ".webp"});
+  ASSERT_TRUE(gen.ok()) << gen_out;
+  EXPECT_NE(gen_out.find("step 3/3"), std::string::npos) << gen_out;  // the progress bar
+  EXPECT_NE(gen_out.find("seed 12)"), std::string::npos) << gen_out;
+  EXPECT_NE(gen_out.find("timings: queued"), std::string::npos) << gen_out;
+  for (int i = 0; i < 2; ++i) {
+    const std::string path = absl::StrCat(dir, "_", i, ".webp");
+    std::ifstream in(path, std::ios::binary);
+    const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    auto decoded = testing::DecodeWebp(bytes);
+    EXPECT_TRUE(decoded.ok()) << path;
+    unlink(path.c_str());
+  }
+  auto [bad, bad_out] = run({"generate", "--prompt=x", "--height=100", "--output=" + dir + ".png"});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad_out.find("INVALID_ARGUMENT: height must be a multiple of 16"), std::string::npos) << bad_out;
+
+  auto [bench, bench_out] = run({"bench", "--concurrency=3", "--requests=6", "--num_inference_steps=1",
+                                 "--prompt=x", "--json"});
+  EXPECT_TRUE(bench.ok()) << bench_out;
+  EXPECT_NE(bench_out.find("\"sent\": 6, \"ok\": 6, \"errors\": {}"), std::string::npos) << bench_out;
+  EXPECT_NE(bench_out.find("\"overhead_ms\""), std::string::npos) << bench_out;
+  unlink((dir + ".log").c_str());
 }
 
 TEST(ServeLifecycle, SigtermDrainsRequestsInFlightThenExitsZero) {
