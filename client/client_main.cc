@@ -47,6 +47,8 @@ ABSL_FLAG(int, requests, 0, "bench: requests to send (0: run for --duration)");
 ABSL_FLAG(double, duration, 10, "bench: seconds to run when --requests is 0");
 ABSL_FLAG(bool, json, false, "bench/info/health: print JSON");
 ABSL_FLAG(std::string, service, "", "health: service name to check (\"\": the server)");
+ABSL_FLAG(double, wait_ready_s, 0,
+          "Before the command, wait up to this many seconds for the server to report SERVING");
 
 namespace {
 
@@ -87,6 +89,23 @@ absl::StatusOr<ditserve::v1::GenerateRequest> RequestFromFlags() {
   r.set_quality(absl::GetFlag(FLAGS_quality));
   r.set_priority(absl::GetFlag(FLAGS_priority));
   return r;
+}
+
+// Polls grpc.health.v1 Check("") until SERVING or `timeout` passes.
+bool WaitReady(absl::Duration timeout) {
+  auto stub = grpc::health::v1::Health::NewStub(Connect());
+  const absl::Time deadline = absl::Now() + timeout;
+  while (true) {
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+    grpc::health::v1::HealthCheckResponse response;
+    if (stub->Check(&context, grpc::health::v1::HealthCheckRequest(), &response).ok() &&
+        response.status() == grpc::health::v1::HealthCheckResponse::SERVING) {
+      return true;
+    }
+    if (absl::Now() >= deadline) return false;
+    absl::SleepFor(absl::Milliseconds(200));
+  }
 }
 
 int Health() {
@@ -168,6 +187,11 @@ int main(int argc, char** argv) {
   std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
   if (rest.size() != 2) return Fail(2, "expected one command: generate, health, info or bench");
   const std::string command = rest[1];
+  if (const double wait = absl::GetFlag(FLAGS_wait_ready_s); wait > 0 &&
+      !WaitReady(absl::Seconds(wait))) {
+    return Fail(1, absl::StrCat(absl::GetFlag(FLAGS_server), " was not SERVING within ",
+                                wait, " s (--wait_ready_s)"));
+  }
   if (command == "health") return Health();
   if (command == "info") return Info();
   if (command == "bench") return Bench();
