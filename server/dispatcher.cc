@@ -79,6 +79,13 @@ absl::StatusOr<uint64_t> Dispatcher::SubmitLocked(const v1::GenerateRequest& req
   ModelShape shape;
   shape.size_multiple = hello_->size_multiple();
   shape.default_size = hello_->default_size();
+  const v1::ParallelConfig& gang = hello_->parallel();
+  shape.parallel.data_parallel_degree = std::max(1, gang.data_parallel_degree());
+  shape.parallel.use_cfg_parallel = gang.use_cfg_parallel();
+  shape.parallel.pipefusion_parallel_degree = std::max(1, gang.pipefusion_parallel_degree());
+  shape.parallel.ulysses_degree = std::max(1, gang.ulysses_degree());
+  shape.parallel.ring_degree = std::max(1, gang.ring_degree());
+  shape.num_pipeline_patch = hello_->num_pipeline_patch();
   auto params = ValidateRequest(request, options_.limits, shape, RandomSeed());
   if (!params.ok()) return params.status();
   const uint64_t id = next_id_++;

@@ -87,7 +87,7 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(const std::string& bind
   }
   // The parallel methods' series exist from the start too (a gang of one
   // never communicates, and the set of methods is fixed).
-  for (const char* method : {"ulysses", "ring", "pipefusion", "cfg", "data", "control"}) {
+  for (const char* method : {"ulysses", "ring", "usp", "pipefusion", "cfg", "data", "control"}) {
     m->comm_bytes_family_->Add({{"method", method}});
     m->comm_seconds_family_->Add({{"method", method}});
   }

@@ -6,7 +6,7 @@
 // counters end in _total. Every series carries the constant labels model
 // (the model directory's base name) and parallel (e.g.
 // "dp1_cfg1_pp1_u2_r1"); the only other labels are `code` (a gRPC status
-// code name, 17 values) and `method` (a parallel method name, 6 values) —
+// code name, 17 values) and `method` (a parallel method name, 7 values) —
 // no unbounded label values. Thread-safe: prometheus-cpp metrics are atomic.
 
 #include <map>

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "worker/generation_plan.h"
 
 namespace ditserve::server {
 namespace {
@@ -78,6 +79,18 @@ absl::StatusOr<GenerationParams> ValidateRequest(const v1::GenerateRequest& r,
   p.priority = r.priority();
   if (p.priority < -100 || p.priority > 100) {
     return Invalid(absl::StrCat("priority must be in [-100, 100], got ", p.priority));
+  }
+  // The gang's own constraints (worker/generation_plan.h), so a request the
+  // gang would refuse never waits in the queue.
+  worker::ModelGeometry geometry;
+  geometry.size_multiple = model.size_multiple;
+  geometry.default_size = model.default_size;
+  worker::PipeFusionOptions pipefusion;
+  pipefusion.num_pipeline_patch = model.num_pipeline_patch;
+  if (absl::Status s = worker::ValidateParallelRequest(model.parallel, pipefusion, geometry,
+                                                       p.height, p.width, p.true_cfg());
+      !s.ok()) {
+    return s;
   }
   return p;
 }

@@ -118,6 +118,10 @@ absl::StatusOr<ServerOptions> ServerOptionsFromFlags() {
   if (o.spawn_workers && o.worker.model.empty()) {
     return absl::InvalidArgumentError("--model is required with --spawn_workers");
   }
+  if (o.spawn_workers) {
+    // What every rank would check after starting (model configs, degrees).
+    if (absl::Status s = worker::ValidateServing(o.worker); !s.ok()) return s;
+  }
   return o;
 }
 

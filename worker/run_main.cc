@@ -15,6 +15,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "parallel/parallel_config.h"
 #include "util/free_port.h"
@@ -49,8 +50,10 @@ int main(int argc, char** argv) {
       "  ditserve-run --nproc 4 --ulysses_degree 2 --ring_degree 2 --selfcheck\n"
       "Multi-node: ditserve-run --nproc 8 --nnodes 2 --node_rank N --master_addr HOST "
       "--master_port PORT ...");
+  std::vector<std::string> prompts = ditserve::worker::TakeRepeatedPrompts(argc, argv);
   absl::ParseCommandLine(argc, argv);
   ditserve::worker::WorkerOptions base = ditserve::worker::WorkerOptionsFromFlags();
+  if (!prompts.empty()) base.prompts = prompts;
   const int nproc = absl::GetFlag(FLAGS_nproc);
   const int nnodes = absl::GetFlag(FLAGS_nnodes);
   const int node_rank = absl::GetFlag(FLAGS_node_rank);
@@ -64,6 +67,10 @@ int main(int argc, char** argv) {
   const int world = nproc * nnodes;
   if (absl::Status s = ditserve::parallel::Validate(base.parallel, world); !s.ok()) {
     return Fail(2, absl::StrCat(s.message(), " (--nproc ", nproc, " x --nnodes ", nnodes, ")"));
+  }
+  if (!base.selfcheck && !base.model.empty()) {
+    // Reject a configuration that cannot run before starting any rank.
+    if (absl::Status s = ditserve::worker::ValidateGenerationJob(base); !s.ok()) return Fail(2, std::string(s.message()));
   }
   if (base.master_port == 0) {
     if (nnodes > 1) return Fail(2, "--master_port is required when --nnodes > 1");

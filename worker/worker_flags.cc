@@ -1,6 +1,10 @@
 #include "worker/worker_flags.h"
 
 #include <string>
+#include <vector>
+
+#include "absl/flags/marshalling.h"
+#include "absl/strings/numbers.h"
 
 #include "absl/flags/flag.h"
 
@@ -26,14 +30,30 @@ ABSL_FLAG(int, ring_degree, 1, "Ring attention sequence parallel degree (xDiT)")
 ABSL_FLAG(bool, selfcheck, false,
           "Check every group's collectives against expected values and print a table");
 ABSL_FLAG(int, selfcheck_elements, 65536, "Elements per tensor in the self-check");
-ABSL_FLAG(std::string, model, "", "Diffusers model directory every rank loads (serving)");
+
+ABSL_FLAG(int, threads, 0, "CPU threads per rank (0: this machine's cores / ranks on it, at least 1)");
+ABSL_FLAG(std::string, model, "", "Flux diffusers directory: generate images with it (every rank reads it)");
+ABSL_FLAG(std::string, prompt, "",
+          "What to draw; repeat --prompt for several images (image i uses --seed + i)");
+ABSL_FLAG(std::string, negative_prompt, "", "What not to draw (true CFG, with --true_cfg_scale > 1)");
+ABSL_FLAG(int, height, 0, "Image height in pixels (0: the model's sample_size)");
+ABSL_FLAG(int, width, 0, "Image width in pixels (0: the model's sample_size)");
+ABSL_FLAG(int, num_inference_steps, 28, "Denoising steps");
+ABSL_FLAG(double, guidance_scale, 3.5, "Guidance embedding value (guidance-distilled models)");
+ABSL_FLAG(double, true_cfg_scale, 1.0, "Classifier-free guidance scale with --negative_prompt (> 1 enables it)");
+ABSL_FLAG(uint64_t, seed, 0, "Seed of the first image's noise (PyTorch CPU generator)");
+ABSL_FLAG(int, max_sequence_length, 512, "T5 tokens (prompt truncated beyond)");
 ABSL_FLAG(std::string, dtype, "", "f32 or bf16 (default: f32 on CPU, bf16 on CUDA)");
+ABSL_FLAG(std::string, output_dir, "", "Directory for the images (image-000.png, …), written by rank 0");
+ABSL_FLAG(bool, save_latents, false, "Also write each image's final packed latents (image-NNN.latents.safetensors)");
+ABSL_FLAG(bool, comm_stats, false, "Every rank prints the bytes it sent and the seconds it spent per parallel method");
+ABSL_FLAG(int, num_pipeline_patch, 0, "PipeFusion patches per image (xDiT; 0: the PipeFusion degree)");
+ABSL_FLAG(int, warmup_steps, 1, "PipeFusion steps run synchronously on the full image before patches (xDiT)");
 ABSL_FLAG(std::string, control_address, "",
-          "host:port of ditserve-server's control service, which rank 0 dials to receive work");
-ABSL_FLAG(int, threads, 0, "LibTorch intra-op threads per rank (0: LibTorch's default)");
-ABSL_FLAG(int, num_pipeline_patch, 0,
-          "PipeFusion: latent patches flowing through the stages (0: the PipeFusion degree; xDiT)");
-ABSL_FLAG(int, warmup_steps, 1, "PipeFusion: full-image synchronous steps before stale K/V (xDiT)");
+          "Serving: host:port of ditserve-server's control service, which rank 0 attaches to "
+          "(with --model and no --prompt)");
+ABSL_FLAG(std::vector<std::string>, attn_layer_num_for_pp, {},
+          "Transformer blocks per PipeFusion stage, comma-separated (xDiT; default: even)");
 
 namespace ditserve::worker {
 
@@ -56,12 +76,28 @@ WorkerOptions WorkerOptionsFromFlags() {
   o.parallel.ring_degree = absl::GetFlag(FLAGS_ring_degree);
   o.selfcheck = absl::GetFlag(FLAGS_selfcheck);
   o.selfcheck_elements = absl::GetFlag(FLAGS_selfcheck_elements);
-  o.model = absl::GetFlag(FLAGS_model);
-  o.dtype = absl::GetFlag(FLAGS_dtype);
-  o.control_address = absl::GetFlag(FLAGS_control_address);
   o.threads = absl::GetFlag(FLAGS_threads);
-  o.num_pipeline_patch = absl::GetFlag(FLAGS_num_pipeline_patch);
-  o.warmup_steps = absl::GetFlag(FLAGS_warmup_steps);
+  o.model = absl::GetFlag(FLAGS_model);
+  if (!absl::GetFlag(FLAGS_prompt).empty()) o.prompts.push_back(absl::GetFlag(FLAGS_prompt));
+  o.negative_prompt = absl::GetFlag(FLAGS_negative_prompt);
+  o.height = absl::GetFlag(FLAGS_height);
+  o.width = absl::GetFlag(FLAGS_width);
+  o.num_inference_steps = absl::GetFlag(FLAGS_num_inference_steps);
+  o.guidance_scale = absl::GetFlag(FLAGS_guidance_scale);
+  o.true_cfg_scale = absl::GetFlag(FLAGS_true_cfg_scale);
+  o.seed = absl::GetFlag(FLAGS_seed);
+  o.max_sequence_length = absl::GetFlag(FLAGS_max_sequence_length);
+  o.dtype = absl::GetFlag(FLAGS_dtype);
+  o.output_dir = absl::GetFlag(FLAGS_output_dir);
+  o.save_latents = absl::GetFlag(FLAGS_save_latents);
+  o.comm_stats = absl::GetFlag(FLAGS_comm_stats);
+  o.pipefusion.num_pipeline_patch = absl::GetFlag(FLAGS_num_pipeline_patch);
+  o.pipefusion.warmup_steps = absl::GetFlag(FLAGS_warmup_steps);
+  o.control_address = absl::GetFlag(FLAGS_control_address);
+  for (const std::string& n : absl::GetFlag(FLAGS_attn_layer_num_for_pp)) {
+    int v = 0;
+    o.pipefusion.attn_layer_num_for_pp.push_back(absl::SimpleAtoi(n, &v) ? v : -1);
+  }
   return o;
 }
 

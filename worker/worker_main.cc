@@ -1,13 +1,17 @@
 // ditserve-worker: one rank of a gang. Joins the rendezvous, builds the
-// process groups and then either runs the collective self-check
-// (--selfcheck) or serves a model for ditserve-server (--model and
-// --control_address). Usually started by ditserve-run or by
-// ditserve-server --spawn_workers.
-
-#include <cstdio>
-#include <string>
+// process groups and runs the collective self-check (--selfcheck), the
+// generation job (--model with --prompt), or serves the model for
+// ditserve-server (--model with --control_address). Usually started by
+// ditserve-run or by ditserve-server --spawn_workers.
 
 #include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <thread>
+#include <string>
+
 #include <c10/core/Device.h>
 
 #include "absl/flags/parse.h"
@@ -17,6 +21,7 @@
 #include "parallel/rendezvous.h"
 #include "parallel/world_config.h"
 #include "worker/device.h"
+#include "worker/generation_job.h"
 #include "worker/selfcheck.h"
 #ifdef DITSERVE_WORKER_SERVE
 #include "worker/serve/gang_engine.h"
@@ -26,9 +31,18 @@
 
 namespace {
 
+// Ends the process without running exit handlers: Debian's libsentencepiece
+// (loaded for the T5 tokenizer) registers handlers that crash when they run
+// in a process that also uses abseil's flags.
+[[noreturn]] void Exit(int code) {
+  std::fflush(stdout);
+  std::fflush(stderr);
+  std::_Exit(code);
+}
+
 int Fail(int code, const std::string& message) {
   std::fprintf(stderr, "ditserve-worker: %s\n", message.c_str());
-  return code;
+  Exit(code);
 }
 
 }  // namespace
@@ -37,8 +51,10 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "One rank of a ditserve gang. Usually started by ditserve-run:\n"
       "  ditserve-run --nproc 4 --ulysses_degree 2 --ring_degree 2 --selfcheck");
+  std::vector<std::string> prompts = ditserve::worker::TakeRepeatedPrompts(argc, argv);
   absl::ParseCommandLine(argc, argv);
-  const ditserve::worker::WorkerOptions options = ditserve::worker::WorkerOptionsFromFlags();
+  ditserve::worker::WorkerOptions options = ditserve::worker::WorkerOptionsFromFlags();
+  if (!prompts.empty()) options.prompts = prompts;
   namespace parallel = ditserve::parallel;
 
   if (absl::Status s = parallel::Validate(options.parallel, options.world_size); !s.ok()) {
@@ -46,23 +62,25 @@ int main(int argc, char** argv) {
   }
   auto world = parallel::WorldConfig::Create(options.parallel, options.rank);
   if (!world.ok()) return Fail(2, std::string(world.status().message()));
-  const bool serve = !options.selfcheck && !options.model.empty();
-  if (!options.selfcheck && !serve) {
-    return Fail(2, "nothing to do: pass --selfcheck, or --model and --control_address to serve");
-  }
+  const bool serve = !options.selfcheck && !options.model.empty() && !options.control_address.empty();
+  const bool generate = !options.selfcheck && !options.model.empty() && !serve;
+  if (!options.selfcheck && !generate && !serve) return Fail(2, "nothing to do: pass --selfcheck or --model");
 #ifndef DITSERVE_WORKER_SERVE
   if (serve) return Fail(2, "this build has no serving (configure with -DDITSERVE_SERVER=ON)");
 #endif
-  if (serve && options.control_address.empty()) {
-    return Fail(2, "--control_address (ditserve-server's control host:port) is required with --model");
+  if (serve) {
+    if (absl::Status s = ditserve::worker::ValidateServing(options); !s.ok()) {
+      return Fail(2, std::string(s.message()));
+    }
   }
-  if (options.dtype != "" && options.dtype != "f32" && options.dtype != "bf16") {
-    return Fail(2, absl::StrCat("--dtype must be f32 or bf16, got '", options.dtype, "'"));
+  if (generate) {
+    if (absl::Status s = ditserve::worker::ValidateGenerationJob(options); !s.ok()) {
+      return Fail(2, std::string(s.message()));
+    }
   }
-  if (options.threads < 0) return Fail(2, "--threads must be >= 0");
-  if (options.num_pipeline_patch < 0) return Fail(2, "--num_pipeline_patch must be >= 0");
-  if (options.warmup_steps < 0) return Fail(2, "--warmup_steps must be >= 0");
-  if (options.threads > 0) at::set_num_threads(options.threads);
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  at::set_num_threads(options.threads > 0 ? options.threads
+                                          : std::max(1, cores / std::max(1, options.local_world_size)));
   auto device = ditserve::worker::ResolveDevice(options.device, options.local_rank,
                                                 options.local_world_size,
                                                 ditserve::worker::CudaDeviceCount());
@@ -93,15 +111,12 @@ int main(int argc, char** argv) {
 #ifdef DITSERVE_WORKER_SERVE
   if (serve) {
     const std::string dtype = !options.dtype.empty() ? options.dtype : device->is_cuda() ? "bf16" : "f32";
-    ditserve::worker::serve::EngineOptions engine_options;
-    engine_options.num_pipeline_patch = options.num_pipeline_patch;
-    engine_options.warmup_steps = options.warmup_steps;
     auto engine = ditserve::worker::serve::GangEngine::Load(
         options.model, dtype == "bf16" ? at::kBFloat16 : at::kFloat, *device, **groups,
-        engine_options);
+        options.pipefusion);
     if (!engine.ok()) {
       return Fail(engine.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1,
-                  std::string(engine.status().message()));
+                  absl::StrCat("rank ", options.rank, ": ", engine.status().message()));
     }
     absl::Status s = ditserve::worker::serve::RunServeLoop(options, device->str(), dtype, **engine,
                                                           **groups);
@@ -109,9 +124,17 @@ int main(int argc, char** argv) {
       (*groups)->AbortAll();
       return Fail(1, absl::StrCat("rank ", options.rank, ": ", s.message()));
     }
-    return 0;
+    Exit(0);
   }
 #endif
+  if (generate) {
+    absl::Status s = ditserve::worker::RunGenerationJob(options, **groups, *device);
+    if (!s.ok()) {
+      return Fail(s.code() == absl::StatusCode::kInvalidArgument ? 2 : 1,
+                  absl::StrCat("rank ", options.rank, ": ", s.message()));
+    }
+    Exit(0);
+  }
   auto rows = ditserve::worker::RunSelfCheck(**groups, *device, options.selfcheck_elements);
   auto merged = ditserve::worker::GatherSelfCheck(**groups, rows);
   if (!merged.ok()) return Fail(1, std::string(merged.status().message()));

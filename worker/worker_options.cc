@@ -1,6 +1,7 @@
 #include "worker/worker_options.h"
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 
 namespace ditserve::worker {
 
@@ -23,14 +24,94 @@ std::vector<std::string> ToWorkerArgs(const WorkerOptions& o) {
       absl::StrCat("--ring_degree=", o.parallel.ring_degree),
       absl::StrCat("--selfcheck=", o.selfcheck ? "true" : "false"),
       absl::StrCat("--selfcheck_elements=", o.selfcheck_elements),
-      absl::StrCat("--model=", o.model),
-      absl::StrCat("--dtype=", o.dtype),
-      absl::StrCat("--control_address=", o.control_address),
       absl::StrCat("--threads=", o.threads),
-      absl::StrCat("--num_pipeline_patch=", o.num_pipeline_patch),
-      absl::StrCat("--warmup_steps=", o.warmup_steps),
+      absl::StrCat("--model=", o.model),
+      absl::StrCat("--negative_prompt=", o.negative_prompt),
+      absl::StrCat("--height=", o.height),
+      absl::StrCat("--width=", o.width),
+      absl::StrCat("--num_inference_steps=", o.num_inference_steps),
+      absl::StrCat("--guidance_scale=", o.guidance_scale),
+      absl::StrCat("--true_cfg_scale=", o.true_cfg_scale),
+      absl::StrCat("--seed=", o.seed),
+      absl::StrCat("--max_sequence_length=", o.max_sequence_length),
+      absl::StrCat("--dtype=", o.dtype),
+      absl::StrCat("--output_dir=", o.output_dir),
+      absl::StrCat("--save_latents=", o.save_latents ? "true" : "false"),
+      absl::StrCat("--comm_stats=", o.comm_stats ? "true" : "false"),
+      absl::StrCat("--num_pipeline_patch=", o.pipefusion.num_pipeline_patch),
+      absl::StrCat("--warmup_steps=", o.pipefusion.warmup_steps),
+      absl::StrCat("--attn_layer_num_for_pp=", absl::StrJoin(o.pipefusion.attn_layer_num_for_pp, ",")),
+      absl::StrCat("--control_address=", o.control_address),
   };
+  for (const std::string& p : o.prompts) args.push_back(absl::StrCat("--prompt=", p));
   return args;
+}
+
+absl::Status ValidateGenerationJob(const WorkerOptions& o) {
+  if (o.prompts.empty()) return absl::InvalidArgumentError("--prompt is required with --model (repeat it for several images)");
+  if (o.prompts.size() > 1024) return absl::InvalidArgumentError(absl::StrCat("at most 1024 prompts, got ", o.prompts.size()));
+  if (o.output_dir.empty()) return absl::InvalidArgumentError("--output_dir is required with --model");
+  if (!o.dtype.empty() && o.dtype != "f32" && o.dtype != "bf16") {
+    return absl::InvalidArgumentError(absl::StrCat("--dtype must be f32 or bf16, got '", o.dtype, "'"));
+  }
+  if (o.threads < 0 || o.threads > 1024) return absl::InvalidArgumentError(absl::StrCat("--threads must be in [0, 1024], got ", o.threads));
+  if (o.num_inference_steps < 1 || o.num_inference_steps > 1000) {
+    return absl::InvalidArgumentError(absl::StrCat("--num_inference_steps must be in [1, 1000], got ", o.num_inference_steps));
+  }
+  if (o.max_sequence_length < 1 || o.max_sequence_length > 512) {
+    return absl::InvalidArgumentError(absl::StrCat("--max_sequence_length must be in [1, 512], got ", o.max_sequence_length));
+  }
+  if (o.true_cfg_scale < 1.0) return absl::InvalidArgumentError(absl::StrCat("--true_cfg_scale must be >= 1, got ", o.true_cfg_scale));
+  auto geometry = ReadModelGeometry(o.model);
+  if (!geometry.ok()) return geometry.status();
+  if (absl::Status s = ValidateParallelModel(o.parallel, o.pipefusion, *geometry); !s.ok()) return s;
+  const bool true_cfg = o.true_cfg_scale > 1.0 && !o.negative_prompt.empty();
+  return ValidateParallelRequest(o.parallel, o.pipefusion, *geometry, o.height == 0 ? geometry->default_size : o.height,
+                                 o.width == 0 ? geometry->default_size : o.width, true_cfg);
+}
+
+absl::Status ValidateServing(const WorkerOptions& o) {
+  if (!o.prompts.empty() || !o.output_dir.empty()) {
+    return absl::InvalidArgumentError(
+        "--prompt and --output_dir are for a generation job, not with --control_address (serving)");
+  }
+  if (!o.dtype.empty() && o.dtype != "f32" && o.dtype != "bf16") {
+    return absl::InvalidArgumentError(absl::StrCat("--dtype must be f32 or bf16, got '", o.dtype, "'"));
+  }
+  if (o.threads < 0 || o.threads > 1024) {
+    return absl::InvalidArgumentError(absl::StrCat("--threads must be in [0, 1024], got ", o.threads));
+  }
+  auto geometry = ReadModelGeometry(o.model);
+  if (!geometry.ok()) return geometry.status();
+  return ValidateParallelModel(o.parallel, o.pipefusion, *geometry);
+}
+
+std::vector<std::string> TakeRepeatedPrompts(int& argc, char** argv) {
+  std::vector<std::string> prompts;
+  int out = 1;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--") {  // the rest are positional: keep them as they are
+      while (i < argc) argv[out++] = argv[i++];
+      break;
+    }
+    bool matched = false;
+    for (const char* name : {"--prompt", "-prompt"}) {
+      const std::string n = name;
+      if (arg == n && i + 1 < argc) {
+        prompts.push_back(argv[++i]);
+        matched = true;
+      } else if (arg.rfind(n + "=", 0) == 0) {
+        prompts.push_back(arg.substr(n.size() + 1));
+        matched = true;
+      }
+      if (matched) break;
+    }
+    if (!matched) argv[out++] = argv[i];
+  }
+  argc = out;
+  argv[argc] = nullptr;
+  return prompts;
 }
 
 }  // namespace ditserve::worker

@@ -1,9 +1,12 @@
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "parallel/parallel_config.h"
+#include "worker/generation_plan.h"
 
 namespace ditserve::worker {
 
@@ -24,19 +27,49 @@ struct WorkerOptions {
   parallel::ParallelConfig parallel;
   bool selfcheck = false;
   int selfcheck_elements = 65536;
-  // Serving (ditserve-server's gang): the model every rank loads, and the
-  // frontend's control address that rank 0 dials (host:port).
+  int threads = 0;  // CPU threads per rank; 0: cores / local_world_size
+
+  // The generation job (when --model is given).
   std::string model;
-  std::string dtype;  // f32 | bf16 | "" (f32 on CPU, bf16 on CUDA)
+  std::vector<std::string> prompts;  // image i uses seed + i
+  std::string negative_prompt;
+  int height = 0;  // 0: the model's sample_size
+  int width = 0;
+  int num_inference_steps = 28;
+  double guidance_scale = 3.5;
+  double true_cfg_scale = 1.0;
+  uint64_t seed = 0;
+  int max_sequence_length = 512;
+  std::string dtype;  // f32 | bf16; empty: f32 on CPU, bf16 on CUDA
+  std::string output_dir;
+  bool save_latents = false;  // also write image-NNN.latents.safetensors
+  bool comm_stats = false;    // every rank prints its bytes and seconds per method
+  PipeFusionOptions pipefusion;
+
+  // Serving (ditserve-server's gang, with --model and no --prompt): the
+  // frontend's control address (host:port) that rank 0 attaches to.
   std::string control_address;
-  int threads = 0;  // LibTorch intra-op threads per rank; 0: LibTorch's default
-  // PipeFusion (xDiT): latent patches per stage (0: the PipeFusion degree)
-  // and full-image warm-up steps.
-  int num_pipeline_patch = 0;
-  int warmup_steps = 1;
 };
 
-// The flags that reproduce `options` in ditserve-worker, as "--name=value".
+// The flags that reproduce `options` in ditserve-worker, as "--name=value"
+// (one --prompt per prompt).
 std::vector<std::string> ToWorkerArgs(const WorkerOptions& options);
+
+// The generation job's options, checked against the model directory's
+// configs (no weights read) and the parallel degrees: everything a rank
+// would otherwise find out only after the gang started. INVALID_ARGUMENT
+// naming the flag; NOT_FOUND for a missing model file.
+absl::Status ValidateGenerationJob(const WorkerOptions& options);
+
+// Serving checks (before the gang starts): no --prompt or --output_dir,
+// dtype and threads in range, the model's configs readable and fitting the
+// parallel degrees and PipeFusion options. INVALID_ARGUMENT naming the flag;
+// NOT_FOUND for a missing model file.
+absl::Status ValidateServing(const WorkerOptions& options);
+
+// Removes every "--prompt V", "--prompt=V" (and "-prompt" forms) from argv
+// and returns the values in order, so that --prompt can be repeated (absl
+// flags keep only the last value). Call before absl::ParseCommandLine.
+std::vector<std::string> TakeRepeatedPrompts(int& argc, char** argv);
 
 }  // namespace ditserve::worker

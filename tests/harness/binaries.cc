@@ -1,8 +1,12 @@
 #include "tests/harness/binaries.h"
 
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <cstdlib>
+
+#include "absl/strings/str_cat.h"
+#include "tests/harness/reference.h"
 
 namespace ditserve::testing {
 
@@ -12,6 +16,36 @@ std::string BinDir() {
   const ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
   std::string self = n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string("./x");
   return self.substr(0, self.rfind('/')) + "/../bin";
+}
+
+std::vector<RunResult> RunAll(const std::vector<std::vector<std::string>>& commands, absl::Duration timeout) {
+  static int serial = 0;  // distinct log names within this test process
+  std::vector<util::ChildSpec> specs;
+  std::vector<std::string> paths;
+  for (size_t i = 0; i < commands.size(); ++i) {
+    util::ChildSpec spec;
+    spec.argv = commands[i];
+    spec.output_path = absl::StrCat(::testing::TempDir(), "/run_", getpid(), "_", serial++, ".log");
+    spec.env = {{"OMP_NUM_THREADS", "1"}};
+    paths.push_back(spec.output_path);
+    specs.push_back(std::move(spec));
+  }
+  auto gang = util::ProcessGang::Start(std::move(specs));
+  EXPECT_TRUE(gang.ok()) << gang.status();
+  if (!gang.ok()) return {};
+  auto r = (*gang)->Wait(absl::Now() + timeout, false, absl::Seconds(5));
+  EXPECT_FALSE(r.timed_out);
+  std::vector<RunResult> out;
+  for (size_t i = 0; i < commands.size(); ++i) {
+    out.push_back({r.exits[i], ReadTextFile(paths[i])});
+    unlink(paths[i].c_str());
+  }
+  return out;
+}
+
+RunResult RunOne(const std::vector<std::string>& command, absl::Duration timeout) {
+  auto all = RunAll({command}, timeout);
+  return all.empty() ? RunResult{} : all[0];
 }
 
 }  // namespace ditserve::testing

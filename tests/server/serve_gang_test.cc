@@ -1,8 +1,7 @@
 // ditserve-server with gangs of 2 and 4 ranks (USP, CFG, data parallel):
 // images equal the serial pipeline's (to float rounding), batches split
 // across data-parallel replicas, and a kill -9 of a non-zero rank fails the
-// request in flight and restarts the whole gang. Needs ParallelFluxPipeline
-// (DITSERVE_PARALLEL_PIPELINE); skipped in trees without it.
+// request in flight and restarts the whole gang.
 
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -23,11 +22,6 @@ namespace ditserve {
 namespace {
 
 using testing::ServerProcess;
-
-#define REQUIRE_PARALLEL_PIPELINE()                                                      \
-  if (!DITSERVE_PARALLEL_PIPELINE) {                                                     \
-    GTEST_SKIP() << "ParallelFluxPipeline is not implemented in this tree: gangs of one only"; \
-  }
 
 v1::GenerateRequest Request(int steps, uint64_t seed) {
   v1::GenerateRequest r;
@@ -93,17 +87,14 @@ void GenerateMatchesSerial(const std::vector<std::string>& gang_flags, int batch
 }
 
 TEST(ServeGang, Ulysses2EqualsSerial) {
-  REQUIRE_PARALLEL_PIPELINE();
   GenerateMatchesSerial({"--ulysses_degree=2"}, 1);
 }
 
 TEST(ServeGang, DataParallel2TimesUlysses2SplitsABatchOfTwo) {
-  REQUIRE_PARALLEL_PIPELINE();
   GenerateMatchesSerial({"--data_parallel_degree=2", "--ulysses_degree=2"}, 2);
 }
 
 TEST(ServeGang, KillNineOfRankOneRestartsTheWholeGang) {
-  REQUIRE_PARALLEL_PIPELINE();
   auto model = testing::TinyModel();
   ASSERT_TRUE(model.ok()) << model.status();
   auto server = ServerProcess::Start({"--model=" + *model, "--spawn_workers", "--device=cpu",

@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include "absl/flags/parse.h"
+#include "worker/worker_flags.h"
+
 namespace ditserve::worker {
 namespace {
 
@@ -20,12 +23,6 @@ TEST(WorkerOptions, ToWorkerArgsCarriesEveryField) {
   o.parallel = {2, true, 1, 2, 1};
   o.selfcheck = true;
   o.selfcheck_elements = 17;
-  o.model = "/models/flux";
-  o.dtype = "bf16";
-  o.control_address = "127.0.0.1:5000";
-  o.threads = 2;
-  o.num_pipeline_patch = 4;
-  o.warmup_steps = 2;
   EXPECT_EQ(ToWorkerArgs(o), (std::vector<std::string>{
                                  "--rank=3", "--world_size=8", "--local_rank=1", "--local_world_size=4",
                                  "--master_addr=10.0.0.2", "--master_port=29501",
@@ -34,9 +31,71 @@ TEST(WorkerOptions, ToWorkerArgsCarriesEveryField) {
                                  "--data_parallel_degree=2", "--use_cfg_parallel=true",
                                  "--pipefusion_parallel_degree=1", "--ulysses_degree=2",
                                  "--ring_degree=1", "--selfcheck=true",
-                                 "--selfcheck_elements=17", "--model=/models/flux", "--dtype=bf16",
-                                 "--control_address=127.0.0.1:5000", "--threads=2",
-                                 "--num_pipeline_patch=4", "--warmup_steps=2"}));
+                                 "--selfcheck_elements=17", "--threads=0", "--model=",
+                                 "--negative_prompt=", "--height=0", "--width=0",
+                                 "--num_inference_steps=28", "--guidance_scale=3.5",
+                                 "--true_cfg_scale=1", "--seed=0", "--max_sequence_length=512",
+                                 "--dtype=", "--output_dir=", "--save_latents=false", "--comm_stats=false",
+                                 "--num_pipeline_patch=0", "--warmup_steps=1",
+                                 "--attn_layer_num_for_pp=", "--control_address="}));
+}
+
+// What the launcher emits, a worker parses back to the same options.
+TEST(WorkerOptions, RoundTripThroughTheWorkerFlags) {
+  WorkerOptions o;
+  o.rank = 5;
+  o.world_size = 8;
+  o.parallel = {1, true, 2, 2, 1};
+  o.threads = 3;
+  o.model = "/models/flux";
+  o.prompts = {"a cat, sitting", "--a dog"};
+  o.negative_prompt = "blurry";
+  o.height = 768;
+  o.width = 1024;
+  o.num_inference_steps = 20;
+  o.guidance_scale = 4.5;
+  o.true_cfg_scale = 2.5;
+  o.seed = 1234567890123ULL;
+  o.max_sequence_length = 256;
+  o.dtype = "bf16";
+  o.output_dir = "/tmp/out";
+  o.save_latents = true;
+  o.comm_stats = true;
+  o.pipefusion.num_pipeline_patch = 4;
+  o.pipefusion.warmup_steps = 2;
+  o.pipefusion.attn_layer_num_for_pp = {20, 37};
+  o.control_address = "10.0.0.9:7000";
+  std::vector<std::string> args = {"ditserve-worker"};
+  for (std::string& a : ToWorkerArgs(o)) args.push_back(a);
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  int argc = static_cast<int>(args.size());
+  const std::vector<std::string> prompts = TakeRepeatedPrompts(argc, argv.data());
+  absl::ParseCommandLine(argc, argv.data());
+  WorkerOptions back = WorkerOptionsFromFlags();
+  back.prompts = prompts;
+  EXPECT_EQ(back.rank, 5);
+  EXPECT_EQ(back.parallel, o.parallel);
+  EXPECT_EQ(back.threads, 3);
+  EXPECT_EQ(back.model, o.model);
+  EXPECT_EQ(back.prompts, o.prompts);
+  EXPECT_EQ(back.negative_prompt, o.negative_prompt);
+  EXPECT_EQ(back.height, 768);
+  EXPECT_EQ(back.width, 1024);
+  EXPECT_EQ(back.num_inference_steps, 20);
+  EXPECT_EQ(back.guidance_scale, 4.5);
+  EXPECT_EQ(back.true_cfg_scale, 2.5);
+  EXPECT_EQ(back.seed, 1234567890123ULL);
+  EXPECT_EQ(back.max_sequence_length, 256);
+  EXPECT_EQ(back.dtype, "bf16");
+  EXPECT_EQ(back.output_dir, "/tmp/out");
+  EXPECT_TRUE(back.save_latents);
+  EXPECT_TRUE(back.comm_stats);
+  EXPECT_EQ(back.pipefusion.num_pipeline_patch, 4);
+  EXPECT_EQ(back.pipefusion.warmup_steps, 2);
+  EXPECT_EQ(back.pipefusion.attn_layer_num_for_pp, (std::vector<int>{20, 37}));
+  EXPECT_EQ(back.control_address, "10.0.0.9:7000");
 }
 
 }  // namespace

@@ -1,78 +1,24 @@
 #include "worker/pipelines/flux_pipeline.h"
 
 #include <ATen/ATen.h>
-#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/core/grad_mode.h>
-#include <torch/nn/module.h>
-
-#include <filesystem>
-#include <fstream>
-#include <sstream>
-
-#include <nlohmann/json.hpp>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "worker/models/flux/flow_match_scheduler.h"
 #include "worker/models/flux/flux_transformer.h"
-#include "worker/models/text/clip_text_model.h"
-#include "worker/models/text/t5_encoder.h"
 #include "worker/models/vae/autoencoder_kl.h"
-#include "worker/tokenizers/clip_tokenizer.h"
-#include "worker/tokenizers/t5_tokenizer.h"
-#include "worker/weights/load_module.h"
-#include "worker/weights/safetensors.h"
+#include "worker/pipelines/flux_components.h"
 
 namespace ditserve::worker::pipelines {
-namespace {
-
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-template <typename T>
-absl::Status Assign(absl::StatusOr<T> value, T* out) {
-  if (!value.ok()) return value.status();
-  *out = *std::move(value);
-  return absl::OkStatus();
-}
-
-}  // namespace
 
 struct FluxPipeline::Impl {
   flux::FlowMatchSchedulerConfig scheduler;
-  std::unique_ptr<tokenizers::ClipTokenizer> clip_tokenizer;
-  std::unique_ptr<tokenizers::T5Tokenizer> t5_tokenizer;
-  std::unique_ptr<text::ClipTextModel> clip;
-  std::unique_ptr<text::T5Encoder> t5;
+  std::unique_ptr<FluxTextEncoders> text;
   std::unique_ptr<flux::FluxTransformer> transformer;
   std::unique_ptr<vae::VaeDecoder> vae;
-  int clip_max_length = 77;
   at::ScalarType dtype = at::kFloat;
   c10::Device device = c10::Device(c10::kCPU);
-
-  struct Embeddings {
-    at::Tensor pooled, sequence, text_ids;
-  };
-  absl::StatusOr<Embeddings> Encode(const std::string& prompt, int max_sequence_length) const {
-    auto clip_ids = clip_tokenizer->Encode(prompt, clip_max_length);
-    if (!clip_ids.ok()) return clip_ids.status();
-    auto t5_ids = t5_tokenizer->Encode(prompt, max_sequence_length);
-    if (!t5_ids.ok()) return t5_ids.status();
-    const auto ids = [this](const std::vector<int64_t>& v) {
-      return at::tensor(v, at::kLong).view({1, static_cast<int64_t>(v.size())}).to(device);
-    };
-    auto clip_out = clip->Forward(ids(*clip_ids));
-    if (!clip_out.ok()) return clip_out.status();
-    auto t5_out = t5->Forward(ids(*t5_ids));
-    if (!t5_out.ok()) return t5_out.status();
-    return Embeddings{clip_out->pooled.to(dtype), t5_out->to(dtype),
-                      at::zeros({static_cast<int64_t>(t5_ids->size()), 3}, at::kFloat).to(device)};
-  }
 };
 
 FluxPipeline::FluxPipeline(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -84,110 +30,42 @@ bool FluxPipeline::uses_guidance_embedding() const { return impl_->transformer->
 
 absl::StatusOr<std::unique_ptr<FluxPipeline>> FluxPipeline::Load(const std::string& dir, at::ScalarType dtype,
                                                                  c10::Device device) {
-  if (!std::filesystem::is_directory(dir)) return absl::NotFoundError(absl::StrCat("model directory ", dir, " does not exist"));
-  auto index_text = ReadFile(dir + "/model_index.json");
-  if (!index_text.ok()) return index_text.status();
-  const nlohmann::json index = nlohmann::json::parse(*index_text, nullptr, false);
-  if (index.is_discarded() || !index.is_object() || !index.contains("_class_name")) {
-    return absl::InvalidArgumentError(absl::StrCat(dir, "/model_index.json is not a diffusers pipeline index"));
-  }
-  if (index["_class_name"] != "FluxPipeline") {
-    return absl::InvalidArgumentError(absl::StrCat(dir, ": ", index["_class_name"].dump(),
-                                                   " is not supported (FluxPipeline is)"));
-  }
-  for (const char* component : {"scheduler", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2",
-                                "transformer", "vae"}) {
-    if (!index.contains(component) || !std::filesystem::is_directory(absl::StrCat(dir, "/", component))) {
-      return absl::NotFoundError(absl::StrCat(dir, ": component ", component, " is missing"));
-    }
-  }
+  if (absl::Status s = CheckFluxDirectory(dir); !s.ok()) return s;
   auto impl = std::make_unique<Impl>();
   impl->dtype = dtype;
   impl->device = device;
-  const auto config = [&](const std::string& path) { return ReadFile(absl::StrCat(dir, "/", path)); };
-  // Scheduler.
-  auto text = config("scheduler/scheduler_config.json");
+  auto scheduler = LoadSchedulerConfig(dir);
+  if (!scheduler.ok()) return scheduler.status();
+  impl->scheduler = *scheduler;
+  auto text = FluxTextEncoders::Load(dir, dtype, device);
   if (!text.ok()) return text.status();
-  if (absl::Status s = Assign(flux::ParseFlowMatchSchedulerConfig(*text), &impl->scheduler); !s.ok()) return s;
-  // Tokenizers.
-  if (absl::Status s = Assign(tokenizers::ClipTokenizer::Load(dir + "/tokenizer"), &impl->clip_tokenizer); !s.ok()) return s;
-  if (absl::Status s = Assign(tokenizers::T5Tokenizer::Load(dir + "/tokenizer_2/spiece.model"), &impl->t5_tokenizer);
-      !s.ok()) {
-    return s;
-  }
-  if (auto tc = config("tokenizer/tokenizer_config.json"); tc.ok()) {
-    const nlohmann::json j = nlohmann::json::parse(*tc, nullptr, false);
-    if (j.is_object() && j.contains("model_max_length") && j["model_max_length"].is_number_integer()) {
-      impl->clip_max_length = static_cast<int>(std::min<int64_t>(j["model_max_length"].get<int64_t>(), 77));
-    }
-  }
-  // Text encoders.
-  text = config("text_encoder/config.json");
-  if (!text.ok()) return text.status();
-  auto clip_config = text::ParseClipTextConfig(*text);
-  if (!clip_config.ok()) return clip_config.status();
-  impl->clip_max_length = std::min(impl->clip_max_length, clip_config->max_position_embeddings);
-  if (absl::Status s = Assign(text::ClipTextModel::Create(*clip_config, dtype), &impl->clip); !s.ok()) return s;
-  auto ckpt = weights::SafetensorsCheckpoint::Open(dir + "/text_encoder");
-  if (!ckpt.ok()) return ckpt.status();
-  if (absl::Status s = impl->clip->Load(*ckpt); !s.ok()) return absl::InvalidArgumentError(absl::StrCat("text_encoder: ", s.message()));
-  text = config("text_encoder_2/config.json");
-  if (!text.ok()) return text.status();
-  auto t5_config = text::ParseT5Config(*text);
-  if (!t5_config.ok()) return t5_config.status();
-  if (absl::Status s = Assign(text::T5Encoder::Create(*t5_config, dtype), &impl->t5); !s.ok()) return s;
-  ckpt = weights::SafetensorsCheckpoint::Open(dir + "/text_encoder_2");
-  if (!ckpt.ok()) return ckpt.status();
-  if (absl::Status s = impl->t5->Load(*ckpt); !s.ok()) return absl::InvalidArgumentError(absl::StrCat("text_encoder_2: ", s.message()));
-  // Transformer.
-  text = config("transformer/config.json");
-  if (!text.ok()) return text.status();
-  auto flux_config = flux::ParseFluxTransformerConfig(*text);
+  impl->text = *std::move(text);
+  auto flux_config = LoadTransformerConfig(dir);
   if (!flux_config.ok()) return flux_config.status();
-  if (flux_config->joint_attention_dim != t5_config->d_model ||
-      flux_config->pooled_projection_dim != clip_config->hidden_size) {
+  if (flux_config->joint_attention_dim != impl->text->sequence_dim() ||
+      flux_config->pooled_projection_dim != impl->text->pooled_dim()) {
     return absl::InvalidArgumentError(absl::StrCat(
         dir, ": transformer joint_attention_dim ", flux_config->joint_attention_dim, " / pooled_projection_dim ",
-        flux_config->pooled_projection_dim, " do not match the text encoders' ", t5_config->d_model, " / ",
-        clip_config->hidden_size));
+        flux_config->pooled_projection_dim, " do not match the text encoders' ", impl->text->sequence_dim(), " / ",
+        impl->text->pooled_dim()));
   }
-  if (absl::Status s = Assign(flux::FluxTransformer::Create(*flux_config, dtype), &impl->transformer); !s.ok()) return s;
-  ckpt = weights::SafetensorsCheckpoint::Open(dir + "/transformer");
-  if (!ckpt.ok()) return ckpt.status();
-  if (absl::Status s = weights::LoadModuleWeights(impl->transformer->module(), *ckpt); !s.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("transformer: ", s.message()));
-  }
-  // VAE.
-  text = config("vae/config.json");
-  if (!text.ok()) return text.status();
-  auto vae_config = vae::ParseVaeConfig(*text);
+  auto transformer = LoadTransformer(dir, *flux_config, dtype, device);
+  if (!transformer.ok()) return transformer.status();
+  impl->transformer = *std::move(transformer);
+  auto vae_config = LoadVaeConfig(dir);
   if (!vae_config.ok()) return vae_config.status();
   if (vae_config->latent_channels * 4 != flux_config->in_channels) {
     return absl::InvalidArgumentError(absl::StrCat(dir, ": vae latent_channels ", vae_config->latent_channels,
                                                    " x 4 != transformer in_channels ", flux_config->in_channels));
   }
-  if (absl::Status s = Assign(vae::VaeDecoder::Create(*vae_config, dtype), &impl->vae); !s.ok()) return s;
-  ckpt = weights::SafetensorsCheckpoint::Open(dir + "/vae");
-  if (!ckpt.ok()) return ckpt.status();
-  if (absl::Status s = impl->vae->Load(*ckpt); !s.ok()) return absl::InvalidArgumentError(absl::StrCat("vae: ", s.message()));
-  if (!device.is_cpu()) {
-    try {
-      impl->clip->module().to(device);
-      impl->t5->module().to(device);
-      impl->transformer->module().to(device);
-      impl->vae->To(device);
-    } catch (const std::exception& e) {
-      std::string what = e.what();
-      return absl::FailedPreconditionError(absl::StrCat("cannot move the model to ", device.str(), ": ",
-                                                        what.substr(0, what.find('\n'))));
-    }
-  }
+  auto vae = LoadVaeDecoder(dir, *vae_config, dtype, device);
+  if (!vae.ok()) return vae.status();
+  impl->vae = *std::move(vae);
   return std::unique_ptr<FluxPipeline>(new FluxPipeline(std::move(impl)));
 }
 
-absl::StatusOr<FluxResult> FluxPipeline::Generate(const FluxRequest& r, const StepCallback& on_step) const {
-  const Impl& p = *impl_;
-  const int multiple = size_multiple();
+absl::Status ValidateFluxRequest(const FluxRequest& r, int size_multiple) {
+  const int multiple = size_multiple;
   for (auto [name, value] : {std::pair{"height", r.height}, {"width", r.width}}) {
     if (value < multiple || value > 8192 || value % multiple != 0) {
       return absl::InvalidArgumentError(absl::StrCat(name, " must be a multiple of ", multiple,
@@ -203,13 +81,20 @@ absl::StatusOr<FluxResult> FluxPipeline::Generate(const FluxRequest& r, const St
   if (r.true_cfg_scale < 1.0) {
     return absl::InvalidArgumentError(absl::StrCat("true_cfg_scale must be >= 1, got ", r.true_cfg_scale));
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<FluxResult> FluxPipeline::Generate(const FluxRequest& r, const StepCallback& on_step) const {
+  const Impl& p = *impl_;
+  const int multiple = size_multiple();
+  if (absl::Status s = ValidateFluxRequest(r, multiple); !s.ok()) return s;
   const bool true_cfg = r.true_cfg_scale > 1.0 && !r.negative_prompt.empty();
   at::NoGradGuard no_grad;
-  auto cond = p.Encode(r.prompt, r.max_sequence_length);
+  auto cond = p.text->Encode(r.prompt, r.max_sequence_length);
   if (!cond.ok()) return cond.status();
-  Impl::Embeddings uncond;
+  FluxTextEncoders::Embeddings uncond;
   if (true_cfg) {
-    auto n = p.Encode(r.negative_prompt, r.max_sequence_length);
+    auto n = p.text->Encode(r.negative_prompt, r.max_sequence_length);
     if (!n.ok()) return n.status();
     uncond = *std::move(n);
   }
@@ -217,23 +102,20 @@ absl::StatusOr<FluxResult> FluxPipeline::Generate(const FluxRequest& r, const St
   const int scale = p.vae->config().scale_factor();
   const int64_t h = 2 * (r.height / (scale * 2)), w = 2 * (r.width / (scale * 2));
   const int64_t channels = p.transformer->config().in_channels / 4;
-  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(r.seed);
-  at::Tensor latents = at::randn({1, channels, h, w}, gen, at::TensorOptions().dtype(at::kFloat));
-  latents = flux::PackLatents(latents).to(p.device, p.dtype);
+  at::Tensor latents = InitialLatents(r.seed, channels, h, w).to(p.device, p.dtype);
+  const at::Tensor txt_ids = at::zeros({cond->sequence.size(1), 3}, at::kFloat).to(p.device);
   const at::Tensor img_ids = flux::LatentImageIds(h, w).to(p.device);
   const std::vector<float> sigmas = flux::FluxSigmas(r.num_inference_steps, latents.size(1), p.scheduler);
   at::Tensor guidance;
   if (p.transformer->config().guidance_embeds) guidance = at::full({1}, r.guidance_scale, at::kFloat).to(p.device);
   for (int i = 0; i < r.num_inference_steps; ++i) {
-    // As FluxPipeline: t = sigma·1000 (float32), the model gets t/1000.
-    const at::Tensor t = at::full({1}, sigmas[i], at::kFloat) * 1000;
     flux::FluxInputs in;
     in.hidden_states = latents;
-    in.timestep = (t.to(p.dtype) / 1000).to(p.device);
+    in.timestep = ModelTimestep(sigmas[i], 1, p.dtype, p.device);
     in.guidance = guidance;
     in.pooled_projections = cond->pooled;
     in.encoder_hidden_states = cond->sequence;
-    in.txt_ids = cond->text_ids;
+    in.txt_ids = txt_ids;
     in.img_ids = img_ids;
     auto velocity = p.transformer->Forward(in);
     if (!velocity.ok()) return velocity.status();
@@ -241,7 +123,6 @@ absl::StatusOr<FluxResult> FluxPipeline::Generate(const FluxRequest& r, const St
     if (true_cfg) {
       in.pooled_projections = uncond.pooled;
       in.encoder_hidden_states = uncond.sequence;
-      in.txt_ids = uncond.text_ids;
       auto neg = p.transformer->Forward(in);
       if (!neg.ok()) return neg.status();
       v = *neg + r.true_cfg_scale * (v - *neg);
@@ -251,11 +132,9 @@ absl::StatusOr<FluxResult> FluxPipeline::Generate(const FluxRequest& r, const St
       return absl::CancelledError(absl::StrCat("cancelled after step ", i + 1, " of ", r.num_inference_steps));
     }
   }
-  const double sf = p.vae->config().scaling_factor, shift = p.vae->config().shift_factor;
-  at::Tensor z = flux::UnpackLatents(latents, h, w) / sf + shift;
-  auto image = p.vae->Decode(z);
+  auto image = DecodeLatents(*p.vae, latents, h, w);
   if (!image.ok()) return image.status();
-  return FluxResult{vae::ToUint8Rgb(*image)[0], latents.to(at::kFloat).cpu()};
+  return FluxResult{*image, latents.to(at::kFloat).cpu()};
 }
 
 }  // namespace ditserve::worker::pipelines

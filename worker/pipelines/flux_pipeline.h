@@ -41,6 +41,11 @@ struct FluxResult {
   at::Tensor latents;  // final packed latents [1, S, C] float32
 };
 
+// The limits every pipeline enforces: height and width multiples of
+// `size_multiple` in [size_multiple, 8192], 1–1000 steps, 1–512 T5 tokens,
+// true_cfg_scale >= 1. INVALID_ARGUMENT naming the field and the limit.
+absl::Status ValidateFluxRequest(const FluxRequest& request, int size_multiple);
+
 // Called after each denoising step with (step, total); returning false
 // cancels the run (the result is CANCELLED).
 using StepCallback = std::function<bool(int step, int total)>;

@@ -18,7 +18,6 @@
 //   share as one batch; final latents travel to rank 0 for decoding.
 
 #include <cstdint>
-#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -28,27 +27,17 @@
 
 #include "absl/status/statusor.h"
 #include "parallel/process_groups.h"
+#include "worker/generation_plan.h"
+#include "worker/pipelines/comm_stats.h"
 #include "worker/pipelines/flux_pipeline.h"
 
 namespace ditserve::worker::pipelines {
 
-struct PipeFusionOptions {
-  int num_pipeline_patch = 0;  // 0: the PipeFusion degree
-  int warmup_steps = 1;
-  // Transformer blocks (double-stream, then single-stream) per stage; empty:
-  // as even as possible.
-  std::vector<int> attn_layer_num_for_pp;
-};
-
-// Bytes this rank sent and seconds it spent in communication, per method
-// ("ulysses", "ring", "pipefusion", "cfg", "data", "control"), accumulated
-// over the pipeline's lifetime.
-struct CommStats {
-  struct Entry {
-    int64_t bytes_sent = 0;
-    double seconds = 0;
-  };
-  std::map<std::string, Entry> by_method;
+// Where the last Generate call's time went, as rank 0 saw it.
+struct GenerateTimings {
+  double text_encoding_s = 0;  // encoding every prompt and broadcasting the embeddings
+  double denoising_s = 0;      // every step, until the final latents are on rank 0
+  double vae_s = 0;            // decoding every image
 };
 
 class ParallelFluxPipeline {
@@ -74,12 +63,16 @@ class ParallelFluxPipeline {
   // num_inference_steps and guidance_scale, and all or none using true CFG
   // (true_cfg_scale > 1 with a negative prompt). Returns one result per
   // request, in order, on world rank 0; an empty vector on other ranks.
-  // `on_step` runs on every rank after each denoising step; when it returns
-  // false on any rank, every rank stops after that step with CANCELLED.
+  // `on_step` runs on every rank after each denoising step it completes;
+  // when it returns false on any rank, every rank stops with CANCELLED after
+  // the same step: the next one without PipeFusion, at most
+  // ceil((P−1)/M) + 2 later with it (docs/parallel-generation.md). The gang
+  // then serves the next call.
   absl::StatusOr<std::vector<FluxResult>> Generate(const std::vector<FluxRequest>& requests,
                                                    const StepCallback& on_step = {});
 
   const CommStats& comm_stats() const;
+  const GenerateTimings& last_timings() const;
 
  private:
   struct Impl;

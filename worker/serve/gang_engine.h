@@ -1,9 +1,8 @@
 #pragma once
 
 // The generation engine a serving gang runs: one collective call per batch
-// of compatible requests. Built on ParallelFluxPipeline when this tree has
-// its implementation (DITSERVE_PARALLEL_PIPELINE), else on the serial
-// FluxPipeline, which serves a gang of one rank.
+// of compatible requests, on ParallelFluxPipeline (xDiT's hybrid
+// parallelism; with a world of one it is the serial pipeline).
 
 #include <memory>
 #include <string>
@@ -14,6 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "parallel/process_groups.h"
+#include "worker/generation_plan.h"
 #include "worker/pipelines/flux_pipeline.h"
 
 namespace ditserve::worker::serve {
@@ -25,22 +25,23 @@ struct CommTotals {
   double seconds = 0;
 };
 
-// xDiT's PipeFusion settings (used by ParallelFluxPipeline).
-struct EngineOptions {
-  int num_pipeline_patch = 0;  // 0: the PipeFusion degree
-  int warmup_steps = 1;
+// Where the last Generate's time went, as rank 0 saw it.
+struct PhaseTimes {
+  double text_encoding_s = 0;
+  double denoising_s = 0;
+  double vae_s = 0;
 };
 
 class GangEngine {
  public:
   // Collective: every rank of `groups` calls it. Loads `dir` in `dtype` on
   // `device`. `groups` must outlive the engine. INVALID_ARGUMENT when the
-  // gang's parallel configuration cannot run this engine.
+  // model and the parallel configuration do not fit.
   static absl::StatusOr<std::unique_ptr<GangEngine>> Load(const std::string& dir,
                                                           at::ScalarType dtype,
                                                           c10::Device device,
                                                           parallel::ProcessGroups& groups,
-                                                          const EngineOptions& options = {});
+                                                          const PipeFusionOptions& pipefusion);
   ~GangEngine();
 
   int size_multiple() const;
@@ -51,11 +52,14 @@ class GangEngine {
   // true-CFG use). Returns one result per request on world rank 0 (empty
   // elsewhere). `on_step(step, total)` runs on every rank after each
   // denoising step of the batch; returning false on any rank stops every
-  // rank after that step with CANCELLED. Any LibTorch exception becomes
-  // INTERNAL here (the one place the worker catches c10::Error).
+  // rank with CANCELLED (the pipeline says after which step). Any LibTorch
+  // exception becomes INTERNAL here (the one place the serving worker
+  // catches c10::Error).
   absl::StatusOr<std::vector<pipelines::FluxResult>> Generate(
       const std::vector<pipelines::FluxRequest>& requests, const pipelines::StepCallback& on_step);
 
+  // Of the last Generate (rank 0's view).
+  PhaseTimes last_phase_times() const;
   std::vector<CommTotals> comm_totals() const;
 
  private:

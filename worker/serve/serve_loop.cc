@@ -55,6 +55,7 @@ control::v1::Hello MakeHello(const WorkerOptions& o, const std::string& device,
   p.set_pipefusion_parallel_degree(o.parallel.pipefusion_parallel_degree);
   p.set_ulysses_degree(o.parallel.ulysses_degree);
   p.set_ring_degree(o.parallel.ring_degree);
+  h.set_num_pipeline_patch(o.pipefusion.num_pipeline_patch);
   {
     std::ifstream in(o.model + "/transformer/config.json");
     std::stringstream text;
@@ -72,13 +73,11 @@ absl::Status RunBatch(const control::v1::RunBatch& batch, GangEngine& engine,
                       ControlClient* client) {
   const std::vector<pipelines::FluxRequest> requests = ToRequests(batch);
   const Clock::time_point start = Clock::now();
-  std::vector<Clock::time_point> step_ends;
   int last_step = 0;
   auto on_step = [&](int step, int total) {
     if (client == nullptr) return true;
     if (step > last_step) {
       last_step = step;
-      step_ends.push_back(Clock::now());
       control::v1::WorkerMessage m;
       m.mutable_progress()->set_batch_id(batch.batch_id());
       m.mutable_progress()->set_step(step);
@@ -103,15 +102,11 @@ absl::Status RunBatch(const control::v1::RunBatch& batch, GangEngine& engine,
   control::v1::BatchDone& done = *m.mutable_done();
   done.set_batch_id(batch.batch_id());
   done.set_gang_s(Seconds(end - start));
-  if (!step_ends.empty()) {
-    // Step 1's end includes prompt encoding; estimate it as a later step.
-    const size_t n = step_ends.size();
-    const double first = Seconds(step_ends[0] - start);
-    const double later = n > 1 ? Seconds(step_ends[n - 1] - step_ends[0]) / (n - 1) : first;
-    const double text = n > 1 ? std::max(0.0, first - later) : 0.0;
-    done.set_text_encoding_s(text);
-    done.set_denoising_s(Seconds(step_ends[n - 1] - start) - text);
-    done.set_vae_s(Seconds(end - step_ends[n - 1]));
+  if (results.ok()) {
+    const PhaseTimes phases = engine.last_phase_times();
+    done.set_text_encoding_s(phases.text_encoding_s);
+    done.set_denoising_s(phases.denoising_s);
+    done.set_vae_s(phases.vae_s);
   }
   for (const CommTotals& c : engine.comm_totals()) {
     control::v1::CommStat& stat = *done.add_comm();

@@ -1,0 +1,162 @@
+#include "worker/generation_plan.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "worker/worker_options.h"
+
+namespace ditserve::worker {
+namespace {
+
+TEST(GenerationPlan, StageBlocksAreEvenAndCoverEveryBlock) {
+  PipeFusionOptions pf;
+  for (int blocks : {2, 4, 5, 57}) {
+    for (int stages = 1; stages <= std::min(blocks, 8); ++stages) {
+      int next = 0;
+      for (int s = 0; s < stages; ++s) {
+        const BlockRange r = StageBlocks(pf, blocks, stages, s);
+        EXPECT_EQ(r.first, next);
+        const int size = r.end - r.first;
+        // Sizes differ by at most one, larger first.
+        EXPECT_TRUE(size == blocks / stages || size == blocks / stages + 1) << blocks << " " << stages;
+        if (s > 0) {
+          const BlockRange previous = StageBlocks(pf, blocks, stages, s - 1);
+          EXPECT_LE(size, previous.end - previous.first);
+        }
+        next = r.end;
+      }
+      EXPECT_EQ(next, blocks);
+    }
+  }
+  EXPECT_EQ(StageBlocks(pf, 57, 4, 0).end, 15);  // FLUX.1: 19 + 38 blocks
+  EXPECT_EQ(StageBlocks(pf, 57, 4, 3).first, 43);
+  pf.attn_layer_num_for_pp = {1, 3};
+  EXPECT_EQ(StageBlocks(pf, 4, 2, 0).end, 1);
+  EXPECT_EQ(StageBlocks(pf, 4, 2, 1).first, 1);
+  EXPECT_EQ(StageBlocks(pf, 4, 2, 1).end, 4);
+}
+
+// Every token belongs to exactly one (patch, SP rank), each piece is a band
+// of whole rows, and pieces are in row order: patch-major, SP rank minor.
+TEST(GenerationPlan, LocalTokensPartitionTheImage) {
+  for (int rows : {8, 16, 64}) {
+    for (int cols : {3, 8}) {
+      for (int patches : {1, 2, 4}) {
+        for (int sp : {1, 2, 4}) {
+          if (rows % (patches * sp) != 0) continue;
+          int64_t expected_begin = 0;
+          for (int m = 0; m < patches; ++m) {
+            const TokenRange whole = PatchTokens(rows, cols, patches, m);
+            EXPECT_EQ(whole.begin, expected_begin);
+            for (int s = 0; s < sp; ++s) {
+              const TokenRange r = LocalTokens(rows, cols, patches, m, sp, s);
+              EXPECT_EQ(r.begin, expected_begin);
+              EXPECT_EQ(r.size(), static_cast<int64_t>(rows / patches / sp) * cols);
+              EXPECT_EQ(r.begin % cols, 0);
+              expected_begin = r.end;
+            }
+            EXPECT_EQ(whole.end, expected_begin);
+          }
+          EXPECT_EQ(expected_begin, static_cast<int64_t>(rows) * cols);
+        }
+      }
+    }
+  }
+}
+
+TEST(GenerationPlan, ReplicaRequestsRoundRobin) {
+  EXPECT_EQ(ReplicaRequests(5, 2, 0), (std::vector<int>{0, 2, 4}));
+  EXPECT_EQ(ReplicaRequests(5, 2, 1), (std::vector<int>{1, 3}));
+  EXPECT_EQ(ReplicaRequests(1, 4, 3), (std::vector<int>{}));
+  std::set<int> all;
+  for (int d = 0; d < 3; ++d) {
+    for (int i : ReplicaRequests(10, 3, d)) EXPECT_TRUE(all.insert(i).second);
+  }
+  EXPECT_EQ(all.size(), 10u);
+}
+
+TEST(GenerationPlan, ModelChecksNameTheFlag) {
+  ModelGeometry m{24, 57, 16, 1024};
+  parallel::ParallelConfig c;
+  PipeFusionOptions pf;
+  c.ulysses_degree = 5;
+  EXPECT_EQ(ValidateParallelModel(c, pf, m).message(), "--ulysses_degree 5 must divide the model's 24 attention heads");
+  c.ulysses_degree = 8;
+  EXPECT_TRUE(ValidateParallelModel(c, pf, m).ok());
+  c.ulysses_degree = 1;
+  c.pipefusion_parallel_degree = 58;
+  EXPECT_EQ(ValidateParallelModel(c, pf, m).message(),
+            "--pipefusion_parallel_degree 58 is more stages than the model's 57 transformer blocks");
+  c.pipefusion_parallel_degree = 2;
+  pf.attn_layer_num_for_pp = {20, 36};
+  EXPECT_EQ(ValidateParallelModel(c, pf, m).message(),
+            "--attn_layer_num_for_pp must list 2 positive block counts (one per PipeFusion stage) summing to the "
+            "model's 57 blocks, got [20,36]");
+  pf.attn_layer_num_for_pp = {20, 37};
+  EXPECT_TRUE(ValidateParallelModel(c, pf, m).ok());
+  pf.warmup_steps = -1;
+  EXPECT_EQ(ValidateParallelModel(c, pf, m).message(), "--warmup_steps must be in [0, 1000], got -1");
+}
+
+TEST(GenerationPlan, RequestChecksNameTheField) {
+  ModelGeometry m{24, 57, 16, 1024};
+  parallel::ParallelConfig c;
+  PipeFusionOptions pf;
+  c.ulysses_degree = 2;
+  c.ring_degree = 2;
+  c.pipefusion_parallel_degree = 2;  // 2 patches by default
+  EXPECT_TRUE(ValidateParallelRequest(c, pf, m, 1024, 768, false).ok());  // 64 rows / 8
+  EXPECT_EQ(ValidateParallelRequest(c, pf, m, 1040, 1024, false).message(),
+            "height 1040 gives 65 latent token rows, which must divide by num_pipeline_patch 2 x --ulysses_degree 2 x "
+            "--ring_degree 2 = 8");
+  EXPECT_EQ(ValidateParallelRequest(c, pf, m, 1000, 1024, false).message(),
+            "height must be a multiple of 16 in [16, 8192], got 1000");
+  c.use_cfg_parallel = true;
+  EXPECT_EQ(ValidateParallelRequest(c, pf, m, 1024, 1024, false).message(),
+            "--use_cfg_parallel needs true classifier-free guidance: a negative_prompt and true_cfg_scale > 1");
+  EXPECT_TRUE(ValidateParallelRequest(c, pf, m, 1024, 1024, true).ok());
+}
+
+TEST(GenerationPlan, ReadsTheGeometryFromTheConfigs) {
+  const std::string dir = absl::StrCat(::testing::TempDir(), "/geometry_", getpid());
+  std::filesystem::create_directories(dir + "/transformer");
+  std::filesystem::create_directories(dir + "/vae");
+  std::ofstream(dir + "/transformer/config.json")
+      << R"({"num_attention_heads": 24, "num_layers": 19, "num_single_layers": 38})";
+  std::ofstream(dir + "/vae/config.json") << R"({"block_out_channels": [128, 256, 512, 512], "sample_size": 1024})";
+  auto g = ReadModelGeometry(dir);
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_EQ(g->num_attention_heads, 24);
+  EXPECT_EQ(g->num_blocks, 57);
+  EXPECT_EQ(g->size_multiple, 16);
+  EXPECT_EQ(g->default_size, 1024);
+  std::ofstream(dir + "/transformer/config.json") << R"({"num_attention_heads": 0})";
+  EXPECT_EQ(ReadModelGeometry(dir).status().message(),
+            dir + "/transformer/config.json: num_attention_heads must be an integer in [1, 1048576]");
+  EXPECT_EQ(ReadModelGeometry(dir + "/nope").status().code(), absl::StatusCode::kNotFound);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(GenerationPlan, RepeatedPromptsAreCollected) {
+  std::vector<std::string> args = {"ditserve-run", "--nproc=2",  "--prompt", "a cat", "--prompt=a dog, sitting",
+                                   "-prompt=x",    "--seed=3",   "--",       "--prompt=positional"};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  int argc = static_cast<int>(args.size());
+  EXPECT_EQ(TakeRepeatedPrompts(argc, argv.data()), (std::vector<std::string>{"a cat", "a dog, sitting", "x"}));
+  ASSERT_EQ(argc, 5);
+  EXPECT_STREQ(argv[1], "--nproc=2");
+  EXPECT_STREQ(argv[2], "--seed=3");
+  EXPECT_STREQ(argv[3], "--");
+  EXPECT_STREQ(argv[4], "--prompt=positional");
+  EXPECT_EQ(argv[5], nullptr);
+}
+
+}  // namespace
+}  // namespace ditserve::worker

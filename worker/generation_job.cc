@@ -1,0 +1,95 @@
+#include "worker/generation_job.h"
+
+#include <ATen/ATen.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "worker/image/png_encoder.h"
+#include "worker/pipelines/parallel_flux_pipeline.h"
+#include "worker/weights/safetensors_writer.h"
+
+namespace ditserve::worker {
+namespace {
+
+double Since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+}  // namespace
+
+absl::Status RunGenerationJob(const WorkerOptions& o, parallel::ProcessGroups& groups, c10::Device device) {
+  const bool leader = groups.world().rank() == 0;
+  const auto start = std::chrono::steady_clock::now();
+  const at::ScalarType dtype =
+      (o.dtype.empty() ? device.is_cuda() : o.dtype == "bf16") ? at::kBFloat16 : at::kFloat;
+  auto pipe = pipelines::ParallelFluxPipeline::Load(o.model, dtype, device, groups, o.pipefusion);
+  if (!pipe.ok()) return pipe.status();
+  if (leader) {
+    std::printf("loaded %s on %d ranks (%s) in %.2f s\n", o.model.c_str(), groups.world().world_size(),
+                groups.world().config().ToString().c_str(), Since(start));
+  }
+  std::vector<pipelines::FluxRequest> requests;
+  for (size_t i = 0; i < o.prompts.size(); ++i) {
+    pipelines::FluxRequest r;
+    r.prompt = o.prompts[i];
+    r.negative_prompt = o.negative_prompt;
+    r.height = o.height == 0 ? (*pipe)->default_size() : o.height;
+    r.width = o.width == 0 ? (*pipe)->default_size() : o.width;
+    r.num_inference_steps = o.num_inference_steps;
+    r.guidance_scale = o.guidance_scale;
+    r.true_cfg_scale = o.true_cfg_scale;
+    r.seed = o.seed + i;
+    r.max_sequence_length = o.max_sequence_length;
+    requests.push_back(r);
+  }
+  const auto gen_start = std::chrono::steady_clock::now();
+  auto last = gen_start;
+  auto results = (*pipe)->Generate(requests, [&](int step, int total) {
+    if (leader) {
+      std::printf("step %d/%d  %.3f s\n", step, total, Since(last));
+      std::fflush(stdout);
+    }
+    last = std::chrono::steady_clock::now();
+    return true;
+  });
+  if (!results.ok()) return results.status();
+  const double generation_s = Since(gen_start);
+  // Every rank reports its traffic (rank order is not guaranteed on a
+  // shared terminal; each line names its rank).
+  for (const auto& [method, e] : (*pipe)->comm_stats().by_method) {
+    if (!o.comm_stats) break;
+    std::printf("rank %d comm %-18s bytes_sent %lld  calls %lld  seconds %.4f  bytes_per_step %lld\n",
+                groups.world().rank(), method.c_str(), static_cast<long long>(e.bytes_sent),
+                static_cast<long long>(e.calls), e.seconds,
+                static_cast<long long>(e.bytes_sent / std::max(1, o.num_inference_steps)));
+  }
+  if (!leader) return absl::OkStatus();
+  std::error_code ec;
+  std::filesystem::create_directories(o.output_dir, ec);
+  if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot create ", o.output_dir, ": ", ec.message()));
+  for (size_t i = 0; i < results->size(); ++i) {
+    const at::Tensor img = (*results)[i].image.contiguous();
+    auto png = image::EncodePng(img.data_ptr<uint8_t>(), static_cast<int>(img.size(1)), static_cast<int>(img.size(0)));
+    if (!png.ok()) return png.status();
+    const std::string stem = absl::StrFormat("%s/image-%03d", o.output_dir, i);
+    if (absl::Status s = image::WriteFile(stem + ".png", *png); !s.ok()) return s;
+    if (o.save_latents) {
+      if (absl::Status s = weights::WriteSafetensors(stem + ".latents.safetensors", {{"latents", (*results)[i].latents}});
+          !s.ok()) {
+        return s;
+      }
+    }
+    std::printf("wrote %s.png (%dx%d, seed %llu): %s\n", stem.c_str(), requests[i].width, requests[i].height,
+                static_cast<unsigned long long>(requests[i].seed), requests[i].prompt.c_str());
+  }
+  const pipelines::GenerateTimings& t = (*pipe)->last_timings();
+  std::printf("generated %zu images in %.3f s: text encoding %.3f s, denoising %.3f s, vae %.3f s\n",
+              results->size(), generation_s, t.text_encoding_s, t.denoising_s, t.vae_s);
+  return absl::OkStatus();
+}
+
+}  // namespace ditserve::worker

@@ -1,0 +1,149 @@
+#include "worker/generation_plan.h"
+
+#include <fstream>
+#include <numeric>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace ditserve::worker {
+namespace {
+
+absl::StatusOr<nlohmann::json> ReadJson(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  nlohmann::json j = nlohmann::json::parse(ss.str(), nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return absl::InvalidArgumentError(absl::StrCat(path, " is not a JSON object"));
+  return j;
+}
+
+absl::StatusOr<int> PositiveInt(const nlohmann::json& j, const char* key, const std::string& path) {
+  if (!j.contains(key) || !j[key].is_number_integer() || j[key].get<int64_t>() < 1 || j[key].get<int64_t>() > (1 << 20)) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", key, " must be an integer in [1, 1048576]"));
+  }
+  return j[key].get<int>();
+}
+
+}  // namespace
+
+absl::StatusOr<ModelGeometry> ReadModelGeometry(const std::string& model_dir) {
+  ModelGeometry g;
+  const std::string tpath = model_dir + "/transformer/config.json";
+  auto t = ReadJson(tpath);
+  if (!t.ok()) return t.status();
+  auto heads = PositiveInt(*t, "num_attention_heads", tpath);
+  if (!heads.ok()) return heads.status();
+  auto layers = PositiveInt(*t, "num_layers", tpath);
+  if (!layers.ok()) return layers.status();
+  auto singles = PositiveInt(*t, "num_single_layers", tpath);
+  if (!singles.ok()) return singles.status();
+  g.num_attention_heads = *heads;
+  g.num_blocks = *layers + *singles;
+  const std::string vpath = model_dir + "/vae/config.json";
+  auto v = ReadJson(vpath);
+  if (!v.ok()) return v.status();
+  if (!v->contains("block_out_channels") || !(*v)["block_out_channels"].is_array() ||
+      (*v)["block_out_channels"].empty() || (*v)["block_out_channels"].size() > 8) {
+    return absl::InvalidArgumentError(absl::StrCat(vpath, ": block_out_channels must be a list of 1 to 8 sizes"));
+  }
+  g.size_multiple = 2 << ((*v)["block_out_channels"].size() - 1);
+  if (v->contains("sample_size")) {
+    auto size = PositiveInt(*v, "sample_size", vpath);
+    if (!size.ok()) return size.status();
+    g.default_size = *size;
+  }
+  return g;
+}
+
+absl::Status ValidateParallelModel(const parallel::ParallelConfig& config, const PipeFusionOptions& pf,
+                                   const ModelGeometry& model) {
+  if (model.num_attention_heads % config.ulysses_degree != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("--ulysses_degree ", config.ulysses_degree,
+                                                   " must divide the model's ", model.num_attention_heads,
+                                                   " attention heads"));
+  }
+  const int stages = config.pipefusion_parallel_degree;
+  if (stages > model.num_blocks) {
+    return absl::InvalidArgumentError(absl::StrCat("--pipefusion_parallel_degree ", stages,
+                                                   " is more stages than the model's ", model.num_blocks,
+                                                   " transformer blocks"));
+  }
+  if (pf.num_pipeline_patch < 0 || pf.num_pipeline_patch > 1024) {
+    return absl::InvalidArgumentError(absl::StrCat("--num_pipeline_patch must be in [0, 1024] (0: the PipeFusion degree), got ",
+                                                   pf.num_pipeline_patch));
+  }
+  if (pf.warmup_steps < 0 || pf.warmup_steps > 1000) {
+    return absl::InvalidArgumentError(absl::StrCat("--warmup_steps must be in [0, 1000], got ", pf.warmup_steps));
+  }
+  const auto& layers = pf.attn_layer_num_for_pp;
+  if (!layers.empty()) {
+    const int sum = std::accumulate(layers.begin(), layers.end(), 0);
+    bool positive = true;
+    for (int n : layers) positive = positive && n >= 1;
+    if (static_cast<int>(layers.size()) != stages || sum != model.num_blocks || !positive) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--attn_layer_num_for_pp must list ", stages, " positive block counts (one per PipeFusion stage) summing to the model's ",
+          model.num_blocks, " blocks, got [", absl::StrJoin(layers, ","), "]"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateParallelRequest(const parallel::ParallelConfig& config, const PipeFusionOptions& pf,
+                                     const ModelGeometry& model, int height, int width, bool true_cfg) {
+  const int multiple = model.size_multiple;
+  for (auto [name, value] : {std::pair{"height", height}, {"width", width}}) {
+    if (value < multiple || value > 8192 || value % multiple != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(name, " must be a multiple of ", multiple, " in [", multiple,
+                                                     ", 8192], got ", value));
+    }
+  }
+  const int rows = height / multiple;
+  const int patches = pf.patches(config);
+  const int bands = patches * config.sequence_parallel_degree();
+  if (rows % bands != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "height ", height, " gives ", rows, " latent token rows, which must divide by num_pipeline_patch ", patches,
+        " x --ulysses_degree ", config.ulysses_degree, " x --ring_degree ", config.ring_degree, " = ", bands));
+  }
+  if (config.use_cfg_parallel && !true_cfg) {
+    return absl::InvalidArgumentError(
+        "--use_cfg_parallel needs true classifier-free guidance: a negative_prompt and true_cfg_scale > 1");
+  }
+  return absl::OkStatus();
+}
+
+BlockRange StageBlocks(const PipeFusionOptions& pf, int num_blocks, int stages, int stage) {
+  std::vector<int> counts = pf.attn_layer_num_for_pp;
+  if (counts.empty()) {
+    for (int s = 0; s < stages; ++s) counts.push_back(num_blocks / stages + (s < num_blocks % stages ? 1 : 0));
+  }
+  BlockRange r;
+  for (int s = 0; s < stage; ++s) r.first += counts[s];
+  r.end = r.first + counts[stage];
+  return r;
+}
+
+TokenRange PatchTokens(int64_t rows, int64_t cols, int patches, int patch) {
+  const int64_t patch_rows = rows / patches;
+  return {patch * patch_rows * cols, (patch + 1) * patch_rows * cols};
+}
+
+TokenRange LocalTokens(int64_t rows, int64_t cols, int patches, int patch, int sp_size, int sp_rank) {
+  const int64_t band_rows = rows / patches / sp_size;
+  const int64_t begin = PatchTokens(rows, cols, patches, patch).begin + sp_rank * band_rows * cols;
+  return {begin, begin + band_rows * cols};
+}
+
+std::vector<int> ReplicaRequests(int num_requests, int replicas, int replica) {
+  std::vector<int> out;
+  for (int i = replica; i < num_requests; i += replicas) out.push_back(i);
+  return out;
+}
+
+}  // namespace ditserve::worker

@@ -1,0 +1,72 @@
+#pragma once
+
+// The pieces of a Flux diffusers directory, loaded one by one, shared by
+// the single-process FluxPipeline and the gang's ParallelFluxPipeline (whose
+// ranks load different subsets). Errors name the file or component at fault.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+
+#include "absl/status/statusor.h"
+#include "worker/models/flux/flow_match_scheduler.h"
+#include "worker/models/flux/flux_transformer.h"
+#include "worker/models/vae/autoencoder_kl.h"
+
+namespace ditserve::worker::pipelines {
+
+// model_index.json names FluxPipeline and every component directory exists.
+absl::Status CheckFluxDirectory(const std::string& dir);
+
+absl::StatusOr<flux::FlowMatchSchedulerConfig> LoadSchedulerConfig(const std::string& dir);
+absl::StatusOr<flux::FluxTransformerConfig> LoadTransformerConfig(const std::string& dir);
+absl::StatusOr<vae::VaeConfig> LoadVaeConfig(const std::string& dir);
+
+// The part of the transformer a rank holds, loaded (only that part's
+// tensors are read) and moved to `device`.
+absl::StatusOr<std::unique_ptr<flux::FluxTransformer>> LoadTransformer(const std::string& dir,
+                                                                       const flux::FluxTransformerConfig& config,
+                                                                       at::ScalarType dtype, c10::Device device,
+                                                                       const flux::FluxPart& part = {});
+absl::StatusOr<std::unique_ptr<vae::VaeDecoder>> LoadVaeDecoder(const std::string& dir, const vae::VaeConfig& config,
+                                                                at::ScalarType dtype, c10::Device device);
+
+// Both tokenizers and text encoders (CLIP for the pooled vector, T5 for
+// the sequence). Immutable after Load; Encode is thread-compatible.
+class FluxTextEncoders {
+ public:
+  static absl::StatusOr<std::unique_ptr<FluxTextEncoders>> Load(const std::string& dir, at::ScalarType dtype,
+                                                                 c10::Device device);
+  ~FluxTextEncoders();
+
+  int pooled_dim() const;    // CLIP hidden size
+  int sequence_dim() const;  // T5 d_model
+
+  struct Embeddings {
+    at::Tensor pooled;    // [1, pooled_dim] in the run dtype
+    at::Tensor sequence;  // [1, max_sequence_length, sequence_dim]
+  };
+  absl::StatusOr<Embeddings> Encode(const std::string& prompt, int max_sequence_length) const;
+
+ private:
+  struct Impl;
+  explicit FluxTextEncoders(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// The initial noise of a request: [1, C, h, w] float32 normals from PyTorch's
+// CPU generator seeded with `seed` (as torch.randn with a CPU generator),
+// packed to [1, h/2·w/2, 4C].
+at::Tensor InitialLatents(uint64_t seed, int64_t channels, int64_t h, int64_t w);
+
+// The model's timestep input for `sigma` as diffusers' FluxPipeline rounds
+// it: float32 sigma·1000, in `dtype`, divided by 1000; shape [batch].
+at::Tensor ModelTimestep(float sigma, int64_t batch, at::ScalarType dtype, c10::Device device);
+
+// Packed latents [1, S, 4C] of an (h × w) latent image -> uint8 [H, W, 3].
+absl::StatusOr<at::Tensor> DecodeLatents(const vae::VaeDecoder& vae, const at::Tensor& packed, int64_t h, int64_t w);
+
+}  // namespace ditserve::worker::pipelines

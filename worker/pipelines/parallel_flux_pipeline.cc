@@ -1,0 +1,548 @@
+#include "worker/pipelines/parallel_flux_pipeline.h"
+
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+
+#include <chrono>
+#include <deque>
+#include <map>
+#include <optional>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "parallel/world_config.h"
+#include "util/status_macros.h"
+#include "worker/models/flux/flow_match_scheduler.h"
+#include "worker/models/flux/flux_transformer.h"
+#include "worker/models/vae/autoencoder_kl.h"
+#include "worker/pipelines/flux_components.h"
+#include "worker/pipelines/pipefusion_attention.h"
+#include "worker/pipelines/stop_agreement.h"
+#include "worker/pipelines/usp_flux_attention.h"
+
+namespace ditserve::worker::pipelines {
+namespace {
+
+using parallel::Dim;
+
+int64_t Bytes(const at::Tensor& t) { return t.numel() * static_cast<int64_t>(t.element_size()); }
+
+// Every rank passes whether it failed; all learn whether any did. Control
+// group, so it works whatever the data plane is.
+absl::StatusOr<bool> AnyRankFailed(parallel::Communicator& control, bool failed) {
+  at::Tensor flag = at::full({1}, failed ? 1 : 0, at::kInt);
+  DITSERVE_RETURN_IF_ERROR(control.AllReduce(flag, parallel::ReduceOp::kMax));
+  return flag.item<int>() != 0;
+}
+
+// Message tags between PipeFusion stages.
+constexpr int kTagImage = 0;
+constexpr int kTagText = 1 << 10;
+constexpr int kTagLatents = 2 << 10;
+constexpr int kTagResult = 3 << 10;
+
+// Everything a rank holds for generation. Not thread-safe.
+struct GangModel {
+  std::string dir;
+  parallel::ProcessGroups* groups = nullptr;
+  PipeFusionOptions pipefusion;
+  ModelGeometry geometry;
+  flux::FlowMatchSchedulerConfig scheduler;
+  flux::FluxTransformerConfig transformer_config;
+  vae::VaeConfig vae_config;
+  std::unique_ptr<FluxTextEncoders> text;          // world rank 0 only
+  std::unique_ptr<vae::VaeDecoder> vae;            // world rank 0 only
+  std::unique_ptr<flux::FluxTransformer> transformer;  // this stage's blocks
+  at::ScalarType dtype = at::kFloat;
+  c10::Device device = c10::Device(c10::kCPU);
+  CommStats stats;
+  GenerateTimings timings;
+
+  const parallel::WorldConfig& world() const { return groups->world(); }
+  const parallel::ParallelConfig& config() const { return world().config(); }
+  int stage() const { return world().rank_in(Dim::kPipeFusion); }
+  int stages() const { return config().pipefusion_parallel_degree; }
+  int sp_rank() const { return world().rank_in(Dim::kUlysses) + config().ulysses_degree * world().rank_in(Dim::kRing); }
+  int sp_size() const { return config().sequence_parallel_degree(); }
+
+  absl::Status Validate(const FluxRequest& r) const;
+  absl::StatusOr<std::vector<FluxResult>> Generate(const std::vector<FluxRequest>& requests,
+                                                   const StepCallback& on_step);
+};
+
+// One Generate call on one rank: the denoising loop of this rank's replica
+// (or, for an idle replica, only the agreement on cancellation).
+class ReplicaRun {
+ public:
+  ReplicaRun(GangModel& p, const std::vector<FluxRequest>& requests, std::vector<int> mine,
+             const at::Tensor& pooled, const at::Tensor& sequence)
+      : p_(p), requests_(requests), mine_(std::move(mine)), all_pooled_(pooled), all_sequence_(sequence) {}
+
+  // Runs every step; returns CANCELLED (on every rank alike) when on_step
+  // asked to stop. On success the replica's output rank holds `latents()`.
+  absl::Status Run(const StepCallback& on_step);
+  const at::Tensor& latents() const { return latents_; }
+
+ private:
+  bool idle() const { return mine_.empty(); }
+  bool first_stage() const { return p_.stage() == 0; }
+  bool last_stage() const { return p_.stage() == p_.stages() - 1; }
+  int patches_at(int step) const {
+    return p_.stages() > 1 && step >= p_.pipefusion.warmup_steps ? p_.pipefusion.patches(p_.config()) : 1;
+  }
+  TokenRange Local(int step, int patch) const {
+    return LocalTokens(rows_, cols_, patches_at(step), patch, p_.sp_size(), p_.sp_rank());
+  }
+  void Prepare();
+  absl::Status Step(int step);
+  absl::Status RunPatch(int step, int patch, const at::Tensor& temb);
+  absl::StatusOr<at::Tensor> Guided(const at::Tensor& velocity);
+  absl::Status CompleteLatents(int step);
+  absl::Status SendLatents(int step, int patch);
+  absl::Status Track(absl::StatusOr<std::unique_ptr<parallel::PendingTransfer>> transfer, const char* method,
+                     int64_t bytes);
+  absl::Status DrainSends(size_t keep);
+
+  GangModel& p_;
+  const std::vector<FluxRequest>& requests_;
+  std::vector<int> mine_;
+  at::Tensor all_pooled_, all_sequence_;  // every request's: cond rows, then uncond rows (true CFG)
+
+  int64_t h_ = 0, w_ = 0, rows_ = 0, cols_ = 0, S_ = 0, T_ = 0;
+  int steps_ = 0, end_step_ = 0;
+  bool true_cfg_ = false;
+  std::vector<float> sigmas_;
+  at::Tensor latents_;    // [n, S, C] in the run dtype; this rank's ranges are current
+  at::Tensor pooled_, sequence_, guidance_, cfg_scale_;  // the model batch's
+  at::Tensor txt_ids_, img_ids_;
+  std::unique_ptr<flux::FluxAttention> attention_;
+  PipeFusionAttention* pipefusion_attention_ = nullptr;  // == attention_ when PipeFusion
+  std::deque<std::unique_ptr<parallel::PendingTransfer>> sends_;
+};
+
+void ReplicaRun::Prepare() {
+  const FluxRequest& r = requests_.front();
+  const int scale = p_.vae_config.scale_factor();
+  h_ = 2 * (r.height / (scale * 2));
+  w_ = 2 * (r.width / (scale * 2));
+  rows_ = h_ / 2;
+  cols_ = w_ / 2;
+  S_ = rows_ * cols_;
+  T_ = all_sequence_.size(1);
+  steps_ = r.num_inference_steps;
+  end_step_ = steps_;
+  true_cfg_ = r.true_cfg_scale > 1.0 && !r.negative_prompt.empty();
+  sigmas_ = flux::FluxSigmas(steps_, S_, p_.scheduler);
+  if (idle()) return;
+  const int64_t n = static_cast<int64_t>(mine_.size());
+  const int64_t channels = p_.transformer_config.in_channels / 4;
+  std::vector<at::Tensor> noise;
+  std::vector<double> scales;
+  for (int i : mine_) {
+    noise.push_back(InitialLatents(requests_[i].seed, channels, h_, w_));
+    scales.push_back(requests_[i].true_cfg_scale);
+  }
+  latents_ = at::cat(noise, 0).to(p_.device, p_.dtype);
+  const at::Tensor index = at::tensor(std::vector<int64_t>(mine_.begin(), mine_.end()), at::kLong).to(p_.device);
+  const int64_t total = static_cast<int64_t>(requests_.size());
+  const auto rows_of = [&](int branch) {
+    const at::Tensor rows = index + branch * total;
+    return std::pair{all_pooled_.index_select(0, rows), all_sequence_.index_select(0, rows)};
+  };
+  if (p_.config().use_cfg_parallel) {
+    std::tie(pooled_, sequence_) = rows_of(p_.world().rank_in(Dim::kCfg));
+  } else if (true_cfg_) {
+    auto [cp, cs] = rows_of(0);
+    auto [up, us] = rows_of(1);
+    pooled_ = at::cat({cp, up}, 0);
+    sequence_ = at::cat({cs, us}, 0);
+  } else {
+    std::tie(pooled_, sequence_) = rows_of(0);
+  }
+  if (true_cfg_) cfg_scale_ = at::tensor(scales, at::kDouble).to(at::kFloat).view({n, 1, 1}).to(p_.device);
+  if (p_.transformer_config.guidance_embeds) {
+    guidance_ = at::full({pooled_.size(0)}, r.guidance_scale, at::kFloat).to(p_.device);
+  }
+  txt_ids_ = at::zeros({T_, 3}, at::kFloat);
+  img_ids_ = flux::LatentImageIds(h_, w_);
+  auto& g = *p_.groups;
+  if (p_.stages() > 1) {
+    auto a = std::make_unique<PipeFusionAttention>(g.group(Dim::kUlysses), g.group(Dim::kRing), T_, S_, &p_.stats);
+    pipefusion_attention_ = a.get();
+    attention_ = std::move(a);
+  } else if (p_.sp_size() > 1) {
+    attention_ = std::make_unique<UspFluxAttention>(g.group(Dim::kUlysses), g.group(Dim::kRing), &p_.stats);
+  } else {
+    attention_ = std::make_unique<flux::SerialFluxAttention>();
+  }
+}
+
+absl::Status ReplicaRun::Track(absl::StatusOr<std::unique_ptr<parallel::PendingTransfer>> transfer,
+                               const char* method, int64_t bytes) {
+  if (!transfer.ok()) return transfer.status();
+  p_.stats.Add(method, bytes, 0);
+  sends_.push_back(*std::move(transfer));
+  return DrainSends(/*keep=*/64);
+}
+
+absl::Status ReplicaRun::DrainSends(size_t keep) {
+  while (sends_.size() > keep) {
+    CommTimer timer(&p_.stats, "pipefusion");
+    absl::Status s = sends_.front()->Wait();
+    sends_.pop_front();
+    DITSERVE_RETURN_IF_ERROR(s);
+  }
+  return absl::OkStatus();
+}
+
+// v = uncond + scale·(cond − uncond) per request, for true CFG; the
+// unconditional half comes from the other CFG rank when CFG is parallel.
+absl::StatusOr<at::Tensor> ReplicaRun::Guided(const at::Tensor& velocity) {
+  if (!true_cfg_) return velocity;
+  at::Tensor both = velocity;
+  if (p_.config().use_cfg_parallel) {
+    CommTimer timer(&p_.stats, "cfg");
+    timer.AddBytes(Bytes(velocity));
+    auto gathered = p_.groups->group(Dim::kCfg).AllGather(velocity.contiguous(), 0);
+    if (!gathered.ok()) return gathered.status();
+    both = *gathered;
+  }
+  const int64_t n = both.size(0) / 2;
+  const at::Tensor cond = both.narrow(0, 0, n), uncond = both.narrow(0, n, n);
+  return uncond + cfg_scale_.to(uncond.scalar_type()) * (cond - uncond);
+}
+
+absl::Status ReplicaRun::RunPatch(int step, int patch, const at::Tensor& temb) {
+  const TokenRange local = Local(step, patch);
+  const bool with_text = patch == 0;
+  auto& pipe = p_.groups->group(Dim::kPipeFusion);
+  const int64_t batch = pooled_.size(0);
+  const int64_t dim = p_.transformer_config.inner_dim();
+  flux::FluxHidden hidden;
+  if (first_stage()) {
+    if (step > 0 && p_.stages() > 1) {
+      at::Tensor incoming = at::empty({latents_.size(0), local.size(), latents_.size(2)}, latents_.options());
+      CommTimer timer(&p_.stats, "pipefusion");
+      auto recv = pipe.Recv(incoming, p_.stages() - 1, kTagLatents + patch);
+      if (!recv.ok()) return recv.status();
+      DITSERVE_RETURN_IF_ERROR((*recv)->Wait());
+      latents_.narrow(1, local.begin, local.size()).copy_(incoming);
+    }
+    at::Tensor input = latents_.narrow(1, local.begin, local.size());
+    if (batch != input.size(0)) input = at::cat({input, input}, 0);  // true CFG in one batch
+    hidden = p_.transformer->Embed(input, with_text ? sequence_ : at::Tensor());
+  } else {
+    hidden.x = at::empty({batch, local.size(), dim}, latents_.options());
+    if (with_text) hidden.context = at::empty({batch, T_, dim}, latents_.options());
+    CommTimer timer(&p_.stats, "pipefusion");
+    auto rx = pipe.Recv(hidden.x, p_.stage() - 1, kTagImage + patch);
+    if (!rx.ok()) return rx.status();
+    std::unique_ptr<parallel::PendingTransfer> rc;
+    if (with_text) {
+      auto r = pipe.Recv(hidden.context, p_.stage() - 1, kTagText + patch);
+      if (!r.ok()) return r.status();
+      rc = *std::move(r);
+    }
+    DITSERVE_RETURN_IF_ERROR((*rx)->Wait());
+    if (rc) DITSERVE_RETURN_IF_ERROR(rc->Wait());
+  }
+  if (pipefusion_attention_ != nullptr) {
+    pipefusion_attention_->SetPatch(PatchTokens(rows_, cols_, patches_at(step), patch));
+  }
+  const flux::FluxRopeTables rope = p_.transformer->Rope(
+      with_text ? txt_ids_ : at::Tensor(), img_ids_.narrow(0, local.begin, local.size()), p_.device);
+  DITSERVE_RETURN_IF_ERROR(p_.transformer->RunBlocks(hidden, temb, rope, *attention_));
+  if (!last_stage()) {
+    DITSERVE_RETURN_IF_ERROR(Track(pipe.Send(hidden.x, p_.stage() + 1, kTagImage + patch), "pipefusion",
+                                   Bytes(hidden.x)));
+    if (with_text) {
+      DITSERVE_RETURN_IF_ERROR(Track(pipe.Send(hidden.context, p_.stage() + 1, kTagText + patch), "pipefusion",
+                                     Bytes(hidden.context)));
+    }
+    return absl::OkStatus();
+  }
+  auto velocity = Guided(p_.transformer->Head(hidden.x, temb));
+  if (!velocity.ok()) return velocity.status();
+  at::Tensor slice = latents_.narrow(1, local.begin, local.size());
+  slice.copy_(flux::FlowMatchEulerStep(slice, *velocity, sigmas_[step], sigmas_[step + 1]));
+  // The next step reads this patch in the same layout: send it right away.
+  if (p_.stages() > 1 && step + 1 < end_step_ && patches_at(step + 1) == patches_at(step)) {
+    DITSERVE_RETURN_IF_ERROR(SendLatents(step + 1, patch));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ReplicaRun::SendLatents(int step, int patch) {
+  const TokenRange local = Local(step, patch);
+  const at::Tensor part = latents_.narrow(1, local.begin, local.size()).contiguous();
+  return Track(p_.groups->group(Dim::kPipeFusion).Send(part, 0, kTagLatents + patch), "pipefusion", Bytes(part));
+}
+
+// Makes every token of latents_ current on this rank (the last stage): each
+// SP rank contributes the ranges it computed at `step`, zeros elsewhere,
+// and a sum over the SP group assembles them exactly.
+absl::Status ReplicaRun::CompleteLatents(int step) {
+  if (p_.sp_size() == 1) return absl::OkStatus();
+  at::Tensor mine = at::zeros_like(latents_);
+  for (int m = 0; m < patches_at(step); ++m) {
+    const TokenRange r = Local(step, m);
+    mine.narrow(1, r.begin, r.size()).copy_(latents_.narrow(1, r.begin, r.size()));
+  }
+  CommTimer timer(&p_.stats, "sequence");
+  timer.AddBytes(Bytes(mine));
+  DITSERVE_RETURN_IF_ERROR(p_.groups->group(Dim::kSequence).AllReduce(mine, parallel::ReduceOp::kSum));
+  latents_ = mine;
+  return absl::OkStatus();
+}
+
+absl::Status ReplicaRun::Step(int step) {
+  const at::Tensor temb = p_.transformer->TimeEmbedding(
+      ModelTimestep(sigmas_[step], pooled_.size(0), p_.dtype, p_.device), guidance_, pooled_);
+  if (pipefusion_attention_ != nullptr && step == 0) pipefusion_attention_->Reset();
+  for (int m = 0; m < patches_at(step); ++m) DITSERVE_RETURN_IF_ERROR(RunPatch(step, m, temb));
+  return absl::OkStatus();
+}
+
+absl::Status ReplicaRun::Run(const StepCallback& on_step) {
+  Prepare();
+  // Cancellation: after each step every rank votes (its on_step answers,
+  // OR-ed), and the gang agrees on vote #j asynchronously (StopAgreement).
+  // A stop at #j means every rank runs steps < j + delay. Without
+  // PipeFusion the ranks move in lockstep: delay 1, decision #j read at the
+  // end of step j. With it, stages are up to lag = ceil((P−1)/M) steps
+  // apart: decision #j is read at the end of step j + lag (so the read
+  // never waits for a slower stage) and governs step j + lag + 2 (so the
+  // last stage knows a step ahead whether stage 0 will consume its latents).
+  const int P = p_.stages();
+  const int M = patches_at(steps_ - 1);
+  const int delay = P == 1 ? 1 : (P - 1 + M - 1) / M + 2;
+  const int read_ahead = P == 1 ? 0 : 1;
+  bool want_stop = false, stopped = false;
+  int read = 0;  // decisions read
+  StopAgreement agreement(p_.groups->control());
+  const auto read_until = [&](int index) -> absl::Status {
+    for (; read <= index && read < agreement.posted(); ++read) {
+      auto stop = agreement.Decision(read);
+      if (!stop.ok()) return stop.status();
+      if (*stop && !stopped) {
+        stopped = true;
+        end_step_ = std::min(end_step_, read + delay);
+      }
+    }
+    return absl::OkStatus();
+  };
+  for (int step = 0; step < end_step_; ++step) {
+    if (!idle()) {
+      DITSERVE_RETURN_IF_ERROR(Step(step));
+      if (last_stage() && P > 1 && step + 1 < end_step_ && patches_at(step + 1) != patches_at(step)) {
+        // Warmup ends: the next step reads other ranges.
+        DITSERVE_RETURN_IF_ERROR(CompleteLatents(step));
+        for (int m = 0; m < patches_at(step + 1); ++m) DITSERVE_RETURN_IF_ERROR(SendLatents(step + 1, m));
+      }
+    }
+    if (on_step && !on_step(step + 1, steps_)) want_stop = true;
+    agreement.Post(want_stop);
+    DITSERVE_RETURN_IF_ERROR(read_until(step + read_ahead + 1 - delay));
+  }
+  DITSERVE_RETURN_IF_ERROR(read_until(agreement.posted() - 1));
+  DITSERVE_RETURN_IF_ERROR(DrainSends(0));
+  if (stopped) {
+    return absl::CancelledError(absl::StrCat("cancelled after step ", end_step_, " of ", steps_));
+  }
+  if (!idle() && last_stage()) DITSERVE_RETURN_IF_ERROR(CompleteLatents(steps_ - 1));
+  return absl::OkStatus();
+}
+
+absl::Status GangModel::Validate(const FluxRequest& r) const {
+  DITSERVE_RETURN_IF_ERROR(ValidateFluxRequest(r, geometry.size_multiple));
+  const bool true_cfg = r.true_cfg_scale > 1.0 && !r.negative_prompt.empty();
+  return ValidateParallelRequest(config(), pipefusion, geometry, r.height, r.width, true_cfg);
+}
+
+absl::StatusOr<std::vector<FluxResult>> GangModel::Generate(const std::vector<FluxRequest>& requests,
+                                                           const StepCallback& on_step) {
+  if (requests.empty()) return absl::InvalidArgumentError("no requests to generate");
+  for (const FluxRequest& r : requests) DITSERVE_RETURN_IF_ERROR(Validate(r));
+  const FluxRequest& first = requests.front();
+  const auto uses_true_cfg = [](const FluxRequest& r) { return r.true_cfg_scale > 1.0 && !r.negative_prompt.empty(); };
+  for (const FluxRequest& r : requests) {
+    if (r.height != first.height || r.width != first.width || r.num_inference_steps != first.num_inference_steps ||
+        r.guidance_scale != first.guidance_scale || r.max_sequence_length != first.max_sequence_length ||
+        uses_true_cfg(r) != uses_true_cfg(first)) {
+      return absl::InvalidArgumentError(
+          "the requests of one batch must agree on height, width, num_inference_steps, guidance_scale, "
+          "max_sequence_length and true CFG");
+    }
+  }
+  at::NoGradGuard no_grad;
+  timings = GenerateTimings{};
+  auto mark = std::chrono::steady_clock::now();
+  const auto lap = [&mark]() {
+    const auto now = std::chrono::steady_clock::now();
+    const double s = std::chrono::duration<double>(now - mark).count();
+    mark = now;
+    return s;
+  };
+  const bool true_cfg = uses_true_cfg(first);
+  const int64_t n = static_cast<int64_t>(requests.size());
+  const int64_t rows = true_cfg ? 2 * n : n;
+  const int64_t T = first.max_sequence_length;
+  // Rank 0 encodes every prompt (then every negative prompt) once; the
+  // embeddings travel to the gang by one broadcast each.
+  at::Tensor pooled = at::zeros({rows, transformer_config.pooled_projection_dim},
+                                at::TensorOptions().dtype(dtype).device(device));
+  at::Tensor sequence = at::zeros({rows, T, transformer_config.joint_attention_dim},
+                                  at::TensorOptions().dtype(dtype).device(device));
+  absl::Status encoded = absl::OkStatus();
+  if (world().rank() == 0) {
+    for (int64_t i = 0; i < rows && encoded.ok(); ++i) {
+      const FluxRequest& r = requests[i % n];
+      auto e = text->Encode(i < n ? r.prompt : r.negative_prompt, r.max_sequence_length);
+      if (!e.ok()) {
+        encoded = e.status();
+        break;
+      }
+      pooled[i].copy_(e->pooled[0]);
+      sequence[i].copy_(e->sequence[0]);
+    }
+  }
+  auto failed = AnyRankFailed(groups->control(), !encoded.ok());
+  if (!failed.ok()) return failed.status();
+  if (!encoded.ok()) return encoded;
+  if (*failed) return absl::AbortedError("rank 0 failed to encode the prompts");
+  if (world().world_size() > 1) {
+    CommTimer timer(&stats, "embeddings");
+    if (world().rank() == 0) timer.AddBytes((Bytes(pooled) + Bytes(sequence)) * (world().world_size() - 1));
+    auto& all = groups->group(Dim::kWorld);
+    DITSERVE_RETURN_IF_ERROR(all.Broadcast(pooled, 0));
+    DITSERVE_RETURN_IF_ERROR(all.Broadcast(sequence, 0));
+  }
+
+  timings.text_encoding_s = lap();
+  const int replicas = config().data_parallel_degree;
+  const int replica = world().rank_in(Dim::kData);
+  ReplicaRun run(*this, requests, ReplicaRequests(static_cast<int>(n), replicas, replica), pooled, sequence);
+  DITSERVE_RETURN_IF_ERROR(run.Run(on_step));
+
+  // Final latents: each replica's output rank (first SP rank, first CFG
+  // rank, last stage) sends them to rank 0, which decodes every image.
+  const int P = stages();
+  auto& all = groups->group(Dim::kWorld);
+  const auto output_rank = [&](int d) { return world().GlobalRank(d, 0, P - 1, 0, 0); };
+  const int vae_scale = vae_config.scale_factor();
+  const int64_t h = 2 * (first.height / (vae_scale * 2)), w = 2 * (first.width / (vae_scale * 2));
+  const bool replica_has_work = !ReplicaRequests(static_cast<int>(n), replicas, replica).empty();
+  if (world().rank() != 0 && world().rank() == output_rank(replica) && replica_has_work) {
+    CommTimer timer(&stats, "data");
+    timer.AddBytes(Bytes(run.latents()));
+    auto send = all.Send(run.latents().contiguous(), 0, kTagResult + replica);
+    if (!send.ok()) return send.status();
+    DITSERVE_RETURN_IF_ERROR((*send)->Wait());
+  }
+  if (world().rank() != 0) return std::vector<FluxResult>{};
+  std::vector<at::Tensor> final_latents(requests.size());
+  for (int d = 0; d < replicas; ++d) {
+    const std::vector<int> ids = ReplicaRequests(static_cast<int>(n), replicas, d);
+    if (ids.empty()) continue;
+    at::Tensor latents;
+    if (output_rank(d) == 0) {
+      latents = run.latents();
+    } else {
+      latents = at::empty({static_cast<int64_t>(ids.size()), h / 2 * (w / 2), transformer_config.in_channels},
+                          at::TensorOptions().dtype(dtype).device(device));
+      CommTimer timer(&stats, "data");
+      auto recv = all.Recv(latents, output_rank(d), kTagResult + d);
+      if (!recv.ok()) return recv.status();
+      DITSERVE_RETURN_IF_ERROR((*recv)->Wait());
+    }
+    for (size_t j = 0; j < ids.size(); ++j) final_latents[ids[j]] = latents.narrow(0, static_cast<int64_t>(j), 1);
+  }
+  timings.denoising_s = lap();
+  std::vector<FluxResult> results;
+  for (const at::Tensor& one : final_latents) {
+    auto image = DecodeLatents(*vae, one, h, w);
+    if (!image.ok()) return image.status();
+    results.push_back(FluxResult{*image, one.to(at::kFloat).cpu()});
+  }
+  timings.vae_s = lap();
+  return results;
+}
+
+}  // namespace
+
+struct ParallelFluxPipeline::Impl : GangModel {};
+
+ParallelFluxPipeline::ParallelFluxPipeline(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+ParallelFluxPipeline::~ParallelFluxPipeline() = default;
+
+int ParallelFluxPipeline::size_multiple() const { return impl_->geometry.size_multiple; }
+int ParallelFluxPipeline::default_size() const { return impl_->geometry.default_size; }
+bool ParallelFluxPipeline::uses_guidance_embedding() const { return impl_->transformer_config.guidance_embeds; }
+const CommStats& ParallelFluxPipeline::comm_stats() const { return impl_->stats; }
+const GenerateTimings& ParallelFluxPipeline::last_timings() const { return impl_->timings; }
+
+absl::StatusOr<std::unique_ptr<ParallelFluxPipeline>> ParallelFluxPipeline::Load(
+    const std::string& dir, at::ScalarType dtype, c10::Device device, parallel::ProcessGroups& groups,
+    const PipeFusionOptions& pipefusion) {
+  auto impl = std::make_unique<Impl>();
+  impl->dir = dir;
+  impl->groups = &groups;
+  impl->pipefusion = pipefusion;
+  impl->dtype = dtype;
+  impl->device = device;
+  const auto load = [&]() -> absl::Status {
+    DITSERVE_RETURN_IF_ERROR(CheckFluxDirectory(dir));
+    auto geometry = ReadModelGeometry(dir);
+    if (!geometry.ok()) return geometry.status();
+    impl->geometry = *geometry;
+    DITSERVE_RETURN_IF_ERROR(ValidateParallelModel(impl->config(), pipefusion, impl->geometry));
+    auto scheduler = LoadSchedulerConfig(dir);
+    if (!scheduler.ok()) return scheduler.status();
+    impl->scheduler = *scheduler;
+    auto tc = LoadTransformerConfig(dir);
+    if (!tc.ok()) return tc.status();
+    impl->transformer_config = *tc;
+    auto vc = LoadVaeConfig(dir);
+    if (!vc.ok()) return vc.status();
+    impl->vae_config = *vc;
+    if (vc->latent_channels * 4 != tc->in_channels) {
+      return absl::InvalidArgumentError(absl::StrCat(dir, ": vae latent_channels ", vc->latent_channels,
+                                                     " x 4 != transformer in_channels ", tc->in_channels));
+    }
+    const BlockRange blocks = StageBlocks(pipefusion, impl->geometry.num_blocks, impl->stages(), impl->stage());
+    flux::FluxPart part{blocks.first, blocks.end, impl->stage() == 0, impl->stage() == impl->stages() - 1};
+    auto transformer = LoadTransformer(dir, *tc, dtype, device, part);
+    if (!transformer.ok()) return transformer.status();
+    impl->transformer = *std::move(transformer);
+    if (groups.world().rank() == 0) {
+      auto text = FluxTextEncoders::Load(dir, dtype, device);
+      if (!text.ok()) return text.status();
+      impl->text = *std::move(text);
+      if (tc->joint_attention_dim != impl->text->sequence_dim() || tc->pooled_projection_dim != impl->text->pooled_dim()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            dir, ": transformer joint_attention_dim ", tc->joint_attention_dim, " / pooled_projection_dim ",
+            tc->pooled_projection_dim, " do not match the text encoders' ", impl->text->sequence_dim(), " / ",
+            impl->text->pooled_dim()));
+      }
+      auto vae = LoadVaeDecoder(dir, *vc, dtype, device);
+      if (!vae.ok()) return vae.status();
+      impl->vae = *std::move(vae);
+    }
+    return absl::OkStatus();
+  };
+  const absl::Status local = load();
+  auto any = AnyRankFailed(groups.control(), !local.ok());
+  if (!any.ok()) return any.status();
+  if (!local.ok()) return local;
+  if (*any) return absl::AbortedError("another rank of the gang failed to load the model (see its log)");
+  return std::unique_ptr<ParallelFluxPipeline>(new ParallelFluxPipeline(std::move(impl)));
+}
+
+absl::Status ParallelFluxPipeline::Validate(const FluxRequest& request) const { return impl_->Validate(request); }
+
+absl::StatusOr<std::vector<FluxResult>> ParallelFluxPipeline::Generate(const std::vector<FluxRequest>& requests,
+                                                                       const StepCallback& on_step) {
+  return impl_->Generate(requests, on_step);
+}
+
+}  // namespace ditserve::worker::pipelines

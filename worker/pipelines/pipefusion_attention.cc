@@ -1,0 +1,96 @@
+#include "worker/pipelines/pipefusion_attention.h"
+
+#include <ATen/ATen.h>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "kernels/attention.h"
+
+namespace ditserve::worker::pipelines {
+namespace {
+
+int64_t Bytes(const at::Tensor& t) { return t.numel() * static_cast<int64_t>(t.element_size()); }
+
+}  // namespace
+
+PipeFusionAttention::PipeFusionAttention(parallel::Communicator& ulysses, parallel::Communicator& ring,
+                                         int64_t text_tokens, int64_t image_tokens, CommStats* stats)
+    : ulysses_(ulysses), ring_(ring), text_tokens_(text_tokens), image_tokens_(image_tokens), stats_(stats) {}
+
+absl::StatusOr<flux::FluxAttentionOutputs> PipeFusionAttention::Attend(int layer, const flux::FluxQkv& text,
+                                                                       const flux::FluxQkv& image) {
+  const int U = ulysses_.size(), R = ring_.size();
+  const int64_t B = image.q.size(0), H = image.q.size(2), D = image.q.size(3);
+  const int64_t T = text_tokens_;
+  if (H % U != 0) return absl::InvalidArgumentError(absl::StrCat("PipeFusion attention: ", H, " heads over Ulysses ", U));
+  const int64_t Hl = H / U;
+  if (image.q.size(1) * U * R != patch_.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("PipeFusion attention: ", image.q.size(1), " local tokens x SP ",
+                                                   U * R, " != patch of ", patch_.size()));
+  }
+  if (text.q.defined() && text.q.size(1) != T) {
+    return absl::InvalidArgumentError(absl::StrCat("PipeFusion attention: ", text.q.size(1), " text tokens, expected ", T));
+  }
+  // Ulysses: [3, B, L, H, D] -> [3, B, L·U, H/U, D] (this rank's heads of
+  // its ring rank's band).
+  at::Tensor qkv = at::stack({image.q, image.k, image.v}, 0);
+  if (U > 1) {
+    CommTimer timer(stats_, "pipefusion_ulysses");
+    timer.AddBytes(Bytes(qkv) * (U - 1) / U);
+    auto a2a = ulysses_.AllToAll(qkv, 3, 2);
+    if (!a2a.ok()) return a2a.status();
+    qkv = *a2a;
+  }
+  at::Tensor kv = qkv.narrow(0, 1, 2);
+  if (R > 1) {
+    CommTimer timer(stats_, "pipefusion_ring");
+    timer.AddBytes(Bytes(kv) * (R - 1));
+    auto gathered = ring_.AllGather(kv.contiguous(), 2);
+    if (!gathered.ok()) return gathered.status();
+    kv = *gathered;  // [2, B, patch, H/U, D]
+  }
+  LayerBuffer& buf = layers_[layer];
+  if (!buf.k.defined()) {
+    buf.k = at::zeros({B, T + image_tokens_, Hl, D}, image.k.options());
+    buf.v = at::zeros_like(buf.k);
+    buf.valid = at::zeros({T + image_tokens_}, image.k.options().dtype(at::kBool));
+  }
+  buf.k.narrow(1, T + patch_.begin, patch_.size()).copy_(kv[0]);
+  buf.v.narrow(1, T + patch_.begin, patch_.size()).copy_(kv[1]);
+  buf.valid.narrow(0, T + patch_.begin, patch_.size()).fill_(true);
+  at::Tensor queries = qkv[0];
+  const int u = ulysses_.rank();
+  if (text.q.defined()) {
+    buf.k.narrow(1, 0, T).copy_(text.k.narrow(2, u * Hl, Hl));
+    buf.v.narrow(1, 0, T).copy_(text.v.narrow(2, u * Hl, Hl));
+    buf.valid.narrow(0, 0, T).fill_(true);
+    queries = at::cat({text.q.narrow(2, u * Hl, Hl), queries}, 1);
+  }
+  auto attended = kernels::AttentionWithLse(queries, buf.k, buf.v, buf.valid.unsqueeze(0).expand({B, -1}));
+  if (!attended.ok()) return attended.status();
+  at::Tensor out = attended->out.to(image.q.scalar_type());
+  flux::FluxAttentionOutputs result;
+  at::Tensor image_out = text.q.defined() ? out.narrow(1, T, out.size(1) - T) : out;
+  if (text.q.defined()) {
+    result.text = out.narrow(1, 0, T).contiguous();
+    if (U > 1) {
+      CommTimer timer(stats_, "pipefusion_ulysses");
+      timer.AddBytes(Bytes(result.text) * (U - 1));
+      auto heads = ulysses_.AllGather(result.text, 2);
+      if (!heads.ok()) return heads.status();
+      result.text = *heads;
+    }
+  }
+  if (U > 1) {
+    CommTimer timer(stats_, "pipefusion_ulysses");
+    image_out = image_out.contiguous();
+    timer.AddBytes(Bytes(image_out) * (U - 1) / U);
+    auto back = ulysses_.AllToAll(image_out, 1, 2);
+    if (!back.ok()) return back.status();
+    image_out = *back;
+  }
+  result.image = image_out.contiguous();
+  return result;
+}
+
+}  // namespace ditserve::worker::pipelines

@@ -1,0 +1,59 @@
+#pragma once
+
+// PipeFusion's attention (xDiT): a stage computes one patch of the image at
+// a time, and each of its attention layers keeps a K/V buffer of the whole
+// sequence [text, image]. A patch's fresh K/V overwrite its slice of the
+// buffer; its queries attend the whole buffer, whose other patches hold the
+// K/V of the previous step (or nothing yet, masked out, before the first
+// full pass). A call carrying the whole image (a warmup step) is exact.
+//
+// Sequence-parallel inside a stage: the patch's tokens are sharded over the
+// SP group (ulysses × ring, see generation_plan.h). Q/K/V go through
+// Ulysses' all-to-all (heads -> sequence), so the buffer holds H/U heads of
+// the full sequence; the ring group all-gathers the patch's fresh K/V
+// (instead of passing the stale buffer around). Text tokens are replicated
+// on every SP rank and carried by patch 0 only; each rank attends its H/U
+// heads of them and the Ulysses group gathers the heads.
+
+#include <cstdint>
+#include <map>
+
+#include <ATen/core/Tensor.h>
+
+#include "parallel/communicator.h"
+#include "worker/generation_plan.h"
+#include "worker/models/flux/flux_attention.h"
+#include "worker/pipelines/comm_stats.h"
+
+namespace ditserve::worker::pipelines {
+
+class PipeFusionAttention final : public flux::FluxAttention {
+ public:
+  // `text_tokens` and `image_tokens`: the full sequence lengths. The
+  // communicators and `stats` (may be null) must outlive this object.
+  PipeFusionAttention(parallel::Communicator& ulysses, parallel::Communicator& ring, int64_t text_tokens,
+                      int64_t image_tokens, CommStats* stats);
+
+  // Where the next calls' image tokens sit: the whole patch (all SP ranks
+  // together) in full-image token order.
+  void SetPatch(TokenRange patch) { patch_ = patch; }
+  // Forgets every buffer (a new generation).
+  void Reset() { layers_.clear(); }
+
+  absl::StatusOr<flux::FluxAttentionOutputs> Attend(int layer, const flux::FluxQkv& text,
+                                                    const flux::FluxQkv& image) override;
+
+ private:
+  struct LayerBuffer {
+    at::Tensor k, v;   // [B, T + S, H/U, D]
+    at::Tensor valid;  // [T + S] bool: filled at least once
+  };
+  parallel::Communicator& ulysses_;
+  parallel::Communicator& ring_;
+  int64_t text_tokens_, image_tokens_;
+  CommStats* stats_;
+  TokenRange patch_;
+  std::map<int, LayerBuffer> layers_;
+};
+
+}  // namespace ditserve::worker::pipelines

@@ -1,0 +1,31 @@
+#include "worker/pipelines/usp_flux_attention.h"
+
+#include <ATen/ATen.h>
+
+#include "absl/status/status.h"
+#include "parallel/usp_attention.h"
+
+namespace ditserve::worker::pipelines {
+
+UspFluxAttention::UspFluxAttention(parallel::Communicator& ulysses, parallel::Communicator& ring, CommStats* stats)
+    : ulysses_(ulysses), ring_(ring), stats_(stats) {
+  method_ = ring.size() == 1 ? "ulysses" : ulysses.size() == 1 ? "ring" : "usp";
+}
+
+absl::StatusOr<flux::FluxAttentionOutputs> UspFluxAttention::Attend(int /*layer*/, const flux::FluxQkv& text,
+                                                                    const flux::FluxQkv& image) {
+  if (!text.q.defined()) {
+    return absl::InternalError("USP attention: every call carries the text (no PipeFusion patches)");
+  }
+  parallel::UspStats usp;
+  parallel::UspOptions options;
+  options.stats = &usp;
+  CommTimer timer(stats_, method_);
+  auto out = parallel::JointUspAttention(ulysses_, ring_, text.q, text.k, text.v, image.q, image.k, image.v,
+                                         at::Tensor(), options);
+  timer.AddBytes(usp.bytes_sent);
+  if (!out.ok()) return out.status();
+  return flux::FluxAttentionOutputs{out->text, out->image};
+}
+
+}  // namespace ditserve::worker::pipelines
