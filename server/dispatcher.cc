@@ -208,6 +208,8 @@ void Dispatcher::OnDetach(uint64_t connection, const absl::Status& why) {
     if (connection != 0 && connection != connection_) return;
     if (connection_ == 0) return;
     connection_ = 0;
+    // Health first: a client that sees UNAVAILABLE then sees NOT_SERVING.
+    UpdateServingLocked(actions);
     if (running_.has_value()) {
       const grpc::Status status(
           grpc::UNAVAILABLE,
@@ -216,7 +218,6 @@ void Dispatcher::OnDetach(uint64_t connection, const absl::Status& why) {
       for (uint64_t id : running_->request_ids) FinishLocked(id, status, {}, actions);
       running_.reset();
     }
-    UpdateServingLocked(actions);
   }
   Run(actions);
 }
@@ -264,6 +265,11 @@ void Dispatcher::OnBatchDone(uint64_t connection, control::v1::BatchDone done) {
     for (const control::v1::CommStat& c : done.comm()) {
       metrics_.CommTotals(hello_->gang_id(), c.method(), static_cast<double>(c.bytes_sent()),
                           c.seconds());
+    }
+    if (done.code() == static_cast<int>(absl::StatusCode::kUnavailable)) {
+      // The gang is broken (a peer died or hung); rank 0 exits after this.
+      connection_ = 0;
+      UpdateServingLocked(actions);
     }
     if (done.code() != 0) {
       const grpc::Status status(static_cast<grpc::StatusCode>(done.code()),
@@ -370,10 +376,10 @@ void Dispatcher::Loop() {
                        " (--step_timeout_s): it is hung"));
       const grpc::Status status(grpc::UNAVAILABLE,
                                 absl::StrCat(why.message(), "; it is being restarted: retry"));
-      for (uint64_t id : running_->request_ids) FinishLocked(id, status, {}, actions);
-      running_.reset();
       connection_ = 0;
       UpdateServingLocked(actions);
+      for (uint64_t id : running_->request_ids) FinishLocked(id, status, {}, actions);
+      running_.reset();
       if (on_hung_) actions.push_back([this, why] { on_hung_(why); });
     }
     if (running_.has_value()) {
