@@ -20,6 +20,7 @@
 #include "parallel/parallel_config.h"
 #include "util/free_port.h"
 #include "util/process_gang.h"
+#include "util/self_path.h"
 #include "worker/worker_flags.h"
 
 ABSL_FLAG(int, nproc, 1, "Ranks to start on this machine");
@@ -39,14 +40,6 @@ void OnSignal(int sig) { g_signal.store(sig); }
 int Fail(int code, const std::string& message) {
   std::fprintf(stderr, "ditserve-run: %s\n", message.c_str());
   return code;
-}
-
-std::string SelfDirectory() {
-  char buf[PATH_MAX];
-  const ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
-  if (n <= 0) return ".";
-  std::string path(buf, static_cast<size_t>(n));
-  return path.substr(0, path.rfind('/'));
 }
 
 }  // namespace
@@ -86,7 +79,7 @@ int main(int argc, char** argv) {
     base.master_port = *port;
   }
   std::string worker = absl::GetFlag(FLAGS_worker_binary);
-  if (worker.empty()) worker = SelfDirectory() + "/ditserve-worker";
+  if (worker.empty()) worker = ditserve::util::ExecutableDirectory() + "/ditserve-worker";
 
   std::vector<ditserve::util::ChildSpec> specs;
   for (int i = 0; i < nproc; ++i) {

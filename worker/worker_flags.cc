@@ -49,6 +49,9 @@ ABSL_FLAG(bool, save_latents, false, "Also write each image's final packed laten
 ABSL_FLAG(bool, comm_stats, false, "Every rank prints the bytes it sent and the seconds it spent per parallel method");
 ABSL_FLAG(int, num_pipeline_patch, 0, "PipeFusion patches per image (xDiT; 0: the PipeFusion degree)");
 ABSL_FLAG(int, warmup_steps, 1, "PipeFusion steps run synchronously on the full image before patches (xDiT)");
+ABSL_FLAG(std::string, control_address, "",
+          "Serving: host:port of ditserve-server's control service, which rank 0 attaches to "
+          "(with --model and no --prompt)");
 ABSL_FLAG(std::vector<std::string>, attn_layer_num_for_pp, {},
           "Transformer blocks per PipeFusion stage, comma-separated (xDiT; default: even)");
 
@@ -90,6 +93,7 @@ WorkerOptions WorkerOptionsFromFlags() {
   o.comm_stats = absl::GetFlag(FLAGS_comm_stats);
   o.pipefusion.num_pipeline_patch = absl::GetFlag(FLAGS_num_pipeline_patch);
   o.pipefusion.warmup_steps = absl::GetFlag(FLAGS_warmup_steps);
+  o.control_address = absl::GetFlag(FLAGS_control_address);
   for (const std::string& n : absl::GetFlag(FLAGS_attn_layer_num_for_pp)) {
     int v = 0;
     o.pipefusion.attn_layer_num_for_pp.push_back(absl::SimpleAtoi(n, &v) ? v : -1);

@@ -1,6 +1,8 @@
 // ditserve-worker: one rank of a gang. Joins the rendezvous, builds the
-// process groups and runs the collective self-check (--selfcheck) or the
-// generation job (--model). Usually started by ditserve-run.
+// process groups and runs the collective self-check (--selfcheck), the
+// generation job (--model with --prompt), or serves the model for
+// ditserve-server (--model with --control_address). Usually started by
+// ditserve-run or by ditserve-server --spawn_workers.
 
 #include <ATen/Parallel.h>
 
@@ -21,6 +23,10 @@
 #include "worker/device.h"
 #include "worker/generation_job.h"
 #include "worker/selfcheck.h"
+#ifdef DITSERVE_WORKER_SERVE
+#include "worker/serve/gang_engine.h"
+#include "worker/serve/serve_loop.h"
+#endif
 #include "worker/worker_flags.h"
 
 namespace {
@@ -56,8 +62,17 @@ int main(int argc, char** argv) {
   }
   auto world = parallel::WorldConfig::Create(options.parallel, options.rank);
   if (!world.ok()) return Fail(2, std::string(world.status().message()));
-  const bool generate = !options.selfcheck && !options.model.empty();
-  if (!options.selfcheck && !generate) return Fail(2, "nothing to do: pass --selfcheck or --model");
+  const bool serve = !options.selfcheck && !options.model.empty() && !options.control_address.empty();
+  const bool generate = !options.selfcheck && !options.model.empty() && !serve;
+  if (!options.selfcheck && !generate && !serve) return Fail(2, "nothing to do: pass --selfcheck or --model");
+#ifndef DITSERVE_WORKER_SERVE
+  if (serve) return Fail(2, "this build has no serving (configure with -DDITSERVE_SERVER=ON)");
+#endif
+  if (serve) {
+    if (absl::Status s = ditserve::worker::ValidateServing(options); !s.ok()) {
+      return Fail(2, std::string(s.message()));
+    }
+  }
   if (generate) {
     if (absl::Status s = ditserve::worker::ValidateGenerationJob(options); !s.ok()) {
       return Fail(2, std::string(s.message()));
@@ -93,6 +108,25 @@ int main(int argc, char** argv) {
   auto groups = parallel::ProcessGroups::Create(*world, *store, pg);
   if (!groups.ok()) return Fail(1, std::string(groups.status().message()));
 
+#ifdef DITSERVE_WORKER_SERVE
+  if (serve) {
+    const std::string dtype = !options.dtype.empty() ? options.dtype : device->is_cuda() ? "bf16" : "f32";
+    auto engine = ditserve::worker::serve::GangEngine::Load(
+        options.model, dtype == "bf16" ? at::kBFloat16 : at::kFloat, *device, **groups,
+        options.pipefusion);
+    if (!engine.ok()) {
+      return Fail(engine.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1,
+                  absl::StrCat("rank ", options.rank, ": ", engine.status().message()));
+    }
+    absl::Status s = ditserve::worker::serve::RunServeLoop(options, device->str(), dtype, **engine,
+                                                          **groups);
+    if (!s.ok()) {
+      (*groups)->AbortAll();
+      return Fail(1, absl::StrCat("rank ", options.rank, ": ", s.message()));
+    }
+    Exit(0);
+  }
+#endif
   if (generate) {
     absl::Status s = ditserve::worker::RunGenerationJob(options, **groups, *device);
     if (!s.ok()) {

@@ -41,6 +41,7 @@ std::vector<std::string> ToWorkerArgs(const WorkerOptions& o) {
       absl::StrCat("--num_pipeline_patch=", o.pipefusion.num_pipeline_patch),
       absl::StrCat("--warmup_steps=", o.pipefusion.warmup_steps),
       absl::StrCat("--attn_layer_num_for_pp=", absl::StrJoin(o.pipefusion.attn_layer_num_for_pp, ",")),
+      absl::StrCat("--control_address=", o.control_address),
   };
   for (const std::string& p : o.prompts) args.push_back(absl::StrCat("--prompt=", p));
   return args;
@@ -67,6 +68,22 @@ absl::Status ValidateGenerationJob(const WorkerOptions& o) {
   const bool true_cfg = o.true_cfg_scale > 1.0 && !o.negative_prompt.empty();
   return ValidateParallelRequest(o.parallel, o.pipefusion, *geometry, o.height == 0 ? geometry->default_size : o.height,
                                  o.width == 0 ? geometry->default_size : o.width, true_cfg);
+}
+
+absl::Status ValidateServing(const WorkerOptions& o) {
+  if (!o.prompts.empty() || !o.output_dir.empty()) {
+    return absl::InvalidArgumentError(
+        "--prompt and --output_dir are for a generation job, not with --control_address (serving)");
+  }
+  if (!o.dtype.empty() && o.dtype != "f32" && o.dtype != "bf16") {
+    return absl::InvalidArgumentError(absl::StrCat("--dtype must be f32 or bf16, got '", o.dtype, "'"));
+  }
+  if (o.threads < 0 || o.threads > 1024) {
+    return absl::InvalidArgumentError(absl::StrCat("--threads must be in [0, 1024], got ", o.threads));
+  }
+  auto geometry = ReadModelGeometry(o.model);
+  if (!geometry.ok()) return geometry.status();
+  return ValidateParallelModel(o.parallel, o.pipefusion, *geometry);
 }
 
 std::vector<std::string> TakeRepeatedPrompts(int& argc, char** argv) {

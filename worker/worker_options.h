@@ -45,6 +45,10 @@ struct WorkerOptions {
   bool save_latents = false;  // also write image-NNN.latents.safetensors
   bool comm_stats = false;    // every rank prints its bytes and seconds per method
   PipeFusionOptions pipefusion;
+
+  // Serving (ditserve-server's gang, with --model and no --prompt): the
+  // frontend's control address (host:port) that rank 0 attaches to.
+  std::string control_address;
 };
 
 // The flags that reproduce `options` in ditserve-worker, as "--name=value"
@@ -56,6 +60,12 @@ std::vector<std::string> ToWorkerArgs(const WorkerOptions& options);
 // would otherwise find out only after the gang started. INVALID_ARGUMENT
 // naming the flag; NOT_FOUND for a missing model file.
 absl::Status ValidateGenerationJob(const WorkerOptions& options);
+
+// Serving checks (before the gang starts): no --prompt or --output_dir,
+// dtype and threads in range, the model's configs readable and fitting the
+// parallel degrees and PipeFusion options. INVALID_ARGUMENT naming the flag;
+// NOT_FOUND for a missing model file.
+absl::Status ValidateServing(const WorkerOptions& options);
 
 // Removes every "--prompt V", "--prompt=V" (and "-prompt" forms) from argv
 // and returns the values in order, so that --prompt can be repeated (absl

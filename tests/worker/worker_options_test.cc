@@ -37,7 +37,7 @@ TEST(WorkerOptions, ToWorkerArgsCarriesEveryField) {
                                  "--true_cfg_scale=1", "--seed=0", "--max_sequence_length=512",
                                  "--dtype=", "--output_dir=", "--save_latents=false", "--comm_stats=false",
                                  "--num_pipeline_patch=0", "--warmup_steps=1",
-                                 "--attn_layer_num_for_pp="}));
+                                 "--attn_layer_num_for_pp=", "--control_address="}));
 }
 
 // What the launcher emits, a worker parses back to the same options.
@@ -64,6 +64,7 @@ TEST(WorkerOptions, RoundTripThroughTheWorkerFlags) {
   o.pipefusion.num_pipeline_patch = 4;
   o.pipefusion.warmup_steps = 2;
   o.pipefusion.attn_layer_num_for_pp = {20, 37};
+  o.control_address = "10.0.0.9:7000";
   std::vector<std::string> args = {"ditserve-worker"};
   for (std::string& a : ToWorkerArgs(o)) args.push_back(a);
   std::vector<char*> argv;
@@ -94,6 +95,7 @@ TEST(WorkerOptions, RoundTripThroughTheWorkerFlags) {
   EXPECT_EQ(back.pipefusion.num_pipeline_patch, 4);
   EXPECT_EQ(back.pipefusion.warmup_steps, 2);
   EXPECT_EQ(back.pipefusion.attn_layer_num_for_pp, (std::vector<int>{20, 37}));
+  EXPECT_EQ(back.control_address, "10.0.0.9:7000");
 }
 
 }  // namespace

@@ -1,0 +1,101 @@
+#include "client/bench.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
+#include "proto/grpc_code_names.h"
+
+namespace ditserve::client {
+
+double Quantile(std::vector<double> values, double q) {
+  if (values.empty()) return 0;
+  std::sort(values.begin(), values.end());
+  const double pos = q * static_cast<double>(values.size() - 1);
+  const size_t lo = static_cast<size_t>(std::floor(pos));
+  const size_t hi = std::min(lo + 1, values.size() - 1);
+  return values[lo] + (values[hi] - values[lo]) * (pos - static_cast<double>(lo));
+}
+
+BenchResult RunBench(const std::shared_ptr<grpc::Channel>& channel, const BenchOptions& options) {
+  auto stub = v1::GenerationService::NewStub(channel);
+  std::atomic<int> next{0};
+  absl::Mutex mu;
+  BenchResult result;
+  const absl::Time start = absl::Now();
+  const absl::Time stop_at = start + options.duration;
+  auto caller = [&] {
+    while (true) {
+      const int i = next.fetch_add(1);
+      if (options.requests > 0 ? i >= options.requests : absl::Now() >= stop_at) return;
+      v1::GenerateRequest request = options.request;
+      if (!request.has_seed()) request.set_seed(static_cast<uint64_t>(i));
+      grpc::ClientContext context;
+      context.set_deadline(absl::ToChronoTime(absl::Now() + options.deadline));
+      v1::GenerateResponse response;
+      const absl::Time t0 = absl::Now();
+      const grpc::Status status = stub->Generate(&context, request, &response);
+      const double latency = absl::ToDoubleSeconds(absl::Now() - t0);
+      absl::MutexLock lock(&mu);
+      ++result.sent;
+      if (status.ok()) {
+        ++result.ok;
+        result.latency_s.push_back(latency);
+        result.gang_s.push_back(response.timings().gang_s());
+        result.overhead_s.push_back(latency - response.timings().gang_s());
+        result.images_per_s += response.images_size();  // total for now
+      } else {
+        ++result.errors[proto::CodeName(status.error_code())];
+      }
+    }
+  };
+  std::vector<std::thread> threads;
+  for (int c = 0; c < options.concurrency; ++c) threads.emplace_back(caller);
+  for (std::thread& t : threads) t.join();
+  result.wall_s = absl::ToDoubleSeconds(absl::Now() - start);
+  result.throughput_rps = result.wall_s > 0 ? result.ok / result.wall_s : 0;
+  result.images_per_s = result.wall_s > 0 ? result.images_per_s / result.wall_s : 0;
+  return result;
+}
+
+std::string FormatBench(const BenchOptions& options, const BenchResult& r) {
+  auto ms = [](double s) { return s * 1000; };
+  std::string out = absl::StrFormat(
+      "concurrency %d: %d sent, %d ok, %d failed in %.2f s\n"
+      "throughput   %.2f req/s, %.2f images/s\n"
+      "latency      p50 %.1f ms  p90 %.1f ms  p99 %.1f ms\n"
+      "gang time    p50 %.1f ms  p99 %.1f ms\n"
+      "overhead     p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  (latency - gang time)\n",
+      options.concurrency, r.sent, r.ok, r.sent - r.ok, r.wall_s, r.throughput_rps,
+      r.images_per_s, ms(Quantile(r.latency_s, 0.5)), ms(Quantile(r.latency_s, 0.9)),
+      ms(Quantile(r.latency_s, 0.99)), ms(Quantile(r.gang_s, 0.5)), ms(Quantile(r.gang_s, 0.99)),
+      ms(Quantile(r.overhead_s, 0.5)), ms(Quantile(r.overhead_s, 0.9)),
+      ms(Quantile(r.overhead_s, 0.99)));
+  for (const auto& [code, n] : r.errors) absl::StrAppend(&out, "errors       ", code, ": ", n, "\n");
+  return out;
+}
+
+std::string FormatBenchJson(const BenchOptions& options, const BenchResult& r) {
+  std::string errors;
+  for (const auto& [code, n] : r.errors) {
+    absl::StrAppend(&errors, errors.empty() ? "" : ", ", "\"", code, "\": ", n);
+  }
+  return absl::StrFormat(
+      "{\"concurrency\": %d, \"sent\": %d, \"ok\": %d, \"errors\": {%s}, \"wall_s\": %.4f, "
+      "\"throughput_rps\": %.4f, \"images_per_s\": %.4f, "
+      "\"latency_ms\": {\"p50\": %.3f, \"p90\": %.3f, \"p99\": %.3f}, "
+      "\"gang_ms\": {\"p50\": %.3f, \"p99\": %.3f}, "
+      "\"overhead_ms\": {\"p50\": %.3f, \"p90\": %.3f, \"p99\": %.3f}}\n",
+      options.concurrency, r.sent, r.ok, errors, r.wall_s, r.throughput_rps, r.images_per_s,
+      Quantile(r.latency_s, 0.5) * 1e3, Quantile(r.latency_s, 0.9) * 1e3,
+      Quantile(r.latency_s, 0.99) * 1e3, Quantile(r.gang_s, 0.5) * 1e3,
+      Quantile(r.gang_s, 0.99) * 1e3, Quantile(r.overhead_s, 0.5) * 1e3,
+      Quantile(r.overhead_s, 0.9) * 1e3, Quantile(r.overhead_s, 0.99) * 1e3);
+}
+
+}  // namespace ditserve::client

@@ -1,0 +1,50 @@
+#pragma once
+
+// The closed-loop load generator of `ditserve-client bench`: `concurrency`
+// callers each send one Generate at a time, back to back, until `requests`
+// have been sent or `duration` has passed. Torch-free.
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/time/time.h"
+#include "ditserve/v1/generation.grpc.pb.h"
+
+namespace ditserve::client {
+
+struct BenchOptions {
+  int concurrency = 1;
+  int requests = 0;                           // 0: until `duration`
+  absl::Duration duration = absl::Seconds(10);  // used when requests == 0
+  absl::Duration deadline = absl::Seconds(600);
+  v1::GenerateRequest request;  // every call sends this (seed i for call i)
+};
+
+struct BenchResult {
+  int sent = 0;
+  int ok = 0;
+  std::map<std::string, int> errors;  // gRPC code name → count
+  double wall_s = 0;
+  double throughput_rps = 0;  // successful requests per second
+  double images_per_s = 0;
+  // Successful requests only, in seconds.
+  std::vector<double> latency_s;   // client-measured end to end
+  std::vector<double> overhead_s;  // latency minus the gang's time (timings.gang_s)
+  std::vector<double> gang_s;
+};
+
+// Runs the load against `channel`. Thread-safe with respect to the channel.
+BenchResult RunBench(const std::shared_ptr<grpc::Channel>& channel, const BenchOptions& options);
+
+// The q-quantile (0..1) of `values` by linear interpolation; 0 when empty.
+double Quantile(std::vector<double> values, double q);
+
+// Human-readable table, and one JSON object.
+std::string FormatBench(const BenchOptions& options, const BenchResult& result);
+std::string FormatBenchJson(const BenchOptions& options, const BenchResult& result);
+
+}  // namespace ditserve::client

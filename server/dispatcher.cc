@@ -1,0 +1,457 @@
+#include "server/dispatcher.h"
+
+#include <algorithm>
+#include <random>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "server/image_encoding.h"
+#include "server/request_validation.h"
+
+namespace ditserve::server {
+namespace {
+
+double Seconds(absl::Duration d) { return absl::ToDoubleSeconds(d); }
+
+uint64_t RandomSeed() {
+  std::random_device rd;
+  return (uint64_t{rd()} << 32) ^ rd();
+}
+
+}  // namespace
+
+grpc::Status ToGrpcStatus(const absl::Status& status) {
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+}
+
+Dispatcher::Dispatcher(const DispatcherOptions& options, Metrics& metrics,
+                       std::function<void(bool)> on_serving,
+                       std::function<void(const absl::Status&)> on_hung)
+    : options_(options),
+      metrics_(metrics),
+      on_serving_(std::move(on_serving)),
+      on_hung_(std::move(on_hung)),
+      queue_(options.max_queue_size),
+      encoders_(std::make_unique<WorkPool>(options.encode_threads)) {
+  metrics_.SetGangReady(false);
+  thread_ = std::thread([this] { Loop(); });
+}
+
+Dispatcher::~Dispatcher() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+    wake_.SignalAll();
+  }
+  thread_.join();
+  FailAll(absl::UnavailableError("the server is shutting down"));
+  encoders_.reset();  // runs the encodes already queued (they find nothing outstanding)
+}
+
+void Dispatcher::SetChannel(GangChannel* channel) { channel_ = channel; }
+
+void Dispatcher::Run(Actions& actions) {
+  for (auto& a : actions) a();
+  actions.clear();
+}
+
+absl::StatusOr<uint64_t> Dispatcher::Submit(const v1::GenerateRequest& request,
+                                            absl::Time deadline,
+                                            std::shared_ptr<ResponseSink> sink) {
+  const absl::Time now = absl::Now();
+  absl::MutexLock lock(&mu_);
+  auto id = SubmitLocked(request, deadline, std::move(sink), now);
+  // Refused requests count too (their latency is the refusal's, ~0).
+  if (!id.ok()) metrics_.RequestFinished(ToGrpcStatus(id.status()).error_code(), Seconds(absl::Now() - now));
+  return id;
+}
+
+absl::StatusOr<uint64_t> Dispatcher::SubmitLocked(const v1::GenerateRequest& request,
+                                                  absl::Time deadline,
+                                                  std::shared_ptr<ResponseSink> sink,
+                                                  absl::Time now) {
+  if (draining_ || stopping_) {
+    return absl::UnavailableError("the server is shutting down (draining); retry on another replica");
+  }
+  if (!hello_.has_value()) {
+    return absl::UnavailableError("the gang has not loaded the model yet; retry shortly");
+  }
+  ModelShape shape;
+  shape.size_multiple = hello_->size_multiple();
+  shape.default_size = hello_->default_size();
+  const v1::ParallelConfig& gang = hello_->parallel();
+  shape.parallel.data_parallel_degree = std::max(1, gang.data_parallel_degree());
+  shape.parallel.use_cfg_parallel = gang.use_cfg_parallel();
+  shape.parallel.pipefusion_parallel_degree = std::max(1, gang.pipefusion_parallel_degree());
+  shape.parallel.ulysses_degree = std::max(1, gang.ulysses_degree());
+  shape.parallel.ring_degree = std::max(1, gang.ring_degree());
+  shape.num_pipeline_patch = hello_->num_pipeline_patch();
+  auto params = ValidateRequest(request, options_.limits, shape, RandomSeed());
+  if (!params.ok()) return params.status();
+  const uint64_t id = next_id_++;
+  QueueEntry entry;
+  entry.id = id;
+  entry.params = *params;
+  entry.deadline = deadline;
+  if (absl::Status s = queue_.Push(entry); !s.ok()) return s;
+  Active a;
+  a.params = *std::move(params);
+  a.sink = std::move(sink);
+  a.accepted = now;
+  a.deadline = deadline;
+  active_.emplace(id, std::move(a));
+  metrics_.SetQueueDepth(queue_.size());
+  metrics_.SetInFlight(static_cast<int>(active_.size()));
+  wake_.Signal();
+  return id;
+}
+
+bool Dispatcher::FinishLocked(uint64_t id, const grpc::Status& status,
+                              v1::GenerateResponse response, Actions& actions) {
+  auto it = active_.find(id);
+  if (it == active_.end()) return false;
+  std::shared_ptr<ResponseSink> sink = std::move(it->second.sink);
+  const double latency = Seconds(absl::Now() - it->second.accepted);
+  queue_.Remove(id);
+  active_.erase(it);
+  metrics_.RequestFinished(status.error_code(), latency);
+  metrics_.SetQueueDepth(queue_.size());
+  metrics_.SetInFlight(static_cast<int>(active_.size()));
+  actions.push_back([sink, status, r = std::move(response)]() mutable {
+    sink->Finish(status, std::move(r));
+  });
+  return true;
+}
+
+void Dispatcher::Abandon(uint64_t id, const absl::Status& why) {
+  Actions actions;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!FinishLocked(id, ToGrpcStatus(why), {}, actions)) return;
+    if (running_.has_value() && connection_ != 0 && channel_ != nullptr) {
+      for (uint64_t rid : running_->request_ids) {
+        if (rid == id) {
+          control::v1::FrontendMessage m;
+          m.mutable_cancel()->add_request_ids(id);
+          const uint64_t connection = running_->connection;
+          actions.push_back([this, connection, m] { channel_->Send(connection, m); });
+          break;
+        }
+      }
+    }
+    wake_.Signal();
+  }
+  Run(actions);
+}
+
+void Dispatcher::StartDraining() {
+  Actions actions;
+  {
+    absl::MutexLock lock(&mu_);
+    draining_ = true;
+    UpdateServingLocked(actions);
+  }
+  Run(actions);
+}
+
+int Dispatcher::Outstanding() const {
+  absl::MutexLock lock(&mu_);
+  return static_cast<int>(active_.size());
+}
+
+void Dispatcher::FailAll(const absl::Status& why) {
+  Actions actions;
+  {
+    absl::MutexLock lock(&mu_);
+    std::vector<uint64_t> ids;
+    for (const auto& [id, a] : active_) ids.push_back(id);
+    for (uint64_t id : ids) FinishLocked(id, ToGrpcStatus(why), {}, actions);
+  }
+  Run(actions);
+}
+
+std::optional<control::v1::Hello> Dispatcher::gang_info() const {
+  absl::MutexLock lock(&mu_);
+  return hello_;
+}
+
+bool Dispatcher::gang_ready() const {
+  absl::MutexLock lock(&mu_);
+  return connection_ != 0;
+}
+
+void Dispatcher::UpdateServingLocked(Actions& actions) {
+  const bool serving = connection_ != 0 && !draining_;
+  metrics_.SetGangReady(connection_ != 0);
+  if (serving == serving_) return;
+  serving_ = serving;
+  if (on_serving_) actions.push_back([this, serving] { on_serving_(serving); });
+}
+
+void Dispatcher::OnAttach(uint64_t connection, const control::v1::Hello& hello) {
+  Actions actions;
+  {
+    absl::MutexLock lock(&mu_);
+    connection_ = connection;
+    hello_ = hello;
+    running_.reset();
+    UpdateServingLocked(actions);
+    wake_.Signal();
+  }
+  Run(actions);
+}
+
+void Dispatcher::OnDetach(uint64_t connection, const absl::Status& why) {
+  Actions actions;
+  {
+    absl::MutexLock lock(&mu_);
+    if (connection != 0 && connection != connection_) return;
+    if (connection_ == 0) return;
+    connection_ = 0;
+    // Health first: a client that sees UNAVAILABLE then sees NOT_SERVING.
+    UpdateServingLocked(actions);
+    if (running_.has_value()) {
+      const grpc::Status status(
+          grpc::UNAVAILABLE,
+          absl::StrCat("the gang failed while running this request (", why.message(),
+                       "); it is being restarted: retry"));
+      for (uint64_t id : running_->request_ids) FinishLocked(id, status, {}, actions);
+      running_.reset();
+    }
+  }
+  Run(actions);
+}
+
+void Dispatcher::OnProgress(uint64_t connection, const control::v1::Progress& progress) {
+  Actions actions;
+  {
+    absl::MutexLock lock(&mu_);
+    if (connection != connection_ || !running_.has_value() ||
+        running_->batch_id != progress.batch_id()) {
+      return;
+    }
+    const absl::Time now = absl::Now();
+    // Steps after the first are pure denoising steps (the first includes
+    // prompt encoding).
+    if (running_->last_step_number > 0 && progress.step() == running_->last_step_number + 1) {
+      metrics_.Step(Seconds(now - running_->last_step));
+    }
+    running_->last_step = now;
+    running_->last_step_number = progress.step();
+    for (uint64_t id : running_->request_ids) {
+      auto it = active_.find(id);
+      if (it == active_.end()) continue;
+      v1::Progress p;
+      p.set_step(progress.step());
+      p.set_total(progress.total());
+      p.set_elapsed_s(Seconds(now - it->second.accepted));
+      actions.push_back([sink = it->second.sink, p] { sink->Progress(p); });
+    }
+  }
+  Run(actions);
+}
+
+void Dispatcher::OnBatchDone(uint64_t connection, control::v1::BatchDone done) {
+  Actions actions;
+  {
+    absl::MutexLock lock(&mu_);
+    if (connection != connection_ || !running_.has_value() ||
+        running_->batch_id != done.batch_id()) {
+      return;
+    }
+    Running batch = std::move(*running_);
+    running_.reset();
+    wake_.Signal();  // the gang is free: dispatch the next batch now
+    for (const control::v1::CommStat& c : done.comm()) {
+      metrics_.CommTotals(hello_->gang_id(), c.method(), static_cast<double>(c.bytes_sent()),
+                          c.seconds());
+    }
+    if (done.code() == static_cast<int>(absl::StatusCode::kUnavailable)) {
+      // The gang is broken (a peer died or hung); rank 0 exits after this.
+      connection_ = 0;
+      UpdateServingLocked(actions);
+    }
+    if (done.code() != 0) {
+      const grpc::Status status(static_cast<grpc::StatusCode>(done.code()),
+                                absl::StrCat("the gang: ", done.message()));
+      for (uint64_t id : batch.request_ids) FinishLocked(id, status, {}, actions);
+    } else {
+      metrics_.Denoising(done.denoising_s());
+      metrics_.Vae(done.vae_s());
+      std::map<uint64_t, std::vector<control::v1::ItemImage>> images;
+      for (control::v1::ItemImage& image : *done.mutable_images()) {
+        images[image.request_id()].push_back(std::move(image));
+      }
+      for (uint64_t id : batch.request_ids) {
+        auto it = active_.find(id);
+        if (it == active_.end()) continue;  // cancelled meanwhile
+        it->second.state = State::kEncoding;
+        v1::Timings t;
+        t.set_queued_s(Seconds(it->second.dispatched - it->second.accepted));
+        t.set_text_encoding_s(done.text_encoding_s());
+        t.set_denoising_s(done.denoising_s());
+        t.set_vae_s(done.vae_s());
+        t.set_gang_s(done.gang_s());
+        t.set_batch_size(it->second.batch_images);
+        Active snapshot;
+        snapshot.params = it->second.params;
+        snapshot.accepted = it->second.accepted;
+        auto mine = std::move(images[id]);
+        if (static_cast<int>(mine.size()) != it->second.params.num_images) {
+          FinishLocked(id,
+                       grpc::Status(grpc::INTERNAL,
+                                    absl::StrCat("the gang returned ", mine.size(), " images, ",
+                                                 it->second.params.num_images, " expected")),
+                       {}, actions);
+          continue;
+        }
+        actions.push_back([this, id, snapshot = std::move(snapshot), mine = std::move(mine),
+                           t]() mutable {
+          encoders_->Post([this, id, snapshot = std::move(snapshot), mine = std::move(mine),
+                           t]() mutable { Encode(id, std::move(snapshot), std::move(mine), t); });
+        });
+      }
+    }
+  }
+  Run(actions);
+}
+
+void Dispatcher::Encode(uint64_t id, Active snapshot, std::vector<control::v1::ItemImage> images,
+                        v1::Timings timings) {
+  const absl::Time start = absl::Now();
+  v1::GenerateResponse response;
+  grpc::Status status;
+  for (size_t i = 0; i < images.size(); ++i) {
+    const control::v1::ItemImage& item = images[i];
+    auto bytes = EncodeImage(item.rgb(), item.width(), item.height(), snapshot.params.format,
+                             snapshot.params.quality, options_.png_compression_level);
+    if (!bytes.ok()) {
+      status = ToGrpcStatus(bytes.status());
+      break;
+    }
+    v1::Image& out = *response.add_images();
+    out.set_data(*std::move(bytes));
+    out.set_width(item.width());
+    out.set_height(item.height());
+    out.set_format(snapshot.params.format);
+    out.set_seed(snapshot.params.seed + i);
+  }
+  const absl::Time end = absl::Now();
+  timings.set_encoding_s(Seconds(end - start));
+  timings.set_total_s(Seconds(end - snapshot.accepted));
+  *response.mutable_timings() = timings;
+  Actions actions;
+  {
+    absl::MutexLock lock(&mu_);
+    if (status.ok()) {
+      auto it = active_.find(id);
+      if (it == active_.end()) return;  // cancelled while encoding
+      metrics_.Encoding(timings.encoding_s());
+      metrics_.ImagesGenerated(static_cast<int>(images.size()),
+                               static_cast<double>(images.size()) * snapshot.params.height *
+                                   snapshot.params.width);
+      FinishLocked(id, grpc::Status::OK, std::move(response), actions);
+    } else {
+      FinishLocked(id, status, {}, actions);
+    }
+  }
+  Run(actions);
+}
+
+void Dispatcher::Loop() {
+  absl::MutexLock lock(&mu_);
+  while (!stopping_) {
+    Actions actions;
+    const absl::Time now = absl::Now();
+    for (QueueEntry& e : queue_.TakeExpired(now)) {
+      FinishLocked(e.id,
+                   grpc::Status(grpc::DEADLINE_EXCEEDED,
+                                "the deadline passed while the request was queued"),
+                   {}, actions);
+    }
+    if (running_.has_value() &&
+        now - std::max(running_->started, running_->last_step) > options_.step_timeout) {
+      const absl::Status why = absl::UnavailableError(
+          absl::StrCat("the gang made no progress for ", absl::FormatDuration(options_.step_timeout),
+                       " (--step_timeout_s): it is hung"));
+      const grpc::Status status(grpc::UNAVAILABLE,
+                                absl::StrCat(why.message(), "; it is being restarted: retry"));
+      connection_ = 0;
+      UpdateServingLocked(actions);
+      for (uint64_t id : running_->request_ids) FinishLocked(id, status, {}, actions);
+      running_.reset();
+      if (on_hung_) actions.push_back([this, why] { on_hung_(why); });
+    }
+    if (running_.has_value()) {
+      std::vector<uint64_t> expired;
+      for (uint64_t id : running_->request_ids) {
+        auto it = active_.find(id);
+        if (it != active_.end() && it->second.deadline <= now) expired.push_back(id);
+      }
+      if (!expired.empty()) {
+        control::v1::FrontendMessage m;
+        for (uint64_t id : expired) {
+          FinishLocked(id,
+                       grpc::Status(grpc::DEADLINE_EXCEEDED,
+                                    "the deadline passed while the gang was running the request"),
+                       {}, actions);
+          m.mutable_cancel()->add_request_ids(id);
+        }
+        const uint64_t connection = running_->connection;
+        actions.push_back([this, connection, m] { channel_->Send(connection, m); });
+      }
+    }
+    if (!running_.has_value() && connection_ != 0 && queue_.size() > 0 && channel_ != nullptr) {
+      std::vector<QueueEntry> batch = queue_.TakeBatch(options_.max_batch_size);
+      int images = 0;
+      for (const QueueEntry& e : batch) images += e.params.num_images;
+      Running r;
+      r.batch_id = next_batch_++;
+      r.connection = connection_;
+      r.started = now;
+      control::v1::FrontendMessage m;
+      control::v1::RunBatch& run = *m.mutable_run();
+      run.set_batch_id(r.batch_id);
+      for (const QueueEntry& e : batch) {
+        Active& a = active_.at(e.id);
+        a.state = State::kRunning;
+        a.dispatched = now;
+        a.batch_images = images;
+        metrics_.QueueTime(Seconds(now - a.accepted));
+        r.request_ids.push_back(e.id);
+        for (int i = 0; i < e.params.num_images; ++i) {
+          control::v1::Item& item = *run.add_items();
+          item.set_request_id(e.id);
+          item.set_prompt(e.params.prompt);
+          item.set_negative_prompt(e.params.negative_prompt);
+          item.set_height(e.params.height);
+          item.set_width(e.params.width);
+          item.set_num_inference_steps(e.params.num_inference_steps);
+          item.set_guidance_scale(e.params.guidance_scale);
+          item.set_true_cfg_scale(e.params.true_cfg_scale);
+          item.set_seed(e.params.seed + static_cast<uint64_t>(i));
+        }
+      }
+      metrics_.SetQueueDepth(queue_.size());
+      const uint64_t connection = connection_;
+      running_ = std::move(r);
+      actions.push_back([this, connection, m = std::move(m)] {
+        if (!channel_->Send(connection, m)) {
+          OnDetach(connection, absl::UnavailableError("the control stream closed"));
+        }
+      });
+    }
+    if (!actions.empty()) {
+      mu_.Unlock();
+      Run(actions);
+      mu_.Lock();
+      continue;
+    }
+    absl::Duration wait = absl::Milliseconds(100);
+    if (auto earliest = queue_.EarliestDeadline()) wait = std::min(wait, *earliest - now);
+    if (running_.has_value()) wait = std::min(wait, absl::Milliseconds(20));
+    if (wait > absl::ZeroDuration()) wake_.WaitWithTimeout(&mu_, wait);
+  }
+}
+
+}  // namespace ditserve::server

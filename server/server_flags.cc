@@ -1,0 +1,128 @@
+#include "server/server_flags.h"
+
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "parallel/parallel_config.h"
+#include "worker/worker_flags.h"
+
+ABSL_FLAG(std::string, host, "0.0.0.0", "Address the public gRPC API listens on");
+ABSL_FLAG(int, port, 50051, "Port of the public gRPC API (0: pick a free one)");
+ABSL_FLAG(int, metrics_port, 9090,
+          "Port of the Prometheus endpoint /metrics (0: pick a free one; -1: none)");
+ABSL_FLAG(std::string, control_listen, "127.0.0.1:0",
+          "host:port of the internal control service that rank 0 of the gang attaches to "
+          "(port 0: pick a free one; spawn mode passes it to the ranks)");
+ABSL_FLAG(bool, print_ports, false,
+          "Print the bound ports as one JSON line on stdout once listening");
+ABSL_FLAG(int64_t, max_pixels, 1024 * 1024, "Largest height x width of a request");
+ABSL_FLAG(int, max_steps, 100, "Largest num_inference_steps of a request");
+ABSL_FLAG(int, max_prompt_bytes, 2048, "Largest prompt (and negative prompt) in bytes");
+ABSL_FLAG(int, max_images, 4, "Largest num_images of a request");
+ABSL_FLAG(int, default_steps, 28, "num_inference_steps when a request leaves it 0");
+ABSL_FLAG(int, max_queue_size, 64,
+          "Requests waiting for the gang beyond which new ones get RESOURCE_EXHAUSTED");
+ABSL_FLAG(int, max_batch_size, 1,
+          "Images (of compatible requests) the gang draws in one call");
+ABSL_FLAG(double, drain_timeout, 30,
+          "Seconds that requests in flight get to finish after SIGTERM");
+ABSL_FLAG(int, encode_threads, 2, "Threads encoding PNG/JPEG/WebP in the frontend");
+ABSL_FLAG(int, png_compression_level, 1,
+          "zlib level of PNG responses: 0 (stored, fastest) … 9 (smallest); 1 is fast and "
+          "compresses smooth images well");
+ABSL_FLAG(double, step_timeout_s, 300,
+          "A running batch with no denoising step for this long means a hung gang: its requests "
+          "end UNAVAILABLE and the gang is restarted (spawn mode) or detached");
+ABSL_FLAG(bool, spawn_workers, false,
+          "Start the gang's ranks as child processes (else ranks started separately attach to "
+          "--control_listen)");
+ABSL_FLAG(std::string, worker_binary, "",
+          "Path of ditserve-worker for --spawn_workers (default: next to ditserve-server)");
+ABSL_FLAG(double, shutdown_grace_s, 10,
+          "When the gang is stopped, seconds between SIGTERM and SIGKILL for its ranks");
+ABSL_FLAG(double, restart_backoff_s, 1,
+          "Seconds before restarting a failed gang (doubles per failure in a row, up to 30)");
+ABSL_FLAG(int, nproc, 0,
+          "Ranks of the spawned gang (as ditserve-run; 0: the product of the parallel degrees)");
+
+namespace ditserve::server {
+namespace {
+
+absl::Status Range(const char* flag, double value, double lo, double hi) {
+  if (value < lo || value > hi) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag, " must be in [", lo, ", ", hi, "], got ", value));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<ServerOptions> ServerOptionsFromFlags() {
+  ServerOptions o;
+  o.host = absl::GetFlag(FLAGS_host);
+  o.port = absl::GetFlag(FLAGS_port);
+  o.metrics_port = absl::GetFlag(FLAGS_metrics_port);
+  o.control_address = absl::GetFlag(FLAGS_control_listen);
+  o.print_ports = absl::GetFlag(FLAGS_print_ports);
+  o.limits.max_pixels = absl::GetFlag(FLAGS_max_pixels);
+  o.limits.max_steps = absl::GetFlag(FLAGS_max_steps);
+  o.limits.max_prompt_bytes = absl::GetFlag(FLAGS_max_prompt_bytes);
+  o.limits.max_images = absl::GetFlag(FLAGS_max_images);
+  o.limits.default_steps = absl::GetFlag(FLAGS_default_steps);
+  o.max_queue_size = absl::GetFlag(FLAGS_max_queue_size);
+  o.max_batch_size = absl::GetFlag(FLAGS_max_batch_size);
+  o.drain_timeout_s = absl::GetFlag(FLAGS_drain_timeout);
+  o.encode_threads = absl::GetFlag(FLAGS_encode_threads);
+  o.png_compression_level = absl::GetFlag(FLAGS_png_compression_level);
+  o.step_timeout_s = absl::GetFlag(FLAGS_step_timeout_s);
+  o.spawn_workers = absl::GetFlag(FLAGS_spawn_workers);
+  o.worker_binary = absl::GetFlag(FLAGS_worker_binary);
+  o.shutdown_grace_s = absl::GetFlag(FLAGS_shutdown_grace_s);
+  o.restart_backoff_s = absl::GetFlag(FLAGS_restart_backoff_s);
+  o.worker = worker::WorkerOptionsFromFlags();
+
+  const struct {
+    const char* flag;
+    double value, lo, hi;
+  } checks[] = {
+      {"port", double(o.port), 0, 65535},
+      {"metrics_port", double(o.metrics_port), -1, 65535},
+      {"max_pixels", double(o.limits.max_pixels), 256, 8192.0 * 8192.0},
+      {"max_steps", double(o.limits.max_steps), 1, 1000},
+      {"max_prompt_bytes", double(o.limits.max_prompt_bytes), 1, 1 << 20},
+      {"max_images", double(o.limits.max_images), 1, 64},
+      {"default_steps", double(o.limits.default_steps), 1, double(o.limits.max_steps)},
+      {"max_queue_size", double(o.max_queue_size), 0, 1 << 20},
+      {"max_batch_size", double(o.max_batch_size), 1, 256},
+      {"drain_timeout", o.drain_timeout_s, 0, 86400},
+      {"encode_threads", double(o.encode_threads), 1, 256},
+      {"png_compression_level", double(o.png_compression_level), 0, 9},
+      {"step_timeout_s", o.step_timeout_s, 0.1, 86400},
+      {"shutdown_grace_s", o.shutdown_grace_s, 0, 3600},
+      {"restart_backoff_s", o.restart_backoff_s, 0, 3600},
+  };
+  for (const auto& c : checks) {
+    if (absl::Status s = Range(c.flag, c.value, c.lo, c.hi); !s.ok()) return s;
+  }
+  const long long world = o.worker.parallel.world_size();
+  const int nproc = absl::GetFlag(FLAGS_nproc);
+  if (nproc != 0 && nproc != world) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--nproc ", nproc, " must equal the product of the parallel degrees (", world, ")"));
+  }
+  if (world < 1 || world > 4096) {
+    return absl::InvalidArgumentError(absl::StrCat("the gang size (product of the parallel degrees) must be in [1, 4096], got ", world));
+  }
+  if (o.spawn_workers && o.worker.model.empty()) {
+    return absl::InvalidArgumentError("--model is required with --spawn_workers");
+  }
+  if (o.spawn_workers) {
+    // What every rank would check after starting (model configs, degrees).
+    if (absl::Status s = worker::ValidateServing(o.worker); !s.ok()) return s;
+  }
+  return o;
+}
+
+}  // namespace ditserve::server

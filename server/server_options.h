@@ -1,0 +1,51 @@
+#pragma once
+
+// Everything ditserve-server is started with, as plain values (parsed from
+// flags in server_flags.cc). Torch-free.
+
+#include <cstdint>
+#include <string>
+
+#include "worker/worker_options.h"
+
+namespace ditserve::server {
+
+// Limits a request is validated against (INVALID_ARGUMENT names the field
+// and the limit).
+struct Limits {
+  int64_t max_pixels = 1024 * 1024;  // height × width
+  int max_steps = 100;
+  int max_prompt_bytes = 2048;
+  int max_images = 4;
+  int default_steps = 28;
+};
+
+struct ServerOptions {
+  std::string host = "0.0.0.0";
+  int port = 50051;          // public gRPC API; 0 picks a free port
+  int metrics_port = 9090;   // Prometheus /metrics; 0 picks a free port; -1 disables
+  // Where the gang's rank 0 attaches (the internal control API). Port 0
+  // picks a free one (spawn mode). Attach mode: workers are given this.
+  std::string control_address = "127.0.0.1:0";
+  // Prints the ports actually bound as one line of JSON on stdout.
+  bool print_ports = false;
+
+  Limits limits;
+  int max_queue_size = 64;
+  int max_batch_size = 1;  // images per gang call
+  double drain_timeout_s = 30;
+  int encode_threads = 2;
+  int png_compression_level = 1;  // zlib level of PNG responses (0–9)
+  double step_timeout_s = 300;    // no step for this long: the gang is hung
+
+  // The gang. spawn_workers: start W = product of the degrees ranks of
+  // worker_binary (default: ditserve-worker next to ditserve-server).
+  bool spawn_workers = false;
+  std::string worker_binary;
+  double shutdown_grace_s = 10;
+  double restart_backoff_s = 1;
+  // The flags every rank gets (parallel degrees, device, model, dtype, ...).
+  worker::WorkerOptions worker;
+};
+
+}  // namespace ditserve::server

@@ -1,0 +1,286 @@
+// End-to-end tests of ditserve-server with a spawned gang of one rank on
+// CPU and the tiny model: images, formats, progress, validation, queue
+// limits, deadlines, cancellation, metrics. One server is shared by the
+// suite; each test leaves it idle.
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <fstream>
+#include <functional>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "ditserve/v1/generation.grpc.pb.h"
+#include "tests/harness/binaries.h"
+#include "tests/server/image_decode.h"
+#include "tests/server/server_process.h"
+#include "util/process_gang.h"
+
+namespace ditserve {
+namespace {
+
+using testing::ServerProcess;
+
+class ServeE2E : public ::testing::Test {
+ protected:
+  // The suite's server starts with the first test (a failure to start fails
+  // every test rather than skipping them).
+  void SetUp() override {
+    if (server_ == nullptr) {
+      auto model = testing::TinyModel();
+      ASSERT_TRUE(model.ok()) << model.status();
+      model_ = new std::string(*model);
+      auto server = ServerProcess::Start({"--model=" + *model, "--spawn_workers", "--device=cpu",
+                                          "--threads=1", "--max_queue_size=2", "--max_steps=1000",
+                                          "--max_images=4", "--max_pixels=65536",
+                                          "--max_prompt_bytes=64", "--default_steps=4"});
+      ASSERT_TRUE(server.ok()) << server.status();
+      server_ = server->release();
+    }
+    ASSERT_TRUE(server_->WaitHealth("SERVING", absl::Seconds(300)).ok()) << server_->Log();
+    stub_ = v1::GenerationService::NewStub(server_->channel());
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    server_ = nullptr;
+  }
+
+  v1::GenerateRequest Request(int steps, uint64_t seed, int size = 0) {
+    v1::GenerateRequest r;
+    r.set_height(size);
+    r.set_width(size);
+    r.set_prompt("a red circle on a blue background");
+    r.set_num_inference_steps(steps);
+    r.set_seed(seed);
+    return r;
+  }
+
+  grpc::Status Generate(const v1::GenerateRequest& r, v1::GenerateResponse* out,
+                        absl::Duration deadline = absl::Seconds(300)) {
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + deadline));
+    return stub_->Generate(&context, r, out);
+  }
+
+  // A long-running request on a stream: returns once its first step ran.
+  struct Hog {
+    grpc::ClientContext context;
+    std::unique_ptr<grpc::ClientReader<v1::GenerateStreamResponse>> reader;
+  };
+  std::unique_ptr<Hog> StartHog() {
+    auto hog = std::make_unique<Hog>();
+    hog->reader = stub_->GenerateStream(&hog->context, Request(1000, 1, 256));
+    v1::GenerateStreamResponse m;
+    EXPECT_TRUE(hog->reader->Read(&m)) << server_->Log();
+    EXPECT_TRUE(m.has_progress());
+    return hog;
+  }
+  static grpc::Status StopHog(Hog& hog) {
+    hog.context.TryCancel();
+    v1::GenerateStreamResponse m;
+    while (hog.reader->Read(&m)) {
+    }
+    return hog.reader->Finish();
+  }
+
+  static std::string* model_;
+  static ServerProcess* server_;
+  std::unique_ptr<v1::GenerationService::Stub> stub_;
+};
+std::string* ServeE2E::model_ = nullptr;
+ServerProcess* ServeE2E::server_ = nullptr;
+
+TEST_F(ServeE2E, PngEqualsDitserveGenerateForTheSameSeed) {
+  v1::GenerateResponse response;
+  const grpc::Status status = Generate(Request(3, 42), &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_EQ(response.images_size(), 1);
+  const v1::Image& image = response.images(0);
+  EXPECT_EQ(image.seed(), 42u);
+  EXPECT_EQ(image.format(), v1::IMAGE_FORMAT_PNG);
+  auto decoded = testing::DecodePng(image.data());
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  EXPECT_EQ(decoded->width, image.width());
+  EXPECT_EQ(decoded->height, image.height());
+  EXPECT_EQ(image.width(), 128);  // the tiny model's default size
+
+  const std::string out = absl::StrCat(::testing::TempDir(), "/reference_", getpid(), ".png");
+  util::ChildSpec spec;
+  spec.argv = {testing::BinDir() + "/ditserve-generate", "--model=" + *model_,
+               "--prompt=a red circle on a blue background", "--num_inference_steps=3", "--seed=42",
+               "--threads=1", "--output=" + out};
+  spec.output_path = out + ".log";
+  auto gang = util::ProcessGang::Start({spec});
+  ASSERT_TRUE(gang.ok());
+  auto r = (*gang)->Wait(absl::Now() + absl::Seconds(300), false, absl::Seconds(1));
+  ASSERT_TRUE(r.exits[0].ok()) << r.exits[0].Describe();
+  std::ifstream in(out, std::ios::binary);
+  const std::string reference((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto expected = testing::DecodePng(reference);
+  ASSERT_TRUE(expected.ok()) << expected.status();
+  EXPECT_EQ(decoded->rgb, expected->rgb);
+  unlink(out.c_str());
+  unlink((out + ".log").c_str());
+
+  const v1::Timings& t = response.timings();
+  EXPECT_GT(t.total_s(), 0);
+  EXPECT_GT(t.gang_s(), 0);
+  EXPECT_GT(t.denoising_s(), 0);
+  EXPECT_GE(t.total_s(), t.gang_s());
+  EXPECT_EQ(t.batch_size(), 1);
+}
+
+TEST_F(ServeE2E, JpegAndWebpDecodeAndUnsetSeedsAreReturned) {
+  v1::GenerateRequest r = Request(2, 0);
+  r.clear_seed();
+  r.set_num_images(2);
+  r.set_output_format(v1::IMAGE_FORMAT_JPEG);
+  r.set_quality(80);
+  v1::GenerateResponse jpeg;
+  ASSERT_TRUE(Generate(r, &jpeg).ok());
+  ASSERT_EQ(jpeg.images_size(), 2);
+  EXPECT_EQ(jpeg.images(1).seed(), jpeg.images(0).seed() + 1);
+  for (const v1::Image& image : jpeg.images()) {
+    auto d = testing::DecodeJpeg(image.data());
+    ASSERT_TRUE(d.ok()) << d.status();
+    EXPECT_EQ(d->width, 128);
+  }
+  for (int quality : {50, 100}) {
+    r.set_num_images(1);
+    r.set_output_format(v1::IMAGE_FORMAT_WEBP);
+    r.set_quality(quality);
+    v1::GenerateResponse webp;
+    ASSERT_TRUE(Generate(r, &webp).ok());
+    auto d = testing::DecodeWebp(webp.images(0).data());
+    ASSERT_TRUE(d.ok()) << d.status();
+    EXPECT_EQ(d->height, 128);
+  }
+}
+
+TEST_F(ServeE2E, StreamSendsOneProgressEventPerStepThenTheResult) {
+  grpc::ClientContext context;
+  auto reader = stub_->GenerateStream(&context, Request(5, 7));
+  v1::GenerateStreamResponse m;
+  std::vector<int> steps;
+  bool result = false;
+  while (reader->Read(&m)) {
+    ASSERT_FALSE(result) << "nothing may follow the result";
+    if (m.has_progress()) {
+      EXPECT_EQ(m.progress().total(), 5);
+      steps.push_back(m.progress().step());
+    } else {
+      ASSERT_TRUE(m.has_result());
+      EXPECT_EQ(m.result().images_size(), 1);
+      result = true;
+    }
+  }
+  ASSERT_TRUE(reader->Finish().ok());
+  EXPECT_TRUE(result);
+  EXPECT_EQ(steps, (std::vector<int>{1, 2, 3, 4, 5}));
+}
+
+TEST_F(ServeE2E, BadInputsAreInvalidArgumentAndTheServerStaysUp) {
+  struct Case {
+    const char* field;
+    std::function<void(v1::GenerateRequest&)> edit;
+  };
+  const std::vector<Case> cases = {
+      {"prompt", [](auto& r) { r.set_prompt(std::string(65, 'x')); }},
+      {"height", [](auto& r) { r.set_height(100); }},
+      {"width", [](auto& r) { r.set_width(100000); }},
+      {"height x width", [](auto& r) { r.set_height(512); r.set_width(512); }},
+      {"num_inference_steps", [](auto& r) { r.set_num_inference_steps(1001); }},
+      {"guidance_scale", [](auto& r) { r.set_guidance_scale(1e9); }},
+      {"true_cfg_scale", [](auto& r) { r.set_true_cfg_scale(-2); }},
+      {"num_images", [](auto& r) { r.set_num_images(99); }},
+      {"output_format", [](auto& r) { r.set_output_format(static_cast<v1::ImageFormat>(42)); }},
+      {"quality", [](auto& r) { r.set_quality(-5); }},
+      {"priority", [](auto& r) { r.set_priority(101); }},
+  };
+  for (const Case& c : cases) {
+    v1::GenerateRequest r = Request(2, 1);
+    c.edit(r);
+    v1::GenerateResponse response;
+    const grpc::Status status = Generate(r, &response);
+    EXPECT_EQ(status.error_code(), grpc::INVALID_ARGUMENT) << c.field;
+    EXPECT_NE(status.error_message().find(c.field), std::string::npos)
+        << c.field << ": " << status.error_message();
+  }
+  EXPECT_EQ(*server_->Health(), "SERVING");
+  v1::GenerateResponse ok;
+  EXPECT_TRUE(Generate(Request(1, 1), &ok).ok());
+}
+
+TEST_F(ServeE2E, FullQueueThenACancelFreesTheGang) {
+  auto hog = StartHog();
+  // The gang is busy: two requests fill the queue (--max_queue_size 2).
+  std::atomic<int> ok{0};
+  std::vector<std::thread> waiting;
+  for (int i = 0; i < 2; ++i) {
+    waiting.emplace_back([&, i] {
+      auto stub = v1::GenerationService::NewStub(server_->channel());
+      grpc::ClientContext context;
+      v1::GenerateResponse response;
+      if (stub->Generate(&context, Request(1, 100 + i), &response).ok()) ++ok;
+    });
+  }
+  // Wait until both are queued (the queue depth gauge says so).
+  const absl::Time until = absl::Now() + absl::Seconds(60);
+  while (absl::Now() < until) {
+    auto text = testing::ScrapeMetrics(server_->metrics_port());
+    if (text.ok() && testing::ParseMetrics(*text).Sum("ditserve_queue_depth") == 2) break;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  v1::GenerateResponse response;
+  const grpc::Status full = Generate(Request(1, 3), &response);
+  EXPECT_EQ(full.error_code(), grpc::RESOURCE_EXHAUSTED) << full.error_message();
+  EXPECT_NE(full.error_message().find("max_queue_size"), std::string::npos);
+  // Cancelling the running request frees the gang for the queued ones.
+  EXPECT_EQ(StopHog(*hog).error_code(), grpc::CANCELLED);
+  for (std::thread& t : waiting) t.join();
+  EXPECT_EQ(ok.load(), 2);
+  // The cancelled run stopped early: far fewer than its 1000 steps ran.
+  auto text = testing::ScrapeMetrics(server_->metrics_port());
+  ASSERT_TRUE(text.ok());
+  EXPECT_LT(testing::ParseMetrics(*text).Sum("ditserve_step_seconds_count"), 500);
+}
+
+TEST_F(ServeE2E, DeadlinesInTheQueueAndDuringTheRun) {
+  {
+    auto hog = StartHog();
+    v1::GenerateResponse response;
+    const grpc::Status queued = Generate(Request(1, 5), &response, absl::Milliseconds(300));
+    EXPECT_EQ(queued.error_code(), grpc::DEADLINE_EXCEEDED);
+    EXPECT_EQ(StopHog(*hog).error_code(), grpc::CANCELLED);
+  }
+  v1::GenerateResponse response;
+  const grpc::Status running = Generate(Request(1000, 6, 256), &response, absl::Seconds(2));
+  EXPECT_EQ(running.error_code(), grpc::DEADLINE_EXCEEDED);
+  // The gang aborted that run and serves the next request.
+  EXPECT_TRUE(Generate(Request(1, 7), &response).ok());
+  auto text = testing::ScrapeMetrics(server_->metrics_port());
+  ASSERT_TRUE(text.ok());
+  EXPECT_GE(testing::ParseMetrics(*text).Sum("ditserve_requests_total", {"code=\"DEADLINE_EXCEEDED\""}), 2);
+}
+
+TEST_F(ServeE2E, GetInfoDescribesTheModelTheGangAndTheLimits) {
+  grpc::ClientContext context;
+  v1::GetInfoResponse info;
+  ASSERT_TRUE(stub_->GetInfo(&context, v1::GetInfoRequest(), &info).ok());
+  EXPECT_EQ(info.model(), *model_);
+  EXPECT_EQ(info.model_family(), "flux");
+  EXPECT_EQ(info.default_size(), 128);
+  EXPECT_EQ(info.limits().size_multiple(), 16);
+  EXPECT_EQ(info.limits().max_steps(), 1000);
+  EXPECT_EQ(info.limits().max_queue_size(), 2);
+  EXPECT_EQ(info.parallel().world_size(), 1);
+  EXPECT_EQ(info.device(), "cpu");
+  EXPECT_TRUE(info.gang_ready());
+  EXPECT_NE(info.transformer_config_json().find("\"num_attention_heads\""), std::string::npos)
+      << info.transformer_config_json();
+}
+
+}  // namespace
+}  // namespace ditserve

@@ -1,0 +1,192 @@
+#include "worker/serve/serve_loop.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <random>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "ditserve/v1/control.pb.h"
+#include "worker/serve/control_client.h"
+#include "worker/serve/gang_broadcast.h"
+
+namespace ditserve::worker::serve {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+std::vector<pipelines::FluxRequest> ToRequests(const control::v1::RunBatch& batch) {
+  std::vector<pipelines::FluxRequest> out;
+  for (const control::v1::Item& item : batch.items()) {
+    pipelines::FluxRequest r;
+    r.prompt = item.prompt();
+    r.negative_prompt = item.negative_prompt();
+    r.height = item.height();
+    r.width = item.width();
+    r.num_inference_steps = item.num_inference_steps();
+    r.guidance_scale = item.guidance_scale();
+    r.true_cfg_scale = item.true_cfg_scale();
+    r.seed = item.seed();
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+control::v1::Hello MakeHello(const WorkerOptions& o, const std::string& device,
+                             const std::string& dtype, const GangEngine& engine) {
+  control::v1::Hello h;
+  h.set_model(o.model);
+  h.set_model_family("flux");
+  h.set_size_multiple(engine.size_multiple());
+  h.set_default_size(engine.default_size());
+  h.set_uses_guidance_embedding(engine.uses_guidance_embedding());
+  h.set_dtype(dtype);
+  h.set_device(device);
+  ditserve::v1::ParallelConfig& p = *h.mutable_parallel();
+  p.set_world_size(o.world_size);
+  p.set_data_parallel_degree(o.parallel.data_parallel_degree);
+  p.set_use_cfg_parallel(o.parallel.use_cfg_parallel);
+  p.set_pipefusion_parallel_degree(o.parallel.pipefusion_parallel_degree);
+  p.set_ulysses_degree(o.parallel.ulysses_degree);
+  p.set_ring_degree(o.parallel.ring_degree);
+  h.set_num_pipeline_patch(o.pipefusion.num_pipeline_patch);
+  {
+    std::ifstream in(o.model + "/transformer/config.json");
+    std::stringstream text;
+    text << in.rdbuf();
+    h.set_transformer_config_json(text.str());
+  }
+  h.set_gang_id(std::random_device()() | (uint64_t{std::random_device()()} << 32));
+  return h;
+}
+
+// Runs one batch on every rank. On rank 0 `client` is set: progress and
+// the result go to the frontend. Returns an error only when the gang is
+// broken; batch-level failures (bad request, cancel) are reported.
+absl::Status RunBatch(const control::v1::RunBatch& batch, GangEngine& engine,
+                      ControlClient* client) {
+  const std::vector<pipelines::FluxRequest> requests = ToRequests(batch);
+  const Clock::time_point start = Clock::now();
+  int last_step = 0;
+  auto on_step = [&](int step, int total) {
+    if (client == nullptr) return true;
+    if (step > last_step) {
+      last_step = step;
+      control::v1::WorkerMessage m;
+      m.mutable_progress()->set_batch_id(batch.batch_id());
+      m.mutable_progress()->set_step(step);
+      m.mutable_progress()->set_total(total);
+      client->Send(m);
+    }
+    for (const control::v1::Item& item : batch.items()) {
+      if (!client->IsCancelled(item.request_id())) return true;
+    }
+    return false;  // every request of the batch was cancelled
+  };
+  auto results = engine.Generate(requests, on_step);
+  const Clock::time_point end = Clock::now();
+  if (client == nullptr) {
+    if (results.ok() || results.status().code() == absl::StatusCode::kCancelled ||
+        results.status().code() == absl::StatusCode::kInvalidArgument) {
+      return absl::OkStatus();
+    }
+    return results.status();
+  }
+  control::v1::WorkerMessage m;
+  control::v1::BatchDone& done = *m.mutable_done();
+  done.set_batch_id(batch.batch_id());
+  done.set_gang_s(Seconds(end - start));
+  if (results.ok()) {
+    const PhaseTimes phases = engine.last_phase_times();
+    done.set_text_encoding_s(phases.text_encoding_s);
+    done.set_denoising_s(phases.denoising_s);
+    done.set_vae_s(phases.vae_s);
+  }
+  for (const CommTotals& c : engine.comm_totals()) {
+    control::v1::CommStat& stat = *done.add_comm();
+    stat.set_method(c.method);
+    stat.set_bytes_sent(c.bytes_sent);
+    stat.set_seconds(c.seconds);
+  }
+  absl::Status broken;
+  if (results.ok()) {
+    for (size_t i = 0; i < results->size(); ++i) {
+      const at::Tensor image = (*results)[i].image.contiguous();
+      control::v1::ItemImage& out = *done.add_images();
+      out.set_request_id(batch.items(static_cast<int>(i)).request_id());
+      out.set_height(static_cast<int>(image.size(0)));
+      out.set_width(static_cast<int>(image.size(1)));
+      out.set_rgb(reinterpret_cast<const char*>(image.data_ptr<uint8_t>()),
+                  static_cast<size_t>(image.numel()));
+    }
+  } else {
+    const absl::StatusCode code = results.status().code();
+    const bool batch_level =
+        code == absl::StatusCode::kCancelled || code == absl::StatusCode::kInvalidArgument;
+    done.set_code(static_cast<int>(batch_level ? code : absl::StatusCode::kUnavailable));
+    done.set_message(std::string(results.status().message()));
+    if (!batch_level) broken = results.status();
+  }
+  client->Send(m);
+  client->ClearCancelled();
+  return broken;
+}
+
+}  // namespace
+
+absl::Status RunServeLoop(const WorkerOptions& options, const std::string& device_name,
+                          const std::string& dtype_name, GangEngine& engine,
+                          parallel::ProcessGroups& groups) {
+  parallel::Communicator& control = groups.control();
+  const bool root = groups.world().rank() == 0;
+  std::unique_ptr<ControlClient> client;
+  if (root) {
+    auto c = ControlClient::Connect(options.control_address,
+                                    MakeHello(options, device_name, dtype_name, engine),
+                                    absl::Now() + absl::Seconds(options.rendezvous_timeout_s));
+    if (!c.ok()) {
+      // Tell the followers to stop rather than leave them waiting.
+      (void)BroadcastGangMessage(control, GangMessage{GangCommand::kStop, ""});
+      return c.status();
+    }
+    client = *std::move(c);
+    std::fprintf(stderr, "ditserve-worker: rank 0 attached to %s\n",
+                 options.control_address.c_str());
+  }
+  // Keep-alives well inside the collective timeout.
+  const absl::Duration idle =
+      std::min(absl::Seconds(1), absl::Seconds(options.collective_timeout_s) / 4);
+  while (true) {
+    GangMessage message;
+    control::v1::RunBatch batch;
+    if (root) {
+      auto next = client->NextBatch(idle);
+      if (!next.ok()) {
+        message.command = GangCommand::kStop;
+      } else if (next->has_value()) {
+        batch = std::move(**next);
+        message.command = GangCommand::kRun;
+        if (groups.world().world_size() > 1) message.payload = batch.SerializeAsString();
+      }
+    }
+    // A gang of one has nobody to tell (and saves the collective's latency).
+    auto received = groups.world().world_size() == 1
+                        ? absl::StatusOr<GangMessage>(message)
+                        : BroadcastGangMessage(control, message);
+    if (!received.ok()) return received.status();
+    if (received->command == GangCommand::kStop) return absl::OkStatus();
+    if (received->command == GangCommand::kKeepAlive) continue;
+    if (!root && !batch.ParseFromString(received->payload)) {
+      return absl::DataLossError("rank 0 broadcast a batch that does not parse");
+    }
+    if (absl::Status s = RunBatch(batch, engine, client.get()); !s.ok()) return s;
+  }
+}
+
+}  // namespace ditserve::worker::serve
