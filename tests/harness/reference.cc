@@ -15,7 +15,14 @@ std::string ReadTextFile(const std::string& path) {
   return ss.str();
 }
 
-std::string DirectoryOf(const std::string& file) { return file.substr(0, file.rfind('/')); }
+std::string DirectoryOf(const std::string& file) {
+  std::string dir = file.substr(0, file.rfind('/'));
+  // With ccache's base_dir (scripts/build), __FILE__ is relative to the
+  // build directory the compiler ran in.
+  const char* build = std::getenv("DITSERVE_BUILD_DIR");
+  if (!dir.empty() && dir[0] != '/' && build != nullptr) dir = absl::StrCat(build, "/", dir);
+  return dir;
+}
 
 absl::Status RunPythonReference(const std::string& script, const std::string& args, const std::string& log) {
   const char* python = std::getenv("DITSERVE_PYTHON");

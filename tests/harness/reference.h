@@ -12,7 +12,9 @@ namespace ditserve::testing {
 // The whole file, or "" if it cannot be read.
 std::string ReadTextFile(const std::string& path);
 
-// The directory of a source file: DirectoryOf(__FILE__).
+// The directory of a source file: DirectoryOf(__FILE__). A relative
+// __FILE__ (ccache's base_dir rewrites paths) is taken relative to
+// $DITSERVE_BUILD_DIR, which CTest sets.
 std::string DirectoryOf(const std::string& file);
 
 // Runs `$DITSERVE_PYTHON <script> <args>` (CTest sets DITSERVE_PYTHON to the

@@ -15,11 +15,8 @@
 #include "absl/strings/str_cat.h"
 #include "worker/models/flux/flow_match_scheduler.h"
 #include "worker/models/flux/flux_transformer.h"
-#include "worker/models/text/clip_text_model.h"
-#include "worker/models/text/t5_encoder.h"
 #include "worker/models/vae/autoencoder_kl.h"
-#include "worker/tokenizers/clip_tokenizer.h"
-#include "worker/tokenizers/t5_tokenizer.h"
+#include "worker/pipelines/flux_text_encoder.h"
 #include "worker/weights/load_module.h"
 #include "worker/weights/safetensors.h"
 
@@ -45,34 +42,11 @@ absl::Status Assign(absl::StatusOr<T> value, T* out) {
 
 struct FluxPipeline::Impl {
   flux::FlowMatchSchedulerConfig scheduler;
-  std::unique_ptr<tokenizers::ClipTokenizer> clip_tokenizer;
-  std::unique_ptr<tokenizers::T5Tokenizer> t5_tokenizer;
-  std::unique_ptr<text::ClipTextModel> clip;
-  std::unique_ptr<text::T5Encoder> t5;
+  std::unique_ptr<FluxTextEncoder> text;
   std::unique_ptr<flux::FluxTransformer> transformer;
   std::unique_ptr<vae::VaeDecoder> vae;
-  int clip_max_length = 77;
   at::ScalarType dtype = at::kFloat;
   c10::Device device = c10::Device(c10::kCPU);
-
-  struct Embeddings {
-    at::Tensor pooled, sequence, text_ids;
-  };
-  absl::StatusOr<Embeddings> Encode(const std::string& prompt, int max_sequence_length) const {
-    auto clip_ids = clip_tokenizer->Encode(prompt, clip_max_length);
-    if (!clip_ids.ok()) return clip_ids.status();
-    auto t5_ids = t5_tokenizer->Encode(prompt, max_sequence_length);
-    if (!t5_ids.ok()) return t5_ids.status();
-    const auto ids = [this](const std::vector<int64_t>& v) {
-      return at::tensor(v, at::kLong).view({1, static_cast<int64_t>(v.size())}).to(device);
-    };
-    auto clip_out = clip->Forward(ids(*clip_ids));
-    if (!clip_out.ok()) return clip_out.status();
-    auto t5_out = t5->Forward(ids(*t5_ids));
-    if (!t5_out.ok()) return t5_out.status();
-    return Embeddings{clip_out->pooled.to(dtype), t5_out->to(dtype),
-                      at::zeros({static_cast<int64_t>(t5_ids->size()), 3}, at::kFloat).to(device)};
-  }
 };
 
 FluxPipeline::FluxPipeline(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -109,50 +83,22 @@ absl::StatusOr<std::unique_ptr<FluxPipeline>> FluxPipeline::Load(const std::stri
   auto text = config("scheduler/scheduler_config.json");
   if (!text.ok()) return text.status();
   if (absl::Status s = Assign(flux::ParseFlowMatchSchedulerConfig(*text), &impl->scheduler); !s.ok()) return s;
-  // Tokenizers.
-  if (absl::Status s = Assign(tokenizers::ClipTokenizer::Load(dir + "/tokenizer"), &impl->clip_tokenizer); !s.ok()) return s;
-  if (absl::Status s = Assign(tokenizers::T5Tokenizer::Load(dir + "/tokenizer_2/spiece.model"), &impl->t5_tokenizer);
-      !s.ok()) {
-    return s;
-  }
-  if (auto tc = config("tokenizer/tokenizer_config.json"); tc.ok()) {
-    const nlohmann::json j = nlohmann::json::parse(*tc, nullptr, false);
-    if (j.is_object() && j.contains("model_max_length") && j["model_max_length"].is_number_integer()) {
-      impl->clip_max_length = static_cast<int>(std::min<int64_t>(j["model_max_length"].get<int64_t>(), 77));
-    }
-  }
-  // Text encoders.
-  text = config("text_encoder/config.json");
-  if (!text.ok()) return text.status();
-  auto clip_config = text::ParseClipTextConfig(*text);
-  if (!clip_config.ok()) return clip_config.status();
-  impl->clip_max_length = std::min(impl->clip_max_length, clip_config->max_position_embeddings);
-  if (absl::Status s = Assign(text::ClipTextModel::Create(*clip_config, dtype), &impl->clip); !s.ok()) return s;
-  auto ckpt = weights::SafetensorsCheckpoint::Open(dir + "/text_encoder");
-  if (!ckpt.ok()) return ckpt.status();
-  if (absl::Status s = impl->clip->Load(*ckpt); !s.ok()) return absl::InvalidArgumentError(absl::StrCat("text_encoder: ", s.message()));
-  text = config("text_encoder_2/config.json");
-  if (!text.ok()) return text.status();
-  auto t5_config = text::ParseT5Config(*text);
-  if (!t5_config.ok()) return t5_config.status();
-  if (absl::Status s = Assign(text::T5Encoder::Create(*t5_config, dtype), &impl->t5); !s.ok()) return s;
-  ckpt = weights::SafetensorsCheckpoint::Open(dir + "/text_encoder_2");
-  if (!ckpt.ok()) return ckpt.status();
-  if (absl::Status s = impl->t5->Load(*ckpt); !s.ok()) return absl::InvalidArgumentError(absl::StrCat("text_encoder_2: ", s.message()));
+  // Tokenizers and text encoders.
+  if (absl::Status s = Assign(FluxTextEncoder::Load(dir, dtype, device), &impl->text); !s.ok()) return s;
   // Transformer.
   text = config("transformer/config.json");
   if (!text.ok()) return text.status();
   auto flux_config = flux::ParseFluxTransformerConfig(*text);
   if (!flux_config.ok()) return flux_config.status();
-  if (flux_config->joint_attention_dim != t5_config->d_model ||
-      flux_config->pooled_projection_dim != clip_config->hidden_size) {
+  if (flux_config->joint_attention_dim != impl->text->sequence_dim() ||
+      flux_config->pooled_projection_dim != impl->text->pooled_dim()) {
     return absl::InvalidArgumentError(absl::StrCat(
         dir, ": transformer joint_attention_dim ", flux_config->joint_attention_dim, " / pooled_projection_dim ",
-        flux_config->pooled_projection_dim, " do not match the text encoders' ", t5_config->d_model, " / ",
-        clip_config->hidden_size));
+        flux_config->pooled_projection_dim, " do not match the text encoders' ", impl->text->sequence_dim(), " / ",
+        impl->text->pooled_dim()));
   }
   if (absl::Status s = Assign(flux::FluxTransformer::Create(*flux_config, dtype), &impl->transformer); !s.ok()) return s;
-  ckpt = weights::SafetensorsCheckpoint::Open(dir + "/transformer");
+  auto ckpt = weights::SafetensorsCheckpoint::Open(dir + "/transformer");
   if (!ckpt.ok()) return ckpt.status();
   if (absl::Status s = weights::LoadModuleWeights(impl->transformer->module(), *ckpt); !s.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("transformer: ", s.message()));
@@ -172,8 +118,6 @@ absl::StatusOr<std::unique_ptr<FluxPipeline>> FluxPipeline::Load(const std::stri
   if (absl::Status s = impl->vae->Load(*ckpt); !s.ok()) return absl::InvalidArgumentError(absl::StrCat("vae: ", s.message()));
   if (!device.is_cpu()) {
     try {
-      impl->clip->module().to(device);
-      impl->t5->module().to(device);
       impl->transformer->module().to(device);
       impl->vae->To(device);
     } catch (const std::exception& e) {
@@ -205,11 +149,11 @@ absl::StatusOr<FluxResult> FluxPipeline::Generate(const FluxRequest& r, const St
   }
   const bool true_cfg = r.true_cfg_scale > 1.0 && !r.negative_prompt.empty();
   at::NoGradGuard no_grad;
-  auto cond = p.Encode(r.prompt, r.max_sequence_length);
+  auto cond = p.text->Encode(r.prompt, r.max_sequence_length);
   if (!cond.ok()) return cond.status();
-  Impl::Embeddings uncond;
+  FluxTextEmbeddings uncond;
   if (true_cfg) {
-    auto n = p.Encode(r.negative_prompt, r.max_sequence_length);
+    auto n = p.text->Encode(r.negative_prompt, r.max_sequence_length);
     if (!n.ok()) return n.status();
     uncond = *std::move(n);
   }
