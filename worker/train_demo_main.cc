@@ -24,7 +24,7 @@ ABSL_FLAG(int, finetune_steps, 800, "Transformer steps at 128x128");
 ABSL_FLAG(int, vae_batch, 16, "VAE batch");
 ABSL_FLAG(int, flux_batch, 32, "Transformer batch at 64x64");
 ABSL_FLAG(int, finetune_batch, 16, "Transformer batch at 128x128");
-ABSL_FLAG(double, vae_lr, 1e-3, "VAE peak learning rate");
+ABSL_FLAG(double, vae_lr, 2e-3, "VAE peak learning rate");
 ABSL_FLAG(double, flux_lr, 1e-3, "Transformer peak learning rate");
 ABSL_FLAG(double, finetune_lr, 3e-4, "Fine-tune peak learning rate");
 ABSL_FLAG(int, max_sequence_length, 32, "T5 tokens per caption in training");

@@ -163,7 +163,7 @@ absl::StatusOr<TrainDemoReport> TrainDemo(const TrainDemoOptions& o, std::FILE* 
   const double budget = o.minutes * 60;
   // Phase 1: the VAE.
   VaeTrainOptions vo;
-  vo.plan = {"vae", o.vae_steps, budget * 0.20, o.vae_lr, 100, o.log_every};
+  vo.plan = {"vae", o.vae_steps, budget * 0.25, o.vae_lr, 100, o.log_every};
   vo.batch = o.vae_batch;
   auto vae_report = TrainVae(**encoder, **decoder, vo, scenes, gen, out);
   if (!vae_report.ok()) return vae_report.status();
@@ -172,6 +172,11 @@ absl::StatusOr<TrainDemoReport> TrainDemo(const TrainDemoOptions& o, std::FILE* 
     auto e = ReconstructionError(**encoder, **decoder, 64, size, scenes);
     if (!e.ok()) return e.status();
     *mse = *e;
+  }
+  std::filesystem::create_directories(dir + "/previews", ec);
+  if (absl::Status s = WriteReconstructionPreview(**encoder, **decoder, 8, 64, scenes, dir + "/previews/vae_64.png");
+      !s.ok()) {
+    return s;
   }
   auto stats = MeasureLatents(**encoder, 512, 64, scenes, gen);
   if (!stats.ok()) return stats.status();
@@ -199,7 +204,7 @@ absl::StatusOr<TrainDemoReport> TrainDemo(const TrainDemoOptions& o, std::FILE* 
   fo.batch = o.flux_batch;
   fo.max_sequence_length = o.max_sequence_length;
   FluxTrainer trainer(**transformer, **frozen, **text, fo, o.flux_lr);
-  auto flux_report = trainer.Train({"transformer-64", o.flux_steps, budget * 0.45, o.flux_lr, 100, o.log_every}, 64,
+  auto flux_report = trainer.Train({"transformer-64", o.flux_steps, budget * 0.40, o.flux_lr, 100, o.log_every}, 64,
                                    scenes, gen, out);
   if (!flux_report.ok()) return flux_report.status();
   report.phases.push_back(*flux_report);

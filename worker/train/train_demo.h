@@ -24,7 +24,7 @@ namespace ditserve::worker::train {
 struct TrainDemoOptions {
   std::string out_dir;
   uint64_t seed = 0;
-  // > 0: the phases share this many minutes (20% VAE, 45% transformer at
+  // > 0: the phases share this many minutes (25% VAE, 40% transformer at
   // 64×64, 35% fine-tune at 128×128), each sized by timing its first steps;
   // otherwise the step counts below are used as given.
   double minutes = 0;
@@ -35,7 +35,7 @@ struct TrainDemoOptions {
   int flux_batch = 32;
   int finetune_batch = 16;
   int max_sequence_length = 32;  // T5 tokens of the training captions
-  double vae_lr = 1e-3;
+  double vae_lr = 2e-3;
   double flux_lr = 1e-3;
   double finetune_lr = 3e-4;
   int log_every = 50;

@@ -4,6 +4,7 @@
 #include <ATen/core/grad_mode.h>
 #include <torch/optim/adamw.h>
 
+#include "worker/image/png_encoder.h"
 #include "worker/train/scene_batch.h"
 
 namespace ditserve::worker::train {
@@ -11,7 +12,16 @@ namespace ditserve::worker::train {
 absl::StatusOr<PhaseReport> TrainVae(vae::VaeEncoder& encoder, vae::VaeDecoder& decoder, const VaeTrainOptions& o,
                                      std::mt19937_64& scenes, at::Generator& generator, std::FILE* out) {
   std::vector<at::Tensor> params;
-  for (auto& [name, p] : encoder.NamedParameters()) params.push_back(p.requires_grad_(true));
+  for (auto& [name, p] : encoder.NamedParameters()) {
+    params.push_back(p.requires_grad_(true));
+    if (name == "encoder.conv_out.bias") {
+      // Start nearly deterministic (latent std e^-3): with a weak KL term
+      // the log-variance would otherwise take thousands of steps to fall
+      // from 0, and unit noise on the latents hides the picture meanwhile.
+      at::NoGradGuard no_grad;
+      p.narrow(0, encoder.config().latent_channels, encoder.config().latent_channels).fill_(-6.0);
+    }
+  }
   for (auto& [name, p] : decoder.NamedParameters()) params.push_back(p.requires_grad_(true));
   torch::optim::AdamW optimizer(params, torch::optim::AdamWOptions(o.plan.peak_lr).betas({0.9, 0.99}).weight_decay(o.weight_decay));
   return RunPhase(
@@ -23,9 +33,10 @@ absl::StatusOr<PhaseReport> TrainVae(vae::VaeEncoder& encoder, vae::VaeDecoder& 
         if (!dist.ok()) return dist.status();
         auto image = decoder.Decode(dist->Sample(generator));
         if (!image.ok()) return image.status();
-        const at::Tensor mse = (*image - batch.images).pow(2).mean();
+        const at::Tensor diff = *image - batch.images;
+        const at::Tensor mse = diff.pow(2).mean();
         const at::Tensor kl = dist->Kl().sum() / dist->mean.numel();
-        const at::Tensor loss = mse + o.kl_weight * kl;
+        const at::Tensor loss = mse + diff.abs().mean() + o.kl_weight * kl;
         optimizer.zero_grad();
         loss.backward();
         optimizer.step();
@@ -46,6 +57,25 @@ absl::StatusOr<LatentStatistics> MeasureLatents(const vae::VaeEncoder& encoder, 
   }
   const at::Tensor all = at::cat(samples);
   return LatentStatistics{all.mean().item<double>(), all.std().item<double>()};
+}
+
+absl::Status WriteReconstructionPreview(const vae::VaeEncoder& encoder, const vae::VaeDecoder& decoder, int images,
+                                        int image_size, std::mt19937_64& scenes, const std::string& path) {
+  at::NoGradGuard no_grad;
+  const SceneBatch batch = DrawSceneBatch(scenes, images, image_size);
+  auto dist = encoder.Encode(batch.images);
+  if (!dist.ok()) return dist.status();
+  auto decoded = decoder.Decode(dist->mean);
+  if (!decoded.ok()) return decoded.status();
+  // [2, B, 3, S, S] -> rows of B pictures: [2·S, B·S, 3].
+  const at::Tensor grid = vae::ToUint8Rgb(at::cat({batch.images, *decoded}))
+                              .view({2, images, image_size, image_size, 3})
+                              .permute({0, 2, 1, 3, 4})
+                              .reshape({2 * image_size, images * image_size, 3})
+                              .contiguous();
+  auto png = image::EncodePng(grid.data_ptr<uint8_t>(), images * image_size, 2 * image_size);
+  if (!png.ok()) return png.status();
+  return image::WriteFile(path, *png);
 }
 
 absl::StatusOr<double> ReconstructionError(const vae::VaeEncoder& encoder, const vae::VaeDecoder& decoder, int images,

@@ -1,12 +1,14 @@
 #pragma once
 
 // Phase 1 of the demo: the VAE (encoder and decoder together) learns to
-// reconstruct random shape scenes: loss = mean squared error over pixels
-// + kl_weight · KL(latent ‖ N(0, I)) per latent element, decoding a sample
-// of the latent distribution. AdamW, seeded data.
+// reconstruct random shape scenes: loss = mean squared + mean absolute
+// error over pixels + kl_weight · KL(latent ‖ N(0, I)) per latent element,
+// decoding a sample of the latent distribution. AdamW, seeded data. The
+// progress lines show the mean squared error.
 
 #include <cstdio>
 #include <random>
+#include <string>
 
 #include <ATen/core/Generator.h>
 
@@ -39,6 +41,11 @@ struct LatentStatistics {
 };
 absl::StatusOr<LatentStatistics> MeasureLatents(const vae::VaeEncoder& encoder, int images, int image_size,
                                                 std::mt19937_64& scenes, at::Generator& generator);
+
+// A PNG of `images` fresh scenes (top row) and their reconstructions from
+// the latent means (bottom row), for a look at what the VAE learned.
+absl::Status WriteReconstructionPreview(const vae::VaeEncoder& encoder, const vae::VaeDecoder& decoder, int images,
+                                        int image_size, std::mt19937_64& scenes, const std::string& path);
 
 // Mean squared reconstruction error (images in [-1, 1]) of the latent
 // means of `images` fresh scenes: how well the trained VAE reconstructs.
