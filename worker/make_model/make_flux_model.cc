@@ -26,7 +26,7 @@ struct Preset {
 absl::StatusOr<Preset> GetPreset(const std::string& name) {
   Preset p;
   if (name == "tiny") {
-    p.transformer = {1, 16, 16, 1, 1, 16, 2, 32, 32, true, {4, 6, 6}};
+    p.transformer = {1, 16, 16, 2, 2, 16, 4, 32, 32, true, {4, 6, 6}};  // 4 heads, 4 blocks: room for Ulysses 4 and PipeFusion 4
     p.clip.hidden_size = 32;
     p.clip.intermediate_size = 64;
     p.clip.num_hidden_layers = 1;

@@ -47,7 +47,7 @@ absl::Status LoadModuleWeights(torch::nn::Module& module, const SafetensorsCheck
     if (tied != options.tied.end()) consumed.insert(tied->second);
   }
   for (const std::string& name : checkpoint.names()) {
-    if (absl::StartsWith(name, prefix) && !consumed.count(name)) unexpected.push_back(name);
+    if (!options.partial && absl::StartsWith(name, prefix) && !consumed.count(name)) unexpected.push_back(name);
   }
   if (!missing.empty() || !unexpected.empty()) {
     std::string message = "the checkpoint does not match the model:";

@@ -29,6 +29,10 @@ struct LoadOptions {
   // Checkpoint keys that may be present and are not needed (e.g. old
   // CLIP checkpoints' position_ids buffer).
   std::set<std::string> ignorable;
+  // Loading part of a model (a PipeFusion stage): checkpoint keys the
+  // module does not have are skipped instead of reported. Missing keys are
+  // still errors.
+  bool partial = false;
 };
 absl::Status LoadModuleWeights(torch::nn::Module& module, const SafetensorsCheckpoint& checkpoint,
                                const LoadOptions& options);

@@ -9,7 +9,6 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "kernels/attention.h"
 
 namespace ditserve::worker::flux {
 namespace {
@@ -116,23 +115,32 @@ struct Attention : torch::nn::Module {
   }
   at::Tensor Heads(const at::Tensor& x) const { return x.unflatten(-1, {heads, head_dim}); }
 
-  // Returns the attention over [context, x] (context may be undefined), as
-  // [B, T+S, H·D] in x's dtype, before output projections.
-  absl::StatusOr<at::Tensor> Attend(const at::Tensor& x, const at::Tensor& context,
-                                    const at::Tensor& cos, const at::Tensor& sin) {
-    at::Tensor q = norm_q->forward(Heads(to_q->forward(x)));
-    at::Tensor k = norm_k->forward(Heads(to_k->forward(x)));
-    at::Tensor v = Heads(to_v->forward(x));
+  // Attention over [context, x]: `context` (undefined: no text in this call)
+  // uses the add_* projections when the block is joint (double-stream) and
+  // the x projections otherwise (single-stream). Returns [B, N, H·D] per
+  // stream in x's dtype, before output projections.
+  absl::StatusOr<FluxHidden> Attend(int layer, const at::Tensor& x, const at::Tensor& context,
+                                    const FluxRopeTables& rope, FluxAttention& attention) {
+    FluxQkv image{ApplyRope(norm_q->forward(Heads(to_q->forward(x))), rope.image_cos, rope.image_sin),
+                  ApplyRope(norm_k->forward(Heads(to_k->forward(x))), rope.image_cos, rope.image_sin),
+                  Heads(to_v->forward(x))};
+    FluxQkv text;
     if (context.defined()) {
-      q = at::cat({norm_added_q->forward(Heads(add_q_proj->forward(context))), q}, 1);
-      k = at::cat({norm_added_k->forward(Heads(add_k_proj->forward(context))), k}, 1);
-      v = at::cat({Heads(add_v_proj->forward(context)), v}, 1);
+      const bool joint = static_cast<bool>(add_q_proj);
+      const at::Tensor q = joint ? norm_added_q->forward(Heads(add_q_proj->forward(context)))
+                                 : norm_q->forward(Heads(to_q->forward(context)));
+      const at::Tensor k = joint ? norm_added_k->forward(Heads(add_k_proj->forward(context)))
+                                 : norm_k->forward(Heads(to_k->forward(context)));
+      text.v = Heads(joint ? add_v_proj->forward(context) : to_v->forward(context));
+      text.q = ApplyRope(q, rope.text_cos, rope.text_sin);
+      text.k = ApplyRope(k, rope.text_cos, rope.text_sin);
     }
-    q = ApplyRope(q, cos, sin);
-    k = ApplyRope(k, cos, sin);
-    auto r = kernels::AttentionWithLse(q, k, v, at::Tensor());
+    auto r = attention.Attend(layer, text, image);
     if (!r.ok()) return r.status();
-    return r->out.to(x.scalar_type()).flatten(2, 3);
+    FluxHidden out;
+    out.x = r->image.to(x.scalar_type()).flatten(2, 3);
+    if (context.defined()) out.context = r->text.to(x.scalar_type()).flatten(2, 3);
+    return out;
   }
 
   int64_t heads, head_dim;
@@ -158,6 +166,10 @@ struct FeedForward : torch::nn::Module {
   Linear proj{nullptr}, out{nullptr};
 };
 
+at::Tensor ClampHalf(const at::Tensor& x) {
+  return x.scalar_type() == at::kHalf ? x.clamp(-65504, 65504) : x;
+}
+
 struct DoubleBlock : torch::nn::Module {
   DoubleBlock(int64_t dim, int64_t heads, int64_t head_dim) {
     norm1 = register_module("norm1", std::make_shared<AdaNorm>(dim, 6));
@@ -166,23 +178,24 @@ struct DoubleBlock : torch::nn::Module {
     ff = register_module("ff", std::make_shared<FeedForward>(dim));
     ff_context = register_module("ff_context", std::make_shared<FeedForward>(dim));
   }
-  // Updates (x, context) in place of the returned pair.
-  absl::Status Forward(at::Tensor& x, at::Tensor& context, const at::Tensor& temb,
-                       const at::Tensor& cos, const at::Tensor& sin) {
-    const auto m = norm1->Modulation(temb);          // shift, scale, gate (msa); shift, scale, gate (mlp)
-    const auto c = norm1_context->Modulation(temb);
-    const at::Tensor nx = Modulate(x, m[0], m[1]);
-    const at::Tensor nc = Modulate(context, c[0], c[1]);
-    auto joint = attn->Attend(nx, nc, cos, sin);
-    if (!joint.ok()) return joint.status();
-    const int64_t T = context.size(1);
-    const at::Tensor attn_x = attn->to_out[0]->as<torch::nn::Linear>()->forward(joint->narrow(1, T, x.size(1)));
-    const at::Tensor attn_c = attn->to_add_out->forward(joint->narrow(1, 0, T));
-    x = x + m[2].unsqueeze(1) * attn_x;
-    x = x + m[5].unsqueeze(1) * ff->forward(Modulate(x, m[3], m[4]));
-    context = context + c[2].unsqueeze(1) * attn_c;
-    context = context + c[5].unsqueeze(1) * ff_context->forward(Modulate(context, c[3], c[4]));
-    if (context.scalar_type() == at::kHalf) context = context.clamp(-65504, 65504);
+  absl::Status Forward(int layer, FluxHidden& h, const at::Tensor& temb, const FluxRopeTables& rope,
+                       FluxAttention& attention) {
+    const auto m = norm1->Modulation(temb);  // shift, scale, gate (msa); shift, scale, gate (mlp)
+    std::vector<at::Tensor> c;
+    at::Tensor nc;
+    if (h.context.defined()) {
+      c = norm1_context->Modulation(temb);
+      nc = Modulate(h.context, c[0], c[1]);
+    }
+    auto a = attn->Attend(layer, Modulate(h.x, m[0], m[1]), nc, rope, attention);
+    if (!a.ok()) return a.status();
+    h.x = h.x + m[2].unsqueeze(1) * attn->to_out[0]->as<torch::nn::Linear>()->forward(a->x);
+    h.x = h.x + m[5].unsqueeze(1) * ff->forward(Modulate(h.x, m[3], m[4]));
+    if (h.context.defined()) {
+      h.context = h.context + c[2].unsqueeze(1) * attn->to_add_out->forward(a->context);
+      h.context = h.context + c[5].unsqueeze(1) * ff_context->forward(Modulate(h.context, c[3], c[4]));
+      h.context = ClampHalf(h.context);
+    }
     return absl::OkStatus();
   }
   std::shared_ptr<AdaNorm> norm1, norm1_context;
@@ -190,6 +203,8 @@ struct DoubleBlock : torch::nn::Module {
   std::shared_ptr<FeedForward> ff, ff_context;
 };
 
+// diffusers runs it on the concatenation [context, x]; every operation but
+// attention is per token, so the two streams are kept apart here.
 struct SingleBlock : torch::nn::Module {
   SingleBlock(int64_t dim, int64_t heads, int64_t head_dim) {
     norm = register_module("norm", std::make_shared<AdaNorm>(dim, 3));
@@ -197,16 +212,19 @@ struct SingleBlock : torch::nn::Module {
     proj_out = register_module("proj_out", Linear(LinearOptions(5 * dim, dim)));
     attn = register_module("attn", std::make_shared<Attention>(dim, heads, head_dim, false, false));
   }
-  // `joint` is [context, x] along the sequence.
-  absl::Status Forward(at::Tensor& joint, const at::Tensor& temb, const at::Tensor& cos,
-                       const at::Tensor& sin) {
+  absl::Status Forward(int layer, FluxHidden& h, const at::Tensor& temb, const FluxRopeTables& rope,
+                       FluxAttention& attention) {
     const auto m = norm->Modulation(temb);  // shift, scale, gate
-    const at::Tensor n = Modulate(joint, m[0], m[1]);
-    const at::Tensor mlp = at::gelu(proj_mlp->forward(n), "tanh");
-    auto a = attn->Attend(n, at::Tensor(), cos, sin);
+    const at::Tensor nx = Modulate(h.x, m[0], m[1]);
+    const at::Tensor nc = h.context.defined() ? Modulate(h.context, m[0], m[1]) : at::Tensor();
+    auto a = attn->Attend(layer, nx, nc, rope, attention);
     if (!a.ok()) return a.status();
-    joint = joint + m[2].unsqueeze(1) * proj_out->forward(at::cat({*a, mlp}, 2));
-    if (joint.scalar_type() == at::kHalf) joint = joint.clamp(-65504, 65504);
+    const auto update = [&](const at::Tensor& stream, const at::Tensor& normed, const at::Tensor& attended) {
+      const at::Tensor mlp = at::gelu(proj_mlp->forward(normed), "tanh");
+      return ClampHalf(stream + m[2].unsqueeze(1) * proj_out->forward(at::cat({attended, mlp}, 2)));
+    };
+    h.x = update(h.x, nx, a->x);
+    if (h.context.defined()) h.context = update(h.context, nc, a->context);
     return absl::OkStatus();
   }
   std::shared_ptr<AdaNorm> norm;
@@ -214,28 +232,41 @@ struct SingleBlock : torch::nn::Module {
   std::shared_ptr<Attention> attn;
 };
 
+// Holds the modules of one FluxPart under their diffusers names (blocks
+// keep their global index: "transformer_blocks.5").
 struct Model : torch::nn::Module {
-  explicit Model(const FluxTransformerConfig& c) {
+  Model(const FluxTransformerConfig& c, const FluxPart& part) {
     const int64_t dim = c.inner_dim();
     time_text_embed = register_module(
         "time_text_embed", std::make_shared<TimeTextEmbed>(dim, c.pooled_projection_dim, c.guidance_embeds));
-    context_embedder = register_module("context_embedder", Linear(LinearOptions(c.joint_attention_dim, dim)));
-    x_embedder = register_module("x_embedder", Linear(LinearOptions(c.in_channels, dim)));
-    transformer_blocks = register_module("transformer_blocks", ModuleList());
-    for (int i = 0; i < c.num_layers; ++i) {
-      transformer_blocks->push_back(std::make_shared<DoubleBlock>(dim, c.num_attention_heads, c.attention_head_dim));
+    if (part.embedders) {
+      context_embedder = register_module("context_embedder", Linear(LinearOptions(c.joint_attention_dim, dim)));
+      x_embedder = register_module("x_embedder", Linear(LinearOptions(c.in_channels, dim)));
     }
-    single_transformer_blocks = register_module("single_transformer_blocks", ModuleList());
-    for (int i = 0; i < c.num_single_layers; ++i) {
-      single_transformer_blocks->push_back(
-          std::make_shared<SingleBlock>(dim, c.num_attention_heads, c.attention_head_dim));
+    auto doubles = std::make_shared<Empty>();
+    auto singles = std::make_shared<Empty>();
+    for (int i = part.first_block; i < part.end_block; ++i) {
+      if (i < c.num_layers) {
+        auto block = std::make_shared<DoubleBlock>(dim, c.num_attention_heads, c.attention_head_dim);
+        doubles->register_module(std::to_string(i), block);
+        double_blocks.push_back({i, block});
+      } else {
+        auto block = std::make_shared<SingleBlock>(dim, c.num_attention_heads, c.attention_head_dim);
+        singles->register_module(std::to_string(i - c.num_layers), block);
+        single_blocks.push_back({i, block});
+      }
     }
-    norm_out = register_module("norm_out", std::make_shared<AdaNorm>(dim, 2));
-    proj_out = register_module("proj_out", Linear(LinearOptions(dim, c.patch_size * c.patch_size * c.out_channels)));
+    if (!double_blocks.empty()) register_module("transformer_blocks", doubles);
+    if (!single_blocks.empty()) register_module("single_transformer_blocks", singles);
+    if (part.head) {
+      norm_out = register_module("norm_out", std::make_shared<AdaNorm>(dim, 2));
+      proj_out = register_module("proj_out", Linear(LinearOptions(dim, c.patch_size * c.patch_size * c.out_channels)));
+    }
   }
   std::shared_ptr<TimeTextEmbed> time_text_embed;
   Linear context_embedder{nullptr}, x_embedder{nullptr}, proj_out{nullptr};
-  ModuleList transformer_blocks{nullptr}, single_transformer_blocks{nullptr};
+  std::vector<std::pair<int, std::shared_ptr<DoubleBlock>>> double_blocks;  // (global index, block)
+  std::vector<std::pair<int, std::shared_ptr<SingleBlock>>> single_blocks;
   std::shared_ptr<AdaNorm> norm_out;
 };
 
@@ -243,6 +274,7 @@ struct Model : torch::nn::Module {
 
 struct FluxTransformer::Impl {
   FluxTransformerConfig config;
+  FluxPart part;
   std::shared_ptr<Model> model;
 };
 
@@ -250,13 +282,23 @@ FluxTransformer::FluxTransformer(std::unique_ptr<Impl> impl) : impl_(std::move(i
 FluxTransformer::~FluxTransformer() = default;
 torch::nn::Module& FluxTransformer::module() { return *impl_->model; }
 const FluxTransformerConfig& FluxTransformer::config() const { return impl_->config; }
+const FluxPart& FluxTransformer::part() const { return impl_->part; }
+int FluxTransformer::num_blocks() const { return impl_->config.num_layers + impl_->config.num_single_layers; }
 
 absl::StatusOr<std::unique_ptr<FluxTransformer>> FluxTransformer::Create(const FluxTransformerConfig& config,
-                                                                         at::ScalarType dtype) {
+                                                                         at::ScalarType dtype,
+                                                                         const FluxPart& part) {
   auto impl = std::make_unique<Impl>();
   impl->config = config;
+  impl->part = part;
+  const int blocks = config.num_layers + config.num_single_layers;
+  if (impl->part.end_block < 0) impl->part.end_block = blocks;
+  if (part.first_block < 0 || impl->part.end_block > blocks || part.first_block > impl->part.end_block) {
+    return absl::InvalidArgumentError(absl::StrCat("flux: blocks [", part.first_block, ", ", impl->part.end_block,
+                                                   ") are outside the model's ", blocks, " blocks"));
+  }
   try {
-    impl->model = std::make_shared<Model>(config);
+    impl->model = std::make_shared<Model>(config, impl->part);
     impl->model->to(dtype);
   } catch (const std::exception& e) {
     return absl::ResourceExhaustedError(absl::StrCat("cannot build the Flux transformer: ", e.what()));
@@ -289,7 +331,6 @@ at::Tensor TimestepSinusoid256(const at::Tensor& timesteps) {
 
 absl::StatusOr<at::Tensor> FluxTransformer::Forward(const FluxInputs& in) const {
   const FluxTransformerConfig& c = impl_->config;
-  Model& m = *impl_->model;
   if (!in.hidden_states.defined() || in.hidden_states.dim() != 3 || in.hidden_states.size(2) != c.in_channels) {
     return absl::InvalidArgumentError(absl::StrCat("flux: hidden_states must be [B, S, ", c.in_channels, "]"));
   }
@@ -314,27 +355,69 @@ absl::StatusOr<at::Tensor> FluxTransformer::Forward(const FluxInputs& in) const 
       !in.txt_ids.sizes().equals({T, 3})) {
     return absl::InvalidArgumentError(absl::StrCat("flux: img_ids must be [", S, ", 3] and txt_ids [", T, ", 3]"));
   }
-  at::NoGradGuard no_grad;
+  const FluxPart& part = impl_->part;
+  if (!part.embedders || !part.head || part.first_block != 0 || part.end_block != num_blocks()) {
+    return absl::FailedPreconditionError("flux: Forward needs the whole model; this one holds a part");
+  }
+  const at::Tensor temb = TimeEmbedding(in.timestep, in.guidance, in.pooled_projections);
+  FluxHidden hidden = Embed(in.hidden_states, in.encoder_hidden_states);
+  SerialFluxAttention attention;
+  if (absl::Status s = RunBlocks(hidden, temb, Rope(in.txt_ids, in.img_ids, hidden.x.device()), attention); !s.ok()) {
+    return s;
+  }
+  return Head(hidden.x, temb);
+}
+
+at::Tensor FluxTransformer::TimeEmbedding(const at::Tensor& timestep, const at::Tensor& guidance,
+                                          const at::Tensor& pooled_projections) const {
+  Model& m = *impl_->model;
+  const auto dtype = m.time_text_embed->timestep_embedder->linear_1->weight.scalar_type();
+  const int64_t B = pooled_projections.size(0);
+  const at::Tensor t = timestep.to(dtype).reshape({B}) * 1000;
+  at::Tensor g;
+  if (guidance.defined()) g = guidance.to(dtype).reshape({B}) * 1000;
+  return m.time_text_embed->forward(t, g, pooled_projections.to(dtype));
+}
+
+FluxHidden FluxTransformer::Embed(const at::Tensor& hidden_states, const at::Tensor& encoder_hidden_states) const {
+  Model& m = *impl_->model;
   const auto dtype = m.x_embedder->weight.scalar_type();
-  at::Tensor x = m.x_embedder->forward(in.hidden_states.to(dtype));
-  const at::Tensor timestep = in.timestep.to(dtype).reshape({B}) * 1000;
-  at::Tensor guidance;
-  if (in.guidance.defined()) guidance = in.guidance.to(dtype).reshape({B}) * 1000;
-  const at::Tensor temb = m.time_text_embed->forward(timestep, guidance, in.pooled_projections.to(dtype));
-  at::Tensor context = m.context_embedder->forward(in.encoder_hidden_states.to(dtype));
-  const auto [cos_cpu, sin_cpu] = FluxRope(at::cat({in.txt_ids, in.img_ids}, 0).cpu(), c.axes_dims_rope);
-  const at::Tensor cos = cos_cpu.to(x.device()), sin = sin_cpu.to(x.device());
-  for (const auto& block : *m.transformer_blocks) {
-    if (absl::Status s = block->as<DoubleBlock>()->Forward(x, context, temb, cos, sin); !s.ok()) return s;
+  FluxHidden h;
+  h.x = m.x_embedder->forward(hidden_states.to(dtype));
+  if (encoder_hidden_states.defined()) h.context = m.context_embedder->forward(encoder_hidden_states.to(dtype));
+  return h;
+}
+
+absl::Status FluxTransformer::RunBlocks(FluxHidden& hidden, const at::Tensor& temb, const FluxRopeTables& rope,
+                                        FluxAttention& attention) const {
+  Model& m = *impl_->model;
+  for (auto& [index, block] : m.double_blocks) {
+    if (absl::Status s = block->Forward(index, hidden, temb, rope, attention); !s.ok()) return s;
   }
-  at::Tensor joint = at::cat({context, x}, 1);
-  for (const auto& block : *m.single_transformer_blocks) {
-    if (absl::Status s = block->as<SingleBlock>()->Forward(joint, temb, cos, sin); !s.ok()) return s;
+  for (auto& [index, block] : m.single_blocks) {
+    if (absl::Status s = block->Forward(index, hidden, temb, rope, attention); !s.ok()) return s;
   }
-  x = joint.narrow(1, T, S);
+  return absl::OkStatus();
+}
+
+at::Tensor FluxTransformer::Head(const at::Tensor& x, const at::Tensor& temb) const {
+  Model& m = *impl_->model;
   const auto scale_shift = m.norm_out->Modulation(temb);  // scale first, then shift
-  x = LayerNormNoAffine(x) * (1 + scale_shift[0].unsqueeze(1)) + scale_shift[1].unsqueeze(1);
-  return m.proj_out->forward(x);
+  return m.proj_out->forward(LayerNormNoAffine(x) * (1 + scale_shift[0].unsqueeze(1)) + scale_shift[1].unsqueeze(1));
+}
+
+FluxRopeTables FluxTransformer::Rope(const at::Tensor& txt_ids, const at::Tensor& img_ids, c10::Device device) const {
+  FluxRopeTables r;
+  const auto& axes = impl_->config.axes_dims_rope;
+  const auto [icos, isin] = FluxRope(img_ids.cpu(), axes);
+  r.image_cos = icos.to(device);
+  r.image_sin = isin.to(device);
+  if (txt_ids.defined()) {
+    const auto [tcos, tsin] = FluxRope(txt_ids.cpu(), axes);
+    r.text_cos = tcos.to(device);
+    r.text_sin = tsin.to(device);
+  }
+  return r;
 }
 
 }  // namespace ditserve::worker::flux

@@ -3,14 +3,20 @@
 // FluxTransformer2DModel as diffusers defines it. Parameter names equal the
 // diffusers checkpoint keys ("transformer_blocks.0.attn.to_q.weight"), so
 // LoadModuleWeights(module(), checkpoint) fills it.
+//
+// Besides the whole-model Forward, the model runs in pieces for parallel
+// generation: TimeEmbedding, Embed, RunBlocks (through a FluxAttention) and
+// Head. A FluxPart holds only some of the pieces (a PipeFusion stage).
 
 #include <memory>
 #include <utility>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
 
 #include "absl/status/statusor.h"
+#include "worker/models/flux/flux_attention.h"
 #include "worker/models/flux/flux_config.h"
 
 namespace torch::nn {
@@ -29,21 +35,67 @@ struct FluxInputs {
   at::Tensor txt_ids;                // [T, 3]
 };
 
-// Immutable after loading; Forward is thread-compatible (no shared state
-// beyond the weights).
+// The pieces of the model one rank holds. Blocks are numbered over the
+// double-stream blocks, then the single-stream blocks. time_text_embed is
+// always held (every stage needs the conditioning vector).
+struct FluxPart {
+  int first_block = 0;
+  int end_block = -1;     // one past the last block held; -1: through the last
+  bool embedders = true;  // x_embedder and context_embedder
+  bool head = true;       // norm_out and proj_out
+};
+
+// Hidden states between blocks: the text stream (undefined in a PipeFusion
+// patch that carries no text) and the image tokens.
+struct FluxHidden {
+  at::Tensor context;  // [B, T, inner_dim]
+  at::Tensor x;        // [B, S, inner_dim]
+};
+
+// RoPE (cos, sin) [N, head_dim] float32 for the text and the image tokens
+// of one call, on the run device. Text tables may be undefined.
+struct FluxRopeTables {
+  at::Tensor text_cos, text_sin, image_cos, image_sin;
+};
+
+// Immutable after loading; the methods are thread-compatible (no shared
+// state beyond the weights; FluxAttention state belongs to the caller).
+// Autograd: nothing here disables gradients; callers that only infer hold
+// an at::NoGradGuard.
 class FluxTransformer {
  public:
-  // Parameters in `dtype` on CPU, zero-initialised until loaded.
+  // Parameters of `part` in `dtype` on CPU, zero-initialised until loaded.
+  // INVALID_ARGUMENT when the part's blocks are out of range.
   static absl::StatusOr<std::unique_ptr<FluxTransformer>> Create(const FluxTransformerConfig& config,
-                                                                 at::ScalarType dtype);
+                                                                 at::ScalarType dtype,
+                                                                 const FluxPart& part = {});
   ~FluxTransformer();
 
   torch::nn::Module& module();
   const FluxTransformerConfig& config() const;
+  // The part held, with end_block resolved.
+  const FluxPart& part() const;
+  int num_blocks() const;  // num_layers + num_single_layers
 
-  // The noise (velocity) prediction [B, S, out_channels]. INVALID_ARGUMENT
-  // on inputs whose shapes do not fit the config.
+  // The whole model (needs every part), serial attention: the noise
+  // (velocity) prediction [B, S, out_channels]. INVALID_ARGUMENT on inputs
+  // whose shapes do not fit the config.
   absl::StatusOr<at::Tensor> Forward(const FluxInputs& inputs) const;
+
+  // The pieces. Inputs are trusted (Forward checks shapes).
+  // Conditioning vector [B, inner_dim]; timestep and guidance as in FluxInputs.
+  at::Tensor TimeEmbedding(const at::Tensor& timestep, const at::Tensor& guidance,
+                           const at::Tensor& pooled_projections) const;
+  // Embeds packed latents [B, S, in_channels] and (if defined) the T5 output.
+  FluxHidden Embed(const at::Tensor& hidden_states, const at::Tensor& encoder_hidden_states) const;
+  // Runs the blocks of this part in order; `attention` sees global block
+  // indices.
+  absl::Status RunBlocks(FluxHidden& hidden, const at::Tensor& temb, const FluxRopeTables& rope,
+                         FluxAttention& attention) const;
+  // Final norm and projection: [B, S, out_channels].
+  at::Tensor Head(const at::Tensor& x, const at::Tensor& temb) const;
+  // RoPE tables for txt_ids [T, 3] (may be undefined) and img_ids [S, 3].
+  FluxRopeTables Rope(const at::Tensor& txt_ids, const at::Tensor& img_ids, c10::Device device) const;
 
  private:
   struct Impl;
