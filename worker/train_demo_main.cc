@@ -21,9 +21,9 @@ ABSL_FLAG(uint64_t, seed, 0, "Seed of every random draw (weights, scenes, noise)
 ABSL_FLAG(int, vae_steps, 1500, "VAE steps (64x64)");
 ABSL_FLAG(int, flux_steps, 3000, "Transformer steps at 64x64");
 ABSL_FLAG(int, finetune_steps, 800, "Transformer steps at 128x128");
-ABSL_FLAG(int, vae_batch, 16, "VAE batch");
+ABSL_FLAG(int, vae_batch, 8, "VAE batch");
 ABSL_FLAG(int, flux_batch, 32, "Transformer batch at 64x64");
-ABSL_FLAG(int, finetune_batch, 16, "Transformer batch at 128x128");
+ABSL_FLAG(int, finetune_batch, 8, "Transformer batch at 128x128");
 ABSL_FLAG(double, vae_lr, 2e-3, "VAE peak learning rate");
 ABSL_FLAG(double, flux_lr, 1e-3, "Transformer peak learning rate");
 ABSL_FLAG(double, finetune_lr, 3e-4, "Fine-tune peak learning rate");

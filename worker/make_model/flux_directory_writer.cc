@@ -42,8 +42,9 @@ NamedTensors Cast(NamedTensors params, at::ScalarType t) {
 
 std::string TorchDtype(at::ScalarType t) { return t == at::kBFloat16 ? "bfloat16" : t == at::kHalf ? "float16" : "float32"; }
 
-// Head h attends around offset h - 1: bias(d) = -2·|d - (h - 1)| for the
-// relative positions d of each bucket (the largest over the bucket).
+// Head h of H attends around offset o_h = 2h - (H - 1) (-3, -1, 1, 3 for
+// four heads): bias(d) = -0.5·|d - o_h| for the relative positions d of
+// each bucket (the largest over the bucket), at least -30.
 void SetLocalT5Attention(NamedTensors& params, const text::T5Config& c) {
   for (auto& [name, t] : params) {
     if (!absl::EndsWith(name, "relative_attention_bias.weight")) continue;
@@ -56,7 +57,9 @@ void SetLocalT5Attention(NamedTensors& params, const text::T5Config& c) {
     const auto b = buckets.accessor<int64_t, 1>();
     for (int64_t h = 0; h < t.size(1); ++h) {
       for (int64_t i = 0; i < span; ++i) {
-        const double value = std::max(-30.0, -2.0 * std::abs(static_cast<double>(i - c.relative_attention_max_distance - (h - 1))));
+        const double offset = 2.0 * h - (t.size(1) - 1);
+        const double value =
+            std::max(-30.0, -0.5 * std::abs(static_cast<double>(i - c.relative_attention_max_distance) - offset));
         bias[b[i]][h] = std::max(bias[b[i]][h].item<double>(), value);
       }
     }

@@ -45,11 +45,13 @@ struct TextComponentsSpec {
   int bpe_merges = 200;
   int spm_vocab = 64;
   // When set, T5's relative attention bias is not random but makes head h
-  // attend to the token at offset h - 1 (previous, itself, next, …) with
-  // weight falling as exp(-2·distance) around it, so that a frozen random
-  // encoder's outputs still depend on word order ("a red circle on a blue
-  // background" differs from "a blue circle on a red background") and
-  // hardly on distant padding.
+  // of H attend around the token at offset 2h - (H - 1) (-3, -1, 1, 3 for
+  // four heads: two look back, two ahead) with weight falling as
+  // exp(-distance / 2), so that a frozen random encoder's output at a word
+  // mixes in its neighbouring words in order ("a red circle on a blue
+  // background" differs from "a blue circle on a red background": the
+  // pieces of "background" carry "blue") and hardly depends on distant
+  // padding.
   bool local_t5_attention = false;
 };
 absl::Status WriteTextComponents(const std::string& dir, TextComponentsSpec& spec, at::Generator& generator,

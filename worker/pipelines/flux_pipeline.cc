@@ -6,13 +6,12 @@
 #include <torch/nn/module.h>
 
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "util/read_file.h"
 #include "worker/models/flux/flow_match_scheduler.h"
 #include "worker/models/flux/flux_transformer.h"
 #include "worker/models/vae/autoencoder_kl.h"
@@ -22,14 +21,6 @@
 
 namespace ditserve::worker::pipelines {
 namespace {
-
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 template <typename T>
 absl::Status Assign(absl::StatusOr<T> value, T* out) {
@@ -59,7 +50,7 @@ bool FluxPipeline::uses_guidance_embedding() const { return impl_->transformer->
 absl::StatusOr<std::unique_ptr<FluxPipeline>> FluxPipeline::Load(const std::string& dir, at::ScalarType dtype,
                                                                  c10::Device device) {
   if (!std::filesystem::is_directory(dir)) return absl::NotFoundError(absl::StrCat("model directory ", dir, " does not exist"));
-  auto index_text = ReadFile(dir + "/model_index.json");
+  auto index_text = util::ReadFileToString(dir + "/model_index.json");
   if (!index_text.ok()) return index_text.status();
   const nlohmann::json index = nlohmann::json::parse(*index_text, nullptr, false);
   if (index.is_discarded() || !index.is_object() || !index.contains("_class_name")) {
@@ -78,7 +69,7 @@ absl::StatusOr<std::unique_ptr<FluxPipeline>> FluxPipeline::Load(const std::stri
   auto impl = std::make_unique<Impl>();
   impl->dtype = dtype;
   impl->device = device;
-  const auto config = [&](const std::string& path) { return ReadFile(absl::StrCat(dir, "/", path)); };
+  const auto config = [&](const std::string& path) { return util::ReadFileToString(absl::StrCat(dir, "/", path)); };
   // Scheduler.
   auto text = config("scheduler/scheduler_config.json");
   if (!text.ok()) return text.status();

@@ -5,13 +5,12 @@
 #include <torch/nn/module.h>
 
 #include <algorithm>
-#include <fstream>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "util/read_file.h"
 #include "worker/models/text/clip_text_model.h"
 #include "worker/models/text/t5_encoder.h"
 #include "worker/tokenizers/clip_tokenizer.h"
@@ -19,17 +18,6 @@
 #include "worker/weights/safetensors.h"
 
 namespace ditserve::worker::pipelines {
-namespace {
-
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-}  // namespace
 
 struct FluxTextEncoder::Impl {
   std::unique_ptr<tokenizers::ClipTokenizer> clip_tokenizer;
@@ -57,13 +45,13 @@ absl::StatusOr<std::unique_ptr<FluxTextEncoder>> FluxTextEncoder::Load(const std
   auto t5_tokenizer = tokenizers::T5Tokenizer::Load(dir + "/tokenizer_2/spiece.model");
   if (!t5_tokenizer.ok()) return t5_tokenizer.status();
   impl->t5_tokenizer = *std::move(t5_tokenizer);
-  if (auto tc = ReadFile(dir + "/tokenizer/tokenizer_config.json"); tc.ok()) {
+  if (auto tc = util::ReadFileToString(dir + "/tokenizer/tokenizer_config.json"); tc.ok()) {
     const nlohmann::json j = nlohmann::json::parse(*tc, nullptr, false);
     if (j.is_object() && j.contains("model_max_length") && j["model_max_length"].is_number_integer()) {
       impl->clip_max_length = static_cast<int>(std::min<int64_t>(j["model_max_length"].get<int64_t>(), 77));
     }
   }
-  auto text = ReadFile(dir + "/text_encoder/config.json");
+  auto text = util::ReadFileToString(dir + "/text_encoder/config.json");
   if (!text.ok()) return text.status();
   auto clip_config = text::ParseClipTextConfig(*text);
   if (!clip_config.ok()) return clip_config.status();
@@ -74,7 +62,7 @@ absl::StatusOr<std::unique_ptr<FluxTextEncoder>> FluxTextEncoder::Load(const std
   auto ckpt = weights::SafetensorsCheckpoint::Open(dir + "/text_encoder");
   if (!ckpt.ok()) return ckpt.status();
   if (absl::Status s = impl->clip->Load(*ckpt); !s.ok()) return absl::InvalidArgumentError(absl::StrCat("text_encoder: ", s.message()));
-  text = ReadFile(dir + "/text_encoder_2/config.json");
+  text = util::ReadFileToString(dir + "/text_encoder_2/config.json");
   if (!text.ok()) return text.status();
   auto t5_config = text::ParseT5Config(*text);
   if (!t5_config.ok()) return t5_config.status();

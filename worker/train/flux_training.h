@@ -32,7 +32,7 @@ struct FluxTrainOptions {
   int max_sequence_length = 32;  // T5 tokens, as the pipeline is then run
   double caption_dropout = 0.1;
   double weight_decay = 0.01;
-  double ema_decay = 0.999;
+  double ema_decay = 0.995;
 };
 
 // Owns the optimiser and the EMA across phases (so the 128×128 fine-tune

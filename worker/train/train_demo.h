@@ -31,9 +31,9 @@ struct TrainDemoOptions {
   int vae_steps = 1500;
   int flux_steps = 3000;
   int finetune_steps = 800;
-  int vae_batch = 16;
+  int vae_batch = 8;
   int flux_batch = 32;
-  int finetune_batch = 16;
+  int finetune_batch = 8;
   int max_sequence_length = 32;  // T5 tokens of the training captions
   double vae_lr = 2e-3;
   double flux_lr = 1e-3;

@@ -30,6 +30,12 @@ with torch.no_grad():
     image = vae.decode(z, return_dict=False)[0]
     rgb = torch.rand(2, 3, 24, 20) * 2 - 1
     dist = vae.encode(rgb).latent_dist
+# Gradients of a training loss (reconstruction of the latent mean + KL).
+d = vae.encode(rgb).latent_dist
+loss = ((vae.decode(d.mean).sample - rgb) ** 2).mean() + 0.1 * d.kl().mean()
+loss.backward()
+grads = {"grad." + k: v.grad.contiguous() for k, v in vae.named_parameters() if v.grad is not None}
 save_file({"latents": z, "expected": image.contiguous(), "rgb": rgb,
-           "expected_mean": dist.mean.contiguous(), "expected_logvar": dist.logvar.contiguous()},
+           "expected_mean": dist.mean.contiguous(), "expected_logvar": dist.logvar.contiguous(),
+           "loss": loss.detach().reshape(1), **grads},
           out_dir + "/io.safetensors")

@@ -59,6 +59,30 @@ void CompareWithDiffusers(const std::string& variant) {
               logvar_err, want_mean.abs().max().item<double>());
   EXPECT_LT(mean_err, 1e-4);
   EXPECT_LT(logvar_err, 1e-4);
+
+  // Training: the gradients of the same loss equal diffusers' autograd's.
+  dist = (*encoder)->Encode(*io->Get("rgb"));
+  ASSERT_TRUE(dist.ok());
+  auto rec = (*decoder)->Decode(dist->mean);
+  ASSERT_TRUE(rec.ok());
+  const at::Tensor loss = (*rec - *io->Get("rgb")).pow(2).mean() + 0.1 * dist->Kl().mean();
+  EXPECT_NEAR(loss.item<double>(), io->Get("loss")->item<double>(), 1e-5);
+  loss.backward();
+  auto params = (*encoder)->NamedParameters();
+  for (auto& p : (*decoder)->NamedParameters()) params.push_back(p);
+  double worst = 0;
+  std::string worst_name;
+  for (auto& [name, p] : params) {
+    auto want = io->Get("grad." + name);
+    ASSERT_TRUE(want.ok()) << name;
+    ASSERT_TRUE(p.grad().defined()) << name;
+    const double scale = want->abs().max().item<double>() + 1e-4;  // some are 0 in theory (key biases)
+    const double rel = (p.grad() - *want).abs().max().item<double>() / scale;
+    if (rel > worst) worst = rel, worst_name = name;
+  }
+  std::printf("%s gradients: worst relative error %.3g (%s) over %zu parameters\n", variant.c_str(), worst,
+              worst_name.c_str(), params.size());
+  EXPECT_LT(worst, 1e-3) << worst_name;
   std::filesystem::remove_all(dir);
 }
 

@@ -25,18 +25,9 @@ struct Decoder : torch::nn::Module {
     up_blocks = register_module("up_blocks", ModuleList());
     int out = rev[0];
     for (size_t i = 0; i < rev.size(); ++i) {
-      const int prev = out;
+      up_blocks->push_back(std::make_shared<VaeResnetStack>(
+          out, rev[i], c.layers_per_block + 1, groups, i + 1 < rev.size() ? VaeResample::kUp : VaeResample::kNone));
       out = rev[i];
-      auto block = std::make_shared<VaeContainer>();
-      auto resnets = block->register_module("resnets", ModuleList());
-      for (int j = 0; j < c.layers_per_block + 1; ++j) {
-        resnets->push_back(std::make_shared<VaeResnet>(j == 0 ? prev : out, out, groups));
-      }
-      if (i + 1 < rev.size()) {
-        auto ups = block->register_module("upsamplers", ModuleList());
-        ups->push_back(std::make_shared<VaeUpsampler>(out));
-      }
-      up_blocks->push_back(block);
     }
     conv_norm_out = register_module("conv_norm_out", VaeNorm(groups, c.block_out_channels[0]));
     conv_out = register_module("conv_out", VaeConv(c.block_out_channels[0], c.out_channels, 3));
@@ -46,16 +37,7 @@ struct Decoder : torch::nn::Module {
     auto mid = mid_block->forward(conv_in->forward(z));
     if (!mid.ok()) return mid.status();
     at::Tensor x = *mid;
-    for (const auto& block : *up_blocks) {
-      for (const auto& child : block->named_children()) {
-        if (child.key() != "resnets") continue;
-        for (const auto& r : *child.value()->as<ModuleList>()) x = r->as<VaeResnet>()->forward(x);
-      }
-      for (const auto& child : block->named_children()) {
-        if (child.key() != "upsamplers") continue;
-        for (const auto& u : *child.value()->as<ModuleList>()) x = u->as<VaeUpsampler>()->forward(x);
-      }
-    }
+    for (const auto& block : *up_blocks) x = block->as<VaeResnetStack>()->forward(x);
     return conv_out->forward(at::silu(conv_norm_out->forward(x)));
   }
 

@@ -85,4 +85,25 @@ at::Tensor VaeDownsampler::forward(const at::Tensor& x) {
   return conv->forward(at::constant_pad_nd(x, {0, 1, 0, 1}, 0));
 }
 
+VaeResnetStack::VaeResnetStack(int in, int out, int num_resnets, int groups, VaeResample resample)
+    : resample(resample) {
+  resnets = register_module("resnets", ModuleList());
+  for (int j = 0; j < num_resnets; ++j) resnets->push_back(std::make_shared<VaeResnet>(j == 0 ? in : out, out, groups));
+  if (resample == VaeResample::kDown) {
+    samplers = register_module("downsamplers", ModuleList());
+    samplers->push_back(std::make_shared<VaeDownsampler>(out));
+  } else if (resample == VaeResample::kUp) {
+    samplers = register_module("upsamplers", ModuleList());
+    samplers->push_back(std::make_shared<VaeUpsampler>(out));
+  }
+}
+
+at::Tensor VaeResnetStack::forward(const at::Tensor& input) {
+  at::Tensor x = input;
+  for (const auto& r : *resnets) x = r->as<VaeResnet>()->forward(x);
+  if (resample == VaeResample::kDown) x = samplers[0]->as<VaeDownsampler>()->forward(x);
+  if (resample == VaeResample::kUp) x = samplers[0]->as<VaeUpsampler>()->forward(x);
+  return x;
+}
+
 }  // namespace ditserve::worker::vae

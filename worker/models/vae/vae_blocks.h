@@ -67,4 +67,15 @@ struct VaeDownsampler : torch::nn::Module {
   torch::nn::Conv2d conv{nullptr};
 };
 
+// DownEncoderBlock2D / UpDecoderBlock2D: `resnets` (the first from `in` to
+// `out` channels, the others out to out), then "downsamplers.0" or
+// "upsamplers.0" when the block resamples.
+enum class VaeResample { kNone, kDown, kUp };
+struct VaeResnetStack : torch::nn::Module {
+  VaeResnetStack(int in, int out, int num_resnets, int groups, VaeResample resample);
+  at::Tensor forward(const at::Tensor& x);
+  torch::nn::ModuleList resnets{nullptr}, samplers{nullptr};
+  VaeResample resample;
+};
+
 }  // namespace ditserve::worker::vae

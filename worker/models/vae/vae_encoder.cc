@@ -21,16 +21,8 @@ struct Encoder : torch::nn::Module {
     down_blocks = register_module("down_blocks", ModuleList());
     int in = ch[0];
     for (size_t i = 0; i < ch.size(); ++i) {
-      auto block = std::make_shared<VaeContainer>();
-      auto resnets = block->register_module("resnets", ModuleList());
-      for (int j = 0; j < c.layers_per_block; ++j) {
-        resnets->push_back(std::make_shared<VaeResnet>(j == 0 ? in : ch[i], ch[i], groups));
-      }
-      if (i + 1 < ch.size()) {
-        auto downs = block->register_module("downsamplers", ModuleList());
-        downs->push_back(std::make_shared<VaeDownsampler>(ch[i]));
-      }
-      down_blocks->push_back(block);
+      down_blocks->push_back(std::make_shared<VaeResnetStack>(
+          in, ch[i], c.layers_per_block, groups, i + 1 < ch.size() ? VaeResample::kDown : VaeResample::kNone));
       in = ch[i];
     }
     mid_block = register_module("mid_block", std::make_shared<VaeMidBlock>(ch.back(), groups, c.mid_block_add_attention));
@@ -40,16 +32,7 @@ struct Encoder : torch::nn::Module {
 
   absl::StatusOr<at::Tensor> forward(const at::Tensor& image) {
     at::Tensor x = conv_in->forward(image);
-    for (const auto& block : *down_blocks) {
-      for (const auto& child : block->named_children()) {
-        if (child.key() != "resnets") continue;
-        for (const auto& r : *child.value()->as<ModuleList>()) x = r->as<VaeResnet>()->forward(x);
-      }
-      for (const auto& child : block->named_children()) {
-        if (child.key() != "downsamplers") continue;
-        for (const auto& d : *child.value()->as<ModuleList>()) x = d->as<VaeDownsampler>()->forward(x);
-      }
-    }
+    for (const auto& block : *down_blocks) x = block->as<VaeResnetStack>()->forward(x);
     auto mid = mid_block->forward(x);
     if (!mid.ok()) return mid.status();
     return conv_out->forward(at::silu(conv_norm_out->forward(*mid)));
