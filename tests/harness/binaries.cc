@@ -18,7 +18,11 @@ std::string BinDir() {
   return self.substr(0, self.rfind('/')) + "/../bin";
 }
 
-std::vector<RunResult> RunAll(const std::vector<std::vector<std::string>>& commands, absl::Duration timeout) {
+namespace {
+
+std::vector<RunResult> RunWithEnv(const std::vector<std::vector<std::string>>& commands,
+                                  const std::vector<std::pair<std::string, std::string>>& env,
+                                  absl::Duration timeout) {
   static int serial = 0;  // distinct log names within this test process
   std::vector<util::ChildSpec> specs;
   std::vector<std::string> paths;
@@ -26,7 +30,7 @@ std::vector<RunResult> RunAll(const std::vector<std::vector<std::string>>& comma
     util::ChildSpec spec;
     spec.argv = commands[i];
     spec.output_path = absl::StrCat(::testing::TempDir(), "/run_", getpid(), "_", serial++, ".log");
-    spec.env = {{"OMP_NUM_THREADS", "1"}};
+    spec.env = env;
     paths.push_back(spec.output_path);
     specs.push_back(std::move(spec));
   }
@@ -41,6 +45,20 @@ std::vector<RunResult> RunAll(const std::vector<std::vector<std::string>>& comma
     unlink(paths[i].c_str());
   }
   return out;
+}
+
+}  // namespace
+
+std::vector<RunResult> RunAll(const std::vector<std::vector<std::string>>& commands, absl::Duration timeout) {
+  return RunWithEnv(commands, {{"OMP_NUM_THREADS", "1"}}, timeout);
+}
+
+CommandResult RunCommand(const std::vector<std::string>& argv,
+                         const std::vector<std::pair<std::string, std::string>>& env, absl::Duration timeout) {
+  auto all = RunWithEnv({argv}, env, timeout);
+  if (all.empty()) return CommandResult{};
+  const util::ChildExit& e = all[0].exit;
+  return CommandResult{e.exited ? e.exit_code : 128 + e.term_signal, all[0].output};
 }
 
 RunResult RunOne(const std::vector<std::string>& command, absl::Duration timeout) {

@@ -4,6 +4,7 @@
 // run some together (one ProcessGang: killed on timeout, never orphaned).
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/time/time.h"
@@ -25,5 +26,16 @@ struct RunResult {
 std::vector<RunResult> RunAll(const std::vector<std::vector<std::string>>& commands,
                               absl::Duration timeout = absl::Seconds(300));
 RunResult RunOne(const std::vector<std::string>& command, absl::Duration timeout = absl::Seconds(300));
+
+// The same for one command with its exit folded into an int.
+struct CommandResult {
+  int exit_code = -1;  // 128 + signal when killed; -1 when it could not start
+  std::string output;  // stdout and stderr together
+};
+// Runs argv (argv[0] a path) with `env` added to the environment, waits up
+// to `timeout` (then kills it) and returns its exit status and output.
+CommandResult RunCommand(const std::vector<std::string>& argv,
+                         const std::vector<std::pair<std::string, std::string>>& env = {{"OMP_NUM_THREADS", "1"}},
+                         absl::Duration timeout = absl::Minutes(10));
 
 }  // namespace ditserve::testing

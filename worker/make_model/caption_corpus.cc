@@ -3,16 +3,16 @@
 #include <cctype>
 #include <map>
 
+#include "worker/make_model/scene_vocabulary.h"
+
 namespace ditserve::worker::make_model {
 
 std::vector<std::string> CaptionCorpus() {
-  const char* colours[] = {"red", "green", "blue", "yellow", "orange", "purple", "white", "black", "pink", "gray"};
-  const char* shapes[] = {"circle", "square", "triangle"};
   std::vector<std::string> out;
-  for (const char* c : colours)
-    for (const char* s : shapes)
-      for (const char* b : colours)
-        if (std::string(c) != b) out.push_back(std::string("a ") + c + " " + s + " on a " + b + " background");
+  for (size_t c = 0; c < kSceneColours.size(); ++c)
+    for (int s = 0; s < static_cast<int>(kSceneShapeNames.size()); ++s)
+      for (size_t b = 0; b < kSceneColours.size(); ++b)
+        if (c != b) out.push_back(SceneCaption(static_cast<int>(c), static_cast<SceneShape>(s), static_cast<int>(b)));
   for (const char* s : {"a photo of a cat sitting on a chair", "the quick brown fox jumps over the lazy dog",
                         "an oil painting of a mountain lake at sunset", "a small house in a green field",
                         "two people walking along the beach", "a bowl of fruit on a wooden table"}) {

@@ -34,29 +34,6 @@ absl::StatusOr<std::unique_ptr<flux::FluxTransformer>> LoadTransformer(const std
 absl::StatusOr<std::unique_ptr<vae::VaeDecoder>> LoadVaeDecoder(const std::string& dir, const vae::VaeConfig& config,
                                                                 at::ScalarType dtype, c10::Device device);
 
-// Both tokenizers and text encoders (CLIP for the pooled vector, T5 for
-// the sequence). Immutable after Load; Encode is thread-compatible.
-class FluxTextEncoders {
- public:
-  static absl::StatusOr<std::unique_ptr<FluxTextEncoders>> Load(const std::string& dir, at::ScalarType dtype,
-                                                                 c10::Device device);
-  ~FluxTextEncoders();
-
-  int pooled_dim() const;    // CLIP hidden size
-  int sequence_dim() const;  // T5 d_model
-
-  struct Embeddings {
-    at::Tensor pooled;    // [1, pooled_dim] in the run dtype
-    at::Tensor sequence;  // [1, max_sequence_length, sequence_dim]
-  };
-  absl::StatusOr<Embeddings> Encode(const std::string& prompt, int max_sequence_length) const;
-
- private:
-  struct Impl;
-  explicit FluxTextEncoders(std::unique_ptr<Impl> impl);
-  std::unique_ptr<Impl> impl_;
-};
-
 // The initial noise of a request: [1, C, h, w] float32 normals from PyTorch's
 // CPU generator seeded with `seed` (as torch.randn with a CPU generator),
 // packed to [1, h/2·w/2, 4C].

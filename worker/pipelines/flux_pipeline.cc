@@ -5,16 +5,18 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "util/read_file.h"
 #include "worker/models/flux/flow_match_scheduler.h"
 #include "worker/models/flux/flux_transformer.h"
 #include "worker/models/vae/autoencoder_kl.h"
 #include "worker/pipelines/flux_components.h"
+#include "worker/pipelines/flux_text_encoder.h"
 
 namespace ditserve::worker::pipelines {
 
 struct FluxPipeline::Impl {
   flux::FlowMatchSchedulerConfig scheduler;
-  std::unique_ptr<FluxTextEncoders> text;
+  std::unique_ptr<FluxTextEncoder> text;
   std::unique_ptr<flux::FluxTransformer> transformer;
   std::unique_ptr<vae::VaeDecoder> vae;
   at::ScalarType dtype = at::kFloat;
@@ -37,7 +39,7 @@ absl::StatusOr<std::unique_ptr<FluxPipeline>> FluxPipeline::Load(const std::stri
   auto scheduler = LoadSchedulerConfig(dir);
   if (!scheduler.ok()) return scheduler.status();
   impl->scheduler = *scheduler;
-  auto text = FluxTextEncoders::Load(dir, dtype, device);
+  auto text = FluxTextEncoder::Load(dir, dtype, device);
   if (!text.ok()) return text.status();
   impl->text = *std::move(text);
   auto flux_config = LoadTransformerConfig(dir);
@@ -92,7 +94,7 @@ absl::StatusOr<FluxResult> FluxPipeline::Generate(const FluxRequest& r, const St
   at::NoGradGuard no_grad;
   auto cond = p.text->Encode(r.prompt, r.max_sequence_length);
   if (!cond.ok()) return cond.status();
-  FluxTextEncoders::Embeddings uncond;
+  FluxTextEmbeddings uncond;
   if (true_cfg) {
     auto n = p.text->Encode(r.negative_prompt, r.max_sequence_length);
     if (!n.ok()) return n.status();

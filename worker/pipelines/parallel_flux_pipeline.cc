@@ -16,6 +16,7 @@
 #include "worker/models/flux/flux_transformer.h"
 #include "worker/models/vae/autoencoder_kl.h"
 #include "worker/pipelines/flux_components.h"
+#include "worker/pipelines/flux_text_encoder.h"
 #include "worker/pipelines/pipefusion_attention.h"
 #include "worker/pipelines/stop_agreement.h"
 #include "worker/pipelines/usp_flux_attention.h"
@@ -51,7 +52,7 @@ struct GangModel {
   flux::FlowMatchSchedulerConfig scheduler;
   flux::FluxTransformerConfig transformer_config;
   vae::VaeConfig vae_config;
-  std::unique_ptr<FluxTextEncoders> text;          // world rank 0 only
+  std::unique_ptr<FluxTextEncoder> text;          // world rank 0 only
   std::unique_ptr<vae::VaeDecoder> vae;            // world rank 0 only
   std::unique_ptr<flux::FluxTransformer> transformer;  // this stage's blocks
   at::ScalarType dtype = at::kFloat;
@@ -546,7 +547,7 @@ absl::StatusOr<std::unique_ptr<ParallelFluxPipeline>> ParallelFluxPipeline::Load
     if (!transformer.ok()) return transformer.status();
     impl->transformer = *std::move(transformer);
     if (groups.world().rank() == 0) {
-      auto text = FluxTextEncoders::Load(dir, dtype, device);
+      auto text = FluxTextEncoder::Load(dir, dtype, device);
       if (!text.ok()) return text.status();
       impl->text = *std::move(text);
       if (tc->joint_attention_dim != impl->text->sequence_dim() || tc->pooled_projection_dim != impl->text->pooled_dim()) {

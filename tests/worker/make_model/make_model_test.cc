@@ -12,39 +12,20 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "tests/harness/binaries.h"
 #include "tests/harness/reference.h"
-#include "util/process_gang.h"
 #include "worker/pipelines/flux_pipeline.h"
 #include "worker/weights/safetensors.h"
 
 namespace ditserve {
 namespace {
 
-std::string BinDir() {
-  if (const char* dir = std::getenv("DITSERVE_BIN_DIR")) return dir;
-  char buf[4096];
-  const ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
-  std::string self(buf, static_cast<size_t>(std::max<ssize_t>(n, 0)));
-  return self.substr(0, self.rfind('/')) + "/../bin";
-}
-
-
+using testing::BinDir;
+using testing::CommandResult;
 using testing::ReadTextFile;
 
-struct CommandResult {
-  int exit_code = -1;
-  std::string output;
-};
-
-CommandResult Execute(std::vector<std::string> argv) {
-  const std::string log = absl::StrCat(::testing::TempDir(), "/make_model_", getpid(), ".log");
-  auto gang = util::ProcessGang::Start({util::ChildSpec{argv, {{"OMP_NUM_THREADS", "1"}}, log}});
-  EXPECT_TRUE(gang.ok()) << gang.status();
-  if (!gang.ok()) return {};
-  auto r = (*gang)->Wait(absl::Now() + absl::Minutes(10), false, absl::Seconds(2));
-  CommandResult out{r.exits[0].exited ? r.exits[0].exit_code : 128 + r.exits[0].term_signal, ReadTextFile(log)};
-  unlink(log.c_str());
-  return out;
+CommandResult Execute(const std::vector<std::string>& argv) {
+  return testing::RunCommand(argv, {{"OMP_NUM_THREADS", "1"}}, absl::Minutes(15));
 }
 
 class MakeModel : public ::testing::Test {

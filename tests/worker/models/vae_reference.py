@@ -1,7 +1,10 @@
 """Test reference: a tiny random AutoencoderKL from PyPI's diffusers, saved as a
 diffusers vae/ directory, with latents and diffusers' decoded image.
 
-usage: vae_reference.py OUT_DIR post_quant|no_post_quant
+The image, and the mean and log-variance diffusers' encoder gives for it,
+check the encoder.
+
+usage: vae_reference.py OUT_DIR post_quant|no_post_quant|no_attention
 """
 import sys
 
@@ -15,7 +18,8 @@ vae = AutoencoderKL(
     in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16, 16),
     down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
     layers_per_block=1, norm_num_groups=4, scaling_factor=0.3611, shift_factor=0.1159,
-    use_post_quant_conv=variant == "post_quant", use_quant_conv=variant == "post_quant")
+    use_post_quant_conv=variant == "post_quant", use_quant_conv=variant == "post_quant",
+    mid_block_add_attention=variant != "no_attention")
 with torch.no_grad():
     for p in vae.parameters():
         p.add_(torch.randn_like(p) * 0.05)
@@ -24,4 +28,14 @@ vae.save_pretrained(out_dir + "/vae")
 z = torch.randn(2, 4, 6, 5)
 with torch.no_grad():
     image = vae.decode(z, return_dict=False)[0]
-save_file({"latents": z, "expected": image.contiguous()}, out_dir + "/io.safetensors")
+    rgb = torch.rand(2, 3, 24, 20) * 2 - 1
+    dist = vae.encode(rgb).latent_dist
+# Gradients of a training loss (reconstruction of the latent mean + KL).
+d = vae.encode(rgb).latent_dist
+loss = ((vae.decode(d.mean).sample - rgb) ** 2).mean() + 0.1 * d.kl().mean()
+loss.backward()
+grads = {"grad." + k: v.grad.contiguous() for k, v in vae.named_parameters() if v.grad is not None}
+save_file({"latents": z, "expected": image.contiguous(), "rgb": rgb,
+           "expected_mean": dist.mean.contiguous(), "expected_logvar": dist.logvar.contiguous(),
+           "loss": loss.detach().reshape(1), **grads},
+          out_dir + "/io.safetensors")

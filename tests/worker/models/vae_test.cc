@@ -1,5 +1,7 @@
 #include "worker/models/vae/autoencoder_kl.h"
 
+#include <ATen/CPUGeneratorImpl.h>
+
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
@@ -10,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "tests/harness/reference.h"
+#include "worker/models/vae/vae_encoder.h"
 
 namespace ditserve::worker::vae {
 namespace {
@@ -26,6 +29,8 @@ void CompareWithDiffusers(const std::string& variant) {
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->scale_factor(), 4);
   EXPECT_EQ(config->use_post_quant_conv, variant == "post_quant");
+  EXPECT_EQ(config->use_quant_conv, variant == "post_quant");
+  EXPECT_EQ(config->mid_block_add_attention, variant != "no_attention");
   auto decoder = VaeDecoder::Create(*config, at::kFloat);
   ASSERT_TRUE(decoder.ok());
   auto ckpt = weights::SafetensorsCheckpoint::Open(dir + "/vae");
@@ -39,11 +44,102 @@ void CompareWithDiffusers(const std::string& variant) {
   const double err = (*image - want).abs().max().item<double>();
   std::printf("%s: max-abs error %.3g (image max %.3g)\n", variant.c_str(), err, want.abs().max().item<double>());
   EXPECT_LT(err, 1e-4);
+
+  // The encoder: the mean and log-variance of diffusers' latent_dist.
+  auto encoder = VaeEncoder::Create(*config, at::kFloat);
+  ASSERT_TRUE(encoder.ok()) << encoder.status();
+  ASSERT_TRUE((*encoder)->Load(*ckpt).ok()) << (*encoder)->Load(*ckpt);
+  auto dist = (*encoder)->Encode(*io->Get("rgb"));
+  ASSERT_TRUE(dist.ok()) << dist.status();
+  const at::Tensor want_mean = *io->Get("expected_mean"), want_logvar = *io->Get("expected_logvar");
+  ASSERT_EQ(dist->mean.sizes(), want_mean.sizes());
+  const double mean_err = (dist->mean - want_mean).abs().max().item<double>();
+  const double logvar_err = (dist->logvar - want_logvar).abs().max().item<double>();
+  std::printf("%s encoder: max-abs error mean %.3g, logvar %.3g (mean max %.3g)\n", variant.c_str(), mean_err,
+              logvar_err, want_mean.abs().max().item<double>());
+  EXPECT_LT(mean_err, 1e-4);
+  EXPECT_LT(logvar_err, 1e-4);
+
+  // Training: the gradients of the same loss equal diffusers' autograd's.
+  dist = (*encoder)->Encode(*io->Get("rgb"));
+  ASSERT_TRUE(dist.ok());
+  auto rec = (*decoder)->Decode(dist->mean);
+  ASSERT_TRUE(rec.ok());
+  const at::Tensor loss = (*rec - *io->Get("rgb")).pow(2).mean() + 0.1 * dist->Kl().mean();
+  EXPECT_NEAR(loss.item<double>(), io->Get("loss")->item<double>(), 1e-5);
+  loss.backward();
+  auto params = (*encoder)->NamedParameters();
+  for (auto& p : (*decoder)->NamedParameters()) params.push_back(p);
+  double worst = 0;
+  std::string worst_name;
+  for (auto& [name, p] : params) {
+    auto want = io->Get("grad." + name);
+    ASSERT_TRUE(want.ok()) << name;
+    ASSERT_TRUE(p.grad().defined()) << name;
+    const double scale = want->abs().max().item<double>() + 1e-4;  // some are 0 in theory (key biases)
+    const double rel = (p.grad() - *want).abs().max().item<double>() / scale;
+    if (rel > worst) worst = rel, worst_name = name;
+  }
+  std::printf("%s gradients: worst relative error %.3g (%s) over %zu parameters\n", variant.c_str(), worst,
+              worst_name.c_str(), params.size());
+  EXPECT_LT(worst, 1e-3) << worst_name;
   std::filesystem::remove_all(dir);
 }
 
 TEST(VaeDecoder, MatchesDiffusers) { CompareWithDiffusers("no_post_quant"); }
 TEST(VaeDecoder, MatchesDiffusersWithPostQuantConv) { CompareWithDiffusers("post_quant"); }
+TEST(VaeDecoder, MatchesDiffusersWithoutMidBlockAttention) { CompareWithDiffusers("no_attention"); }
+
+// Training needs gradients through both halves (attention included): the
+// autograd gradient of a scalar loss matches a central finite difference.
+TEST(VaeEncoder, GradientsFlowThroughEncoderAndDecoder) {
+  VaeConfig c;
+  c.latent_channels = 2;
+  c.block_out_channels = {4, 4};
+  c.layers_per_block = 1;
+  c.norm_num_groups = 2;
+  c.use_quant_conv = true;
+  c.use_post_quant_conv = false;
+  // float32 (the attention kernel's widest type), so a coarse step.
+  auto encoder = VaeEncoder::Create(c, at::kFloat);
+  auto decoder = VaeDecoder::Create(c, at::kFloat);
+  ASSERT_TRUE(encoder.ok() && decoder.ok());
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(1);
+  const at::Tensor image = at::rand({1, 3, 4, 6}, gen, at::TensorOptions().dtype(at::kFloat)) * 2 - 1;
+  const auto loss = [&]() {
+    auto d = (*encoder)->Encode(image);
+    EXPECT_TRUE(d.ok());
+    auto out = (*decoder)->Decode(d->mean);
+    EXPECT_TRUE(out.ok());
+    return (*out - image).pow(2).mean() + 0.1 * d->Kl().mean();
+  };
+  at::Tensor l = loss();
+  l.backward();
+  // Encoder weights (one before, one inside the attention) and a decoder weight.
+  std::vector<std::pair<std::string, at::Tensor>> all = (*encoder)->NamedParameters();
+  for (auto& p : (*decoder)->NamedParameters()) all.push_back(p);
+  int checked = 0;
+  for (auto& [name, p] : all) {
+    if (name != "encoder.mid_block.attentions.0.to_q.weight" && name != "encoder.conv_in.weight" &&
+        name != "decoder.conv_out.bias") {
+      continue;
+    }
+    ASSERT_TRUE(p.grad().defined()) << name;
+    const double analytic = p.grad().view(-1)[0].item<double>();
+    const double h = 1e-2;
+    at::Tensor flat = p.detach().view(-1);
+    const double before = flat[0].item<double>();
+    flat[0] = before + h;
+    const double up = loss().item<double>();
+    flat[0] = before - h;
+    const double down = loss().item<double>();
+    flat[0] = before;
+    std::printf("%s: autograd %.6g, finite difference %.6g\n", name.c_str(), analytic, (up - down) / (2 * h));
+    EXPECT_NEAR(analytic, (up - down) / (2 * h), 2e-3 + 2e-2 * std::abs(analytic)) << name;
+    ++checked;
+  }
+  EXPECT_EQ(checked, 3);
+}
 
 TEST(VaeDecoder, ToUint8RgbRoundsAsDiffusers) {
   const at::Tensor x = at::tensor({-1.f, -0.5f, 0.f, 1.f, 2.f, 0.99f}).view({1, 1, 2, 3}).repeat({1, 3, 1, 1});

@@ -2,7 +2,8 @@
 
 // The decoder half of diffusers' AutoencoderKL (what text-to-image needs):
 // latents -> RGB. Parameter names equal the checkpoint keys under
-// "decoder." (and "post_quant_conv." when the config uses it).
+// "decoder." (and "post_quant_conv." when the config uses it). The encoder
+// half is VaeEncoder (vae_encoder.h).
 
 #include <memory>
 #include <utility>
@@ -19,6 +20,7 @@ namespace ditserve::worker::vae {
 
 // vae/config.json.
 struct VaeConfig {
+  int in_channels = 3;
   int latent_channels = 16;
   int out_channels = 3;
   std::vector<int> block_out_channels = {128, 256, 512, 512};
@@ -27,6 +29,7 @@ struct VaeConfig {
   double scaling_factor = 0.3611;
   double shift_factor = 0.1159;  // 0 when the config has none
   bool use_post_quant_conv = false;
+  bool use_quant_conv = false;
   bool mid_block_add_attention = true;
   int sample_size = 1024;  // default image size in pixels
 
@@ -34,8 +37,9 @@ struct VaeConfig {
   int scale_factor() const { return 1 << (block_out_channels.size() - 1); }
 };
 
-// INVALID_ARGUMENT names the field (non-silu activations, non-"group"
-// norms, or channels not divisible by the group count are rejected).
+// INVALID_ARGUMENT names the field (non-silu activations, block types other
+// than DownEncoderBlock2D/UpDecoderBlock2D, or channels not divisible by the
+// group count are rejected).
 absl::StatusOr<VaeConfig> ParseVaeConfig(const std::string& json_text);
 
 class VaeDecoder {
@@ -55,7 +59,8 @@ class VaeDecoder {
 
   // Raw VAE latents [B, latent_channels, h, w] (already unscaled:
   // z / scaling_factor + shift_factor) -> image [B, 3, 8h, 8w] in [-1, 1]
-  // (not clamped), float32.
+  // (not clamped), float32. Builds an autograd graph when grad mode is on
+  // (training); callers that only infer hold an at::NoGradGuard.
   absl::StatusOr<at::Tensor> Decode(const at::Tensor& latents) const;
 
  private:

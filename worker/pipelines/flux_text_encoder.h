@@ -1,0 +1,47 @@
+#pragma once
+
+// The text side of a Flux diffusers directory: both tokenizers and both
+// text encoders (CLIP for the pooled vector, T5 for the token sequence),
+// as diffusers' FluxPipeline.encode_prompt uses them.
+
+#include <memory>
+#include <string>
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+
+#include "absl/status/statusor.h"
+
+namespace ditserve::worker::pipelines {
+
+struct FluxTextEmbeddings {
+  at::Tensor pooled;    // [1, pooled_projection_dim] (CLIP pooled output)
+  at::Tensor sequence;  // [1, max_sequence_length, joint_attention_dim] (T5)
+  at::Tensor text_ids;  // [max_sequence_length, 3] zeros, float32
+};
+
+// Immutable after Load; Encode is thread-compatible.
+class FluxTextEncoder {
+ public:
+  // Loads tokenizer/, tokenizer_2/, text_encoder/ and text_encoder_2/ of
+  // `dir` in `dtype` on `device`. NOT_FOUND / INVALID_ARGUMENT name the
+  // file at fault.
+  static absl::StatusOr<std::unique_ptr<FluxTextEncoder>> Load(const std::string& dir, at::ScalarType dtype,
+                                                               c10::Device device);
+  ~FluxTextEncoder();
+
+  int pooled_dim() const;    // CLIP hidden size
+  int sequence_dim() const;  // T5 d_model
+
+  // The prompt's embeddings, in the load dtype on the load device: CLIP
+  // sees at most 77 tokens (the tokenizer's model_max_length), T5 exactly
+  // max_sequence_length (truncated or padded). Runs under NoGradGuard.
+  absl::StatusOr<FluxTextEmbeddings> Encode(const std::string& prompt, int max_sequence_length) const;
+
+ private:
+  struct Impl;
+  explicit FluxTextEncoder(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ditserve::worker::pipelines

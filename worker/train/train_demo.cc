@@ -1,0 +1,235 @@
+#include "worker/train/train_demo.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Context.h>
+#include <ATen/Parallel.h>
+#include <torch/nn/module.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "worker/make_model/flux_directory_writer.h"
+#include "worker/models/flux/flux_transformer.h"
+#include "worker/models/vae/vae_encoder.h"
+#include "worker/pipelines/flux_text_encoder.h"
+#include "worker/train/flux_training.h"
+#include "worker/train/vae_training.h"
+
+namespace ditserve::worker::train {
+namespace {
+
+// The demo model's sizes (the prototype: a 0.3M-parameter VAE with
+// 8× downscale and 4 latent channels; a 2 + 2 block transformer with 4
+// heads of 32).
+make_model::TextComponentsSpec TextSpec() {
+  make_model::TextComponentsSpec s;
+  s.clip.hidden_size = 64;
+  s.clip.intermediate_size = 128;
+  s.clip.num_hidden_layers = 1;
+  s.clip.num_attention_heads = 2;
+  s.t5.d_model = 64;
+  s.t5.d_kv = 16;
+  s.t5.d_ff = 128;
+  s.t5.num_layers = 1;
+  s.t5.num_heads = 4;
+  s.bpe_merges = 300;
+  s.spm_vocab = 128;
+  s.local_t5_attention = true;
+  return s;
+}
+
+vae::VaeConfig VaeSpec() {
+  vae::VaeConfig c;
+  c.in_channels = 3;
+  c.out_channels = 3;
+  c.latent_channels = 4;
+  c.block_out_channels = {16, 32, 32, 32};
+  c.layers_per_block = 1;
+  c.norm_num_groups = 8;
+  c.mid_block_add_attention = false;
+  c.use_quant_conv = false;
+  c.use_post_quant_conv = false;
+  c.sample_size = 128;
+  return c;
+}
+
+flux::FluxTransformerConfig TransformerSpec(const vae::VaeConfig& vae, const make_model::TextComponentsSpec& text) {
+  flux::FluxTransformerConfig c;
+  c.in_channels = c.out_channels = 4 * vae.latent_channels;
+  c.num_layers = 2;
+  c.num_single_layers = 2;
+  c.attention_head_dim = 32;
+  c.num_attention_heads = 4;
+  c.joint_attention_dim = text.t5.d_model;
+  c.pooled_projection_dim = text.clip.hidden_size;
+  c.guidance_embeds = false;
+  c.axes_dims_rope = {8, 12, 12};
+  return c;
+}
+
+// PyTorch's Linear initialisation (U(±1/sqrt(fan_in)) weights), zero
+// biases, unit norm weights, and DiT's adaLN-Zero: every modulation and the
+// output projection start at zero, so each block starts as the identity and
+// the untrained model predicts zero velocity.
+void InitialiseTransformer(const make_model::NamedTensors& params, at::Generator& gen) {
+  at::NoGradGuard no_grad;
+  for (const auto& [name, t] : params) {
+    const bool modulation = absl::StrContains(name, "norm1.linear") || absl::StrContains(name, "norm1_context.linear") ||
+                            (absl::StartsWith(name, "single_transformer_blocks") && absl::StrContains(name, ".norm.linear")) ||
+                            absl::StartsWith(name, "norm_out.") || absl::StartsWith(name, "proj_out.");
+    if (modulation || absl::EndsWith(name, ".bias")) {
+      t.zero_();
+    } else if (t.dim() == 1) {
+      t.fill_(1.0);
+    } else {
+      const double bound = 1.0 / std::sqrt(static_cast<double>(t.size(1)));
+      t.copy_(at::rand(t.sizes(), gen, at::TensorOptions().dtype(at::kFloat)).mul(2 * bound).sub(bound));
+    }
+  }
+}
+
+make_model::NamedTensors Concat(make_model::NamedTensors a, const make_model::NamedTensors& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+int64_t CountParameters(const make_model::NamedTensors& params) {
+  int64_t n = 0;
+  for (const auto& [name, t] : params) n += t.numel();
+  return n;
+}
+
+nlohmann::ordered_json PhaseJson(const PhaseReport& r) {
+  return {{"phase", r.name}, {"steps", r.steps}, {"seconds", std::round(r.seconds * 10) / 10},
+          {"first_loss", r.first_loss}, {"last_loss", r.last_loss}};
+}
+
+}  // namespace
+
+absl::StatusOr<TrainDemoReport> TrainDemo(const TrainDemoOptions& o, std::FILE* out) {
+  if (o.out_dir.empty()) return absl::InvalidArgumentError("--out is required");
+  if (o.dtype != "f32" && o.dtype != "bf16") return absl::InvalidArgumentError("--dtype must be f32 or bf16");
+  if (o.minutes < 0) return absl::InvalidArgumentError("--minutes must be >= 0");
+  for (auto [name, v] : {std::pair{"--vae_steps", o.vae_steps}, {"--flux_steps", o.flux_steps},
+                         {"--finetune_steps", o.finetune_steps}, {"--vae_batch", o.vae_batch},
+                         {"--flux_batch", o.flux_batch}, {"--finetune_batch", o.finetune_batch},
+                         {"--max_sequence_length", o.max_sequence_length}}) {
+    if (v < 1) return absl::InvalidArgumentError(absl::StrCat(name, " must be >= 1, got ", v));
+  }
+  if (o.max_sequence_length > 512) return absl::InvalidArgumentError("--max_sequence_length must be <= 512");
+  const auto start = std::chrono::steady_clock::now();
+  const at::ScalarType dtype = o.dtype == "bf16" ? at::kBFloat16 : at::kFloat;
+  const std::string& dir = o.out_dir;
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot create ", dir, ": ", ec.message()));
+
+  // Every random draw descends from the seed: the default initialisers
+  // (LibTorch's global CPU generator), the text encoders' weights, the
+  // scenes and the noise.
+  at::manual_seed(o.seed);
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(o.seed);
+  std::mt19937_64 scenes(o.seed);
+
+  // The text side, written first: training embeds captions with exactly
+  // the encoders (and weight dtype) that inference will load.
+  make_model::TextComponentsSpec text_spec = TextSpec();
+  if (absl::Status s = make_model::WriteTextComponents(dir, text_spec, gen, dtype); !s.ok()) return s;
+  auto text = pipelines::FluxTextEncoder::Load(dir, at::kFloat, c10::Device(c10::kCPU));
+  if (!text.ok()) return text.status();
+
+  vae::VaeConfig vae_config = VaeSpec();
+  auto encoder = vae::VaeEncoder::Create(vae_config, at::kFloat);
+  if (!encoder.ok()) return encoder.status();
+  auto decoder = vae::VaeDecoder::Create(vae_config, at::kFloat);
+  if (!decoder.ok()) return decoder.status();
+  const flux::FluxTransformerConfig flux_config = TransformerSpec(vae_config, text_spec);
+  auto transformer = flux::FluxTransformer::Create(flux_config, at::kFloat);
+  if (!transformer.ok()) return transformer.status();
+  InitialiseTransformer(make_model::ModuleParameters((*transformer)->module()), gen);
+  std::fprintf(out, "model: vae %lld parameters, transformer %lld, threads %d\n",
+               static_cast<long long>(CountParameters(Concat((*encoder)->NamedParameters(), (*decoder)->NamedParameters()))),
+               static_cast<long long>(CountParameters(make_model::ModuleParameters((*transformer)->module()))),
+               at::get_num_threads());
+
+  TrainDemoReport report;
+  const double budget = o.minutes * 60;
+  // Phase 1: the VAE.
+  VaeTrainOptions vo;
+  vo.plan = {"vae", o.vae_steps, budget * 0.25, o.vae_lr, 100, o.log_every};
+  vo.batch = o.vae_batch;
+  auto vae_report = TrainVae(**encoder, **decoder, vo, scenes, gen, out);
+  if (!vae_report.ok()) return vae_report.status();
+  report.phases.push_back(*vae_report);
+  for (auto [size, mse] : {std::pair{64, &report.vae_reconstruction_mse_64}, {128, &report.vae_reconstruction_mse_128}}) {
+    auto e = ReconstructionError(**encoder, **decoder, 64, size, scenes);
+    if (!e.ok()) return e.status();
+    *mse = *e;
+  }
+  std::filesystem::create_directories(dir + "/previews", ec);
+  if (absl::Status s = WriteReconstructionPreview(**encoder, **decoder, 8, 64, scenes, dir + "/previews/vae_64.png");
+      !s.ok()) {
+    return s;
+  }
+  auto stats = MeasureLatents(**encoder, 512, 64, scenes, gen);
+  if (!stats.ok()) return stats.status();
+  vae_config.shift_factor = stats->mean;
+  vae_config.scaling_factor = 1.0 / stats->std;
+  std::fprintf(out, "[vae] reconstruction MSE %.5f at 64x64, %.5f at 128x128; latents mean %.4f std %.4f\n",
+               report.vae_reconstruction_mse_64, report.vae_reconstruction_mse_128, stats->mean, stats->std);
+  // The encoder the transformer phases read carries the latent statistics.
+  auto frozen = vae::VaeEncoder::Create(vae_config, at::kFloat);
+  if (!frozen.ok()) return frozen.status();
+  {
+    at::NoGradGuard no_grad;
+    auto dst = (*frozen)->NamedParameters();
+    auto src = (*encoder)->NamedParameters();
+    for (size_t i = 0; i < dst.size(); ++i) dst[i].second.copy_(src[i].second);
+  }
+  if (absl::Status s = make_model::WriteVae(dir, vae_config,
+                                            Concat((*encoder)->NamedParameters(), (*decoder)->NamedParameters()), dtype);
+      !s.ok()) {
+    return s;
+  }
+
+  // Phases 2 and 3: the transformer at 64×64, then 128×128.
+  FluxTrainOptions fo;
+  fo.batch = o.flux_batch;
+  fo.max_sequence_length = o.max_sequence_length;
+  FluxTrainer trainer(**transformer, **frozen, **text, fo, o.flux_lr);
+  auto flux_report = trainer.Train({"transformer-64", o.flux_steps, budget * 0.40, o.flux_lr, 100, o.log_every}, 64,
+                                   scenes, gen, out);
+  if (!flux_report.ok()) return flux_report.status();
+  report.phases.push_back(*flux_report);
+  fo.batch = o.finetune_batch;
+  auto finetune_report = trainer.Train({"transformer-128", o.finetune_steps, budget * 0.35, o.finetune_lr, 50, o.log_every},
+                                       128, scenes, gen, out);
+  if (!finetune_report.ok()) return finetune_report.status();
+  report.phases.push_back(*finetune_report);
+
+  if (absl::Status s = make_model::WriteTransformer(dir, flux_config, trainer.AveragedWeights(), dtype); !s.ok()) return s;
+  flux::FlowMatchSchedulerConfig scheduler;
+  scheduler.shift = 1.0;
+  scheduler.use_dynamic_shifting = false;
+  if (absl::Status s = make_model::WriteScheduler(dir, scheduler); !s.ok()) return s;
+  if (absl::Status s = make_model::WriteModelIndex(dir); !s.ok()) return s;
+  report.total_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+
+  nlohmann::ordered_json note = {{"command", o.command_line}, {"seed", o.seed}, {"threads", at::get_num_threads()},
+                                 {"max_sequence_length", o.max_sequence_length},
+                                 {"total_seconds", std::round(report.total_seconds)}};
+  note["phases"] = nlohmann::ordered_json::array();
+  for (const auto& p : report.phases) note["phases"].push_back(PhaseJson(p));
+  note["vae_reconstruction_mse"] = {{"64", report.vae_reconstruction_mse_64}, {"128", report.vae_reconstruction_mse_128}};
+  std::ofstream(dir + "/training.json") << note.dump(2) << "\n";
+  return report;
+}
+
+}  // namespace ditserve::worker::train
