@@ -217,6 +217,7 @@ grpc::ServerUnaryReactor* GenerationService::GetInfo(grpc::CallbackServerContext
     response->set_uses_guidance_embedding(hello->uses_guidance_embedding());
     response->set_dtype(hello->dtype());
     response->set_device(hello->device());
+    response->set_transformer_config_json(hello->transformer_config_json());
     l.set_size_multiple(hello->size_multiple());
     p = hello->parallel();
   }

@@ -31,6 +31,9 @@ ABSL_FLAG(std::string, dtype, "", "f32 or bf16 (default: f32 on CPU, bf16 on CUD
 ABSL_FLAG(std::string, control_address, "",
           "host:port of ditserve-server's control service, which rank 0 dials to receive work");
 ABSL_FLAG(int, threads, 0, "LibTorch intra-op threads per rank (0: LibTorch's default)");
+ABSL_FLAG(int, num_pipeline_patch, 0,
+          "PipeFusion: latent patches flowing through the stages (0: the PipeFusion degree; xDiT)");
+ABSL_FLAG(int, warmup_steps, 1, "PipeFusion: full-image synchronous steps before stale K/V (xDiT)");
 
 namespace ditserve::worker {
 
@@ -57,6 +60,8 @@ WorkerOptions WorkerOptionsFromFlags() {
   o.dtype = absl::GetFlag(FLAGS_dtype);
   o.control_address = absl::GetFlag(FLAGS_control_address);
   o.threads = absl::GetFlag(FLAGS_threads);
+  o.num_pipeline_patch = absl::GetFlag(FLAGS_num_pipeline_patch);
+  o.warmup_steps = absl::GetFlag(FLAGS_warmup_steps);
   return o;
 }
 

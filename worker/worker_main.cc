@@ -60,6 +60,8 @@ int main(int argc, char** argv) {
     return Fail(2, absl::StrCat("--dtype must be f32 or bf16, got '", options.dtype, "'"));
   }
   if (options.threads < 0) return Fail(2, "--threads must be >= 0");
+  if (options.num_pipeline_patch < 0) return Fail(2, "--num_pipeline_patch must be >= 0");
+  if (options.warmup_steps < 0) return Fail(2, "--warmup_steps must be >= 0");
   if (options.threads > 0) at::set_num_threads(options.threads);
   auto device = ditserve::worker::ResolveDevice(options.device, options.local_rank,
                                                 options.local_world_size,
@@ -91,8 +93,12 @@ int main(int argc, char** argv) {
 #ifdef DITSERVE_WORKER_SERVE
   if (serve) {
     const std::string dtype = !options.dtype.empty() ? options.dtype : device->is_cuda() ? "bf16" : "f32";
+    ditserve::worker::serve::EngineOptions engine_options;
+    engine_options.num_pipeline_patch = options.num_pipeline_patch;
+    engine_options.warmup_steps = options.warmup_steps;
     auto engine = ditserve::worker::serve::GangEngine::Load(
-        options.model, dtype == "bf16" ? at::kBFloat16 : at::kFloat, *device, **groups);
+        options.model, dtype == "bf16" ? at::kBFloat16 : at::kFloat, *device, **groups,
+        engine_options);
     if (!engine.ok()) {
       return Fail(engine.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1,
                   std::string(engine.status().message()));

@@ -27,6 +27,8 @@ std::vector<std::string> ToWorkerArgs(const WorkerOptions& o) {
       absl::StrCat("--dtype=", o.dtype),
       absl::StrCat("--control_address=", o.control_address),
       absl::StrCat("--threads=", o.threads),
+      absl::StrCat("--num_pipeline_patch=", o.num_pipeline_patch),
+      absl::StrCat("--warmup_steps=", o.warmup_steps),
   };
   return args;
 }

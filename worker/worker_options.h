@@ -30,6 +30,10 @@ struct WorkerOptions {
   std::string dtype;  // f32 | bf16 | "" (f32 on CPU, bf16 on CUDA)
   std::string control_address;
   int threads = 0;  // LibTorch intra-op threads per rank; 0: LibTorch's default
+  // PipeFusion (xDiT): latent patches per stage (0: the PipeFusion degree)
+  // and full-image warm-up steps.
+  int num_pipeline_patch = 0;
+  int warmup_steps = 1;
 };
 
 // The flags that reproduce `options` in ditserve-worker, as "--name=value".

@@ -15,7 +15,13 @@ std::string ReadTextFile(const std::string& path) {
   return ss.str();
 }
 
-std::string DirectoryOf(const std::string& file) { return file.substr(0, file.rfind('/')); }
+std::string DirectoryOf(const std::string& file) {
+  std::string dir = file.substr(0, file.rfind('/'));
+  // ccache's base_dir (scripts/build) hands the compiler paths relative to
+  // the build directory, where Ninja runs it; tests run elsewhere.
+  if (!dir.empty() && dir[0] != '/') dir = std::string(DITSERVE_BUILD_DIR) + "/" + dir;
+  return dir;
+}
 
 absl::Status RunPythonReference(const std::string& script, const std::string& args, const std::string& log) {
   const char* python = std::getenv("DITSERVE_PYTHON");

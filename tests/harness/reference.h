@@ -12,7 +12,8 @@ namespace ditserve::testing {
 // The whole file, or "" if it cannot be read.
 std::string ReadTextFile(const std::string& path);
 
-// The directory of a source file: DirectoryOf(__FILE__).
+// The directory of a source file: DirectoryOf(__FILE__), absolute even when
+// the compiler was given a path relative to the build directory.
 std::string DirectoryOf(const std::string& file);
 
 // Runs `$DITSERVE_PYTHON <script> <args>` (CTest sets DITSERVE_PYTHON to the

@@ -278,6 +278,8 @@ TEST_F(ServeE2E, GetInfoDescribesTheModelTheGangAndTheLimits) {
   EXPECT_EQ(info.parallel().world_size(), 1);
   EXPECT_EQ(info.device(), "cpu");
   EXPECT_TRUE(info.gang_ready());
+  EXPECT_NE(info.transformer_config_json().find("\"num_attention_heads\""), std::string::npos)
+      << info.transformer_config_json();
 }
 
 }  // namespace

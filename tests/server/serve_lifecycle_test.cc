@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "ditserve/v1/generation.grpc.pb.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "tests/harness/binaries.h"
 #include "tests/harness/reference.h"
 #include "tests/server/image_decode.h"
@@ -56,6 +57,15 @@ TEST(ServeLifecycle, HealthFollowsTheAttachedGang) {
   EXPECT_EQ(*s.Health(), "NOT_SERVING");
   EXPECT_EQ(*s.Health("ditserve.v1.GenerationService"), "NOT_SERVING");
   EXPECT_EQ(Generate(s, Request(1, 1)).error_code(), grpc::UNAVAILABLE);
+  // Watch streams the transitions.
+  auto health = grpc::health::v1::Health::NewStub(s.channel());
+  grpc::ClientContext watch_context;
+  grpc::health::v1::HealthCheckRequest watch_request;
+  watch_request.set_service("ditserve.v1.GenerationService");
+  auto watch = health->Watch(&watch_context, watch_request);
+  grpc::health::v1::HealthCheckResponse seen;
+  ASSERT_TRUE(watch->Read(&seen));
+  EXPECT_EQ(seen.status(), grpc::health::v1::HealthCheckResponse::NOT_SERVING);
 
   // A worker started by hand attaches to the control address.
   auto port = util::PickFreePort();
@@ -69,10 +79,15 @@ TEST(ServeLifecycle, HealthFollowsTheAttachedGang) {
   ASSERT_TRUE(gang.ok());
   ASSERT_TRUE(s.WaitHealth("SERVING", absl::Seconds(300)).ok());
   EXPECT_EQ(*s.Health("ditserve.v1.GenerationService"), "SERVING");
+  ASSERT_TRUE(watch->Read(&seen));
+  EXPECT_EQ(seen.status(), grpc::health::v1::HealthCheckResponse::SERVING);
   EXPECT_TRUE(Generate(s, Request(1, 1)).ok());
 
   (*gang)->KillAll();
   EXPECT_TRUE(s.WaitHealth("NOT_SERVING", absl::Seconds(60)).ok());
+  ASSERT_TRUE(watch->Read(&seen));
+  EXPECT_EQ(seen.status(), grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+  watch_context.TryCancel();
   unlink(worker.output_path.c_str());
 }
 
@@ -108,11 +123,13 @@ TEST(ServeLifecycle, KillNineOfARankFailsTheRequestAndTheGangRestarts) {
 
 TEST(ServeLifecycle, AHungRankFailsTheRequestAndTheGangRestarts) {
   auto server = ServerProcess::Start({"--model=" + Model(), "--spawn_workers", "--device=cpu",
-                                      "--threads=1", "--max_steps=1000", "--step_timeout_s=3", "--shutdown_grace_s=1",
-                                      "--restart_backoff_s=0.2"});
+                                      "--threads=1", "--max_steps=1000", "--step_timeout_s=8",
+                                      "--shutdown_grace_s=1", "--restart_backoff_s=0.2"});
   ASSERT_TRUE(server.ok()) << server.status();
   ServerProcess& s = **server;
-  ASSERT_TRUE(s.WaitHealth("SERVING", absl::Seconds(300)).ok());
+  ASSERT_TRUE(s.WaitHealth("SERVING", absl::Seconds(300)).ok()) << s.Log();
+  // Warm up (the first run's first step includes one-time work).
+  ASSERT_TRUE(Generate(s, Request(1, 1)).ok()) << s.Log();
   const std::vector<pid_t> ranks = s.Children();
   ASSERT_EQ(ranks.size(), 1u);
 

@@ -24,6 +24,8 @@ TEST(WorkerOptions, ToWorkerArgsCarriesEveryField) {
   o.dtype = "bf16";
   o.control_address = "127.0.0.1:5000";
   o.threads = 2;
+  o.num_pipeline_patch = 4;
+  o.warmup_steps = 2;
   EXPECT_EQ(ToWorkerArgs(o), (std::vector<std::string>{
                                  "--rank=3", "--world_size=8", "--local_rank=1", "--local_world_size=4",
                                  "--master_addr=10.0.0.2", "--master_port=29501",
@@ -33,7 +35,8 @@ TEST(WorkerOptions, ToWorkerArgsCarriesEveryField) {
                                  "--pipefusion_parallel_degree=1", "--ulysses_degree=2",
                                  "--ring_degree=1", "--selfcheck=true",
                                  "--selfcheck_elements=17", "--model=/models/flux", "--dtype=bf16",
-                                 "--control_address=127.0.0.1:5000", "--threads=2"}));
+                                 "--control_address=127.0.0.1:5000", "--threads=2",
+                                 "--num_pipeline_patch=4", "--warmup_steps=2"}));
 }
 
 }  // namespace

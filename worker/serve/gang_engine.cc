@@ -4,21 +4,67 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#if DITSERVE_PARALLEL_PIPELINE
+#include "worker/pipelines/parallel_flux_pipeline.h"
+#endif
 
 namespace ditserve::worker::serve {
 
-struct GangEngine::Impl {
-  std::unique_ptr<pipelines::FluxPipeline> pipeline;
-};
+#if DITSERVE_PARALLEL_PIPELINE
 
-GangEngine::GangEngine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-GangEngine::~GangEngine() = default;
+// The gang-wide pipeline: every rank takes part in every call.
+struct GangEngine::Impl {
+  std::unique_ptr<pipelines::ParallelFluxPipeline> pipeline;
+};
 
 absl::StatusOr<std::unique_ptr<GangEngine>> GangEngine::Load(const std::string& dir,
                                                              at::ScalarType dtype,
                                                              c10::Device device,
-                                                             parallel::ProcessGroups& groups) {
-  // Until ParallelFluxPipeline is implemented, a gang is one rank.
+                                                             parallel::ProcessGroups& groups,
+                                                             const EngineOptions& options) {
+  auto impl = std::make_unique<Impl>();
+  try {
+    pipelines::PipeFusionOptions pipefusion;
+    pipefusion.num_pipeline_patch = options.num_pipeline_patch;
+    pipefusion.warmup_steps = options.warmup_steps;
+    auto pipeline = pipelines::ParallelFluxPipeline::Load(dir, dtype, device, groups, pipefusion);
+    if (!pipeline.ok()) return pipeline.status();
+    impl->pipeline = *std::move(pipeline);
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("loading ", dir, ": ", e.what()));
+  }
+  return std::unique_ptr<GangEngine>(new GangEngine(std::move(impl)));
+}
+
+absl::StatusOr<std::vector<pipelines::FluxResult>> GangEngine::Generate(
+    const std::vector<pipelines::FluxRequest>& requests, const pipelines::StepCallback& on_step) {
+  try {
+    return impl_->pipeline->Generate(requests, on_step);
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("generation failed: ", e.what()));
+  }
+}
+
+std::vector<CommTotals> GangEngine::comm_totals() const {
+  std::vector<CommTotals> out;
+  for (const auto& [method, entry] : impl_->pipeline->comm_stats().by_method) {
+    out.push_back({method, entry.bytes_sent, entry.seconds});
+  }
+  return out;
+}
+
+#else  // !DITSERVE_PARALLEL_PIPELINE
+
+// Until ParallelFluxPipeline is implemented: the serial pipeline, a gang of one.
+struct GangEngine::Impl {
+  std::unique_ptr<pipelines::FluxPipeline> pipeline;
+};
+
+absl::StatusOr<std::unique_ptr<GangEngine>> GangEngine::Load(const std::string& dir,
+                                                             at::ScalarType dtype,
+                                                             c10::Device device,
+                                                             parallel::ProcessGroups& groups,
+                                                             const EngineOptions&) {
   if (groups.world().world_size() != 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         "serving with a gang of ", groups.world().world_size(),
@@ -34,12 +80,6 @@ absl::StatusOr<std::unique_ptr<GangEngine>> GangEngine::Load(const std::string& 
     return absl::InternalError(absl::StrCat("loading ", dir, ": ", e.what()));
   }
   return std::unique_ptr<GangEngine>(new GangEngine(std::move(impl)));
-}
-
-int GangEngine::size_multiple() const { return impl_->pipeline->size_multiple(); }
-int GangEngine::default_size() const { return impl_->pipeline->default_size(); }
-bool GangEngine::uses_guidance_embedding() const {
-  return impl_->pipeline->uses_guidance_embedding();
 }
 
 absl::StatusOr<std::vector<pipelines::FluxResult>> GangEngine::Generate(
@@ -70,5 +110,16 @@ absl::StatusOr<std::vector<pipelines::FluxResult>> GangEngine::Generate(
 }
 
 std::vector<CommTotals> GangEngine::comm_totals() const { return {}; }
+
+#endif  // DITSERVE_PARALLEL_PIPELINE
+
+GangEngine::GangEngine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+GangEngine::~GangEngine() = default;
+
+int GangEngine::size_multiple() const { return impl_->pipeline->size_multiple(); }
+int GangEngine::default_size() const { return impl_->pipeline->default_size(); }
+bool GangEngine::uses_guidance_embedding() const {
+  return impl_->pipeline->uses_guidance_embedding();
+}
 
 }  // namespace ditserve::worker::serve

@@ -1,9 +1,9 @@
 #pragma once
 
 // The generation engine a serving gang runs: one collective call per batch
-// of compatible requests. Today it wraps the serial FluxPipeline (a gang of
-// one rank); ParallelFluxPipeline takes its place for larger gangs without
-// changing the serving loop.
+// of compatible requests. Built on ParallelFluxPipeline when this tree has
+// its implementation (DITSERVE_PARALLEL_PIPELINE), else on the serial
+// FluxPipeline, which serves a gang of one rank.
 
 #include <memory>
 #include <string>
@@ -25,6 +25,12 @@ struct CommTotals {
   double seconds = 0;
 };
 
+// xDiT's PipeFusion settings (used by ParallelFluxPipeline).
+struct EngineOptions {
+  int num_pipeline_patch = 0;  // 0: the PipeFusion degree
+  int warmup_steps = 1;
+};
+
 class GangEngine {
  public:
   // Collective: every rank of `groups` calls it. Loads `dir` in `dtype` on
@@ -33,7 +39,8 @@ class GangEngine {
   static absl::StatusOr<std::unique_ptr<GangEngine>> Load(const std::string& dir,
                                                           at::ScalarType dtype,
                                                           c10::Device device,
-                                                          parallel::ProcessGroups& groups);
+                                                          parallel::ProcessGroups& groups,
+                                                          const EngineOptions& options = {});
   ~GangEngine();
 
   int size_multiple() const;

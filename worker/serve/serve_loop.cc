@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <memory>
+#include <sstream>
 #include <random>
 #include <utility>
 #include <vector>
@@ -53,6 +55,12 @@ control::v1::Hello MakeHello(const WorkerOptions& o, const std::string& device,
   p.set_pipefusion_parallel_degree(o.parallel.pipefusion_parallel_degree);
   p.set_ulysses_degree(o.parallel.ulysses_degree);
   p.set_ring_degree(o.parallel.ring_degree);
+  {
+    std::ifstream in(o.model + "/transformer/config.json");
+    std::stringstream text;
+    text << in.rdbuf();
+    h.set_transformer_config_json(text.str());
+  }
   h.set_gang_id(std::random_device()() | (uint64_t{std::random_device()()} << 32));
   return h;
 }

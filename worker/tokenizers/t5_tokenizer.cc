@@ -36,10 +36,8 @@ class SentencePieceLibrary {
     for (const std::string& path : candidates) {
       if (path.empty() || access(path.c_str(), R_OK) != 0) continue;
       // NODELETE: libsentencepiece registers exit handlers (its flags), so
-      // it must stay mapped until the process exits. DEEPBIND: its bundled
-      // protobuf-lite must bind to itself even when the process has loaded
-      // libprotobuf globally (the serving worker links gRPC).
-      void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE | RTLD_DEEPBIND);
+      // it must stay mapped until the process exits.
+      void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
       if (handle == nullptr) {
         absl::StrAppend(&errors, " ", path, ": ", dlerror());
         continue;

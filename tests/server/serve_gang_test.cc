@@ -1,0 +1,140 @@
+// ditserve-server with gangs of 2 and 4 ranks (USP, CFG, data parallel):
+// images equal the serial pipeline's (to float rounding), batches split
+// across data-parallel replicas, and a kill -9 of a non-zero rank fails the
+// request in flight and restarts the whole gang. Needs ParallelFluxPipeline
+// (DITSERVE_PARALLEL_PIPELINE); skipped in trees without it.
+
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "ditserve/v1/generation.grpc.pb.h"
+#include "tests/harness/binaries.h"
+#include "tests/server/image_decode.h"
+#include "tests/server/server_process.h"
+#include "util/process_gang.h"
+
+namespace ditserve {
+namespace {
+
+using testing::ServerProcess;
+
+#define REQUIRE_PARALLEL_PIPELINE()                                                      \
+  if (!DITSERVE_PARALLEL_PIPELINE) {                                                     \
+    GTEST_SKIP() << "ParallelFluxPipeline is not implemented in this tree: gangs of one only"; \
+  }
+
+v1::GenerateRequest Request(int steps, uint64_t seed) {
+  v1::GenerateRequest r;
+  r.set_prompt("a red circle on a blue background");
+  r.set_num_inference_steps(steps);
+  r.set_seed(seed);
+  return r;
+}
+
+// ditserve-generate's image for the same request (the serial reference).
+testing::DecodedImage Reference(const std::string& model, int steps, uint64_t seed) {
+  const std::string out = absl::StrCat(::testing::TempDir(), "/gang_ref_", getpid(), "_", seed, ".png");
+  util::ChildSpec spec;
+  spec.argv = {testing::BinDir() + "/ditserve-generate", "--model=" + model,
+               "--prompt=a red circle on a blue background",
+               absl::StrCat("--num_inference_steps=", steps), absl::StrCat("--seed=", seed),
+               "--threads=1", "--output=" + out};
+  spec.output_path = out + ".log";
+  auto gang = util::ProcessGang::Start({spec});
+  EXPECT_TRUE(gang.ok());
+  auto r = (*gang)->Wait(absl::Now() + absl::Seconds(300), false, absl::Seconds(1));
+  EXPECT_TRUE(r.exits[0].ok());
+  std::ifstream in(out, std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  unlink(out.c_str());
+  unlink((out + ".log").c_str());
+  auto decoded = testing::DecodePng(bytes);
+  EXPECT_TRUE(decoded.ok()) << decoded.status();
+  return decoded.ok() ? *decoded : testing::DecodedImage{};
+}
+
+// Pixels equal up to float rounding through the VAE: at most 2 levels.
+void ExpectClose(const testing::DecodedImage& a, const testing::DecodedImage& b) {
+  ASSERT_EQ(a.rgb.size(), b.rgb.size());
+  int worst = 0;
+  for (size_t i = 0; i < a.rgb.size(); ++i) worst = std::max(worst, std::abs(a.rgb[i] - b.rgb[i]));
+  EXPECT_LE(worst, 2);
+}
+
+void GenerateMatchesSerial(const std::vector<std::string>& gang_flags, int batch) {
+  auto model = testing::TinyModel();
+  ASSERT_TRUE(model.ok()) << model.status();
+  std::vector<std::string> args = {"--model=" + *model, "--spawn_workers", "--device=cpu",
+                                   "--threads=1", absl::StrCat("--max_batch_size=", batch)};
+  for (const auto& f : gang_flags) args.push_back(f);
+  auto server = ServerProcess::Start(args);
+  ASSERT_TRUE(server.ok()) << server.status();
+  ASSERT_TRUE((*server)->WaitHealth("SERVING", absl::Seconds(300)).ok()) << (*server)->Log();
+  auto stub = v1::GenerationService::NewStub((*server)->channel());
+  v1::GenerateRequest r = Request(3, 21);
+  r.set_num_images(batch);  // one batch of `batch` images (seeds 21, 22, ...)
+  grpc::ClientContext context;
+  v1::GenerateResponse response;
+  const grpc::Status status = stub->Generate(&context, r, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message() << "\n" << (*server)->Log();
+  ASSERT_EQ(response.images_size(), batch);
+  EXPECT_EQ(response.timings().batch_size(), batch);
+  for (int i = 0; i < batch; ++i) {
+    auto got = testing::DecodePng(response.images(i).data());
+    ASSERT_TRUE(got.ok());
+    ExpectClose(*got, Reference(*model, 3, 21 + i));
+  }
+}
+
+TEST(ServeGang, Ulysses2EqualsSerial) {
+  REQUIRE_PARALLEL_PIPELINE();
+  GenerateMatchesSerial({"--ulysses_degree=2"}, 1);
+}
+
+TEST(ServeGang, DataParallel2TimesUlysses2SplitsABatchOfTwo) {
+  REQUIRE_PARALLEL_PIPELINE();
+  GenerateMatchesSerial({"--data_parallel_degree=2", "--ulysses_degree=2"}, 2);
+}
+
+TEST(ServeGang, KillNineOfRankOneRestartsTheWholeGang) {
+  REQUIRE_PARALLEL_PIPELINE();
+  auto model = testing::TinyModel();
+  ASSERT_TRUE(model.ok()) << model.status();
+  auto server = ServerProcess::Start({"--model=" + *model, "--spawn_workers", "--device=cpu",
+                                      "--threads=1", "--ring_degree=2", "--max_steps=1000",
+                                      "--max_pixels=65536", "--restart_backoff_s=0.2"});
+  ASSERT_TRUE(server.ok()) << server.status();
+  ServerProcess& s = **server;
+  ASSERT_TRUE(s.WaitHealth("SERVING", absl::Seconds(300)).ok()) << s.Log();
+  std::vector<pid_t> ranks = s.Children();
+  ASSERT_EQ(ranks.size(), 2u);
+  std::sort(ranks.begin(), ranks.end());  // rank 1 was started second
+
+  auto stub = v1::GenerationService::NewStub(s.channel());
+  grpc::ClientContext context;
+  v1::GenerateRequest r = Request(1000, 1);
+  r.set_height(256);
+  r.set_width(256);
+  auto reader = stub->GenerateStream(&context, r);
+  v1::GenerateStreamResponse m;
+  ASSERT_TRUE(reader->Read(&m));
+  kill(ranks[1], SIGKILL);
+  while (reader->Read(&m)) {
+  }
+  const grpc::Status status = reader->Finish();
+  EXPECT_EQ(status.error_code(), grpc::UNAVAILABLE) << status.error_message();
+  ASSERT_TRUE(s.WaitHealth("SERVING", absl::Seconds(300)).ok()) << s.Log();
+  EXPECT_EQ(s.Children().size(), 2u);
+  grpc::ClientContext again;
+  v1::GenerateResponse response;
+  EXPECT_TRUE(stub->Generate(&again, Request(1, 2), &response).ok());
+}
+
+}  // namespace
+}  // namespace ditserve
