@@ -2,7 +2,7 @@
 """End-to-end observability test (CTest label e2e).
 
 Starts ditserve-server on a tiny CPU gang (a model made by
-ditserve-make-model) and a real Prometheus (Debian's package) on loopback
+ditserve-make-model; two ranks once the worker serves gangs, else one) and a real Prometheus (Debian's package) on loopback
 that scrapes it every second and evaluates deploy/prometheus/rules, then:
 
 1. every metric and label value that deploy/ (rules, dashboard,
@@ -143,11 +143,15 @@ class ObservabilityE2E(unittest.TestCase):
         r = subprocess.run([os.path.join(BIN, "ditserve-make-model"), "--preset=tiny", f"--out={model}"],
                            capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stdout + r.stderr
+        # A gang of two ranks (Gloo) once the worker can serve one
+        # (ParallelFluxPipeline in the tree); a gang of one until then.
+        parallel = os.path.exists(os.path.join(ROOT, "worker/pipelines/parallel_flux_pipeline.cc"))
+        cls.ulysses = 2 if parallel else 1
         ports_path = os.path.join(cls.tmp, "ports.json")
         with open(ports_path, "w") as ports_out:
             cls.server = cls.procs.start(
                 [os.path.join(BIN, "ditserve-server"), f"--model={model}", "--spawn_workers", "--device=cpu",
-                 "--threads=1", "--port=0", "--metrics_port=0", "--control_listen=127.0.0.1:0",
+                 "--threads=1", f"--ulysses_degree={cls.ulysses}", "--port=0", "--metrics_port=0", "--control_listen=127.0.0.1:0",
                  "--host=127.0.0.1", "--print_ports"],
                 os.path.join(cls.tmp, "server.log"), stdout=ports_out)
 
@@ -283,7 +287,7 @@ class ObservabilityE2E(unittest.TestCase):
             self.assertTrue(m and w, r.stdout)
             totals.append(float(m.group(1)))
             pixels += int(w.group(1)) * int(w.group(2))
-        print(f"client: totals {totals}, wall {[round(x, 3) for x in walls]}, pixels {pixels}")
+        print(f"gang of {self.ulysses}; client: totals {totals}, wall {[round(x, 3) for x in walls]}, pixels {pixels}")
 
         ok = wait_for("Prometheus to count the requests",
                       lambda: ((v := self.query_value('sum(ditserve_requests_total{job="ditserve",code="OK"})'))
