@@ -286,6 +286,18 @@ def consistency_problems(objs, bin_flags, adapter):
         frontend_ports |= {p.get("name") for p in c.get("ports", [])}
     if pod_templates(objs) and not frontends:
         problems.append("no pod runs ditserve-server")
+    # One image everywhere, set by kustomize's images transformer (which
+    # must reach custom resources too: see the overlay's kustomizeconfig).
+    images = {}
+    for where, _, tpl in templates:
+        for c in tpl["spec"].get("containers", []) + tpl["spec"].get("initContainers", []):
+            images.setdefault(c.get("image"), []).append(f"{where}/{c['name']}")
+    if len(images) > 1:
+        problems.append(f"containers run different images: {images}")
+    for image, where in images.items():
+        if not re.fullmatch(r"[^:@]+(:[\w.-]+|@sha256:[0-9a-f]{64})", str(image)):
+            problems.append(f"{where}: image {image!r} has no tag or digest (kustomize's images transformer "
+                            "did not reach it)")
 
     # A multi-node gang: ranks across the LeaderWorkerSet's pods.
     for o in objs:
@@ -536,6 +548,14 @@ class ManifestTest(unittest.TestCase):
         found = self.problems(r)
         for fragment in ("startupPolicy LeaderReady", "size 3 x --nproc [8] != the gang's degrees' product 16",
                          "needs an explicit --master_port", "ranks would die under requests in flight"):
+            self.assertTrue(any(fragment in p for p in found), f"{fragment!r} not in {found}")
+
+    def test_one_tagged_image(self):
+        r = self.fresh()
+        lws = self.find(r["deploy/kubernetes/overlays/multi-node"], "LeaderWorkerSet")
+        lws["spec"]["leaderWorkerTemplate"]["workerTemplate"]["spec"]["containers"][0]["image"] = "ditserve"
+        found = self.problems(r)
+        for fragment in ("containers run different images", "image 'ditserve' has no tag or digest"):
             self.assertTrue(any(fragment in p for p in found), f"{fragment!r} not in {found}")
 
     def test_undefined_variable(self):
