@@ -8,11 +8,13 @@
 #include <atomic>
 #include <fstream>
 #include <functional>
+#include <set>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "ditserve/v1/generation.grpc.pb.h"
+#include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
 #include "tests/harness/binaries.h"
 #include "tests/server/image_decode.h"
 #include "tests/server/server_process.h"
@@ -315,6 +317,27 @@ TEST_F(ServeE2E, GetInfoDescribesTheModelTheGangAndTheLimits) {
   EXPECT_TRUE(info.gang_ready());
   EXPECT_NE(info.transformer_config_json().find("\"num_attention_heads\""), std::string::npos)
       << info.transformer_config_json();
+}
+
+TEST_F(ServeE2E, ReflectionListsTheServices) {
+  auto stub = grpc::reflection::v1alpha::ServerReflection::NewStub(server_->channel());
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
+  auto stream = stub->ServerReflectionInfo(&context);
+  grpc::reflection::v1alpha::ServerReflectionRequest request;
+  request.set_list_services("");
+  ASSERT_TRUE(stream->Write(request));
+  stream->WritesDone();
+  grpc::reflection::v1alpha::ServerReflectionResponse response;
+  ASSERT_TRUE(stream->Read(&response));
+  std::set<std::string> names;
+  for (const auto& service : response.list_services_response().service()) names.insert(service.name());
+  EXPECT_TRUE(names.count("ditserve.v1.GenerationService")) << response.DebugString();
+  EXPECT_TRUE(names.count("grpc.health.v1.Health")) << response.DebugString();
+  EXPECT_FALSE(names.count("ditserve.control.v1.GangControl"));  // internal: its own port
+  while (stream->Read(&response)) {
+  }
+  EXPECT_TRUE(stream->Finish().ok());
 }
 
 }  // namespace
