@@ -40,6 +40,7 @@ constexpr int kTagImage = 0;
 constexpr int kTagText = 1 << 10;
 constexpr int kTagLatents = 2 << 10;
 constexpr int kTagResult = 3 << 10;
+constexpr int kTagShapes = 4 << 10;
 
 // Everything a rank holds for generation. Not thread-safe.
 struct GangModel {
@@ -94,6 +95,7 @@ class ReplicaRun {
     return LocalTokens(rows_, cols_, patches_at(step), patch, p_.sp_size(), p_.sp_rank());
   }
   void Prepare();
+  absl::Status CheckShapes();
   absl::Status Step(int step);
   absl::Status RunPatch(int step, int patch, const at::Tensor& temb);
   absl::StatusOr<at::Tensor> Guided(const at::Tensor& velocity);
@@ -295,6 +297,34 @@ absl::Status ReplicaRun::CompleteLatents(int step) {
   return absl::OkStatus();
 }
 
+// Every message's shape is derived from the request on both sides; once
+// per call each stage sends its derivation to the next, which compares it
+// with its own, so a disagreement is an error before any activation moves.
+absl::Status ReplicaRun::CheckShapes() {
+  if (idle() || p_.stages() == 1) return absl::OkStatus();
+  auto& pipe = p_.groups->group(Dim::kPipeFusion);
+  const at::Tensor mine = at::tensor({pooled_.size(0), T_, S_, static_cast<int64_t>(p_.transformer_config.inner_dim()),
+                                      static_cast<int64_t>(patches_at(steps_ - 1))},
+                                     at::kLong);
+  if (!first_stage()) {
+    at::Tensor theirs = at::empty_like(mine);
+    auto recv = pipe.Recv(theirs, p_.stage() - 1, kTagShapes);
+    if (!recv.ok()) return recv.status();
+    DITSERVE_RETURN_IF_ERROR((*recv)->Wait());
+    if (!at::equal(theirs, mine)) {
+      return absl::InternalError(absl::StrCat("PipeFusion stage ", p_.stage(), " derives message shapes ",
+                                              c10::str(mine), " but stage ", p_.stage() - 1, " derives ",
+                                              c10::str(theirs)));
+    }
+  }
+  if (!last_stage()) {
+    auto send = pipe.Send(mine, p_.stage() + 1, kTagShapes);
+    if (!send.ok()) return send.status();
+    DITSERVE_RETURN_IF_ERROR((*send)->Wait());
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ReplicaRun::Step(int step) {
   const at::Tensor temb = p_.transformer->TimeEmbedding(
       ModelTimestep(sigmas_[step], pooled_.size(0), p_.dtype, p_.device), guidance_, pooled_);
@@ -305,6 +335,7 @@ absl::Status ReplicaRun::Step(int step) {
 
 absl::Status ReplicaRun::Run(const StepCallback& on_step) {
   Prepare();
+  DITSERVE_RETURN_IF_ERROR(CheckShapes());
   // Cancellation: after each step every rank votes (its on_step answers,
   // OR-ed), and the gang agrees on vote #j asynchronously (StopAgreement).
   // A stop at #j means every rank runs steps < j + delay. Without
