@@ -16,7 +16,6 @@
 #include "tests/harness/reference.h"
 #include "tests/server/image_decode.h"
 #include "tests/server/server_process.h"
-#include "util/free_port.h"
 #include "util/process_gang.h"
 
 namespace ditserve {
@@ -84,12 +83,11 @@ TEST(ServeLifecycle, HealthFollowsTheAttachedGang) {
   ASSERT_TRUE(watch->Read(&seen));
   EXPECT_EQ(seen.status(), grpc::health::v1::HealthCheckResponse::NOT_SERVING);
 
-  // A worker started by hand attaches to the control address.
-  auto port = util::PickFreePort();
-  ASSERT_TRUE(port.ok());
+  // A gang started separately (ditserve-run, 2 ranks) attaches to the
+  // control address.
   util::ChildSpec worker;
-  worker.argv = {testing::BinDir() + "/ditserve-worker", "--model=" + model, "--device=cpu",
-                 "--threads=1", absl::StrCat("--master_port=", *port),
+  worker.argv = {testing::BinDir() + "/ditserve-run", "--nproc=2", "--ulysses_degree=2",
+                 "--model=" + model, "--device=cpu", "--threads=1",
                  "--control_address=" + s.control_address()};
   worker.output_path = absl::StrCat(::testing::TempDir(), "/attach_worker_", getpid(), ".log");
   auto gang = util::ProcessGang::Start({worker});
