@@ -47,6 +47,7 @@ BenchResult RunBench(const std::shared_ptr<grpc::Channel>& channel, const BenchO
         ++result.ok;
         result.latency_s.push_back(latency);
         result.gang_s.push_back(response.timings().gang_s());
+        result.queued_s.push_back(response.timings().queued_s());
         result.overhead_s.push_back(latency - response.timings().gang_s());
         result.images_per_s += response.images_size();  // total for now
       } else {
@@ -70,12 +71,14 @@ std::string FormatBench(const BenchOptions& options, const BenchResult& r) {
       "throughput   %.2f req/s, %.2f images/s\n"
       "latency      p50 %.1f ms  p90 %.1f ms  p99 %.1f ms\n"
       "gang time    p50 %.1f ms  p99 %.1f ms\n"
-      "overhead     p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  (latency - gang time)\n",
+      "overhead     p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  (latency - gang time)\n"
+      "queue wait   p50 %.1f ms  p99 %.1f ms  (included in the overhead)\n",
       options.concurrency, r.sent, r.ok, r.sent - r.ok, r.wall_s, r.throughput_rps,
       r.images_per_s, ms(Quantile(r.latency_s, 0.5)), ms(Quantile(r.latency_s, 0.9)),
       ms(Quantile(r.latency_s, 0.99)), ms(Quantile(r.gang_s, 0.5)), ms(Quantile(r.gang_s, 0.99)),
       ms(Quantile(r.overhead_s, 0.5)), ms(Quantile(r.overhead_s, 0.9)),
-      ms(Quantile(r.overhead_s, 0.99)));
+      ms(Quantile(r.overhead_s, 0.99)), ms(Quantile(r.queued_s, 0.5)),
+      ms(Quantile(r.queued_s, 0.99)));
   for (const auto& [code, n] : r.errors) absl::StrAppend(&out, "errors       ", code, ": ", n, "\n");
   return out;
 }
@@ -90,12 +93,14 @@ std::string FormatBenchJson(const BenchOptions& options, const BenchResult& r) {
       "\"throughput_rps\": %.4f, \"images_per_s\": %.4f, "
       "\"latency_ms\": {\"p50\": %.3f, \"p90\": %.3f, \"p99\": %.3f}, "
       "\"gang_ms\": {\"p50\": %.3f, \"p99\": %.3f}, "
-      "\"overhead_ms\": {\"p50\": %.3f, \"p90\": %.3f, \"p99\": %.3f}}\n",
+      "\"overhead_ms\": {\"p50\": %.3f, \"p90\": %.3f, \"p99\": %.3f}, "
+      "\"queued_ms\": {\"p50\": %.3f, \"p99\": %.3f}}\n",
       options.concurrency, r.sent, r.ok, errors, r.wall_s, r.throughput_rps, r.images_per_s,
       Quantile(r.latency_s, 0.5) * 1e3, Quantile(r.latency_s, 0.9) * 1e3,
       Quantile(r.latency_s, 0.99) * 1e3, Quantile(r.gang_s, 0.5) * 1e3,
       Quantile(r.gang_s, 0.99) * 1e3, Quantile(r.overhead_s, 0.5) * 1e3,
-      Quantile(r.overhead_s, 0.9) * 1e3, Quantile(r.overhead_s, 0.99) * 1e3);
+      Quantile(r.overhead_s, 0.9) * 1e3, Quantile(r.overhead_s, 0.99) * 1e3,
+      Quantile(r.queued_s, 0.5) * 1e3, Quantile(r.queued_s, 0.99) * 1e3);
 }
 
 }  // namespace ditserve::client

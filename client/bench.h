@@ -35,6 +35,7 @@ struct BenchResult {
   std::vector<double> latency_s;   // client-measured end to end
   std::vector<double> overhead_s;  // latency minus the gang's time (timings.gang_s)
   std::vector<double> gang_s;
+  std::vector<double> queued_s;  // timings.queued_s: waiting for the gang
 };
 
 // Runs the load against `channel`. Thread-safe with respect to the channel.

@@ -47,7 +47,7 @@ namespace ditserve::server {
 struct DispatcherOptions {
   Limits limits;
   int max_queue_size = 64;
-  int max_batch_size = 1;
+  int max_batch_size = 4;
   int encode_threads = 2;
   int png_compression_level = 1;
   // A running batch that reports no step for this long means a hung gang.

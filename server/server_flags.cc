@@ -23,7 +23,7 @@ ABSL_FLAG(int, max_images, 4, "Largest num_images of a request");
 ABSL_FLAG(int, default_steps, 28, "num_inference_steps when a request leaves it 0");
 ABSL_FLAG(int, max_queue_size, 64,
           "Requests waiting for the gang beyond which new ones get RESOURCE_EXHAUSTED");
-ABSL_FLAG(int, max_batch_size, 1,
+ABSL_FLAG(int, max_batch_size, 4,
           "Images (of compatible requests) the gang draws in one call");
 ABSL_FLAG(double, drain_timeout, 30,
           "Seconds that requests in flight get to finish after SIGTERM");

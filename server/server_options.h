@@ -32,7 +32,7 @@ struct ServerOptions {
 
   Limits limits;
   int max_queue_size = 64;
-  int max_batch_size = 1;  // images per gang call
+  int max_batch_size = 4;  // images per gang call (docs/serving.md: Batching)
   double drain_timeout_s = 30;
   int encode_threads = 2;
   int png_compression_level = 1;  // zlib level of PNG responses (0–9)

@@ -69,8 +69,11 @@ int main(int argc, char** argv) {
     return Fail(2, absl::StrCat(s.message(), " (--nproc ", nproc, " x --nnodes ", nnodes, ")"));
   }
   if (!base.selfcheck && !base.model.empty()) {
-    // Reject a configuration that cannot run before starting any rank.
-    if (absl::Status s = ditserve::worker::ValidateGenerationJob(base); !s.ok()) return Fail(2, std::string(s.message()));
+    // Reject a configuration that cannot run before starting any rank:
+    // a generation job, or (with --control_address) serving for ditserve-server.
+    const absl::Status s = base.control_address.empty() ? ditserve::worker::ValidateGenerationJob(base)
+                                                        : ditserve::worker::ValidateServing(base);
+    if (!s.ok()) return Fail(2, std::string(s.message()));
   }
   if (base.master_port == 0) {
     if (nnodes > 1) return Fail(2, "--master_port is required when --nnodes > 1");

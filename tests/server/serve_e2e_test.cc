@@ -8,11 +8,13 @@
 #include <atomic>
 #include <fstream>
 #include <functional>
+#include <set>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "ditserve/v1/generation.grpc.pb.h"
+#include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
 #include "tests/harness/binaries.h"
 #include "tests/server/image_decode.h"
 #include "tests/server/server_process.h"
@@ -247,6 +249,41 @@ TEST_F(ServeE2E, FullQueueThenACancelFreesTheGang) {
   EXPECT_LT(testing::ParseMetrics(*text).Sum("ditserve_step_seconds_count"), 500);
 }
 
+TEST_F(ServeE2E, CompatibleQueuedRequestsRunAsOneBatch) {
+  auto hog = StartHog();
+  std::vector<v1::GenerateResponse> responses(2);
+  std::vector<std::thread> waiting;
+  for (int i = 0; i < 2; ++i) {
+    waiting.emplace_back([&, i] {
+      auto stub = v1::GenerationService::NewStub(server_->channel());
+      grpc::ClientContext context;
+      EXPECT_TRUE(stub->Generate(&context, Request(2, 300 + i), &responses[i]).ok());
+    });
+  }
+  const absl::Time until = absl::Now() + absl::Seconds(60);
+  while (absl::Now() < until) {
+    auto text = testing::ScrapeMetrics(server_->metrics_port());
+    if (text.ok() && testing::ParseMetrics(*text).Sum("ditserve_queue_depth") == 2) break;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  EXPECT_EQ(StopHog(*hog).error_code(), grpc::CANCELLED);
+  for (std::thread& t : waiting) t.join();
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(responses[i].timings().batch_size(), 2);  // --max_batch_size 4 (default)
+    ASSERT_EQ(responses[i].images_size(), 1);
+    // The same image as the request alone (to float rounding of the batch).
+    v1::GenerateResponse alone;
+    ASSERT_TRUE(Generate(Request(2, 300 + i), &alone).ok());
+    EXPECT_EQ(alone.timings().batch_size(), 1);
+    auto a = testing::DecodePng(responses[i].images(0).data());
+    auto b = testing::DecodePng(alone.images(0).data());
+    ASSERT_TRUE(a.ok() && b.ok());
+    int worst = 0;
+    for (size_t k = 0; k < a->rgb.size(); ++k) worst = std::max(worst, std::abs(a->rgb[k] - b->rgb[k]));
+    EXPECT_LE(worst, 2);
+  }
+}
+
 TEST_F(ServeE2E, DeadlinesInTheQueueAndDuringTheRun) {
   {
     auto hog = StartHog();
@@ -280,6 +317,27 @@ TEST_F(ServeE2E, GetInfoDescribesTheModelTheGangAndTheLimits) {
   EXPECT_TRUE(info.gang_ready());
   EXPECT_NE(info.transformer_config_json().find("\"num_attention_heads\""), std::string::npos)
       << info.transformer_config_json();
+}
+
+TEST_F(ServeE2E, ReflectionListsTheServices) {
+  auto stub = grpc::reflection::v1alpha::ServerReflection::NewStub(server_->channel());
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
+  auto stream = stub->ServerReflectionInfo(&context);
+  grpc::reflection::v1alpha::ServerReflectionRequest request;
+  request.set_list_services("");
+  ASSERT_TRUE(stream->Write(request));
+  stream->WritesDone();
+  grpc::reflection::v1alpha::ServerReflectionResponse response;
+  ASSERT_TRUE(stream->Read(&response));
+  std::set<std::string> names;
+  for (const auto& service : response.list_services_response().service()) names.insert(service.name());
+  EXPECT_TRUE(names.count("ditserve.v1.GenerationService")) << response.DebugString();
+  EXPECT_TRUE(names.count("grpc.health.v1.Health")) << response.DebugString();
+  EXPECT_FALSE(names.count("ditserve.control.v1.GangControl"));  // internal: its own port
+  while (stream->Read(&response)) {
+  }
+  EXPECT_TRUE(stream->Finish().ok());
 }
 
 }  // namespace

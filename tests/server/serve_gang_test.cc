@@ -32,13 +32,15 @@ v1::GenerateRequest Request(int steps, uint64_t seed) {
 }
 
 // ditserve-generate's image for the same request (the serial reference).
-testing::DecodedImage Reference(const std::string& model, int steps, uint64_t seed) {
+testing::DecodedImage Reference(const std::string& model, int steps, uint64_t seed,
+                                const std::vector<std::string>& extra = {}) {
   const std::string out = absl::StrCat(::testing::TempDir(), "/gang_ref_", getpid(), "_", seed, ".png");
   util::ChildSpec spec;
   spec.argv = {testing::BinDir() + "/ditserve-generate", "--model=" + model,
                "--prompt=a red circle on a blue background",
                absl::StrCat("--num_inference_steps=", steps), absl::StrCat("--seed=", seed),
                "--threads=1", "--output=" + out};
+  for (const std::string& e : extra) spec.argv.push_back(e);
   spec.output_path = out + ".log";
   auto gang = util::ProcessGang::Start({spec});
   EXPECT_TRUE(gang.ok());
@@ -92,6 +94,34 @@ TEST(ServeGang, Ulysses2EqualsSerial) {
 
 TEST(ServeGang, DataParallel2TimesUlysses2SplitsABatchOfTwo) {
   GenerateMatchesSerial({"--data_parallel_degree=2", "--ulysses_degree=2"}, 2);
+}
+
+TEST(ServeGang, CfgParallelNeedsTrueCfgAndEqualsSerial) {
+  auto model = testing::TinyModel();
+  ASSERT_TRUE(model.ok()) << model.status();
+  auto server = ServerProcess::Start({"--model=" + *model, "--spawn_workers", "--device=cpu",
+                                      "--threads=1", "--use_cfg_parallel"});
+  ASSERT_TRUE(server.ok()) << server.status();
+  ASSERT_TRUE((*server)->WaitHealth("SERVING", absl::Seconds(300)).ok()) << (*server)->Log();
+  auto stub = v1::GenerationService::NewStub((*server)->channel());
+  {
+    grpc::ClientContext context;
+    v1::GenerateResponse response;
+    const grpc::Status refused = stub->Generate(&context, Request(2, 5), &response);
+    EXPECT_EQ(refused.error_code(), grpc::INVALID_ARGUMENT);
+    EXPECT_NE(refused.error_message().find("--use_cfg_parallel"), std::string::npos)
+        << refused.error_message();
+  }
+  v1::GenerateRequest r = Request(3, 5);
+  r.set_negative_prompt("blurry");
+  r.set_true_cfg_scale(4);
+  grpc::ClientContext context;
+  v1::GenerateResponse response;
+  const grpc::Status status = stub->Generate(&context, r, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  auto got = testing::DecodePng(response.images(0).data());
+  ASSERT_TRUE(got.ok());
+  ExpectClose(*got, Reference(*model, 3, 5, {"--negative_prompt=blurry", "--true_cfg_scale=4"}));
 }
 
 TEST(ServeGang, KillNineOfRankOneRestartsTheWholeGang) {

@@ -16,7 +16,6 @@
 #include "tests/harness/reference.h"
 #include "tests/server/image_decode.h"
 #include "tests/server/server_process.h"
-#include "util/free_port.h"
 #include "util/process_gang.h"
 
 namespace ditserve {
@@ -49,6 +48,23 @@ std::string Model() {
   return model.ok() ? *model : "";
 }
 
+// Starts a long request on a stream, waits for its first step, sends `sig`
+// to the gang's only rank, and returns the request's terminal status.
+grpc::Status SignalTheRankDuringARequest(ServerProcess& s, int sig) {
+  const std::vector<pid_t> ranks = s.Children();
+  EXPECT_EQ(ranks.size(), 1u);
+  if (ranks.size() != 1) return grpc::Status(grpc::INTERNAL, "no rank");
+  auto stub = v1::GenerationService::NewStub(s.channel());
+  grpc::ClientContext context;
+  auto reader = stub->GenerateStream(&context, Request(1000, 1, 256));
+  v1::GenerateStreamResponse m;
+  EXPECT_TRUE(reader->Read(&m));  // it is running
+  kill(ranks[0], sig);
+  while (reader->Read(&m)) {
+  }
+  return reader->Finish();
+}
+
 TEST(ServeLifecycle, HealthFollowsTheAttachedGang) {
   const std::string model = Model();
   auto server = ServerProcess::Start({"--model=" + model});  // attach mode: no spawn
@@ -67,12 +83,11 @@ TEST(ServeLifecycle, HealthFollowsTheAttachedGang) {
   ASSERT_TRUE(watch->Read(&seen));
   EXPECT_EQ(seen.status(), grpc::health::v1::HealthCheckResponse::NOT_SERVING);
 
-  // A worker started by hand attaches to the control address.
-  auto port = util::PickFreePort();
-  ASSERT_TRUE(port.ok());
+  // A gang started separately (ditserve-run, 2 ranks) attaches to the
+  // control address.
   util::ChildSpec worker;
-  worker.argv = {testing::BinDir() + "/ditserve-worker", "--model=" + model, "--device=cpu",
-                 "--threads=1", absl::StrCat("--master_port=", *port),
+  worker.argv = {testing::BinDir() + "/ditserve-run", "--nproc=2", "--ulysses_degree=2",
+                 "--model=" + model, "--device=cpu", "--threads=1",
                  "--control_address=" + s.control_address()};
   worker.output_path = absl::StrCat(::testing::TempDir(), "/attach_worker_", getpid(), ".log");
   auto gang = util::ProcessGang::Start({worker});
@@ -97,18 +112,7 @@ TEST(ServeLifecycle, KillNineOfARankFailsTheRequestAndTheGangRestarts) {
   ASSERT_TRUE(server.ok()) << server.status();
   ServerProcess& s = **server;
   ASSERT_TRUE(s.WaitHealth("SERVING", absl::Seconds(300)).ok());
-  const std::vector<pid_t> ranks = s.Children();
-  ASSERT_EQ(ranks.size(), 1u);
-
-  auto stub = v1::GenerationService::NewStub(s.channel());
-  grpc::ClientContext context;
-  auto reader = stub->GenerateStream(&context, Request(1000, 1, 256));
-  v1::GenerateStreamResponse m;
-  ASSERT_TRUE(reader->Read(&m));  // it is running
-  kill(ranks[0], SIGKILL);
-  while (reader->Read(&m)) {
-  }
-  const grpc::Status status = reader->Finish();
+  const grpc::Status status = SignalTheRankDuringARequest(s, SIGKILL);
   EXPECT_EQ(status.error_code(), grpc::UNAVAILABLE) << status.error_message();
 
   ASSERT_TRUE(s.WaitHealth("SERVING", absl::Seconds(300)).ok());
@@ -131,17 +135,8 @@ TEST(ServeLifecycle, AHungRankFailsTheRequestAndTheGangRestarts) {
   // Warm up (the first run's first step includes one-time work).
   ASSERT_TRUE(Generate(s, Request(1, 1)).ok()) << s.Log();
   const std::vector<pid_t> ranks = s.Children();
-  ASSERT_EQ(ranks.size(), 1u);
-
-  auto stub = v1::GenerationService::NewStub(s.channel());
-  grpc::ClientContext context;
-  auto reader = stub->GenerateStream(&context, Request(1000, 1, 256));
-  v1::GenerateStreamResponse m;
-  ASSERT_TRUE(reader->Read(&m));  // it is running
-  kill(ranks[0], SIGSTOP);        // hung: alive, attached, silent
-  while (reader->Read(&m)) {
-  }
-  const grpc::Status status = reader->Finish();
+  // SIGSTOP: hung — alive, attached, silent.
+  const grpc::Status status = SignalTheRankDuringARequest(s, SIGSTOP);
   EXPECT_EQ(status.error_code(), grpc::UNAVAILABLE) << status.error_message();
   EXPECT_NE(status.error_message().find("no progress"), std::string::npos) << status.error_message();
   ASSERT_TRUE(s.WaitHealth("SERVING", absl::Seconds(300)).ok());

@@ -90,9 +90,10 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
       }
     }
     if (s->port_ > 0) break;
-    if (kill(s->pid_, 0) != 0 || log.find("ditserve-server: ") == 0) {
-      // Exited (flag error) before listening.
-      absl::SleepFor(absl::Milliseconds(50));
+    // Exited (e.g. a flag error) before listening: gone, or a zombie.
+    const std::string stat = ReadAll(absl::StrCat("/proc/", s->pid_, "/stat"));
+    const size_t close = stat.rfind(')');
+    if (close == std::string::npos || stat.substr(close + 2, 1) == "Z") {
       return absl::FailedPreconditionError(absl::StrCat("ditserve-server did not start: ", ReadAll(s->log_path_)));
     }
     absl::SleepFor(absl::Milliseconds(20));
