@@ -25,7 +25,8 @@ ABSL_FLAG(int, num_inference_steps, 28, "Denoising steps");
 ABSL_FLAG(double, guidance_scale, 3.5, "Guidance embedding value (guidance-distilled models such as FLUX.1-dev)");
 ABSL_FLAG(double, true_cfg_scale, 1.0, "Classifier-free guidance scale with --negative_prompt (> 1 enables it)");
 ABSL_FLAG(uint64_t, seed, 0, "Seed of the initial noise (PyTorch CPU generator)");
-ABSL_FLAG(int, max_sequence_length, 512, "T5 tokens (prompt truncated beyond)");
+ABSL_FLAG(int, max_sequence_length, 0,
+          "T5 tokens (prompt truncated beyond; 0: the model's tokenizer_2 model_max_length, at most 512)");
 ABSL_FLAG(std::string, dtype, "", "Weights and activations: f32 or bf16 (default: f32 on CPU, bf16 on CUDA)");
 ABSL_FLAG(int, threads, 0, "CPU threads (0: LibTorch's default)");
 ABSL_FLAG(std::string, device, "cpu", "cpu or cuda[:N] (CUDA builds)");

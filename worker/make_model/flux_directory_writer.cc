@@ -134,7 +134,7 @@ absl::Status WriteTextComponents(const std::string& d, TextComponentsSpec& spec,
   std::filesystem::remove(corpus_path, ec);
   std::filesystem::remove(d + "/tokenizer_2/spiece.vocab", ec);
   const json t5_special = {{"eos_token", "</s>"}, {"pad_token", "<pad>"}, {"unk_token", "<unk>"}};
-  json t5_tok = {{"tokenizer_class", "T5Tokenizer"}, {"model_max_length", 512}, {"extra_ids", 0}, {"legacy", true}};
+  json t5_tok = {{"tokenizer_class", "T5Tokenizer"}, {"model_max_length", spec.t5_model_max_length}, {"extra_ids", 0}, {"legacy", true}};
   t5_tok.update(t5_special);
   if (absl::Status s = WriteJson(d + "/tokenizer_2/tokenizer_config.json", t5_tok); !s.ok()) return s;
   if (absl::Status s = WriteJson(d + "/tokenizer_2/special_tokens_map.json", t5_special); !s.ok()) return s;

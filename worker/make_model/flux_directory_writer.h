@@ -44,6 +44,8 @@ struct TextComponentsSpec {
   text::T5Config t5;          // vocab_size: set by the writer
   int bpe_merges = 200;
   int spm_vocab = 64;
+  // tokenizer_2's model_max_length: the T5 length pipelines use by default.
+  int t5_model_max_length = 512;
   // When set, T5's relative attention bias is not random but makes head h
   // of H attend around the token at offset 2h - (H - 1) (-3, -1, 1, 3 for
   // four heads: two look back, two ahead) with weight falling as

@@ -29,6 +29,7 @@ FluxPipeline::~FluxPipeline() = default;
 int FluxPipeline::size_multiple() const { return 2 * impl_->vae->config().scale_factor(); }
 int FluxPipeline::default_size() const { return impl_->vae->config().sample_size; }
 bool FluxPipeline::uses_guidance_embedding() const { return impl_->transformer->config().guidance_embeds; }
+int FluxPipeline::default_max_sequence_length() const { return impl_->text->default_max_sequence_length(); }
 
 absl::StatusOr<std::unique_ptr<FluxPipeline>> FluxPipeline::Load(const std::string& dir, at::ScalarType dtype,
                                                                  c10::Device device) {
@@ -77,9 +78,11 @@ absl::Status ValidateFluxRequest(const FluxRequest& r, int size_multiple) {
   if (r.num_inference_steps < 1 || r.num_inference_steps > 1000) {
     return absl::InvalidArgumentError(absl::StrCat("num_inference_steps must be in [1, 1000], got ", r.num_inference_steps));
   }
-  if (r.max_sequence_length < 1 || r.max_sequence_length > 512) {
-    return absl::InvalidArgumentError(absl::StrCat("max_sequence_length must be in [1, 512], got ", r.max_sequence_length));
+  if (r.max_sequence_length < 0 || r.max_sequence_length > 512) {
+    return absl::InvalidArgumentError(absl::StrCat("max_sequence_length must be in [1, 512] (or 0: the model's ",
+                                                   default_max_sequence_length(), "), got ", r.max_sequence_length));
   }
+  const int max_sequence_length = r.max_sequence_length > 0 ? r.max_sequence_length : default_max_sequence_length();
   if (r.true_cfg_scale < 1.0) {
     return absl::InvalidArgumentError(absl::StrCat("true_cfg_scale must be >= 1, got ", r.true_cfg_scale));
   }
@@ -92,11 +95,11 @@ absl::StatusOr<FluxResult> FluxPipeline::Generate(const FluxRequest& r, const St
   if (absl::Status s = ValidateFluxRequest(r, multiple); !s.ok()) return s;
   const bool true_cfg = r.true_cfg_scale > 1.0 && !r.negative_prompt.empty();
   at::NoGradGuard no_grad;
-  auto cond = p.text->Encode(r.prompt, r.max_sequence_length);
+  auto cond = p.text->Encode(r.prompt, max_sequence_length);
   if (!cond.ok()) return cond.status();
   FluxTextEmbeddings uncond;
   if (true_cfg) {
-    auto n = p.text->Encode(r.negative_prompt, r.max_sequence_length);
+    auto n = p.text->Encode(r.negative_prompt, max_sequence_length);
     if (!n.ok()) return n.status();
     uncond = *std::move(n);
   }

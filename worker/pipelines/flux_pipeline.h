@@ -33,7 +33,8 @@ struct FluxRequest {
   double guidance_scale = 3.5;  // guidance-embedding models only
   double true_cfg_scale = 1.0;
   uint64_t seed = 0;
-  int max_sequence_length = 512;  // T5 tokens
+  // T5 tokens; 0: the model's default (default_max_sequence_length()).
+  int max_sequence_length = 0;
 };
 
 struct FluxResult {
@@ -65,6 +66,10 @@ class FluxPipeline {
   // The model's default image size: vae/config.json's sample_size.
   int default_size() const;
   bool uses_guidance_embedding() const;
+  // The T5 length a request gets by default: tokenizer_2's
+  // model_max_length capped at 512 (512 for FLUX.1; the length a smaller
+  // model was trained with, as FLUX.1-schnell's 256).
+  int default_max_sequence_length() const;
 
   // INVALID_ARGUMENT naming the field and the limit for bad requests.
   absl::StatusOr<FluxResult> Generate(const FluxRequest& request, const StepCallback& on_step = {}) const;

@@ -25,6 +25,7 @@ struct FluxTextEncoder::Impl {
   std::unique_ptr<text::ClipTextModel> clip;
   std::unique_ptr<text::T5Encoder> t5;
   int clip_max_length = 77;
+  int t5_max_length = 512;
   at::ScalarType dtype = at::kFloat;
   c10::Device device = c10::Device(c10::kCPU);
 };
@@ -33,6 +34,7 @@ FluxTextEncoder::FluxTextEncoder(std::unique_ptr<Impl> impl) : impl_(std::move(i
 FluxTextEncoder::~FluxTextEncoder() = default;
 int FluxTextEncoder::pooled_dim() const { return impl_->clip->config().hidden_size; }
 int FluxTextEncoder::sequence_dim() const { return impl_->t5->config().d_model; }
+int FluxTextEncoder::default_max_sequence_length() const { return impl_->t5_max_length; }
 
 absl::StatusOr<std::unique_ptr<FluxTextEncoder>> FluxTextEncoder::Load(const std::string& dir, at::ScalarType dtype,
                                                                        c10::Device device) {
@@ -49,6 +51,13 @@ absl::StatusOr<std::unique_ptr<FluxTextEncoder>> FluxTextEncoder::Load(const std
     const nlohmann::json j = nlohmann::json::parse(*tc, nullptr, false);
     if (j.is_object() && j.contains("model_max_length") && j["model_max_length"].is_number_integer()) {
       impl->clip_max_length = static_cast<int>(std::min<int64_t>(j["model_max_length"].get<int64_t>(), 77));
+    }
+  }
+  if (auto tc = util::ReadFileToString(dir + "/tokenizer_2/tokenizer_config.json"); tc.ok()) {
+    const nlohmann::json j = nlohmann::json::parse(*tc, nullptr, false);
+    if (j.is_object() && j.contains("model_max_length") && j["model_max_length"].is_number_integer() &&
+        j["model_max_length"].get<int64_t>() > 0) {
+      impl->t5_max_length = static_cast<int>(std::min<int64_t>(j["model_max_length"].get<int64_t>(), 512));
     }
   }
   auto text = util::ReadFileToString(dir + "/text_encoder/config.json");

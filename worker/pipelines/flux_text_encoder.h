@@ -32,6 +32,9 @@ class FluxTextEncoder {
 
   int pooled_dim() const;    // CLIP hidden size
   int sequence_dim() const;  // T5 d_model
+  // tokenizer_2/tokenizer_config.json's model_max_length, at most 512
+  // (512 when absent): the T5 length the model was trained with.
+  int default_max_sequence_length() const;
 
   // The prompt's embeddings, in the load dtype on the load device: CLIP
   // sees at most 77 tokens (the tokenizer's model_max_length), T5 exactly

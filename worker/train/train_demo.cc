@@ -141,6 +141,7 @@ absl::StatusOr<TrainDemoReport> TrainDemo(const TrainDemoOptions& o, std::FILE* 
   // The text side, written first: training embeds captions with exactly
   // the encoders (and weight dtype) that inference will load.
   make_model::TextComponentsSpec text_spec = TextSpec();
+  text_spec.t5_model_max_length = o.max_sequence_length;
   if (absl::Status s = make_model::WriteTextComponents(dir, text_spec, gen, dtype); !s.ok()) return s;
   auto text = pipelines::FluxTextEncoder::Load(dir, at::kFloat, c10::Device(c10::kCPU));
   if (!text.ok()) return text.status();
@@ -163,7 +164,7 @@ absl::StatusOr<TrainDemoReport> TrainDemo(const TrainDemoOptions& o, std::FILE* 
   const double budget = o.minutes * 60;
   // Phase 1: the VAE.
   VaeTrainOptions vo;
-  vo.plan = {"vae", o.vae_steps, budget * 0.25, o.vae_lr, 100, o.log_every};
+  vo.plan = {"vae", o.vae_steps, budget * 0.35, o.vae_lr, 100, o.log_every};
   vo.batch = o.vae_batch;
   auto vae_report = TrainVae(**encoder, **decoder, vo, scenes, gen, out);
   if (!vae_report.ok()) return vae_report.status();
@@ -204,12 +205,12 @@ absl::StatusOr<TrainDemoReport> TrainDemo(const TrainDemoOptions& o, std::FILE* 
   fo.batch = o.flux_batch;
   fo.max_sequence_length = o.max_sequence_length;
   FluxTrainer trainer(**transformer, **frozen, **text, fo, o.flux_lr);
-  auto flux_report = trainer.Train({"transformer-64", o.flux_steps, budget * 0.40, o.flux_lr, 100, o.log_every}, 64,
+  auto flux_report = trainer.Train({"transformer-64", o.flux_steps, budget * 0.38, o.flux_lr, 100, o.log_every}, 64,
                                    scenes, gen, out);
   if (!flux_report.ok()) return flux_report.status();
   report.phases.push_back(*flux_report);
   fo.batch = o.finetune_batch;
-  auto finetune_report = trainer.Train({"transformer-128", o.finetune_steps, budget * 0.35, o.finetune_lr, 50, o.log_every},
+  auto finetune_report = trainer.Train({"transformer-128", o.finetune_steps, budget * 0.27, o.finetune_lr, 50, o.log_every},
                                        128, scenes, gen, out);
   if (!finetune_report.ok()) return finetune_report.status();
   report.phases.push_back(*finetune_report);

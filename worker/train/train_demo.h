@@ -24,8 +24,8 @@ namespace ditserve::worker::train {
 struct TrainDemoOptions {
   std::string out_dir;
   uint64_t seed = 0;
-  // > 0: the phases share this many minutes (25% VAE, 40% transformer at
-  // 64×64, 35% fine-tune at 128×128), each sized by timing its first steps;
+  // > 0: the phases share this many minutes (35% VAE, 38% transformer at
+  // 64×64, 27% fine-tune at 128×128), each sized by timing its first steps;
   // otherwise the step counts below are used as given.
   double minutes = 0;
   int vae_steps = 1500;
@@ -34,7 +34,9 @@ struct TrainDemoOptions {
   int vae_batch = 8;
   int flux_batch = 32;
   int finetune_batch = 8;
-  int max_sequence_length = 32;  // T5 tokens of the training captions
+  // T5 tokens of the training captions; written as tokenizer_2's
+  // model_max_length, which pipelines use by default.
+  int max_sequence_length = 32;
   double vae_lr = 2e-3;
   double flux_lr = 1e-3;
   double finetune_lr = 3e-4;
