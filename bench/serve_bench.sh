@@ -12,6 +12,8 @@ LOG=build/serve-bench-server.log
 REQUESTS="${1:-200}"
 shift || true
 [ -f "$MODEL/model_index.json" ] || "$BIN/ditserve-make-model" --preset tiny --out "$MODEL" > build/make-model.log 2>&1
+# No stale port: the server truncates the log only once it has started.
+rm -f "$LOG"
 "$BIN/ditserve-server" --model "$MODEL" --spawn_workers --device cpu --threads 1 --host 127.0.0.1 \
   --port 0 --metrics_port 0 --print_ports --max_queue_size 64 "$@" > "$LOG" 2>&1 &
 server=$!
