@@ -79,10 +79,9 @@ absl::Status ValidateFluxRequest(const FluxRequest& r, int size_multiple) {
     return absl::InvalidArgumentError(absl::StrCat("num_inference_steps must be in [1, 1000], got ", r.num_inference_steps));
   }
   if (r.max_sequence_length < 0 || r.max_sequence_length > 512) {
-    return absl::InvalidArgumentError(absl::StrCat("max_sequence_length must be in [1, 512] (or 0: the model's ",
-                                                   default_max_sequence_length(), "), got ", r.max_sequence_length));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_sequence_length must be in [1, 512] (or 0: the model's default), got ", r.max_sequence_length));
   }
-  const int max_sequence_length = r.max_sequence_length > 0 ? r.max_sequence_length : default_max_sequence_length();
   if (r.true_cfg_scale < 1.0) {
     return absl::InvalidArgumentError(absl::StrCat("true_cfg_scale must be >= 1, got ", r.true_cfg_scale));
   }
@@ -94,6 +93,7 @@ absl::StatusOr<FluxResult> FluxPipeline::Generate(const FluxRequest& r, const St
   const int multiple = size_multiple();
   if (absl::Status s = ValidateFluxRequest(r, multiple); !s.ok()) return s;
   const bool true_cfg = r.true_cfg_scale > 1.0 && !r.negative_prompt.empty();
+  const int max_sequence_length = r.max_sequence_length > 0 ? r.max_sequence_length : default_max_sequence_length();
   at::NoGradGuard no_grad;
   auto cond = p.text->Encode(r.prompt, max_sequence_length);
   if (!cond.ok()) return cond.status();

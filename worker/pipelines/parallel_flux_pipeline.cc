@@ -59,6 +59,11 @@ struct GangModel {
   c10::Device device = c10::Device(c10::kCPU);
   CommStats stats;
   GenerateTimings timings;
+  int default_max_sequence_length = 512;  // rank 0's tokenizer_2 config, shared at load
+
+  int TextTokens(const FluxRequest& r) const {
+    return r.max_sequence_length > 0 ? r.max_sequence_length : default_max_sequence_length;
+  }
 
   const parallel::WorldConfig& world() const { return groups->world(); }
   const parallel::ParallelConfig& config() const { return world().config(); }
@@ -399,7 +404,7 @@ absl::StatusOr<std::vector<FluxResult>> GangModel::Generate(const std::vector<Fl
   const auto uses_true_cfg = [](const FluxRequest& r) { return r.true_cfg_scale > 1.0 && !r.negative_prompt.empty(); };
   for (const FluxRequest& r : requests) {
     if (r.height != first.height || r.width != first.width || r.num_inference_steps != first.num_inference_steps ||
-        r.guidance_scale != first.guidance_scale || r.max_sequence_length != first.max_sequence_length ||
+        r.guidance_scale != first.guidance_scale || TextTokens(r) != TextTokens(first) ||
         uses_true_cfg(r) != uses_true_cfg(first)) {
       return absl::InvalidArgumentError(
           "the requests of one batch must agree on height, width, num_inference_steps, guidance_scale, "
@@ -418,7 +423,7 @@ absl::StatusOr<std::vector<FluxResult>> GangModel::Generate(const std::vector<Fl
   const bool true_cfg = uses_true_cfg(first);
   const int64_t n = static_cast<int64_t>(requests.size());
   const int64_t rows = true_cfg ? 2 * n : n;
-  const int64_t T = first.max_sequence_length;
+  const int64_t T = TextTokens(first);
   // Rank 0 encodes every prompt (then every negative prompt) once; the
   // embeddings travel to the gang by one broadcast each.
   at::Tensor pooled = at::zeros({rows, transformer_config.pooled_projection_dim},
@@ -429,7 +434,7 @@ absl::StatusOr<std::vector<FluxResult>> GangModel::Generate(const std::vector<Fl
   if (world().rank() == 0) {
     for (int64_t i = 0; i < rows && encoded.ok(); ++i) {
       const FluxRequest& r = requests[i % n];
-      auto e = text->Encode(i < n ? r.prompt : r.negative_prompt, r.max_sequence_length);
+      auto e = text->Encode(i < n ? r.prompt : r.negative_prompt, static_cast<int>(T));
       if (!e.ok()) {
         encoded = e.status();
         break;
@@ -567,6 +572,9 @@ absl::StatusOr<std::unique_ptr<ParallelFluxPipeline>> ParallelFluxPipeline::Load
   if (!any.ok()) return any.status();
   if (!local.ok()) return local;
   if (*any) return absl::AbortedError("another rank of the gang failed to load the model (see its log)");
+  at::Tensor t5_length = at::full({1}, impl->text ? impl->text->default_max_sequence_length() : 0, at::kInt);
+  DITSERVE_RETURN_IF_ERROR(groups.control().Broadcast(t5_length, 0));
+  impl->default_max_sequence_length = t5_length.item<int>();
   return std::unique_ptr<ParallelFluxPipeline>(new ParallelFluxPipeline(std::move(impl)));
 }
 
