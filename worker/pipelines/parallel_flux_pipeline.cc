@@ -100,6 +100,15 @@ class ReplicaRun {
   TokenRange Local(int step, int patch) const {
     return LocalTokens(rows_, cols_, patches_at(step), patch, p_.sp_size(), p_.sp_rank());
   }
+  // Without PipeFusion, a text length that divides by SP is split over the
+  // SP ranks like the image (xDiT's split_text_embed_in_sp).
+  bool text_sharded() const { return p_.stages() == 1 && p_.sp_size() > 1 && T_ % p_.sp_size() == 0; }
+  // This rank's text tokens of x [B, T, ...].
+  at::Tensor LocalText(const at::Tensor& x) const {
+    if (!text_sharded()) return x;
+    const int64_t t = T_ / p_.sp_size();
+    return x.narrow(1, p_.sp_rank() * t, t);
+  }
   void Prepare();
   absl::Status CheckShapes();
   absl::Status Step(int step);
@@ -179,7 +188,8 @@ void ReplicaRun::Prepare() {
     pipefusion_attention_ = a.get();
     attention_ = std::move(a);
   } else if (p_.sp_size() > 1) {
-    attention_ = std::make_unique<UspFluxAttention>(g.group(Dim::kUlysses), g.group(Dim::kRing), &p_.stats);
+    attention_ = std::make_unique<UspFluxAttention>(g.group(Dim::kUlysses), g.group(Dim::kRing), text_sharded(),
+                                                    &p_.stats);
   } else {
     attention_ = std::make_unique<flux::SerialFluxAttention>();
   }
@@ -238,7 +248,7 @@ absl::Status ReplicaRun::RunPatch(int step, int patch, const at::Tensor& temb) {
     }
     at::Tensor input = latents_.narrow(1, local.begin, local.size());
     if (batch != input.size(0)) input = at::cat({input, input}, 0);  // true CFG in one batch
-    hidden = p_.transformer->Embed(input, with_text ? sequence_ : at::Tensor());
+    hidden = p_.transformer->Embed(input, with_text ? LocalText(sequence_) : at::Tensor());
   } else {
     hidden.x = at::empty({batch, local.size(), dim}, latents_.options());
     if (with_text) hidden.context = at::empty({batch, T_, dim}, latents_.options());
@@ -258,7 +268,8 @@ absl::Status ReplicaRun::RunPatch(int step, int patch, const at::Tensor& temb) {
     pipefusion_attention_->SetPatch(PatchTokens(rows_, cols_, patches_at(step), patch));
   }
   const flux::FluxRopeTables rope = p_.transformer->Rope(
-      with_text ? txt_ids_ : at::Tensor(), img_ids_.narrow(0, local.begin, local.size()), p_.device);
+      with_text ? LocalText(txt_ids_.unsqueeze(0)).squeeze(0) : at::Tensor(), img_ids_.narrow(0, local.begin, local.size()),
+      p_.device);
   DITSERVE_RETURN_IF_ERROR(p_.transformer->RunBlocks(hidden, temb, rope, *attention_));
   if (!last_stage()) {
     DITSERVE_RETURN_IF_ERROR(Track(pipe.Send(hidden.x, p_.stage() + 1, kTagImage + patch), "pipefusion",

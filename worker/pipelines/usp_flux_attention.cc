@@ -7,8 +7,9 @@
 
 namespace ditserve::worker::pipelines {
 
-UspFluxAttention::UspFluxAttention(parallel::Communicator& ulysses, parallel::Communicator& ring, CommStats* stats)
-    : ulysses_(ulysses), ring_(ring), stats_(stats) {
+UspFluxAttention::UspFluxAttention(parallel::Communicator& ulysses, parallel::Communicator& ring, bool text_sharded,
+                                   CommStats* stats)
+    : ulysses_(ulysses), ring_(ring), text_sharded_(text_sharded), stats_(stats) {
   method_ = ring.size() == 1 ? "ulysses" : ulysses.size() == 1 ? "ring" : "usp";
 }
 
@@ -21,6 +22,16 @@ absl::StatusOr<flux::FluxAttentionOutputs> UspFluxAttention::Attend(int /*layer*
   parallel::UspOptions options;
   options.stats = &usp;
   CommTimer timer(stats_, method_);
+  if (text_sharded_) {
+    // Attention does not care where a key sits: [text shard, image shard]
+    // on every rank is a valid sequence shard of the joint sequence.
+    const int64_t t = text.q.size(1);
+    auto joint = parallel::UspAttention(ulysses_, ring_, at::cat({text.q, image.q}, 1), at::cat({text.k, image.k}, 1),
+                                        at::cat({text.v, image.v}, 1), at::Tensor(), options);
+    timer.AddBytes(usp.bytes_sent);
+    if (!joint.ok()) return joint.status();
+    return flux::FluxAttentionOutputs{joint->narrow(1, 0, t), joint->narrow(1, t, image.q.size(1))};
+  }
   auto out = parallel::JointUspAttention(ulysses_, ring_, text.q, text.k, text.v, image.q, image.k, image.v,
                                          at::Tensor(), options);
   timer.AddBytes(usp.bytes_sent);

@@ -1,9 +1,12 @@
 #pragma once
 
 // Flux's joint attention across the sequence-parallel group (USP: Ulysses
-// inside Ring, parallel/usp_attention.h). Each rank passes its shard of the
-// image tokens and the full text; it gets its shard's image output and the
-// full text output. Used when there is no PipeFusion.
+// inside Ring, parallel/usp_attention.h). Used when there is no PipeFusion.
+// Each rank passes its shard of the image tokens and either the full text
+// (it gets the full text output) or, with `text_sharded`, its own equal
+// shard of the text (xDiT's split of the text embeddings over SP: every
+// per-token layer of the text stream is then split too, not repeated on
+// every rank).
 
 #include <string>
 
@@ -16,13 +19,15 @@ namespace ditserve::worker::pipelines {
 class UspFluxAttention final : public flux::FluxAttention {
  public:
   // The communicators and `stats` (may be null) must outlive this object.
-  UspFluxAttention(parallel::Communicator& ulysses, parallel::Communicator& ring, CommStats* stats);
+  UspFluxAttention(parallel::Communicator& ulysses, parallel::Communicator& ring, bool text_sharded,
+                   CommStats* stats);
   absl::StatusOr<flux::FluxAttentionOutputs> Attend(int layer, const flux::FluxQkv& text,
                                                     const flux::FluxQkv& image) override;
 
  private:
   parallel::Communicator& ulysses_;
   parallel::Communicator& ring_;
+  bool text_sharded_;
   CommStats* stats_;
   std::string method_;
 };
