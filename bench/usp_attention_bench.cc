@@ -66,7 +66,9 @@ int RunRank(const std::string& mode, int rank, int port, int S, int H, int D, in
   rdzv.world_size = 2;
   auto store = parallel::JoinRendezvous(rdzv);
   if (!world.ok() || !store.ok()) return 1;
-  auto groups = parallel::ProcessGroups::Create(*world, *store, {});
+  parallel::ProcessGroupsOptions pg;
+  pg.check_shapes = false;  // as the generation pipeline runs them
+  auto groups = parallel::ProcessGroups::Create(*world, *store, pg);
   if (!groups.ok()) {
     std::fprintf(stderr, "%s\n", groups.status().ToString().c_str());
     return 1;

@@ -23,6 +23,12 @@ struct ProcessGroupsOptions {
   // Gloo device selection (see GlooCommunicatorOptions).
   std::string gloo_interface;
   bool loopback_only = true;
+  // Exchange shapes before every data-plane collective (see
+  // GlooCommunicatorOptions::check_shapes). Costs one small all-gather per
+  // collective; callers that agree on every shape up front (the generation
+  // pipeline checks once per call) turn it off. The control group always
+  // checks.
+  bool check_shapes = true;
   // CUDA device for NCCL.
   int cuda_device = 0;
 };

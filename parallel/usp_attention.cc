@@ -100,6 +100,114 @@ absl::StatusOr<Exchanged> UlyssesExchange(Communicator& c, const at::Tensor& q, 
   return x;
 }
 
+// Ulysses with its all-to-alls as point-to-point transfers overlapped with
+// attention blocks. Rank r owns heads [r·Hp, (r+1)·Hp) and, for those heads,
+// needs every sequence shard's q, k, v. The attention over the whole
+// sequence is computed block by block (queries of shard s against keys of
+// shard t) and merged by log-sum-exp, so work starts on the local block
+// while the others arrive, and a shard's output travels back as soon as
+// all its key blocks are merged.
+absl::StatusOr<at::Tensor> OverlappedUlysses(Communicator& c, const at::Tensor& q, const at::Tensor& k,
+                                             const at::Tensor& v, const at::Tensor& key_valid,
+                                             const UspOptions& o) {
+  const int u = c.size(), r = c.rank();
+  const int64_t hp = q.size(2) / u;
+  enum Tag { kQkv = 0, kMask = 1, kOut = 2 };
+  // shard[s]: {q, k, v} of sequence shard s for this rank's heads; valid[s].
+  std::vector<at::Tensor> shard(u), valid(u);
+  std::vector<std::unique_ptr<PendingTransfer>> sends, qkv_recv(u), mask_recv(u), out_recv(u);
+  std::vector<at::Tensor> mask_bytes(u), outs(u);
+  shard[r] = at::stack({q.narrow(2, r * hp, hp), k.narrow(2, r * hp, hp), v.narrow(2, r * hp, hp)}, 0);
+  valid[r] = key_valid;
+  const at::Tensor local_mask = key_valid.defined() ? key_valid.to(at::kByte).contiguous() : at::Tensor();
+  for (int i = 1; i < u; ++i) {
+    const int p = (r + i) % u;
+    shard[p] = at::empty_like(shard[r], at::MemoryFormat::Contiguous);
+    auto rq = c.Recv(shard[p], p, kQkv);
+    DITSERVE_RETURN_IF_ERROR(rq.status());
+    qkv_recv[p] = *std::move(rq);
+    if (key_valid.defined()) {
+      mask_bytes[p] = at::empty_like(local_mask);
+      auto rm = c.Recv(mask_bytes[p], p, kMask);
+      DITSERVE_RETURN_IF_ERROR(rm.status());
+      mask_recv[p] = *std::move(rm);
+    }
+    outs[p] = at::empty({q.size(0), q.size(1), hp, q.size(3)}, q.options());
+    auto ro = c.Recv(outs[p], p, kOut);
+    DITSERVE_RETURN_IF_ERROR(ro.status());
+    out_recv[p] = *std::move(ro);
+  }
+  for (int i = 1; i < u; ++i) {
+    const int p = (r + u - i) % u;  // predecessors first: they wait for us first
+    const at::Tensor block =
+        at::stack({q.narrow(2, p * hp, hp), k.narrow(2, p * hp, hp), v.narrow(2, p * hp, hp)}, 0);
+    auto sq = c.Send(block, p, kQkv);
+    DITSERVE_RETURN_IF_ERROR(sq.status());
+    sends.push_back(*std::move(sq));
+    Count(o, Bytes(block));
+    if (key_valid.defined()) {
+      auto sm = c.Send(local_mask, p, kMask);
+      DITSERVE_RETURN_IF_ERROR(sm.status());
+      sends.push_back(*std::move(sm));
+      Count(o, Bytes(local_mask));
+    }
+  }
+  const auto attend = [&](int qs, int ks) {
+    return kernels::AttentionWithLse(shard[qs][0], shard[ks][1], shard[ks][2], valid[ks], o.attention);
+  };
+  std::vector<kernels::AttentionResult> acc(u);
+  std::vector<int> arrived;
+  const auto finish = [&](int s) -> absl::Status {
+    if (s == r) return absl::OkStatus();
+    const at::Tensor out = acc[s].out.to(q.scalar_type()).contiguous();
+    auto so = c.Send(out, s, kOut);
+    DITSERVE_RETURN_IF_ERROR(so.status());
+    sends.push_back(*std::move(so));
+    Count(o, Bytes(out));
+    return absl::OkStatus();
+  };
+  // Shards in the order they are sent: the own one, then the successors'
+  // (every rank sends to its predecessors first).
+  for (int i = 0; i < u; ++i) {
+    const int s = (r + i) % u;
+    if (s != r) {
+      DITSERVE_RETURN_IF_ERROR(qkv_recv[s]->Wait());
+      if (key_valid.defined()) {
+        DITSERVE_RETURN_IF_ERROR(mask_recv[s]->Wait());
+        valid[s] = mask_bytes[s].to(at::kBool);
+      }
+    }
+    const bool last = i + 1 == u;
+    // The new shard's queries against every key block present …
+    auto self = attend(s, s);
+    DITSERVE_RETURN_IF_ERROR(self.status());
+    acc[s] = *std::move(self);
+    for (int t : arrived) {
+      auto part = attend(s, t);
+      DITSERVE_RETURN_IF_ERROR(part.status());
+      DITSERVE_RETURN_IF_ERROR(kernels::MergeAttentionInto(acc[s], *part));
+    }
+    if (last) DITSERVE_RETURN_IF_ERROR(finish(s));
+    // … and the earlier shards' queries against the new keys.
+    for (int t : arrived) {
+      auto part = attend(t, s);
+      DITSERVE_RETURN_IF_ERROR(part.status());
+      DITSERVE_RETURN_IF_ERROR(kernels::MergeAttentionInto(acc[t], *part));
+      if (last) DITSERVE_RETURN_IF_ERROR(finish(t));
+    }
+    arrived.push_back(s);
+  }
+  std::vector<at::Tensor> heads(u);
+  heads[r] = acc[r].out.to(q.scalar_type());
+  for (int p = 0; p < u; ++p) {
+    if (p == r) continue;
+    DITSERVE_RETURN_IF_ERROR(out_recv[p]->Wait());
+    heads[p] = outs[p];
+  }
+  for (auto& send : sends) DITSERVE_RETURN_IF_ERROR(send->Wait());
+  return at::cat(heads, 2);
+}
+
 // The shared core of USP: Ulysses exchange, ring, Ulysses exchange back.
 // `text_*` are replicated text tokens (already validated) or undefined.
 // Returns (text result [B,T,H/U,D] f32 or undefined, image out [B,Sl,H,D]).
@@ -147,7 +255,7 @@ absl::StatusOr<kernels::AttentionResult> RingAttention(Communicator& ring, const
   if (!q.defined() || !k.defined() || !v.defined() || q.dim() != 4 || !k.sizes().equals(v.sizes())) {
     return absl::InvalidArgumentError("ring attention: q, k, v must be [B, S, H, D]");
   }
-  DITSERVE_RETURN_IF_ERROR(CheckSameShapes(ring, k, once_k));
+  if (o.check_shapes) DITSERVE_RETURN_IF_ERROR(CheckSameShapes(ring, k, once_k));
   kernels::AttentionResult acc;
   if (once_k.defined()) {
     auto front = kernels::AttentionWithLse(q, once_k, once_v, at::Tensor(), o.attention);
@@ -215,17 +323,25 @@ absl::StatusOr<at::Tensor> UlyssesAttention(Communicator& ulysses, const at::Ten
                                             const at::Tensor& key_valid, const UspOptions& o) {
   DITSERVE_RETURN_IF_ERROR(CheckQkv(q, k, v));
   DITSERVE_RETURN_IF_ERROR(CheckHeads(ulysses, q.size(2)));
-  auto x = UlyssesExchange(ulysses, q, k, v, key_valid, o);
-  DITSERVE_RETURN_IF_ERROR(x.status());
-  auto r = kernels::AttentionWithLse(x->q, x->k, x->v, x->valid, o.attention);
-  DITSERVE_RETURN_IF_ERROR(r.status());
-  return SequenceToHeads(ulysses, r->out.to(q.scalar_type()).contiguous(), o);
+  if (key_valid.defined() && (key_valid.dim() != 2 || key_valid.size(0) != q.size(0) ||
+                              key_valid.size(1) != q.size(1) || key_valid.scalar_type() != at::kBool)) {
+    return absl::InvalidArgumentError(absl::StrCat("USP attention: key_valid must be bool [",
+                                                   q.size(0), ", ", q.size(1), "]"));
+  }
+  if (ulysses.size() == 1) {
+    auto r = kernels::AttentionWithLse(q, k, v, key_valid, o.attention);
+    DITSERVE_RETURN_IF_ERROR(r.status());
+    return r->out.to(q.scalar_type());
+  }
+  if (o.check_shapes) DITSERVE_RETURN_IF_ERROR(CheckSameShapes(ulysses, q, at::Tensor()));
+  return OverlappedUlysses(ulysses, q, k, v, key_valid, o);
 }
 
 absl::StatusOr<at::Tensor> UspAttention(Communicator& ulysses, Communicator& ring,
                                         const at::Tensor& q, const at::Tensor& k,
                                         const at::Tensor& v, const at::Tensor& key_valid,
                                         const UspOptions& o) {
+  if (ring.size() == 1) return UlyssesAttention(ulysses, q, k, v, key_valid, o);
   auto r = UspCore(ulysses, ring, q, k, v, key_valid, at::Tensor(), at::Tensor(), at::Tensor(), o);
   DITSERVE_RETURN_IF_ERROR(r.status());
   return r->second;

@@ -29,11 +29,20 @@ struct UspStats {
 struct UspOptions {
   kernels::AttentionOptions attention;
   UspStats* stats = nullptr;  // not owned; may be null
+  // Agree on the shard shapes across the group (one small all-gather per
+  // call) before point-to-point transfers, which cannot check them. Callers
+  // that agreed on every shape already (the generation pipeline, once per
+  // request) turn it off.
+  bool check_shapes = true;
 };
 
 // Ulysses over `ulysses` alone: q, k, v are local shards [B, S/U, H, D],
 // key_valid (optional) [B, S/U]. Returns [B, S/U, H, D] in q's dtype.
 // H must divide by the group size (checked before any communication).
+// The all-to-alls are point-to-point transfers overlapped with attention
+// blocks: each rank starts on its own shard's keys while the other shards'
+// q/k/v for its heads arrive, and returns every shard's output as soon as
+// it is complete (same bytes as xDiT's all-to-alls, same result).
 absl::StatusOr<at::Tensor> UlyssesAttention(Communicator& ulysses, const at::Tensor& q,
                                             const at::Tensor& k, const at::Tensor& v,
                                             const at::Tensor& key_valid, const UspOptions& options);

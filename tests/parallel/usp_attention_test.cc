@@ -224,6 +224,38 @@ TEST(Usp, ErrorPaths) {
   testing::ExpectAllRanksOk(testing::LaunchScenario("usp_errors", testing::LaunchOptions{.world_size = 4}));
 }
 
+// Ulysses alone moves q/k/v point to point (overlapped with the attention
+// blocks), so the shard shapes are agreed first: a mismatch is an
+// INVALID_ARGUMENT on every rank, not a hang or a torn transfer.
+DITSERVE_SCENARIO(ulysses_shape_mismatch) {
+  auto groups = Join(ctx, 2, 1);
+  if (!groups.ok()) return groups.status();
+  Communicator& ulysses = (*groups)->group(Dim::kUlysses);
+  const at::Tensor z = at::randn({1, 16 + 2 * ulysses.rank(), 4, 8});
+  auto mismatch = UlyssesAttention(ulysses, z, z, z, at::Tensor(), {});
+  if (mismatch.status().code() != absl::StatusCode::kInvalidArgument ||
+      mismatch.status().message().find("shard shapes differ across ranks") == std::string::npos) {
+    return absl::InternalError(absl::StrCat("ulysses: ", mismatch.status().ToString()));
+  }
+  // The group is still usable afterwards: a good call matches serial.
+  at::manual_seed(7);
+  const at::Tensor q = at::randn({1, 32, 4, 8}), k = at::randn({1, 32, 4, 8}), v = at::randn({1, 32, 4, 8});
+  auto serial = kernels::AttentionWithLse(q, k, v, at::Tensor());
+  if (!serial.ok()) return serial.status();
+  const int64_t half = 16, start = half * ulysses.rank();
+  auto got = UlyssesAttention(ulysses, q.narrow(1, start, half), k.narrow(1, start, half),
+                              v.narrow(1, start, half), at::Tensor(), {});
+  if (!got.ok()) return got.status();
+  const double err = (*got - serial->out.narrow(1, start, half)).abs().max().item<double>();
+  if (err > 1e-5) return absl::InternalError(absl::StrCat("after the mismatch: max-abs ", err));
+  return absl::OkStatus();
+}
+
+TEST(Usp, UlyssesShapeMismatchFailsOnEveryRank) {
+  testing::ExpectAllRanksOk(
+      testing::LaunchScenario("ulysses_shape_mismatch", testing::LaunchOptions{.world_size = 2}));
+}
+
 TEST(ShardSequence, PadsAndMarksValidTokens) {
   const at::Tensor full = at::arange(10, at::kFloat).view({1, 10, 1, 1});
   const SequenceShard last = ShardSequence(full, 3, 4);  // len 3: tokens 9, pad, pad
