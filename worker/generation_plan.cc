@@ -1,5 +1,6 @@
 #include "worker/generation_plan.h"
 
+#include <algorithm>
 #include <numeric>
 
 #include <nlohmann/json.hpp>
@@ -102,11 +103,17 @@ absl::Status ValidateParallelRequest(const parallel::ParallelConfig& config, con
   }
   const int rows = height / multiple;
   const int patches = pf.patches(config);
-  const int bands = patches * config.sequence_parallel_degree();
-  if (rows % bands != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "height ", height, " gives ", rows, " latent token rows, which must divide by num_pipeline_patch ", patches,
-        " x --ulysses_degree ", config.ulysses_degree, " x --ring_degree ", config.ring_degree, " = ", bands));
+  const int sp = config.sequence_parallel_degree();
+  if (rows % sp != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("height ", height, " gives ", rows,
+                                                   " latent token rows, which must divide by --ulysses_degree ",
+                                                   config.ulysses_degree, " x --ring_degree ", config.ring_degree,
+                                                   " = ", sp));
+  }
+  if (rows / sp < patches) {
+    return absl::InvalidArgumentError(absl::StrCat("height ", height, " gives ", rows, " latent token rows: ",
+                                                   rows / sp, " bands of ", sp,
+                                                   " (ulysses x ring) rows, fewer than num_pipeline_patch ", patches));
   }
   if (config.use_cfg_parallel && !true_cfg) {
     return absl::InvalidArgumentError(
@@ -126,15 +133,45 @@ BlockRange StageBlocks(const PipeFusionOptions& pf, int num_blocks, int stages, 
   return r;
 }
 
-TokenRange PatchTokens(int64_t rows, int64_t cols, int patches, int patch) {
-  const int64_t patch_rows = rows / patches;
-  return {patch * patch_rows * cols, (patch + 1) * patch_rows * cols};
+PatchPlan PatchPlan::Balanced(int64_t rows, int64_t cols, int patches, int sp_size, int64_t text_tokens) {
+  PatchPlan plan;
+  plan.cols_ = cols;
+  plan.sp_size_ = sp_size;
+  // In bands of sp_size rows: each rank computes `cols` tokens per band.
+  const int64_t bands = rows / sp_size;
+  std::vector<int64_t> counts(patches, bands / patches);  // equal, remainder below
+  if (patches > 1) {
+    // Patch 0 takes b0 bands; the others share the rest as evenly as
+    // possible. Pick the b0 whose busiest patch is lightest.
+    int64_t best_b0 = 1, best_cost = -1;
+    for (int64_t b0 = 1; b0 <= bands - (patches - 1); ++b0) {
+      const int64_t rest = bands - b0;
+      const int64_t widest = (rest + patches - 2) / (patches - 1);
+      const int64_t cost = std::max(text_tokens + b0 * cols, widest * cols);
+      if (best_cost < 0 || cost < best_cost) {
+        best_cost = cost;
+        best_b0 = b0;
+      }
+    }
+    counts[0] = best_b0;
+    const int64_t rest = bands - best_b0;
+    for (int m = 1; m < patches; ++m) counts[m] = rest / (patches - 1) + (m - 1 < rest % (patches - 1) ? 1 : 0);
+  } else {
+    counts[0] = bands;
+  }
+  plan.first_row_.push_back(0);
+  for (int64_t c : counts) plan.first_row_.push_back(plan.first_row_.back() + c * sp_size);
+  return plan;
 }
 
-TokenRange LocalTokens(int64_t rows, int64_t cols, int patches, int patch, int sp_size, int sp_rank) {
-  const int64_t band_rows = rows / patches / sp_size;
-  const int64_t begin = PatchTokens(rows, cols, patches, patch).begin + sp_rank * band_rows * cols;
-  return {begin, begin + band_rows * cols};
+TokenRange PatchPlan::Patch(int patch) const {
+  return {first_row_[patch] * cols_, first_row_[patch + 1] * cols_};
+}
+
+TokenRange PatchPlan::Local(int patch, int sp_rank) const {
+  const int64_t band_rows = rows(patch) / sp_size_;
+  const int64_t begin = (first_row_[patch] + sp_rank * band_rows) * cols_;
+  return {begin, begin + band_rows * cols_};
 }
 
 std::vector<int> ReplicaRequests(int num_requests, int replicas, int replica) {

@@ -7,10 +7,11 @@
 //
 // Token layout: the packed latents are (height/16) × (width/16) tokens for
 // FLUX.1 (rows × columns, row-major). PipeFusion cuts the rows into
-// num_pipeline_patch equal bands (patches); sequence parallelism (SP =
-// ulysses × ring) cuts each patch's rows into SP equal bands, SP rank s =
-// ulysses_rank + U·ring_rank taking band s. Without PipeFusion there is one
-// patch: the whole image.
+// num_pipeline_patch bands (patches) that carry equal work: patch 0 also
+// carries the text tokens, so it gets fewer image rows (PatchPlan).
+// Sequence parallelism (SP = ulysses × ring) cuts each patch's rows into SP
+// equal bands, SP rank s = ulysses_rank + U·ring_rank taking band s.
+// Without PipeFusion there is one patch: the whole image.
 
 #include <cstdint>
 #include <string>
@@ -53,7 +54,8 @@ absl::Status ValidateParallelModel(const parallel::ParallelConfig& config, const
                                    const ModelGeometry& model);
 
 // Request-level checks: the token rows (height / size_multiple) divide by
-// num_pipeline_patch × ulysses × ring; --use_cfg_parallel needs true CFG
+// ulysses × ring and give every pipeline patch at least one band per SP
+// rank; --use_cfg_parallel needs true CFG
 // (a negative prompt and true_cfg_scale > 1). INVALID_ARGUMENT naming the
 // flag or field.
 absl::Status ValidateParallelRequest(const parallel::ParallelConfig& config, const PipeFusionOptions& pipefusion,
@@ -73,12 +75,31 @@ struct TokenRange {
   int64_t end = 0;
   int64_t size() const { return end - begin; }
 };
-// The tokens of `patch` (of `patches`) that SP rank `sp_rank` (of `sp_size`)
-// computes, for an image of `rows` × `cols` tokens. Rows must divide by
-// patches × sp_size.
-TokenRange LocalTokens(int64_t rows, int64_t cols, int patches, int patch, int sp_size, int sp_rank);
-// The whole of `patch`.
-TokenRange PatchTokens(int64_t rows, int64_t cols, int patches, int patch);
+// Where each patch's image rows lie. A patch is a band of whole rows whose
+// count divides by the SP degree (each SP rank takes an equal band of it).
+// Every rank of a stage computes, per patch, its band of image tokens and —
+// in patch 0 only — all `text_tokens` text tokens, and per-token work is the
+// same for text and image (MMDiT blocks have equal widths; every query
+// attends the same keys). So the plan balances text + image tokens per
+// patch: patch 0 gets fewer rows, as few as one band per SP rank.
+class PatchPlan {
+ public:
+  // `rows` must divide by `sp_size` and give at least `patches` bands
+  // (ValidateParallelRequest checks that). `patches` 1 is the whole image.
+  static PatchPlan Balanced(int64_t rows, int64_t cols, int patches, int sp_size, int64_t text_tokens);
+
+  int patches() const { return static_cast<int>(first_row_.size()) - 1; }
+  int64_t rows(int patch) const { return first_row_[patch + 1] - first_row_[patch]; }
+  // The whole of `patch`.
+  TokenRange Patch(int patch) const;
+  // The tokens of `patch` that SP rank `sp_rank` computes.
+  TokenRange Local(int patch, int sp_rank) const;
+
+ private:
+  int64_t cols_ = 0;
+  int sp_size_ = 1;
+  std::vector<int64_t> first_row_;  // patches() + 1 row boundaries
+};
 
 // The requests of a batch that data-parallel replica `replica` (of
 // `replicas`) generates: i ≡ replica (mod replicas), in order.

@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <set>
 
@@ -42,31 +44,87 @@ TEST(GenerationPlan, StageBlocksAreEvenAndCoverEveryBlock) {
 }
 
 // Every token belongs to exactly one (patch, SP rank), each piece is a band
-// of whole rows, and pieces are in row order: patch-major, SP rank minor.
-TEST(GenerationPlan, LocalTokensPartitionTheImage) {
+// of whole rows, SP ranks of a patch get equal bands, and pieces are in row
+// order: patch-major, SP rank minor.
+TEST(GenerationPlan, PatchPlanPartitionsTheImage) {
   for (int rows : {8, 16, 64}) {
     for (int cols : {3, 8}) {
       for (int patches : {1, 2, 4}) {
         for (int sp : {1, 2, 4}) {
-          if (rows % (patches * sp) != 0) continue;
-          int64_t expected_begin = 0;
-          for (int m = 0; m < patches; ++m) {
-            const TokenRange whole = PatchTokens(rows, cols, patches, m);
-            EXPECT_EQ(whole.begin, expected_begin);
-            for (int s = 0; s < sp; ++s) {
-              const TokenRange r = LocalTokens(rows, cols, patches, m, sp, s);
-              EXPECT_EQ(r.begin, expected_begin);
-              EXPECT_EQ(r.size(), static_cast<int64_t>(rows / patches / sp) * cols);
-              EXPECT_EQ(r.begin % cols, 0);
-              expected_begin = r.end;
+          for (int64_t text : {0, 7, 512}) {
+            if (rows % sp != 0 || rows / sp < patches) continue;
+            const PatchPlan plan = PatchPlan::Balanced(rows, cols, patches, sp, text);
+            ASSERT_EQ(plan.patches(), patches);
+            int64_t expected_begin = 0;
+            for (int m = 0; m < patches; ++m) {
+              const TokenRange whole = plan.Patch(m);
+              EXPECT_EQ(whole.begin, expected_begin);
+              EXPECT_GE(plan.rows(m), sp);
+              EXPECT_EQ(plan.rows(m) % sp, 0);
+              for (int s = 0; s < sp; ++s) {
+                const TokenRange r = plan.Local(m, s);
+                EXPECT_EQ(r.begin, expected_begin);
+                EXPECT_EQ(r.size(), plan.rows(m) / sp * cols);
+                EXPECT_EQ(r.begin % cols, 0);
+                expected_begin = r.end;
+              }
+              EXPECT_EQ(whole.end, expected_begin);
             }
-            EXPECT_EQ(whole.end, expected_begin);
+            EXPECT_EQ(expected_begin, static_cast<int64_t>(rows) * cols);
           }
-          EXPECT_EQ(expected_begin, static_cast<int64_t>(rows) * cols);
         }
       }
     }
   }
+}
+
+// The busiest patch (text + image tokens per rank) is as light as any
+// split into bands can make it: checked against every split, by brute force.
+TEST(GenerationPlan, PatchPlanBalancesTextAndImageTokens) {
+  for (int bands : {2, 3, 5, 8, 12}) {
+    for (int patches : {2, 3, 4}) {
+      if (bands < patches) continue;
+      for (int64_t text : {0, 5, 16, 40, 200}) {
+        const int cols = 4, sp = 2;
+        const PatchPlan plan = PatchPlan::Balanced(bands * sp, cols, patches, sp, text);
+        const auto cost_of = [&](const std::vector<int64_t>& b) {
+          int64_t worst = 0;
+          for (size_t m = 0; m < b.size(); ++m) worst = std::max(worst, (m == 0 ? text : 0) + b[m] * cols);
+          return worst;
+        };
+        std::vector<int64_t> got;
+        for (int m = 0; m < patches; ++m) got.push_back(plan.rows(m) / sp);
+        // Every composition of `bands` into `patches` parts of at least 1.
+        int64_t best = -1;
+        std::vector<int64_t> b(patches, 1);
+        const std::function<void(int, int64_t)> walk = [&](int m, int64_t left) {
+          if (m == patches - 1) {
+            b[m] = left;
+            const int64_t c = cost_of(b);
+            if (best < 0 || c < best) best = c;
+            return;
+          }
+          for (int64_t x = 1; x <= left - (patches - 1 - m); ++x) {
+            b[m] = x;
+            walk(m + 1, left - x);
+          }
+        };
+        walk(0, bands);
+        EXPECT_EQ(cost_of(got), best) << "bands " << bands << " patches " << patches << " text " << text;
+      }
+    }
+  }
+  // The small preset at 512x512 (32 x 32 token rows, T5 length 512), 2
+  // patches: 8 + 24 rows carry 768 tokens each. Without text: equal halves.
+  const PatchPlan small = PatchPlan::Balanced(32, 32, 2, 1, 512);
+  EXPECT_EQ(small.rows(0), 8);
+  EXPECT_EQ(small.rows(1), 24);
+  const PatchPlan even = PatchPlan::Balanced(32, 32, 4, 2, 0);
+  for (int m = 0; m < 4; ++m) EXPECT_EQ(even.rows(m), 8);
+  // Text longer than a fair share: patch 0 keeps one band, the rest share.
+  const PatchPlan heavy = PatchPlan::Balanced(16, 8, 4, 2, 1000);
+  EXPECT_EQ(heavy.rows(0), 2);
+  EXPECT_EQ(heavy.rows(1) + heavy.rows(2) + heavy.rows(3), 14);
 }
 
 TEST(GenerationPlan, ReplicaRequestsRoundRobin) {
@@ -112,8 +170,12 @@ TEST(GenerationPlan, RequestChecksNameTheField) {
   c.pipefusion_parallel_degree = 2;  // 2 patches by default
   EXPECT_TRUE(ValidateParallelRequest(c, pf, m, 1024, 768, false).ok());  // 64 rows / 8
   EXPECT_EQ(ValidateParallelRequest(c, pf, m, 1040, 1024, false).message(),
-            "height 1040 gives 65 latent token rows, which must divide by num_pipeline_patch 2 x --ulysses_degree 2 x "
-            "--ring_degree 2 = 8");
+            "height 1040 gives 65 latent token rows, which must divide by --ulysses_degree 2 x --ring_degree 2 = 4");
+  EXPECT_TRUE(ValidateParallelRequest(c, pf, m, 192, 64, false).ok());  // 12 rows: 3 bands of SP 4 rows
+  pf.num_pipeline_patch = 4;
+  EXPECT_EQ(ValidateParallelRequest(c, pf, m, 192, 64, false).message(),
+            "height 192 gives 12 latent token rows: 3 bands of 4 (ulysses x ring) rows, fewer than num_pipeline_patch 4");
+  pf.num_pipeline_patch = 0;
   EXPECT_EQ(ValidateParallelRequest(c, pf, m, 1000, 1024, false).message(),
             "height must be a multiple of 16 in [16, 8192], got 1000");
   c.use_cfg_parallel = true;

@@ -270,8 +270,9 @@ TEST_F(ParallelGeneration, InvalidConfigurationsFailBeforeAnyWork) {
       {{"--nproc=2", "--ulysses_degree=4"}, "must equal the world size 2"},
       {{"--nproc=3", "--ulysses_degree=3"}, "--ulysses_degree 3 must divide the model's 4 attention heads"},
       {{"--nproc=2", "--ulysses_degree=2", "--height=48"},
-       "height 48 gives 3 latent token rows, which must divide by num_pipeline_patch 1 x --ulysses_degree 2 x "
-       "--ring_degree 1 = 2"},
+       "height 48 gives 3 latent token rows, which must divide by --ulysses_degree 2 x --ring_degree 1 = 2"},
+      {{"--nproc=2", "--pipefusion_parallel_degree=2", "--num_pipeline_patch=4", "--height=48"},
+       "height 48 gives 3 latent token rows: 3 bands of 1 (ulysses x ring) rows, fewer than num_pipeline_patch 4"},
       {{"--nproc=5", "--pipefusion_parallel_degree=5"},
        "--pipefusion_parallel_degree 5 is more stages than the model's 4 transformer blocks"},
       {{"--nproc=2", "--use_cfg_parallel"},

@@ -97,9 +97,8 @@ class ReplicaRun {
   int patches_at(int step) const {
     return p_.stages() > 1 && step >= p_.pipefusion.warmup_steps ? p_.pipefusion.patches(p_.config()) : 1;
   }
-  TokenRange Local(int step, int patch) const {
-    return LocalTokens(rows_, cols_, patches_at(step), patch, p_.sp_size(), p_.sp_rank());
-  }
+  const PatchPlan& plan_at(int step) const { return patches_at(step) == 1 ? whole_ : pipelined_; }
+  TokenRange Local(int step, int patch) const { return plan_at(step).Local(patch, p_.sp_rank()); }
   // Without PipeFusion, a text length that divides by SP is split over the
   // SP ranks like the image (xDiT's split_text_embed_in_sp).
   bool text_sharded() const { return p_.stages() == 1 && p_.sp_size() > 1 && T_ % p_.sp_size() == 0; }
@@ -126,6 +125,7 @@ class ReplicaRun {
   at::Tensor all_pooled_, all_sequence_;  // every request's: cond rows, then uncond rows (true CFG)
 
   int64_t h_ = 0, w_ = 0, rows_ = 0, cols_ = 0, S_ = 0, T_ = 0;
+  PatchPlan whole_, pipelined_;  // the warmup's single patch; PipeFusion's patches
   int steps_ = 0, end_step_ = 0;
   bool true_cfg_ = false;
   std::vector<float> sigmas_;
@@ -146,6 +146,9 @@ void ReplicaRun::Prepare() {
   cols_ = w_ / 2;
   S_ = rows_ * cols_;
   T_ = all_sequence_.size(1);
+  whole_ = PatchPlan::Balanced(rows_, cols_, 1, p_.sp_size(), T_);
+  pipelined_ = PatchPlan::Balanced(rows_, cols_, p_.stages() > 1 ? p_.pipefusion.patches(p_.config()) : 1,
+                                   p_.sp_size(), T_);
   steps_ = r.num_inference_steps;
   end_step_ = steps_;
   true_cfg_ = r.true_cfg_scale > 1.0 && !r.negative_prompt.empty();
@@ -265,7 +268,7 @@ absl::Status ReplicaRun::RunPatch(int step, int patch, const at::Tensor& temb) {
     if (rc) DITSERVE_RETURN_IF_ERROR(rc->Wait());
   }
   if (pipefusion_attention_ != nullptr) {
-    pipefusion_attention_->SetPatch(PatchTokens(rows_, cols_, patches_at(step), patch));
+    pipefusion_attention_->SetPatch(plan_at(step).Patch(patch));
   }
   const flux::FluxRopeTables rope = p_.transformer->Rope(
       with_text ? LocalText(txt_ids_.unsqueeze(0)).squeeze(0) : at::Tensor(), img_ids_.narrow(0, local.begin, local.size()),

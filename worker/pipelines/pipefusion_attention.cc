@@ -66,7 +66,11 @@ absl::StatusOr<flux::FluxAttentionOutputs> PipeFusionAttention::Attend(int layer
     buf.valid.narrow(0, 0, T).fill_(true);
     queries = at::cat({text.q.narrow(2, u * Hl, Hl), queries}, 1);
   }
-  auto attended = kernels::AttentionWithLse(queries, buf.k, buf.v, buf.valid.unsqueeze(0).expand({B, -1}));
+  // Once every patch has been seen (after the first step) no key is
+  // masked: the unmasked kernel is the cheaper one.
+  if (!buf.all_valid) buf.all_valid = buf.valid.all().item<bool>();
+  auto attended = kernels::AttentionWithLse(queries, buf.k, buf.v,
+                                            buf.all_valid ? at::Tensor() : buf.valid.unsqueeze(0).expand({B, -1}));
   if (!attended.ok()) return attended.status();
   at::Tensor out = attended->out.to(image.q.scalar_type());
   flux::FluxAttentionOutputs result;

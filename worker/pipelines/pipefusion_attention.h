@@ -47,6 +47,7 @@ class PipeFusionAttention final : public flux::FluxAttention {
   struct LayerBuffer {
     at::Tensor k, v;   // [B, T + S, H/U, D]
     at::Tensor valid;  // [T + S] bool: filled at least once
+    bool all_valid = false;  // every entry of `valid` is true
   };
   parallel::Communicator& ulysses_;
   parallel::Communicator& ring_;
