@@ -27,7 +27,7 @@ done
 [ -n "$port" ] || { cat "$LOG"; exit 1; }
 client=("$BIN/ditserve-client" --server "127.0.0.1:$port")
 "${client[@]}" --wait_ready_s 300 bench --concurrency 1 --requests 5 --num_inference_steps 1 --prompt warmup > /dev/null
-for c in 1 8 64; do
+for c in ${LEVELS:-1 8 64}; do
   echo "# ditserve-client bench --concurrency $c --requests $REQUESTS --num_inference_steps 1 --prompt 'a red circle'"
   "${client[@]}" bench --concurrency "$c" --requests "$REQUESTS" --num_inference_steps 1 \
     --prompt "a red circle" || true

@@ -22,6 +22,19 @@ double Quantile(std::vector<double> values, double q) {
   return values[lo] + (values[hi] - values[lo]) * (pos - static_cast<double>(lo));
 }
 
+void RecordSuccess(BenchResult& result, double latency_s, const v1::GenerateResponse& response) {
+  const v1::Timings& t = response.timings();
+  ++result.ok;
+  result.latency_s.push_back(latency_s);
+  result.gang_s.push_back(t.gang_s());
+  result.queued_s.push_back(t.queued_s());
+  result.overhead_s.push_back(latency_s - t.gang_s());
+  result.encoding_s.push_back(t.encoding_s());
+  result.dispatch_s.push_back(t.total_s() - t.queued_s() - t.gang_s() - t.encoding_s());
+  result.transport_s.push_back(latency_s - t.total_s());
+  result.images_per_s += response.images_size();  // a total until RunBench divides it
+}
+
 BenchResult RunBench(const std::shared_ptr<grpc::Channel>& channel, const BenchOptions& options) {
   auto stub = v1::GenerationService::NewStub(channel);
   std::atomic<int> next{0};
@@ -44,12 +57,7 @@ BenchResult RunBench(const std::shared_ptr<grpc::Channel>& channel, const BenchO
       absl::MutexLock lock(&mu);
       ++result.sent;
       if (status.ok()) {
-        ++result.ok;
-        result.latency_s.push_back(latency);
-        result.gang_s.push_back(response.timings().gang_s());
-        result.queued_s.push_back(response.timings().queued_s());
-        result.overhead_s.push_back(latency - response.timings().gang_s());
-        result.images_per_s += response.images_size();  // total for now
+        RecordSuccess(result, latency, response);
       } else {
         ++result.errors[proto::CodeName(status.error_code())];
       }
@@ -72,13 +80,17 @@ std::string FormatBench(const BenchOptions& options, const BenchResult& r) {
       "latency      p50 %.1f ms  p90 %.1f ms  p99 %.1f ms\n"
       "gang time    p50 %.1f ms  p99 %.1f ms\n"
       "overhead     p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  (latency - gang time)\n"
-      "queue wait   p50 %.1f ms  p99 %.1f ms  (included in the overhead)\n",
+      "queue wait   p50 %.1f ms  p99 %.1f ms  (included in the overhead)\n"
+      "  of which   encoding p50 %.2f / p99 %.2f ms, server hand-offs p50 %.2f / p99 %.2f ms, "
+      "transport p50 %.2f / p99 %.2f ms\n",
       options.concurrency, r.sent, r.ok, r.sent - r.ok, r.wall_s, r.throughput_rps,
       r.images_per_s, ms(Quantile(r.latency_s, 0.5)), ms(Quantile(r.latency_s, 0.9)),
       ms(Quantile(r.latency_s, 0.99)), ms(Quantile(r.gang_s, 0.5)), ms(Quantile(r.gang_s, 0.99)),
       ms(Quantile(r.overhead_s, 0.5)), ms(Quantile(r.overhead_s, 0.9)),
       ms(Quantile(r.overhead_s, 0.99)), ms(Quantile(r.queued_s, 0.5)),
-      ms(Quantile(r.queued_s, 0.99)));
+      ms(Quantile(r.queued_s, 0.99)), ms(Quantile(r.encoding_s, 0.5)), ms(Quantile(r.encoding_s, 0.99)),
+      ms(Quantile(r.dispatch_s, 0.5)), ms(Quantile(r.dispatch_s, 0.99)), ms(Quantile(r.transport_s, 0.5)),
+      ms(Quantile(r.transport_s, 0.99)));
   for (const auto& [code, n] : r.errors) absl::StrAppend(&out, "errors       ", code, ": ", n, "\n");
   return out;
 }
@@ -94,13 +106,18 @@ std::string FormatBenchJson(const BenchOptions& options, const BenchResult& r) {
       "\"latency_ms\": {\"p50\": %.3f, \"p90\": %.3f, \"p99\": %.3f}, "
       "\"gang_ms\": {\"p50\": %.3f, \"p99\": %.3f}, "
       "\"overhead_ms\": {\"p50\": %.3f, \"p90\": %.3f, \"p99\": %.3f}, "
-      "\"queued_ms\": {\"p50\": %.3f, \"p99\": %.3f}}\n",
+      "\"queued_ms\": {\"p50\": %.3f, \"p99\": %.3f}, "
+      "\"encoding_ms\": {\"p50\": %.3f, \"p99\": %.3f}, "
+      "\"dispatch_ms\": {\"p50\": %.3f, \"p99\": %.3f}, "
+      "\"transport_ms\": {\"p50\": %.3f, \"p99\": %.3f}}\n",
       options.concurrency, r.sent, r.ok, errors, r.wall_s, r.throughput_rps, r.images_per_s,
       Quantile(r.latency_s, 0.5) * 1e3, Quantile(r.latency_s, 0.9) * 1e3,
       Quantile(r.latency_s, 0.99) * 1e3, Quantile(r.gang_s, 0.5) * 1e3,
       Quantile(r.gang_s, 0.99) * 1e3, Quantile(r.overhead_s, 0.5) * 1e3,
       Quantile(r.overhead_s, 0.9) * 1e3, Quantile(r.overhead_s, 0.99) * 1e3,
-      Quantile(r.queued_s, 0.5) * 1e3, Quantile(r.queued_s, 0.99) * 1e3);
+      Quantile(r.queued_s, 0.5) * 1e3, Quantile(r.queued_s, 0.99) * 1e3, Quantile(r.encoding_s, 0.5) * 1e3,
+      Quantile(r.encoding_s, 0.99) * 1e3, Quantile(r.dispatch_s, 0.5) * 1e3, Quantile(r.dispatch_s, 0.99) * 1e3,
+      Quantile(r.transport_s, 0.5) * 1e3, Quantile(r.transport_s, 0.99) * 1e3);
 }
 
 }  // namespace ditserve::client

@@ -36,6 +36,10 @@ struct BenchResult {
   std::vector<double> overhead_s;  // latency minus the gang's time (timings.gang_s)
   std::vector<double> gang_s;
   std::vector<double> queued_s;  // timings.queued_s: waiting for the gang
+  // Where the overhead goes (they and queued_s sum to overhead_s):
+  std::vector<double> encoding_s;   // timings.encoding_s: PNG/JPEG/WebP in the frontend
+  std::vector<double> dispatch_s;   // total − queued − gang − encoding: hand-offs inside the server
+  std::vector<double> transport_s;  // latency − total: gRPC and the network, both ways
 };
 
 // Runs the load against `channel`. Thread-safe with respect to the channel.
@@ -43,6 +47,10 @@ BenchResult RunBench(const std::shared_ptr<grpc::Channel>& channel, const BenchO
 
 // The q-quantile (0..1) of `values` by linear interpolation; 0 when empty.
 double Quantile(std::vector<double> values, double q);
+
+// Adds one OK response, measured `latency_s` end to end by the client, to
+// `result`: its latency, the response's timings and the overhead split.
+void RecordSuccess(BenchResult& result, double latency_s, const v1::GenerateResponse& response);
 
 // Human-readable table, and one JSON object.
 std::string FormatBench(const BenchOptions& options, const BenchResult& result);

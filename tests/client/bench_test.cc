@@ -18,6 +18,26 @@ TEST(Bench, QuantilesInterpolate) {
   EXPECT_DOUBLE_EQ(Quantile(hundred, 0.99), 100);
 }
 
+// The overhead (latency − gang time) splits into queue wait, encoding,
+// server hand-offs and transport, which add up to it.
+TEST(Bench, OverheadSplitsIntoItsParts) {
+  BenchResult r;
+  v1::GenerateResponse response;
+  v1::Timings& t = *response.mutable_timings();
+  t.set_queued_s(0.001);
+  t.set_gang_s(0.050);
+  t.set_encoding_s(0.002);
+  t.set_total_s(0.0545);  // hand-offs 1.5 ms
+  response.add_images();
+  RecordSuccess(r, 0.0555, response);  // transport 1 ms
+  ASSERT_EQ(r.ok, 1);
+  EXPECT_NEAR(r.overhead_s[0], 0.0055, 1e-12);
+  EXPECT_NEAR(r.dispatch_s[0], 0.0015, 1e-12);
+  EXPECT_NEAR(r.transport_s[0], 0.001, 1e-12);
+  EXPECT_NEAR(r.queued_s[0] + r.encoding_s[0] + r.dispatch_s[0] + r.transport_s[0], r.overhead_s[0], 1e-12);
+  EXPECT_EQ(r.images_per_s, 1);
+}
+
 TEST(Generate, ImagePathsNumberSeveralImages) {
   EXPECT_EQ(ImagePath("out.png", 0, 1), "out.png");
   EXPECT_EQ(ImagePath("dir.v2/out.png", 1, 2), "dir.v2/out_1.png");

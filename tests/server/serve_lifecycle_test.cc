@@ -191,7 +191,9 @@ TEST(ServeLifecycle, ClientCommands) {
                                  "--prompt=x", "--json"});
   EXPECT_TRUE(bench.ok()) << bench_out;
   EXPECT_NE(bench_out.find("\"sent\": 6, \"ok\": 6, \"errors\": {}"), std::string::npos) << bench_out;
-  EXPECT_NE(bench_out.find("\"overhead_ms\""), std::string::npos) << bench_out;
+  for (const char* key : {"\"overhead_ms\"", "\"encoding_ms\"", "\"dispatch_ms\"", "\"transport_ms\""}) {
+    EXPECT_NE(bench_out.find(key), std::string::npos) << key << " in " << bench_out;
+  }
   unlink((dir + ".log").c_str());
 }
 
