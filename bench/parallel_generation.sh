@@ -6,7 +6,7 @@
 # method; PipeFusion's image error against serial for warmup 0, 1, 2.
 #
 #   bench/parallel_generation.sh            # after scripts/build
-#   STEPS=8 REPEATS=3 bench/parallel_generation.sh
+#   STEPS=12 REPEATS=3 bench/parallel_generation.sh
 #
 # Prints a Markdown table (recorded in docs/benchmarks.md). Each time is
 # the minimum over REPEATS runs of rank 0's "denoising" time (all steps,
@@ -16,8 +16,8 @@ cd "$(dirname "$0")/.."
 BIN=build/bin
 WORK=${WORK:-build/bench/parallel_generation}
 MODEL=${MODEL:-$WORK/flux-small}
-STEPS=${STEPS:-8}
-REPEATS=${REPEATS:-3}
+STEPS=${STEPS:-20}
+REPEATS=${REPEATS:-1}
 PY=${PY:-$HOME/.cache/ditserve/venv/bin/python3}
 mkdir -p "$WORK"
 [ -f "$MODEL/model_index.json" ] || "$BIN/ditserve-make-model" --preset small --out "$MODEL" > /dev/null 2>&1
@@ -50,11 +50,12 @@ bytes() {
 echo "| method | 1 rank (s) | 2 ranks (s) | speedup | bytes sent per rank per step |"
 echo "| --- | ---: | ---: | ---: | --- |"
 base=$(run base --nproc 1 --prompt "$A")
-for m in ulysses ring pipefusion; do
+for m in ulysses ring pipefusion pipefusion_m4; do
   case $m in
     ulysses) flags=(--ulysses_degree 2) ;;
     ring) flags=(--ring_degree 2) ;;
     pipefusion) flags=(--pipefusion_parallel_degree 2) ;;
+    pipefusion_m4) flags=(--pipefusion_parallel_degree 2 --num_pipeline_patch 4) ;;
   esac
   t=$(run "$m" --nproc 2 "${flags[@]}" --prompt "$A")
   echo "| $m 2 | $base | $t | $(awk -v a="$base" -v b="$t" 'BEGIN { printf "%.2fx", a / b }') | $(bytes "$m") |"
