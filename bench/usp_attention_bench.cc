@@ -32,6 +32,7 @@ ABSL_FLAG(int, seq, 4096, "Sequence length S");
 ABSL_FLAG(int, heads, 24, "Heads H");
 ABSL_FLAG(int, head_dim, 128, "Head size D");
 ABSL_FLAG(int, repeats, 3, "Timed calls per case (the median is reported)");
+ABSL_FLAG(int, max_score_mb, 0, "Attention score block bound in MiB (0: the kernel's default)");
 ABSL_FLAG(std::string, mode, "", "internal: ulysses or ring, run as a rank");
 ABSL_FLAG(int, rank, 0, "internal");
 ABSL_FLAG(int, master_port, 0, "internal");
@@ -84,6 +85,7 @@ int RunRank(const std::string& mode, int rank, int port, int S, int H, int D, in
     if (!(*groups)->control().Barrier().ok()) return 1;
     parallel::UspOptions options;
     options.stats = i == 0 ? &stats : nullptr;
+    if (absl::GetFlag(FLAGS_max_score_mb) > 0) options.attention.max_score_bytes = int64_t{absl::GetFlag(FLAGS_max_score_mb)} << 20;
     const auto start = std::chrono::steady_clock::now();
     auto out = parallel::UspAttention(u, r, q, k, v, at::Tensor(), options);
     if (!out.ok()) {
@@ -121,7 +123,9 @@ int main(int argc, char** argv) {
   std::vector<double> serial_times;
   for (int i = 0; i < repeats + 1; ++i) {
     const auto start = std::chrono::steady_clock::now();
-    auto r = kernels::AttentionWithLse(q, k, v, at::Tensor());
+    kernels::AttentionOptions attention;
+    if (absl::GetFlag(FLAGS_max_score_mb) > 0) attention.max_score_bytes = int64_t{absl::GetFlag(FLAGS_max_score_mb)} << 20;
+    auto r = kernels::AttentionWithLse(q, k, v, at::Tensor(), attention);
     if (!r.ok()) return 1;
     if (i > 0) serial_times.push_back(Seconds(start));
   }
@@ -139,7 +143,8 @@ int main(int argc, char** argv) {
       spec.argv = {SelfExe(), "--mode=" + m, absl::StrCat("--rank=", rank),
                    absl::StrCat("--master_port=", *port), absl::StrCat("--seq=", S),
                    absl::StrCat("--heads=", H), absl::StrCat("--head_dim=", D),
-                   absl::StrCat("--repeats=", repeats)};
+                   absl::StrCat("--repeats=", repeats),
+                   absl::StrCat("--max_score_mb=", absl::GetFlag(FLAGS_max_score_mb))};
       spec.env = {{"OMP_NUM_THREADS", "1"}};
       if (rank == 0) spec.output_path = out_path;
       specs.push_back(std::move(spec));

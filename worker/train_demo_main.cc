@@ -24,6 +24,9 @@ ABSL_FLAG(int, finetune_steps, 800, "Transformer steps at 128x128");
 ABSL_FLAG(int, vae_batch, 8, "VAE batch");
 ABSL_FLAG(int, flux_batch, 32, "Transformer batch at 64x64");
 ABSL_FLAG(int, finetune_batch, 8, "Transformer batch at 128x128");
+ABSL_FLAG(bool, finetune_mix_64, true,
+          "Alternate 64x64 batches (twice --finetune_batch) with the 128x128 ones in the fine-tune, so the "
+          "model keeps the small size");
 ABSL_FLAG(double, vae_lr, 2e-3, "VAE peak learning rate");
 ABSL_FLAG(double, flux_lr, 1e-3, "Transformer peak learning rate");
 ABSL_FLAG(double, finetune_lr, 3e-4, "Fine-tune peak learning rate");
@@ -64,6 +67,7 @@ int main(int argc, char** argv) {
   o.vae_batch = absl::GetFlag(FLAGS_vae_batch);
   o.flux_batch = absl::GetFlag(FLAGS_flux_batch);
   o.finetune_batch = absl::GetFlag(FLAGS_finetune_batch);
+  o.finetune_mix_64 = absl::GetFlag(FLAGS_finetune_mix_64);
   o.vae_lr = absl::GetFlag(FLAGS_vae_lr);
   o.flux_lr = absl::GetFlag(FLAGS_flux_lr);
   o.finetune_lr = absl::GetFlag(FLAGS_finetune_lr);

@@ -52,22 +52,29 @@ absl::StatusOr<pipelines::FluxTextEmbeddings> FluxTrainer::Embed(const std::stri
   return *e;
 }
 
-absl::StatusOr<PhaseReport> FluxTrainer::Train(const PhasePlan& plan, int image_size, std::mt19937_64& scenes,
-                                               at::Generator& generator, std::FILE* out) {
+absl::StatusOr<PhaseReport> FluxTrainer::Train(const PhasePlan& plan, const std::vector<SizeBatch>& sizes,
+                                               std::mt19937_64& scenes, at::Generator& generator, std::FILE* out) {
   Impl& p = *impl_;
   const vae::VaeConfig& vc = p.encoder->config();
   const int multiple = 2 * vc.scale_factor();
-  if (image_size < multiple || image_size % multiple != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("image size must be a multiple of ", multiple, ", got ", image_size));
+  if (sizes.empty()) return absl::InvalidArgumentError("no image sizes to train at");
+  std::vector<at::Tensor> img_ids;
+  for (const SizeBatch& sb : sizes) {
+    if (sb.image_size < multiple || sb.image_size % multiple != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("image size must be a multiple of ", multiple, ", got ", sb.image_size));
+    }
+    if (sb.batch < 1) return absl::InvalidArgumentError(absl::StrCat("batch must be >= 1, got ", sb.batch));
+    const int64_t h = sb.image_size / vc.scale_factor();
+    img_ids.push_back(flux::LatentImageIds(h, h));
   }
-  const int64_t h = image_size / vc.scale_factor(), w = h;
-  const at::Tensor img_ids = flux::LatentImageIds(h, w);
   std::bernoulli_distribution drop(p.options.caption_dropout);
   return RunPhase(
       plan,
-      [&](int, int, double lr) -> absl::StatusOr<double> {
+      [&](int step, int, double lr) -> absl::StatusOr<double> {
         for (auto& group : p.optimizer->param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
-        const SceneBatch batch = DrawSceneBatch(scenes, p.options.batch, image_size);
+        const size_t which = static_cast<size_t>(step) % sizes.size();
+        const SceneBatch batch = DrawSceneBatch(scenes, sizes[which].batch, sizes[which].image_size);
         at::Tensor x0;
         {
           at::NoGradGuard no_grad;
@@ -93,7 +100,7 @@ absl::StatusOr<PhaseReport> FluxTrainer::Train(const PhasePlan& plan, int image_
         in.encoder_hidden_states = at::cat(sequence);
         in.pooled_projections = at::cat(pooled);
         in.timestep = sigma;
-        in.img_ids = img_ids;
+        in.img_ids = img_ids[which];
         in.txt_ids = txt_ids;
         auto v = p.transformer->Forward(in);
         if (!v.ok()) return v.status();

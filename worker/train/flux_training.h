@@ -15,6 +15,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <vector>
 
 #include <ATen/core/Generator.h>
 
@@ -28,7 +29,6 @@
 namespace ditserve::worker::train {
 
 struct FluxTrainOptions {
-  int batch = 32;
   int max_sequence_length = 32;  // T5 tokens, as the pipeline is then run
   double caption_dropout = 0.1;
   double weight_decay = 0.01;
@@ -44,10 +44,16 @@ class FluxTrainer {
               const pipelines::FluxTextEncoder& text, const FluxTrainOptions& options, double peak_lr);
   ~FluxTrainer();
 
-  // One phase at image_size × image_size (a multiple of 2 × the VAE's
-  // downscale), with scenes from `scenes` and noise from `generator`.
-  absl::StatusOr<PhaseReport> Train(const PhasePlan& plan, int image_size, std::mt19937_64& scenes,
-                                    at::Generator& generator, std::FILE* out);
+  // One phase; step i draws `sizes[i % sizes.size()]`: a batch of that many
+  // image_size × image_size scenes (a multiple of 2 × the VAE's downscale),
+  // from `scenes`, with noise from `generator`. Alternating sizes lets a
+  // fine-tune at a larger size keep the smaller one.
+  struct SizeBatch {
+    int image_size = 64;
+    int batch = 32;
+  };
+  absl::StatusOr<PhaseReport> Train(const PhasePlan& plan, const std::vector<SizeBatch>& sizes,
+                                    std::mt19937_64& scenes, at::Generator& generator, std::FILE* out);
 
   // The EMA of the transformer's weights (what the model directory gets).
   std::vector<std::pair<std::string, at::Tensor>> AveragedWeights() const;

@@ -202,16 +202,18 @@ absl::StatusOr<TrainDemoReport> TrainDemo(const TrainDemoOptions& o, std::FILE* 
 
   // Phases 2 and 3: the transformer at 64×64, then 128×128.
   FluxTrainOptions fo;
-  fo.batch = o.flux_batch;
   fo.max_sequence_length = o.max_sequence_length;
   FluxTrainer trainer(**transformer, **frozen, **text, fo, o.flux_lr);
-  auto flux_report = trainer.Train({"transformer-64", o.flux_steps, budget * 0.38, o.flux_lr, 100, o.log_every}, 64,
-                                   scenes, gen, out);
+  auto flux_report = trainer.Train({"transformer-64", o.flux_steps, budget * 0.38, o.flux_lr, 100, o.log_every},
+                                   {{64, o.flux_batch}}, scenes, gen, out);
   if (!flux_report.ok()) return flux_report.status();
   report.phases.push_back(*flux_report);
-  fo.batch = o.finetune_batch;
+  // The fine-tune alternates 128×128 batches with 64×64 ones (twice as many
+  // scenes, half the pixels) when asked, so the small size is not forgotten.
+  std::vector<FluxTrainer::SizeBatch> finetune_sizes = {{128, o.finetune_batch}};
+  if (o.finetune_mix_64) finetune_sizes.push_back({64, 2 * o.finetune_batch});
   auto finetune_report = trainer.Train({"transformer-128", o.finetune_steps, budget * 0.27, o.finetune_lr, 50, o.log_every},
-                                       128, scenes, gen, out);
+                                       finetune_sizes, scenes, gen, out);
   if (!finetune_report.ok()) return finetune_report.status();
   report.phases.push_back(*finetune_report);
 
@@ -225,6 +227,7 @@ absl::StatusOr<TrainDemoReport> TrainDemo(const TrainDemoOptions& o, std::FILE* 
 
   nlohmann::ordered_json note = {{"command", o.command_line}, {"seed", o.seed}, {"threads", at::get_num_threads()},
                                  {"max_sequence_length", o.max_sequence_length},
+                                 {"finetune_mix_64", o.finetune_mix_64},
                                  {"total_seconds", std::round(report.total_seconds)}};
   note["phases"] = nlohmann::ordered_json::array();
   for (const auto& p : report.phases) note["phases"].push_back(PhaseJson(p));

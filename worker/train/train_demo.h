@@ -34,6 +34,8 @@ struct TrainDemoOptions {
   int vae_batch = 8;
   int flux_batch = 32;
   int finetune_batch = 8;
+  // Alternate 64×64 batches of 2 × finetune_batch with the 128×128 ones.
+  bool finetune_mix_64 = true;
   // T5 tokens of the training captions; written as tokenizer_2's
   // model_max_length, which pipelines use by default.
   int max_sequence_length = 32;
