@@ -22,7 +22,7 @@ WORK=${WORK:-build/bench/demo_model_parallel}
 PY=${PY:-$HOME/.cache/ditserve/venv/bin/python3}
 SIZE=128
 STEPS=20
-PROMPT=${PROMPT:-"a black triangle on a red background"}
+PROMPT=${PROMPT:-"a red circle on a blue background"}
 CFG=(--negative_prompt " " --true_cfg_scale 4)
 mkdir -p "$WORK" docs/images
 

@@ -42,7 +42,8 @@ ABSL_FLAG(int, num_inference_steps, 28, "Denoising steps");
 ABSL_FLAG(double, guidance_scale, 3.5, "Guidance embedding value (guidance-distilled models)");
 ABSL_FLAG(double, true_cfg_scale, 1.0, "Classifier-free guidance scale with --negative_prompt (> 1 enables it)");
 ABSL_FLAG(uint64_t, seed, 0, "Seed of the first image's noise (PyTorch CPU generator)");
-ABSL_FLAG(int, max_sequence_length, 512, "T5 tokens (prompt truncated beyond)");
+ABSL_FLAG(int, max_sequence_length, 0,
+          "T5 tokens (prompt truncated beyond); 0: the model's tokenizer_2 model_max_length (512 for FLUX.1)");
 ABSL_FLAG(std::string, dtype, "", "f32 or bf16 (default: f32 on CPU, bf16 on CUDA)");
 ABSL_FLAG(std::string, output_dir, "", "Directory for the images (image-000.png, …), written by rank 0");
 ABSL_FLAG(bool, save_latents, false, "Also write each image's final packed latents (image-NNN.latents.safetensors)");

@@ -58,8 +58,9 @@ absl::Status ValidateGenerationJob(const WorkerOptions& o) {
   if (o.num_inference_steps < 1 || o.num_inference_steps > 1000) {
     return absl::InvalidArgumentError(absl::StrCat("--num_inference_steps must be in [1, 1000], got ", o.num_inference_steps));
   }
-  if (o.max_sequence_length < 1 || o.max_sequence_length > 512) {
-    return absl::InvalidArgumentError(absl::StrCat("--max_sequence_length must be in [1, 512], got ", o.max_sequence_length));
+  if (o.max_sequence_length < 0 || o.max_sequence_length > 512) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--max_sequence_length must be in [0, 512] (0: the model's default), got ", o.max_sequence_length));
   }
   if (o.true_cfg_scale < 1.0) return absl::InvalidArgumentError(absl::StrCat("--true_cfg_scale must be >= 1, got ", o.true_cfg_scale));
   auto geometry = ReadModelGeometry(o.model);

@@ -39,7 +39,7 @@ struct WorkerOptions {
   double guidance_scale = 3.5;
   double true_cfg_scale = 1.0;
   uint64_t seed = 0;
-  int max_sequence_length = 512;
+  int max_sequence_length = 0;  // 0: the model's tokenizer_2 model_max_length
   std::string dtype;  // f32 | bf16; empty: f32 on CPU, bf16 on CUDA
   std::string output_dir;
   bool save_latents = false;  // also write image-NNN.latents.safetensors

@@ -237,6 +237,38 @@ TEST_F(ParallelGeneration, WorldOfOneIsDitserveGenerate) {
   EXPECT_EQ(ReadTextFile(dir + "/image-000.png"), ReadTextFile(png));
 }
 
+// With default flags on the trained demo model (tokenizer_2 says 32 T5
+// tokens, not FLUX.1's 512) the gang and ditserve-generate agree too: the
+// default max_sequence_length is the model's own in both.
+TEST_F(ParallelGeneration, DefaultsFollowTheModelLikeDitserveGenerate) {
+  const char* src = std::getenv("DITSERVE_SOURCE_DIR");
+  const std::string model = std::string(src != nullptr ? src : ".") + "/models/flux-shapes";
+  const std::string out = *root_ + "/shapes";
+  const RunResult run = RunOne({BinDir() + "/ditserve-run", "--nproc=2", "--ulysses_degree=2", "--model=" + model,
+                                "--prompt=a red circle on a blue background", "--height=64", "--width=64",
+                                "--num_inference_steps=4", "--seed=3", "--threads=1", "--device=cpu",
+                                "--output_dir=" + out});
+  ASSERT_TRUE(run.exit.ok()) << run.output;
+  const std::string png = *root_ + "/shapes-generate.png";
+  const RunResult gen = RunOne({BinDir() + "/ditserve-generate", "--model=" + model,
+                                "--prompt=a red circle on a blue background", "--height=64", "--width=64",
+                                "--num_inference_steps=4", "--seed=3", "--output=" + png});
+  ASSERT_TRUE(gen.exit.ok()) << gen.output;
+  // Ulysses 2 against one process: equal up to the rare 1-value rounding
+  // difference (see MatchesSerial); a 512-token default would differ wholesale.
+  const Image x = ReadPng(out + "/image-000.png"), y = ReadPng(png);
+  ASSERT_FALSE(x.rgb.empty());
+  ASSERT_EQ(x.rgb.size(), y.rgb.size());
+  int differing = 0, max_diff = 0;
+  for (size_t i = 0; i < x.rgb.size(); ++i) {
+    const int d = std::abs(static_cast<int>(x.rgb[i]) - static_cast<int>(y.rgb[i]));
+    differing += d != 0;
+    max_diff = std::max(max_diff, d);
+  }
+  EXPECT_LE(max_diff, 1);
+  EXPECT_LE(differing, 25);
+}
+
 // Two "machines" (two ditserve-run, one rank each) joined by
 // --nnodes/--node_rank/--master_addr/--master_port: node 0 writes the image.
 TEST_F(ParallelGeneration, MultiNodeGang) {

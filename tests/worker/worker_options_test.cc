@@ -34,7 +34,7 @@ TEST(WorkerOptions, ToWorkerArgsCarriesEveryField) {
                                  "--selfcheck_elements=17", "--threads=0", "--model=",
                                  "--negative_prompt=", "--height=0", "--width=0",
                                  "--num_inference_steps=28", "--guidance_scale=3.5",
-                                 "--true_cfg_scale=1", "--seed=0", "--max_sequence_length=512",
+                                 "--true_cfg_scale=1", "--seed=0", "--max_sequence_length=0",
                                  "--dtype=", "--output_dir=", "--save_latents=false", "--comm_stats=false",
                                  "--num_pipeline_patch=0", "--warmup_steps=1",
                                  "--attn_layer_num_for_pp=", "--control_address="}));

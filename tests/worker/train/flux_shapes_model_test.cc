@@ -66,9 +66,10 @@ class FluxShapesModel : public ::testing::Test {
 };
 pipelines::FluxPipeline* FluxShapesModel::pipe_ = nullptr;
 
-// Disabled: the committed model (52 minutes of training on the idle 2-core
-// machine) does not pass every case yet: 16/32, 13/16 at 128×128 but 3/16
-// at 64×64 (docs/demo-model.md). Run it with --gtest_also_run_disabled_tests.
+// Disabled: the committed model (about 22 minutes of training on the idle
+// 2-core machine) does not pass every case yet: 21/32 with every colour
+// right, 7/16 at 128×128 where squares and triangles come out rounded
+// (docs/demo-model.md). Run it with --gtest_also_run_disabled_tests.
 TEST_F(FluxShapesModel, DISABLED_DrawsWhatItIsAsked) {
   // red, green, blue, yellow, orange, purple, white, black, pink, gray
   const std::vector<Case> cases = {
