@@ -293,6 +293,29 @@ TEST_F(ParallelGeneration, MultiNodeGang) {
   EXPECT_LE(cmp.max_value_diff, 1);
 }
 
+// Ranks derive every tensor's shape themselves and generation's data-plane
+// collectives do not check shapes, so two "machines" started with
+// different flags must fail on the per-call geometry agreement, with a
+// message, not exchange tensors of different sizes.
+TEST_F(ParallelGeneration, NodesThatDisagreeFailWithAClearMessage) {
+  auto port = util::PickFreePort();
+  ASSERT_TRUE(port.ok());
+  std::vector<std::vector<std::string>> nodes;
+  for (int node = 0; node < 2; ++node) {
+    nodes.push_back({BinDir() + "/ditserve-run", "--nproc=1", "--nnodes=2", absl::StrCat("--node_rank=", node),
+                     "--master_addr=127.0.0.1", absl::StrCat("--master_port=", *port), "--ulysses_degree=2",
+                     "--model=" + Model(), "--output_dir=" + *root_ + "/disagree",
+                     absl::StrCat("--max_sequence_length=", node == 0 ? 12 : 16), "--prompt=a red circle",
+                     absl::StrCat("--num_inference_steps=", kSteps), "--seed=7", "--threads=1", "--device=cpu"});
+  }
+  const auto results = testing::RunAll(nodes);
+  ASSERT_EQ(results.size(), 2u);
+  for (const auto& r : results) {
+    EXPECT_FALSE(r.exit.ok()) << r.output;
+    EXPECT_NE(r.output.find("derives the call's geometry"), std::string::npos) << r.output;
+  }
+}
+
 TEST_F(ParallelGeneration, InvalidConfigurationsFailBeforeAnyWork) {
   struct Bad {
     std::vector<std::string> flags;

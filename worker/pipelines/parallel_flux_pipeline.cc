@@ -320,6 +320,7 @@ absl::Status ReplicaRun::CompleteLatents(int step) {
 // Every message's shape is derived from the request on both sides; once
 // per call each stage sends its derivation to the next, which compares it
 // with its own, so a disagreement is an error before any activation moves.
+// (The gang-wide geometry was agreed in GangModel::Generate.)
 absl::Status ReplicaRun::CheckShapes() {
   if (idle() || p_.stages() == 1) return absl::OkStatus();
   auto& pipe = p_.groups->group(Dim::kPipeFusion);
@@ -438,6 +439,37 @@ absl::StatusOr<std::vector<FluxResult>> GangModel::Generate(const std::vector<Fl
   const int64_t n = static_cast<int64_t>(requests.size());
   const int64_t rows = true_cfg ? 2 * n : n;
   const int64_t T = TextTokens(first);
+  // The data-plane collectives do not check shapes in generation
+  // (ProcessGroupsOptions::check_shapes is off), and every rank derives
+  // every tensor's shape from the request and its own copy of the model's
+  // configs. So once per call the ranks compare those derivations over the
+  // control group: ranks with different model directories (on two
+  // machines, say) or different flags fail here, before any tensor moves.
+  if (world().world_size() > 1) {
+    const auto& tc = transformer_config;
+    const at::Tensor geometry = at::tensor(
+        {rows, T, static_cast<int64_t>(first.height), static_cast<int64_t>(first.width),
+         static_cast<int64_t>(first.num_inference_steps), static_cast<int64_t>(tc.inner_dim()),
+         static_cast<int64_t>(tc.num_attention_heads), static_cast<int64_t>(tc.in_channels),
+         static_cast<int64_t>(tc.pooled_projection_dim), static_cast<int64_t>(tc.joint_attention_dim),
+         static_cast<int64_t>(dtype)},
+        at::kLong);
+    auto all = groups->control().AllGather(geometry.unsqueeze(0), 0);
+    if (!all.ok()) return all.status();
+    const auto text = [](const at::Tensor& row) {
+      std::string out;
+      for (int64_t i = 0; i < row.numel(); ++i) absl::StrAppend(&out, i ? ", " : "[", row[i].item<int64_t>());
+      return out + "]";
+    };
+    for (int r = 0; r < all->size(0); ++r) {
+      if (!at::equal((*all)[r], geometry)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "rank ", world().rank(), " derives the call's geometry (prompt rows, text tokens, height, width, steps, ",
+            "hidden size, heads, in channels, pooled dim, text dim, dtype) ", text(geometry), " but rank ", r,
+            " derives ", text((*all)[r]), ": do all ranks load the same model with the same flags?"));
+      }
+    }
+  }
   // Rank 0 encodes every prompt (then every negative prompt) once; the
   // embeddings travel to the gang by one broadcast each.
   at::Tensor pooled = at::zeros({rows, transformer_config.pooled_projection_dim},
