@@ -39,6 +39,16 @@ absl::Status CheckHeads(const Communicator& ulysses, int64_t heads) {
   return absl::OkStatus();
 }
 
+// key_valid (optional) must be bool [B, S] for q [B, S, H, D].
+absl::Status CheckKeyValid(const at::Tensor& q, const at::Tensor& key_valid) {
+  if (key_valid.defined() && (key_valid.dim() != 2 || key_valid.size(0) != q.size(0) ||
+                              key_valid.size(1) != q.size(1) || key_valid.scalar_type() != at::kBool)) {
+    return absl::InvalidArgumentError(absl::StrCat("USP attention: key_valid must be bool [",
+                                                   q.size(0), ", ", q.size(1), "]"));
+  }
+  return absl::OkStatus();
+}
+
 // Every ring rank must hold shards of one shape: checked with one small
 // all-gather, since send/recv cannot check it.
 absl::Status CheckSameShapes(Communicator& comm, const at::Tensor& q, const at::Tensor& once_k) {
@@ -217,11 +227,7 @@ absl::StatusOr<std::pair<at::Tensor, at::Tensor>> UspCore(
     const at::Tensor& text_k, const at::Tensor& text_v, const UspOptions& o) {
   DITSERVE_RETURN_IF_ERROR(CheckQkv(q, k, v));
   DITSERVE_RETURN_IF_ERROR(CheckHeads(ulysses, q.size(2)));
-  if (key_valid.defined() && (key_valid.dim() != 2 || key_valid.size(0) != q.size(0) ||
-                              key_valid.size(1) != q.size(1) || key_valid.scalar_type() != at::kBool)) {
-    return absl::InvalidArgumentError(absl::StrCat("USP attention: key_valid must be bool [",
-                                                   q.size(0), ", ", q.size(1), "]"));
-  }
+  DITSERVE_RETURN_IF_ERROR(CheckKeyValid(q, key_valid));
   auto x = UlyssesExchange(ulysses, q, k, v, key_valid, o);
   DITSERVE_RETURN_IF_ERROR(x.status());
   const int64_t heads_per_rank = q.size(2) / ulysses.size();
@@ -323,11 +329,7 @@ absl::StatusOr<at::Tensor> UlyssesAttention(Communicator& ulysses, const at::Ten
                                             const at::Tensor& key_valid, const UspOptions& o) {
   DITSERVE_RETURN_IF_ERROR(CheckQkv(q, k, v));
   DITSERVE_RETURN_IF_ERROR(CheckHeads(ulysses, q.size(2)));
-  if (key_valid.defined() && (key_valid.dim() != 2 || key_valid.size(0) != q.size(0) ||
-                              key_valid.size(1) != q.size(1) || key_valid.scalar_type() != at::kBool)) {
-    return absl::InvalidArgumentError(absl::StrCat("USP attention: key_valid must be bool [",
-                                                   q.size(0), ", ", q.size(1), "]"));
-  }
+  DITSERVE_RETURN_IF_ERROR(CheckKeyValid(q, key_valid));
   if (ulysses.size() == 1) {
     auto r = kernels::AttentionWithLse(q, k, v, key_valid, o.attention);
     DITSERVE_RETURN_IF_ERROR(r.status());

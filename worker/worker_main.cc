@@ -106,7 +106,7 @@ int main(int argc, char** argv) {
   pg.loopback_only = options.master_addr == "127.0.0.1" || options.master_addr == "localhost";
   pg.cuda_device = device->is_cuda() ? device->index() : 0;
   // Generation agrees on every tensor shape once per call
-  // (ReplicaRun::CheckShapes), so the per-collective check only costs a
+  // (GangModel::AgreeOnCall), so the per-collective check only costs a
   // round trip per collective; the self-check keeps it.
   pg.check_shapes = options.selfcheck;
   auto groups = parallel::ProcessGroups::Create(*world, *store, pg);

@@ -41,7 +41,6 @@ constexpr int kTagImage = 0;
 constexpr int kTagText = 1 << 10;
 constexpr int kTagLatents = 2 << 10;
 constexpr int kTagResult = 3 << 10;
-constexpr int kTagShapes = 4 << 10;
 
 // Everything a rank holds for generation. Not thread-safe.
 struct GangModel {
@@ -73,6 +72,7 @@ struct GangModel {
   int sp_size() const { return config().sequence_parallel_degree(); }
 
   absl::Status Validate(const FluxRequest& r) const;
+  absl::Status AgreeOnCall(int64_t rows, int64_t T, const FluxRequest& first) const;
   absl::StatusOr<std::vector<FluxResult>> Generate(const std::vector<FluxRequest>& requests,
                                                    const StepCallback& on_step);
 };
@@ -109,7 +109,6 @@ class ReplicaRun {
     return x.narrow(1, p_.sp_rank() * t, t);
   }
   void Prepare();
-  absl::Status CheckShapes();
   absl::Status Step(int step);
   absl::Status RunPatch(int step, int patch, const at::Tensor& temb);
   absl::StatusOr<at::Tensor> Guided(const at::Tensor& velocity);
@@ -317,35 +316,6 @@ absl::Status ReplicaRun::CompleteLatents(int step) {
   return absl::OkStatus();
 }
 
-// Every message's shape is derived from the request on both sides; once
-// per call each stage sends its derivation to the next, which compares it
-// with its own, so a disagreement is an error before any activation moves.
-// (The gang-wide geometry was agreed in GangModel::Generate.)
-absl::Status ReplicaRun::CheckShapes() {
-  if (idle() || p_.stages() == 1) return absl::OkStatus();
-  auto& pipe = p_.groups->group(Dim::kPipeFusion);
-  const at::Tensor mine = at::tensor({pooled_.size(0), T_, S_, static_cast<int64_t>(p_.transformer_config.inner_dim()),
-                                      static_cast<int64_t>(patches_at(steps_ - 1))},
-                                     at::kLong);
-  if (!first_stage()) {
-    at::Tensor theirs = at::empty_like(mine);
-    auto recv = pipe.Recv(theirs, p_.stage() - 1, kTagShapes);
-    if (!recv.ok()) return recv.status();
-    DITSERVE_RETURN_IF_ERROR((*recv)->Wait());
-    if (!at::equal(theirs, mine)) {
-      return absl::InternalError(absl::StrCat("PipeFusion stage ", p_.stage(), " derives message shapes ",
-                                              c10::str(mine), " but stage ", p_.stage() - 1, " derives ",
-                                              c10::str(theirs)));
-    }
-  }
-  if (!last_stage()) {
-    auto send = pipe.Send(mine, p_.stage() + 1, kTagShapes);
-    if (!send.ok()) return send.status();
-    DITSERVE_RETURN_IF_ERROR((*send)->Wait());
-  }
-  return absl::OkStatus();
-}
-
 absl::Status ReplicaRun::Step(int step) {
   const at::Tensor temb = p_.transformer->TimeEmbedding(
       ModelTimestep(sigmas_[step], pooled_.size(0), p_.dtype, p_.device), guidance_, pooled_);
@@ -356,7 +326,6 @@ absl::Status ReplicaRun::Step(int step) {
 
 absl::Status ReplicaRun::Run(const StepCallback& on_step) {
   Prepare();
-  DITSERVE_RETURN_IF_ERROR(CheckShapes());
   // Cancellation: after each step every rank votes (its on_step answers,
   // OR-ed), and the gang agrees on vote #j asynchronously (StopAgreement).
   // A stop at #j means every rank runs steps < j + delay. Without
@@ -411,6 +380,47 @@ absl::Status GangModel::Validate(const FluxRequest& r) const {
   return ValidateParallelRequest(config(), pipefusion, geometry, r.height, r.width, true_cfg);
 }
 
+// The data-plane collectives do not check shapes in generation
+// (ProcessGroupsOptions::check_shapes is off), and every rank derives every
+// tensor's and message's shape — embeddings, shards, PipeFusion patches and
+// hand-offs — from the request, its flags and its own copy of the model's
+// configs. So once per call the ranks compare those inputs over the control
+// group: ranks with different model directories (on two machines, say) or
+// different flags fail here, before any tensor moves.
+absl::Status GangModel::AgreeOnCall(int64_t rows, int64_t T, const FluxRequest& first) const {
+  if (world().world_size() == 1) return absl::OkStatus();
+  const auto& tc = transformer_config;
+  const auto& pc = config();
+  const at::Tensor geometry = at::tensor(
+      {rows, T, static_cast<int64_t>(first.height), static_cast<int64_t>(first.width),
+       static_cast<int64_t>(first.num_inference_steps), static_cast<int64_t>(tc.inner_dim()),
+       static_cast<int64_t>(tc.num_attention_heads), static_cast<int64_t>(tc.in_channels),
+       static_cast<int64_t>(tc.pooled_projection_dim), static_cast<int64_t>(tc.joint_attention_dim),
+       static_cast<int64_t>(dtype), static_cast<int64_t>(pc.data_parallel_degree),
+       static_cast<int64_t>(pc.use_cfg_parallel), static_cast<int64_t>(pc.pipefusion_parallel_degree),
+       static_cast<int64_t>(pc.ulysses_degree), static_cast<int64_t>(pc.ring_degree),
+       static_cast<int64_t>(pipefusion.patches(pc)), static_cast<int64_t>(pipefusion.warmup_steps)},
+      at::kLong);
+  auto all = groups->control().AllGather(geometry.unsqueeze(0), 0);
+  if (!all.ok()) return all.status();
+  const auto text = [](const at::Tensor& row) {
+    std::string out;
+    for (int64_t i = 0; i < row.numel(); ++i) absl::StrAppend(&out, i ? ", " : "[", row[i].item<int64_t>());
+    return out + "]";
+  };
+  for (int r = 0; r < all->size(0); ++r) {
+    if (!at::equal((*all)[r], geometry)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "rank ", world().rank(), " derives the call's geometry (prompt rows, text tokens, height, width, steps, ",
+          "hidden size, heads, in channels, pooled dim, text dim, dtype, dp, cfg parallel, pipefusion, ulysses, "
+          "ring, patches, warmup) ",
+          text(geometry), " but rank ", r, " derives ", text((*all)[r]),
+          ": do all ranks load the same model with the same flags?"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::vector<FluxResult>> GangModel::Generate(const std::vector<FluxRequest>& requests,
                                                            const StepCallback& on_step) {
   if (requests.empty()) return absl::InvalidArgumentError("no requests to generate");
@@ -439,37 +449,7 @@ absl::StatusOr<std::vector<FluxResult>> GangModel::Generate(const std::vector<Fl
   const int64_t n = static_cast<int64_t>(requests.size());
   const int64_t rows = true_cfg ? 2 * n : n;
   const int64_t T = TextTokens(first);
-  // The data-plane collectives do not check shapes in generation
-  // (ProcessGroupsOptions::check_shapes is off), and every rank derives
-  // every tensor's shape from the request and its own copy of the model's
-  // configs. So once per call the ranks compare those derivations over the
-  // control group: ranks with different model directories (on two
-  // machines, say) or different flags fail here, before any tensor moves.
-  if (world().world_size() > 1) {
-    const auto& tc = transformer_config;
-    const at::Tensor geometry = at::tensor(
-        {rows, T, static_cast<int64_t>(first.height), static_cast<int64_t>(first.width),
-         static_cast<int64_t>(first.num_inference_steps), static_cast<int64_t>(tc.inner_dim()),
-         static_cast<int64_t>(tc.num_attention_heads), static_cast<int64_t>(tc.in_channels),
-         static_cast<int64_t>(tc.pooled_projection_dim), static_cast<int64_t>(tc.joint_attention_dim),
-         static_cast<int64_t>(dtype)},
-        at::kLong);
-    auto all = groups->control().AllGather(geometry.unsqueeze(0), 0);
-    if (!all.ok()) return all.status();
-    const auto text = [](const at::Tensor& row) {
-      std::string out;
-      for (int64_t i = 0; i < row.numel(); ++i) absl::StrAppend(&out, i ? ", " : "[", row[i].item<int64_t>());
-      return out + "]";
-    };
-    for (int r = 0; r < all->size(0); ++r) {
-      if (!at::equal((*all)[r], geometry)) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "rank ", world().rank(), " derives the call's geometry (prompt rows, text tokens, height, width, steps, ",
-            "hidden size, heads, in channels, pooled dim, text dim, dtype) ", text(geometry), " but rank ", r,
-            " derives ", text((*all)[r]), ": do all ranks load the same model with the same flags?"));
-      }
-    }
-  }
+  DITSERVE_RETURN_IF_ERROR(AgreeOnCall(rows, T, first));
   // Rank 0 encodes every prompt (then every negative prompt) once; the
   // embeddings travel to the gang by one broadcast each.
   at::Tensor pooled = at::zeros({rows, transformer_config.pooled_projection_dim},

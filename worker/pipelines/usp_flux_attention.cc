@@ -21,7 +21,7 @@ absl::StatusOr<flux::FluxAttentionOutputs> UspFluxAttention::Attend(int /*layer*
   parallel::UspStats usp;
   parallel::UspOptions options;
   options.stats = &usp;
-  // The pipeline agreed on every shape once for the call (ReplicaRun::CheckShapes).
+  // The pipeline agreed on every shape once for the call (GangModel::AgreeOnCall).
   options.check_shapes = false;
   CommTimer timer(stats_, method_);
   if (text_sharded_) {
