@@ -77,10 +77,11 @@ bool RegisterScenario(const std::string& name, Scenario scenario) {
   return true;
 }
 
-absl::StatusOr<std::vector<RankOutcome>> LaunchScenario(const std::string& scenario,
-                                                        const LaunchOptions& options) {
-  auto port = util::PickFreePort();
-  if (!port.ok()) return port.status();
+namespace {
+
+// One launch of the gang on `port`.
+absl::StatusOr<std::vector<RankOutcome>> LaunchOnce(const std::string& scenario, const LaunchOptions& options,
+                                                    int port) {
   char dir_template[] = "/tmp/ditserve-test-XXXXXX";
   if (mkdtemp(dir_template) == nullptr) return absl::InternalError("mkdtemp failed");
   const std::string dir = dir_template;
@@ -88,7 +89,7 @@ absl::StatusOr<std::vector<RankOutcome>> LaunchScenario(const std::string& scena
   for (int r = 0; r < options.world_size; ++r) {
     util::ChildSpec spec;
     spec.argv = {SelfExe(), absl::StrCat(kScenarioFlag, scenario), absl::StrCat(r),
-                 absl::StrCat(options.world_size), absl::StrCat(*port)};
+                 absl::StrCat(options.world_size), absl::StrCat(port)};
     for (const auto& a : options.args) spec.argv.push_back(a);
     spec.output_path = absl::StrCat(dir, "/rank", r, ".log");
     // One thread per rank: W ranks share a 2-core machine.
@@ -114,6 +115,27 @@ absl::StatusOr<std::vector<RankOutcome>> LaunchScenario(const std::string& scena
     outcomes.push_back(std::move(o));
   }
   rmdir(dir.c_str());
+  return outcomes;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<RankOutcome>> LaunchScenario(const std::string& scenario,
+                                                        const LaunchOptions& options) {
+  // PickFreePort's port is free when picked, not when rank 0 binds it: a
+  // process started meanwhile (another test, an outgoing connection's
+  // ephemeral port) can take it. Only then, launch again on a new port.
+  constexpr int kAttempts = 3;
+  absl::StatusOr<std::vector<RankOutcome>> outcomes;
+  for (int attempt = 1; attempt <= kAttempts; ++attempt) {
+    auto port = util::PickFreePort();
+    if (!port.ok()) return port.status();
+    outcomes = LaunchOnce(scenario, options, *port);
+    if (!outcomes.ok() || outcomes->empty() || outcomes->front().ok() ||
+        outcomes->front().log.find("EADDRINUSE") == std::string::npos) {
+      return outcomes;
+    }
+  }
   return outcomes;
 }
 
