@@ -16,6 +16,9 @@
 #include "worker/train/train_demo.h"
 
 ABSL_FLAG(std::string, out, "", "Directory to write (a diffusers FluxPipeline directory)");
+ABSL_FLAG(std::string, init_from, "",
+          "Continue from a model this tool wrote: copy its text encoders and VAE, skip the VAE phase and start the "
+          "transformer phases (each may be 0 steps) from its weights");
 ABSL_FLAG(double, minutes, 0, "Time budget for all phases (0: use the step counts as given)");
 ABSL_FLAG(uint64_t, seed, 0, "Seed of every random draw (weights, scenes, noise)");
 ABSL_FLAG(int, vae_steps, 1500, "VAE steps (64x64)");
@@ -46,7 +49,7 @@ namespace {
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("Trains the demo text-to-image model (coloured shapes) and writes a Flux directory.\n"
-                               "  ditserve-train-demo --out DIR [--minutes N] [--seed S]");
+                               "  ditserve-train-demo --out DIR [--minutes N] [--seed S] [--init_from MODEL_DIR]");
   const std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
   if (rest.size() > 1) {
     std::fprintf(stderr, "ditserve-train-demo: unexpected argument '%s'\n", rest[1]);
@@ -59,6 +62,7 @@ int main(int argc, char** argv) {
   if (absl::GetFlag(FLAGS_threads) > 0) at::set_num_threads(absl::GetFlag(FLAGS_threads));
   ditserve::worker::train::TrainDemoOptions o;
   o.out_dir = absl::GetFlag(FLAGS_out);
+  o.init_from = absl::GetFlag(FLAGS_init_from);
   o.minutes = absl::GetFlag(FLAGS_minutes);
   o.seed = absl::GetFlag(FLAGS_seed);
   o.vae_steps = absl::GetFlag(FLAGS_vae_steps);

@@ -10,17 +10,21 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "util/read_file.h"
 #include "worker/make_model/flux_directory_writer.h"
 #include "worker/models/flux/flux_transformer.h"
 #include "worker/models/vae/vae_encoder.h"
+#include "worker/pipelines/flux_components.h"
 #include "worker/pipelines/flux_text_encoder.h"
 #include "worker/train/flux_training.h"
 #include "worker/train/vae_training.h"
+#include "worker/weights/safetensors.h"
 
 namespace ditserve::worker::train {
 namespace {
@@ -111,58 +115,43 @@ nlohmann::ordered_json PhaseJson(const PhaseReport& r) {
           {"first_loss", r.first_loss}, {"last_loss", r.last_loss}};
 }
 
-}  // namespace
+// Where the transformer phases start: the frozen VAE encoder (carrying the
+// latent statistics), the transformer to train, and what the start was.
+struct StartingPoint {
+  std::unique_ptr<vae::VaeEncoder> encoder;
+  flux::FluxTransformerConfig flux_config;
+  std::unique_ptr<flux::FluxTransformer> transformer;
+  nlohmann::ordered_json previous;  // init_from's training.json, or null
+};
 
-absl::StatusOr<TrainDemoReport> TrainDemo(const TrainDemoOptions& o, std::FILE* out) {
-  if (o.out_dir.empty()) return absl::InvalidArgumentError("--out is required");
-  if (o.dtype != "f32" && o.dtype != "bf16") return absl::InvalidArgumentError("--dtype must be f32 or bf16");
-  if (o.minutes < 0) return absl::InvalidArgumentError("--minutes must be >= 0");
-  for (auto [name, v] : {std::pair{"--vae_steps", o.vae_steps}, {"--flux_steps", o.flux_steps},
-                         {"--finetune_steps", o.finetune_steps}, {"--vae_batch", o.vae_batch},
-                         {"--flux_batch", o.flux_batch}, {"--finetune_batch", o.finetune_batch},
-                         {"--max_sequence_length", o.max_sequence_length}}) {
-    if (v < 1) return absl::InvalidArgumentError(absl::StrCat(name, " must be >= 1, got ", v));
-  }
-  if (o.max_sequence_length > 512) return absl::InvalidArgumentError("--max_sequence_length must be <= 512");
-  const auto start = std::chrono::steady_clock::now();
+// Phase 1 from nothing: writes the text side and the trained VAE to the
+// output directory; the transformer starts from adaLN-Zero.
+absl::StatusOr<StartingPoint> TrainFromScratch(const TrainDemoOptions& o, double budget, at::Generator& gen,
+                                               std::mt19937_64& scenes, TrainDemoReport& report, std::FILE* out) {
   const at::ScalarType dtype = o.dtype == "bf16" ? at::kBFloat16 : at::kFloat;
   const std::string& dir = o.out_dir;
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot create ", dir, ": ", ec.message()));
-
-  // Every random draw descends from the seed: the default initialisers
-  // (LibTorch's global CPU generator), the text encoders' weights, the
-  // scenes and the noise.
-  at::manual_seed(o.seed);
-  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(o.seed);
-  std::mt19937_64 scenes(o.seed);
-
   // The text side, written first: training embeds captions with exactly
   // the encoders (and weight dtype) that inference will load.
   make_model::TextComponentsSpec text_spec = TextSpec();
   text_spec.t5_model_max_length = o.max_sequence_length;
   if (absl::Status s = make_model::WriteTextComponents(dir, text_spec, gen, dtype); !s.ok()) return s;
-  auto text = pipelines::FluxTextEncoder::Load(dir, at::kFloat, c10::Device(c10::kCPU));
-  if (!text.ok()) return text.status();
 
   vae::VaeConfig vae_config = VaeSpec();
   auto encoder = vae::VaeEncoder::Create(vae_config, at::kFloat);
   if (!encoder.ok()) return encoder.status();
   auto decoder = vae::VaeDecoder::Create(vae_config, at::kFloat);
   if (!decoder.ok()) return decoder.status();
-  const flux::FluxTransformerConfig flux_config = TransformerSpec(vae_config, text_spec);
-  auto transformer = flux::FluxTransformer::Create(flux_config, at::kFloat);
+  StartingPoint start;
+  start.flux_config = TransformerSpec(vae_config, text_spec);
+  auto transformer = flux::FluxTransformer::Create(start.flux_config, at::kFloat);
   if (!transformer.ok()) return transformer.status();
-  InitialiseTransformer(make_model::ModuleParameters((*transformer)->module()), gen);
+  start.transformer = std::move(*transformer);
+  InitialiseTransformer(make_model::ModuleParameters(start.transformer->module()), gen);
   std::fprintf(out, "model: vae %lld parameters, transformer %lld, threads %d\n",
                static_cast<long long>(CountParameters(Concat((*encoder)->NamedParameters(), (*decoder)->NamedParameters()))),
-               static_cast<long long>(CountParameters(make_model::ModuleParameters((*transformer)->module()))),
+               static_cast<long long>(CountParameters(make_model::ModuleParameters(start.transformer->module()))),
                at::get_num_threads());
 
-  TrainDemoReport report;
-  const double budget = o.minutes * 60;
-  // Phase 1: the VAE.
   VaeTrainOptions vo;
   vo.plan = {"vae", o.vae_steps, budget * 0.35, o.vae_lr, 100, o.log_every};
   vo.batch = o.vae_batch;
@@ -174,6 +163,7 @@ absl::StatusOr<TrainDemoReport> TrainDemo(const TrainDemoOptions& o, std::FILE* 
     if (!e.ok()) return e.status();
     *mse = *e;
   }
+  std::error_code ec;
   std::filesystem::create_directories(dir + "/previews", ec);
   if (absl::Status s = WriteReconstructionPreview(**encoder, **decoder, 8, 64, scenes, dir + "/previews/vae_64.png");
       !s.ok()) {
@@ -194,44 +184,149 @@ absl::StatusOr<TrainDemoReport> TrainDemo(const TrainDemoOptions& o, std::FILE* 
     auto src = (*encoder)->NamedParameters();
     for (size_t i = 0; i < dst.size(); ++i) dst[i].second.copy_(src[i].second);
   }
+  start.encoder = std::move(*frozen);
   if (absl::Status s = make_model::WriteVae(dir, vae_config,
                                             Concat((*encoder)->NamedParameters(), (*decoder)->NamedParameters()), dtype);
       !s.ok()) {
     return s;
   }
+  return start;
+}
+
+// From a model this tool wrote: its text side, VAE and previews are copied
+// to the output directory unchanged; its transformer (whatever dtype it was
+// written in) becomes the float32 starting point.
+absl::StatusOr<StartingPoint> ContinueFrom(const TrainDemoOptions& o, std::FILE* out) {
+  const std::string& from = o.init_from;
+  if (absl::Status s = pipelines::CheckFluxDirectory(from); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--init_from: ", s.message()));
+  }
+  std::error_code ec;
+  if (std::filesystem::equivalent(from, o.out_dir, ec)) {
+    return absl::InvalidArgumentError("--init_from must not be the --out directory");
+  }
+  for (const char* component : {"text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "vae", "previews"}) {
+    const std::string src = absl::StrCat(from, "/", component);
+    if (!std::filesystem::exists(src)) continue;  // previews are optional
+    std::filesystem::copy(src, absl::StrCat(o.out_dir, "/", component),
+                          std::filesystem::copy_options::recursive | std::filesystem::copy_options::overwrite_existing,
+                          ec);
+    if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot copy ", src, ": ", ec.message()));
+  }
+  auto vae_config = pipelines::LoadVaeConfig(from);
+  if (!vae_config.ok()) return vae_config.status();
+  auto encoder = vae::VaeEncoder::Create(*vae_config, at::kFloat);
+  if (!encoder.ok()) return encoder.status();
+  auto ckpt = weights::SafetensorsCheckpoint::Open(from + "/vae");
+  if (!ckpt.ok()) return ckpt.status();
+  if (absl::Status s = (*encoder)->Load(*ckpt); !s.ok()) return s;
+  StartingPoint start;
+  start.encoder = std::move(*encoder);
+  auto flux_config = pipelines::LoadTransformerConfig(from);
+  if (!flux_config.ok()) return flux_config.status();
+  start.flux_config = *flux_config;
+  auto transformer = pipelines::LoadTransformer(from, start.flux_config, at::kFloat, c10::Device(c10::kCPU));
+  if (!transformer.ok()) return transformer.status();
+  start.transformer = std::move(*transformer);
+  if (auto text = util::ReadFileToString(from + "/training.json"); text.ok()) {
+    start.previous = nlohmann::ordered_json::parse(*text, nullptr, false);
+    if (start.previous.is_discarded()) start.previous = nullptr;
+  }
+  std::fprintf(out, "model: continuing from %s (transformer %lld parameters), threads %d\n", from.c_str(),
+               static_cast<long long>(CountParameters(make_model::ModuleParameters(start.transformer->module()))),
+               at::get_num_threads());
+  return start;
+}
+
+}  // namespace
+
+absl::StatusOr<TrainDemoReport> TrainDemo(const TrainDemoOptions& o, std::FILE* out) {
+  if (o.out_dir.empty()) return absl::InvalidArgumentError("--out is required");
+  if (o.dtype != "f32" && o.dtype != "bf16") return absl::InvalidArgumentError("--dtype must be f32 or bf16");
+  if (o.minutes < 0) return absl::InvalidArgumentError("--minutes must be >= 0");
+  const bool continuing = !o.init_from.empty();
+  if (continuing && o.minutes > 0) return absl::InvalidArgumentError("--minutes cannot be combined with --init_from");
+  // Continuing skips the VAE phase, and either transformer phase may be 0.
+  const int min_flux_steps = continuing ? 0 : 1;
+  for (auto [name, v, min] : {std::tuple{"--vae_steps", o.vae_steps, 1}, {"--flux_steps", o.flux_steps, min_flux_steps},
+                              {"--finetune_steps", o.finetune_steps, min_flux_steps}, {"--vae_batch", o.vae_batch, 1},
+                              {"--flux_batch", o.flux_batch, 1}, {"--finetune_batch", o.finetune_batch, 1},
+                              {"--max_sequence_length", o.max_sequence_length, 1}}) {
+    if (v < min) return absl::InvalidArgumentError(absl::StrCat(name, " must be >= ", min, ", got ", v));
+  }
+  if (continuing && o.flux_steps + o.finetune_steps == 0) {
+    return absl::InvalidArgumentError("--init_from needs --flux_steps or --finetune_steps >= 1");
+  }
+  if (o.max_sequence_length > 512) return absl::InvalidArgumentError("--max_sequence_length must be <= 512");
+  const auto started = std::chrono::steady_clock::now();
+  const at::ScalarType dtype = o.dtype == "bf16" ? at::kBFloat16 : at::kFloat;
+  const std::string& dir = o.out_dir;
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot create ", dir, ": ", ec.message()));
+
+  // Every random draw descends from the seed: the default initialisers
+  // (LibTorch's global CPU generator), the text encoders' weights, the
+  // scenes and the noise.
+  at::manual_seed(o.seed);
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(o.seed);
+  std::mt19937_64 scenes(o.seed);
+
+  TrainDemoReport report;
+  const double budget = o.minutes * 60;
+  auto start = continuing ? ContinueFrom(o, out) : TrainFromScratch(o, budget, gen, scenes, report, out);
+  if (!start.ok()) return start.status();
+  auto text = pipelines::FluxTextEncoder::Load(dir, at::kFloat, c10::Device(c10::kCPU));
+  if (!text.ok()) return text.status();
+  if ((*text)->default_max_sequence_length() != o.max_sequence_length) {
+    return absl::InvalidArgumentError(absl::StrCat("--max_sequence_length ", o.max_sequence_length,
+                                                   " differs from the model's ", (*text)->default_max_sequence_length()));
+  }
 
   // Phases 2 and 3: the transformer at 64×64, then 128×128.
   FluxTrainOptions fo;
   fo.max_sequence_length = o.max_sequence_length;
-  FluxTrainer trainer(**transformer, **frozen, **text, fo, o.flux_lr);
-  auto flux_report = trainer.Train({"transformer-64", o.flux_steps, budget * 0.38, o.flux_lr, 100, o.log_every},
-                                   {{64, o.flux_batch}}, scenes, gen, out);
-  if (!flux_report.ok()) return flux_report.status();
-  report.phases.push_back(*flux_report);
+  FluxTrainer trainer(*start->transformer, *start->encoder, **text, fo, o.flux_lr);
+  if (o.flux_steps > 0) {
+    auto flux_report = trainer.Train({"transformer-64", o.flux_steps, budget * 0.38, o.flux_lr, 100, o.log_every},
+                                     {{64, o.flux_batch}}, scenes, gen, out);
+    if (!flux_report.ok()) return flux_report.status();
+    report.phases.push_back(*flux_report);
+  }
   // The fine-tune alternates 128×128 batches with 64×64 ones (twice as many
   // scenes, half the pixels) when asked, so the small size is not forgotten.
-  std::vector<FluxTrainer::SizeBatch> finetune_sizes = {{128, o.finetune_batch}};
-  if (o.finetune_mix_64) finetune_sizes.push_back({64, 2 * o.finetune_batch});
-  auto finetune_report = trainer.Train({"transformer-128", o.finetune_steps, budget * 0.27, o.finetune_lr, 50, o.log_every},
-                                       finetune_sizes, scenes, gen, out);
-  if (!finetune_report.ok()) return finetune_report.status();
-  report.phases.push_back(*finetune_report);
+  if (o.finetune_steps > 0) {
+    std::vector<FluxTrainer::SizeBatch> finetune_sizes = {{128, o.finetune_batch}};
+    if (o.finetune_mix_64) finetune_sizes.push_back({64, 2 * o.finetune_batch});
+    auto finetune_report =
+        trainer.Train({"transformer-128", o.finetune_steps, budget * 0.27, o.finetune_lr, 50, o.log_every},
+                      finetune_sizes, scenes, gen, out);
+    if (!finetune_report.ok()) return finetune_report.status();
+    report.phases.push_back(*finetune_report);
+  }
 
-  if (absl::Status s = make_model::WriteTransformer(dir, flux_config, trainer.AveragedWeights(), dtype); !s.ok()) return s;
+  if (absl::Status s = make_model::WriteTransformer(dir, start->flux_config, trainer.AveragedWeights(), dtype); !s.ok()) {
+    return s;
+  }
   flux::FlowMatchSchedulerConfig scheduler;
   scheduler.shift = 1.0;
   scheduler.use_dynamic_shifting = false;
   if (absl::Status s = make_model::WriteScheduler(dir, scheduler); !s.ok()) return s;
   if (absl::Status s = make_model::WriteModelIndex(dir); !s.ok()) return s;
-  report.total_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  report.total_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
 
   nlohmann::ordered_json note = {{"command", o.command_line}, {"seed", o.seed}, {"threads", at::get_num_threads()},
                                  {"max_sequence_length", o.max_sequence_length},
                                  {"finetune_mix_64", o.finetune_mix_64},
                                  {"total_seconds", std::round(report.total_seconds)}};
+  if (continuing) note["init_from"] = o.init_from;
   note["phases"] = nlohmann::ordered_json::array();
   for (const auto& p : report.phases) note["phases"].push_back(PhaseJson(p));
-  note["vae_reconstruction_mse"] = {{"64", report.vae_reconstruction_mse_64}, {"128", report.vae_reconstruction_mse_128}};
+  if (!continuing) {
+    note["vae_reconstruction_mse"] = {{"64", report.vae_reconstruction_mse_64}, {"128", report.vae_reconstruction_mse_128}};
+  }
+  // A continued model's history: the note of the model it started from.
+  if (!start->previous.is_null()) note["continued_from"] = start->previous;
   std::ofstream(dir + "/training.json") << note.dump(2) << "\n";
   return report;
 }

@@ -10,6 +10,12 @@
 // and writes the trained VAE, the transformer's EMA weights, the scheduler
 // config, model_index.json and training.json (command, seed, steps and time
 // of each phase). The result is a normal diffusers FluxPipeline directory.
+//
+// With init_from, training continues from a model this tool wrote: its text
+// components and VAE are copied unchanged (the transformer's latent space
+// and caption embeddings stay those it learnt), the VAE phase is skipped,
+// and phases 2 and 3 start from its transformer weights (either may then
+// have 0 steps).
 
 #include <cstdint>
 #include <cstdio>
@@ -23,10 +29,12 @@ namespace ditserve::worker::train {
 
 struct TrainDemoOptions {
   std::string out_dir;
+  // Empty, or a Flux directory written by this tool (not out_dir itself).
+  std::string init_from;
   uint64_t seed = 0;
   // > 0: the phases share this many minutes (35% VAE, 38% transformer at
   // 64×64, 27% fine-tune at 128×128), each sized by timing its first steps;
-  // otherwise the step counts below are used as given.
+  // otherwise the step counts below are used as given. Not with init_from.
   double minutes = 0;
   int vae_steps = 1500;
   int flux_steps = 3000;

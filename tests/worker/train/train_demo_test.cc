@@ -67,7 +67,35 @@ TEST(TrainDemo, ShortRunLearnsAndWritesALoadableModel) {
   auto image = (*pipe)->Generate(req);
   ASSERT_TRUE(image.ok()) << image.status();
   EXPECT_EQ(image->image.sizes(), (std::vector<int64_t>{64, 64, 3}));
+
+  // Continuing from it: the text side and the VAE are the same files, the
+  // VAE phase is skipped, the transformer changes, and the note keeps the
+  // first run's history.
+  const std::string next = dir + "_continued";
+  const CommandResult c = Execute({BinDir() + "/ditserve-train-demo", "--out=" + next, "--init_from=" + dir,
+                                   "--seed=2", "--dtype=f32", "--flux_steps=0", "--finetune_steps=6",
+                                   "--finetune_batch=2", "--log_every=3", "--threads=1"});
+  std::printf("%s\n", c.output.c_str());
+  ASSERT_EQ(c.exit_code, 0) << c.output;
+  EXPECT_EQ(c.output.find("[vae]"), std::string::npos) << c.output;
+  EXPECT_NE(c.output.find("[transformer-128] step 6/6"), std::string::npos) << c.output;
+  for (const char* f : {"vae/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors",
+                        "text_encoder_2/model.safetensors", "tokenizer/vocab.json", "tokenizer_2/spiece.model"}) {
+    EXPECT_EQ(testing::ReadTextFile(next + "/" + f), testing::ReadTextFile(dir + "/" + f)) << f;
+  }
+  EXPECT_NE(testing::ReadTextFile(next + "/transformer/diffusion_pytorch_model.safetensors"),
+            testing::ReadTextFile(dir + "/transformer/diffusion_pytorch_model.safetensors"));
+  const nlohmann::json continued = nlohmann::json::parse(testing::ReadTextFile(next + "/training.json"), nullptr, false);
+  ASSERT_TRUE(continued.is_object());
+  EXPECT_EQ(continued["init_from"], dir);
+  ASSERT_EQ(continued["phases"].size(), 1u);
+  EXPECT_EQ(continued["phases"][0]["phase"], "transformer-128");
+  EXPECT_EQ(continued["continued_from"]["seed"], 1);
+  auto continued_pipe = worker::pipelines::FluxPipeline::Load(next, at::kFloat);
+  ASSERT_TRUE(continued_pipe.ok()) << continued_pipe.status();
+  EXPECT_TRUE((*continued_pipe)->Generate(req).ok());
   std::filesystem::remove_all(dir);
+  std::filesystem::remove_all(next);
 }
 
 TEST(TrainDemo, BadFlagsFailClearly) {
@@ -77,6 +105,14 @@ TEST(TrainDemo, BadFlagsFailClearly) {
   r = Execute({BinDir() + "/ditserve-train-demo", "--out=" + ::testing::TempDir() + "/unused", "--flux_steps=0"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.output.find("--flux_steps must be >= 1"), std::string::npos) << r.output;
+  const std::string missing = ::testing::TempDir() + "/no_such_model";
+  r = Execute({BinDir() + "/ditserve-train-demo", "--out=" + ::testing::TempDir() + "/unused", "--init_from=" + missing});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("--init_from: model directory " + missing + " does not exist"), std::string::npos) << r.output;
+  r = Execute({BinDir() + "/ditserve-train-demo", "--out=" + ::testing::TempDir() + "/unused", "--init_from=" + missing,
+               "--minutes=3"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("--minutes cannot be combined with --init_from"), std::string::npos) << r.output;
 }
 
 }  // namespace
