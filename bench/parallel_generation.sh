@@ -6,18 +6,21 @@
 # method; PipeFusion's image error against serial for warmup 0, 1, 2.
 #
 #   bench/parallel_generation.sh            # after scripts/build
-#   STEPS=12 REPEATS=3 bench/parallel_generation.sh
+#   STEPS=12 ROUNDS=3 bench/parallel_generation.sh
 #
-# Prints a Markdown table (recorded in docs/benchmarks.md). Each time is
-# the minimum over REPEATS runs of rank 0's "denoising" time (all steps,
-# until the final latents are on rank 0; no text encoding, no VAE).
+# Prints Markdown tables (recorded in docs/benchmarks.md). Times are rank
+# 0's "denoising" time (all steps, until the final latents are on rank 0;
+# no text encoding, no VAE). Speedups are paired: each of ROUNDS rounds runs
+# the 1-rank baseline and then every 2-rank method once, each method's ratio
+# is taken against its own round's baseline, and the table gives the median
+# ratio with every ratio listed, so slow drift of a shared machine cancels.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=build/bin
 WORK=${WORK:-build/bench/parallel_generation}
 MODEL=${MODEL:-$WORK/flux-small}
 STEPS=${STEPS:-20}
-REPEATS=${REPEATS:-1}
+ROUNDS=${ROUNDS:-${REPEATS:-1}}
 PY=${PY:-$HOME/.cache/ditserve/venv/bin/python3}
 mkdir -p "$WORK"
 [ -f "$MODEL/model_index.json" ] || "$BIN/ditserve-make-model" --preset small --out "$MODEL" > /dev/null 2>&1
@@ -26,18 +29,30 @@ A="a red circle on a blue background"
 B="a green square on a white background"
 CFG=(--negative_prompt "a blurry picture" --true_cfg_scale 3.5)
 
-# run NAME ARGS...: REPEATS runs; prints the best denoising seconds.
-run() {
-  local name=$1 best="" t
-  shift
-  for ((i = 0; i < REPEATS; i++)); do
-    "$BIN/ditserve-run" --threads 1 --device cpu --model "$MODEL" --num_inference_steps "$STEPS" --seed 1 \
-      --save_latents --comm_stats --output_dir "$WORK/$name" "$@" > "$WORK/$name.log" 2>&1 || {
-      echo "$name failed:" >&2; tail -5 "$WORK/$name.log" >&2; exit 1; }
-    t=$(sed -n 's/.*denoising \([0-9.]*\) s.*/\1/p' "$WORK/$name.log")
-    best=$(awk -v a="$best" -v b="$t" 'BEGIN { print (a == "" || b < a) ? b : a }')
-  done
-  echo "$best"
+# set_flags NAME: FLAGS = the ditserve-run flags of configuration NAME.
+set_flags() {
+  case $1 in
+    base) FLAGS=(--nproc 1 --prompt "$A") ;;
+    ulysses) FLAGS=(--nproc 2 --ulysses_degree 2 --prompt "$A") ;;
+    ring) FLAGS=(--nproc 2 --ring_degree 2 --prompt "$A") ;;
+    pipefusion) FLAGS=(--nproc 2 --pipefusion_parallel_degree 2 --prompt "$A") ;;
+    pipefusion_m4) FLAGS=(--nproc 2 --pipefusion_parallel_degree 2 --num_pipeline_patch 4 --prompt "$A") ;;
+    base_cfg) FLAGS=(--nproc 1 --prompt "$A" "${CFG[@]}") ;;
+    cfg) FLAGS=(--nproc 2 --use_cfg_parallel --prompt "$A" "${CFG[@]}") ;;
+    base_dp) FLAGS=(--nproc 1 --prompt "$A" --prompt "$B") ;;
+    dp) FLAGS=(--nproc 2 --data_parallel_degree 2 --prompt "$A" --prompt "$B") ;;
+    pf_w*) FLAGS=(--nproc 2 --pipefusion_parallel_degree 2 --warmup_steps "${1#pf_w}" --prompt "$A") ;;
+    *) echo "unknown configuration $1" >&2; exit 1 ;;
+  esac
+}
+
+# one NAME: runs configuration NAME once; prints its denoising seconds.
+one() {
+  set_flags "$1"
+  "$BIN/ditserve-run" --threads 1 --device cpu --model "$MODEL" --num_inference_steps "$STEPS" --seed 1 \
+    --save_latents --comm_stats --output_dir "$WORK/$1" "${FLAGS[@]}" > "$WORK/$1.log" 2>&1 || {
+    echo "$1 failed:" >&2; tail -5 "$WORK/$1.log" >&2; exit 1; }
+  sed -n 's/.*denoising \([0-9.]*\) s.*/\1/p' "$WORK/$1.log"
 }
 
 # bytes NAME: the largest per-rank bytes per step, by method.
@@ -47,31 +62,45 @@ bytes() {
     "$WORK/$1.log"
 }
 
-echo "| method | 1 rank (s) | 2 ranks (s) | speedup | bytes sent per rank per step |"
-echo "| --- | ---: | ---: | ---: | --- |"
-base=$(run base --nproc 1 --prompt "$A")
-for m in ulysses ring pipefusion pipefusion_m4; do
-  case $m in
-    ulysses) flags=(--ulysses_degree 2) ;;
-    ring) flags=(--ring_degree 2) ;;
-    pipefusion) flags=(--pipefusion_parallel_degree 2) ;;
-    pipefusion_m4) flags=(--pipefusion_parallel_degree 2 --num_pipeline_patch 4) ;;
-  esac
-  t=$(run "$m" --nproc 2 "${flags[@]}" --prompt "$A")
-  echo "| $m 2 | $base | $t | $(awk -v a="$base" -v b="$t" 'BEGIN { printf "%.2fx", a / b }') | $(bytes "$m") |"
-done
-base_cfg=$(run base_cfg --nproc 1 --prompt "$A" "${CFG[@]}")
-t=$(run cfg --nproc 2 --use_cfg_parallel --prompt "$A" "${CFG[@]}")
-echo "| cfg 2 (true CFG) | $base_cfg | $t | $(awk -v a="$base_cfg" -v b="$t" 'BEGIN { printf "%.2fx", a / b }') | $(bytes cfg) |"
-base_dp=$(run base_dp --nproc 1 --prompt "$A" --prompt "$B")
-t=$(run dp --nproc 2 --data_parallel_degree 2 --prompt "$A" --prompt "$B")
-echo "| dp 2 (two prompts) | $base_dp | $t | $(awk -v a="$base_dp" -v b="$t" 'BEGIN { printf "%.2fx", a / b }') | $(bytes dp) |"
+median() { tr ' ' '\n' | sed '/^$/d' | sort -g | awk '{ v[NR] = $1 } END { printf "%.2f", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+declare -A TIMES RATIOS
+# rounds BASE METHOD...: ROUNDS rounds of the baseline, then each method.
+rounds() {
+  local base=$1 r m tb t
+  shift
+  for ((r = 0; r < ROUNDS; r++)); do
+    tb=$(one "$base")
+    TIMES[$base]+="$tb "
+    for m in "$@"; do
+      t=$(one "$m")
+      TIMES[$m]+="$t "
+      RATIOS[$m]+="$(awk -v a="$tb" -v b="$t" 'BEGIN { printf "%.2f", a / b }') "
+    done
+  done
+}
+# row LABEL BASE METHOD
+row() {
+  echo "| $1 | ${TIMES[$2]% } | ${TIMES[$3]% } | $(echo "${RATIOS[$3]}" | median)x | ${RATIOS[$3]% } | $(bytes "$3") |"
+}
+
+rounds base ulysses ring pipefusion pipefusion_m4
+rounds base_cfg cfg
+rounds base_dp dp
+echo "| method | 1 rank (s, each round) | 2 ranks (s, each round) | speedup (median) | paired ratios | bytes sent per rank per step |"
+echo "| --- | --- | --- | ---: | --- | --- |"
+row "ulysses 2" base ulysses
+row "ring 2" base ring
+row "pipefusion 2 (2 patches)" base pipefusion
+row "pipefusion 2 (4 patches)" base pipefusion_m4
+row "cfg 2 (true CFG)" base_cfg cfg
+row "dp 2 (two prompts)" base_dp dp
 
 echo
 echo "| PipeFusion 2 against serial | latents max-abs | image PSNR (dB) | denoising (s) |"
 echo "| --- | ---: | ---: | ---: |"
 for w in 0 1 2; do
-  t=$(run "pf_w$w" --nproc 2 --pipefusion_parallel_degree 2 --warmup_steps "$w" --prompt "$A")
+  t=$(one "pf_w$w")
   "$PY" - "$WORK/base" "$WORK/pf_w$w" "$w" "$t" <<'PYEOF'
 import sys, numpy as np
 from PIL import Image

@@ -15,21 +15,17 @@
 #include "worker/weights/safetensors.h"
 
 namespace ditserve::worker::pipelines {
-namespace {
-
-absl::Status MoveTo(torch::nn::Module& module, c10::Device device) {
+absl::Status MoveToDevice(absl::string_view what, c10::Device device, const std::function<void()>& move) {
   if (device.is_cpu()) return absl::OkStatus();
   try {
-    module.to(device);
+    move();
   } catch (const std::exception& e) {
-    std::string what = e.what();
-    return absl::FailedPreconditionError(absl::StrCat("cannot move the model to ", device.str(), ": ",
-                                                      what.substr(0, what.find('\n'))));
+    const std::string text = e.what();
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot move ", what, " to ", device.str(), ": ", text.substr(0, text.find('\n'))));
   }
   return absl::OkStatus();
 }
-
-}  // namespace
 
 absl::Status CheckFluxDirectory(const std::string& dir) {
   if (!std::filesystem::is_directory(dir)) return absl::NotFoundError(absl::StrCat("model directory ", dir, " does not exist"));
@@ -84,7 +80,9 @@ absl::StatusOr<std::unique_ptr<flux::FluxTransformer>> LoadTransformer(const std
   if (absl::Status s = weights::LoadModuleWeights((*transformer)->module(), *ckpt, options); !s.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("transformer: ", s.message()));
   }
-  if (absl::Status s = MoveTo((*transformer)->module(), device); !s.ok()) return s;
+  if (absl::Status s = MoveToDevice("the model", device, [&] { (*transformer)->module().to(device); }); !s.ok()) {
+    return s;
+  }
   return transformer;
 }
 
@@ -95,15 +93,7 @@ absl::StatusOr<std::unique_ptr<vae::VaeDecoder>> LoadVaeDecoder(const std::strin
   auto ckpt = weights::SafetensorsCheckpoint::Open(dir + "/vae");
   if (!ckpt.ok()) return ckpt.status();
   if (absl::Status s = (*vae)->Load(*ckpt); !s.ok()) return absl::InvalidArgumentError(absl::StrCat("vae: ", s.message()));
-  if (!device.is_cpu()) {
-    try {
-      (*vae)->To(device);
-    } catch (const std::exception& e) {
-      std::string what = e.what();
-      return absl::FailedPreconditionError(absl::StrCat("cannot move the VAE to ", device.str(), ": ",
-                                                        what.substr(0, what.find('\n'))));
-    }
-  }
+  if (absl::Status s = MoveToDevice("the VAE", device, [&] { (*vae)->To(device); }); !s.ok()) return s;
   return vae;
 }
 

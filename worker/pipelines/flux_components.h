@@ -5,6 +5,7 @@
 // ranks load different subsets). Errors name the file or component at fault.
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -12,11 +13,17 @@
 #include <c10/core/Device.h>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "worker/models/flux/flow_match_scheduler.h"
 #include "worker/models/flux/flux_transformer.h"
 #include "worker/models/vae/autoencoder_kl.h"
 
 namespace ditserve::worker::pipelines {
+
+// Runs `move`, which moves the component named `what` to `device` (nothing
+// to do on CPU); an exception from LibTorch becomes FAILED_PRECONDITION
+// "cannot move <what> to <device>: <its first line>".
+absl::Status MoveToDevice(absl::string_view what, c10::Device device, const std::function<void()>& move);
 
 // model_index.json names FluxPipeline and every component directory exists.
 absl::Status CheckFluxDirectory(const std::string& dir);

@@ -1,5 +1,7 @@
 #include "worker/pipelines/flux_text_encoder.h"
 
+#include "worker/pipelines/flux_components.h"
+
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 #include <torch/nn/module.h>
@@ -11,6 +13,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "util/read_file.h"
+#include "worker/pipelines/flux_components.h"
 #include "worker/models/text/clip_text_model.h"
 #include "worker/models/text/t5_encoder.h"
 #include "worker/tokenizers/clip_tokenizer.h"
@@ -81,15 +84,12 @@ absl::StatusOr<std::unique_ptr<FluxTextEncoder>> FluxTextEncoder::Load(const std
   ckpt = weights::SafetensorsCheckpoint::Open(dir + "/text_encoder_2");
   if (!ckpt.ok()) return ckpt.status();
   if (absl::Status s = impl->t5->Load(*ckpt); !s.ok()) return absl::InvalidArgumentError(absl::StrCat("text_encoder_2: ", s.message()));
-  if (!device.is_cpu()) {
-    try {
-      impl->clip->module().to(device);
-      impl->t5->module().to(device);
-    } catch (const std::exception& e) {
-      std::string what = e.what();
-      return absl::FailedPreconditionError(absl::StrCat("cannot move the text encoders to ", device.str(), ": ",
-                                                        what.substr(0, what.find('\n'))));
-    }
+  if (absl::Status s = MoveToDevice("the text encoders", device, [&] {
+        impl->clip->module().to(device);
+        impl->t5->module().to(device);
+      });
+      !s.ok()) {
+    return s;
   }
   return std::unique_ptr<FluxTextEncoder>(new FluxTextEncoder(std::move(impl)));
 }
