@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "worker/image/png_encoder.h"
 #include "worker/pipelines/flux_pipeline.h"
+#include "util/malloc_tuning.h"
 
 ABSL_FLAG(std::string, model, "", "Flux diffusers directory (model_index.json, transformer/, vae/, …)");
 ABSL_FLAG(std::string, prompt, "", "What to draw");
@@ -51,6 +52,8 @@ double Since(std::chrono::steady_clock::time_point t) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Tensor work reuses freed memory instead of page-faulting it back in.
+  ditserve::util::KeepFreedMemoryForReuse();
   absl::SetProgramUsageMessage("Generates one image with a Flux model directory.\n"
                                "  ditserve-generate --model DIR --prompt TEXT --output FILE.png");
   absl::ParseCommandLine(argc, argv);

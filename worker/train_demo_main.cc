@@ -14,6 +14,7 @@
 #include "absl/strings/str_join.h"
 #include "worker/train/progress.h"
 #include "worker/train/train_demo.h"
+#include "util/malloc_tuning.h"
 
 ABSL_FLAG(std::string, out, "", "Directory to write (a diffusers FluxPipeline directory)");
 ABSL_FLAG(std::string, init_from, "",
@@ -48,6 +49,8 @@ namespace {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Tensor work reuses freed memory instead of page-faulting it back in.
+  ditserve::util::KeepFreedMemoryForReuse();
   absl::SetProgramUsageMessage("Trains the demo text-to-image model (coloured shapes) and writes a Flux directory.\n"
                                "  ditserve-train-demo --out DIR [--minutes N] [--seed S] [--init_from MODEL_DIR]");
   const std::vector<char*> rest = absl::ParseCommandLine(argc, argv);

@@ -28,6 +28,7 @@
 #include "worker/serve/serve_loop.h"
 #endif
 #include "worker/worker_flags.h"
+#include "util/malloc_tuning.h"
 
 namespace {
 
@@ -48,6 +49,8 @@ int Fail(int code, const std::string& message) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Tensor work reuses freed memory instead of page-faulting it back in.
+  ditserve::util::KeepFreedMemoryForReuse();
   absl::SetProgramUsageMessage(
       "One rank of a ditserve gang. Usually started by ditserve-run:\n"
       "  ditserve-run --nproc 4 --ulysses_degree 2 --ring_degree 2 --selfcheck");
