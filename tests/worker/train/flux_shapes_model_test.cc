@@ -27,12 +27,12 @@ using make_model::SceneShape;
 // training dropped to (a space: true CFG needs a non-empty negative prompt).
 constexpr int kSteps = 20;
 constexpr double kTrueCfgScale = 4.0;
-// The aim is every case right; the committed model reads 21 of 32 right
-// (every colour right, shapes rounded at 128×128; docs/demo-model.md). The
-// check guards what it has: every background and shape colour, and at
-// least kShapesFloor fully right cases (one below the measured 21, for
-// float differences between CPUs). Raise it with the model.
-constexpr int kShapesFloor = 20;
+// The committed model reads all 32 cases right (docs/demo-model.md). The
+// closest calls are the squares, whose fill ratios (0.91–0.96) sit 0.02
+// above the square/circle boundary at 0.89, so float differences between
+// CPUs might flip one or two: the check requires every colour and at least
+// kShapesFloor fully right cases.
+constexpr int kShapesFloor = 30;
 
 std::string ModelDir() {
   const char* src = std::getenv("DITSERVE_SOURCE_DIR");
