@@ -13,22 +13,11 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
+#include "util/malloc_tuning.h"
+#include "worker/generation_flags.h"
 #include "worker/image/png_encoder.h"
 #include "worker/pipelines/flux_pipeline.h"
-#include "util/malloc_tuning.h"
 
-ABSL_FLAG(std::string, model, "", "Flux diffusers directory (model_index.json, transformer/, vae/, …)");
-ABSL_FLAG(std::string, prompt, "", "What to draw");
-ABSL_FLAG(std::string, negative_prompt, "", "What not to draw (true CFG, with --true_cfg_scale > 1)");
-ABSL_FLAG(int, height, 0, "Image height in pixels, a multiple of 16 for FLUX.1 (0: the model's sample_size)");
-ABSL_FLAG(int, width, 0, "Image width in pixels, a multiple of 16 for FLUX.1 (0: the model's sample_size)");
-ABSL_FLAG(int, num_inference_steps, 28, "Denoising steps");
-ABSL_FLAG(double, guidance_scale, 3.5, "Guidance embedding value (guidance-distilled models such as FLUX.1-dev)");
-ABSL_FLAG(double, true_cfg_scale, 1.0, "Classifier-free guidance scale with --negative_prompt (> 1 enables it)");
-ABSL_FLAG(uint64_t, seed, 0, "Seed of the initial noise (PyTorch CPU generator)");
-ABSL_FLAG(int, max_sequence_length, 0,
-          "T5 tokens (prompt truncated beyond; 0: the model's tokenizer_2 model_max_length, at most 512)");
-ABSL_FLAG(std::string, dtype, "", "Weights and activations: f32 or bf16 (default: f32 on CPU, bf16 on CUDA)");
 ABSL_FLAG(int, threads, 0, "CPU threads (0: LibTorch's default)");
 ABSL_FLAG(std::string, device, "cpu", "cpu or cuda[:N] (CUDA builds)");
 ABSL_FLAG(std::string, output, "", "PNG file to write");
@@ -57,10 +46,12 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("Generates one image with a Flux model directory.\n"
                                "  ditserve-generate --model DIR --prompt TEXT --output FILE.png");
   absl::ParseCommandLine(argc, argv);
-  const std::string model = absl::GetFlag(FLAGS_model), output = absl::GetFlag(FLAGS_output);
+  const ditserve::worker::GenerationFlags g = ditserve::worker::GenerationFlagsFromCommandLine();
+  const std::string& model = g.model;
+  const std::string output = absl::GetFlag(FLAGS_output);
   if (model.empty()) return Fail(2, "--model is required");
   if (output.empty()) return Fail(2, "--output is required");
-  std::string dtype_name = absl::GetFlag(FLAGS_dtype);
+  std::string dtype_name = g.dtype;
   if (!dtype_name.empty() && dtype_name != "f32" && dtype_name != "bf16") {
     return Fail(2, "--dtype must be f32 or bf16, got '" + dtype_name + "'");
   }
@@ -81,15 +72,15 @@ int main(int argc, char** argv) {
   std::printf("loaded %s in %.2f s\n", model.c_str(), Since(start));
 
   ditserve::worker::pipelines::FluxRequest r;
-  r.prompt = absl::GetFlag(FLAGS_prompt);
-  r.negative_prompt = absl::GetFlag(FLAGS_negative_prompt);
-  r.height = absl::GetFlag(FLAGS_height) == 0 ? (*pipe)->default_size() : absl::GetFlag(FLAGS_height);
-  r.width = absl::GetFlag(FLAGS_width) == 0 ? (*pipe)->default_size() : absl::GetFlag(FLAGS_width);
-  r.num_inference_steps = absl::GetFlag(FLAGS_num_inference_steps);
-  r.guidance_scale = absl::GetFlag(FLAGS_guidance_scale);
-  r.true_cfg_scale = absl::GetFlag(FLAGS_true_cfg_scale);
-  r.seed = absl::GetFlag(FLAGS_seed);
-  r.max_sequence_length = absl::GetFlag(FLAGS_max_sequence_length);
+  r.prompt = g.prompt;
+  r.negative_prompt = g.negative_prompt;
+  r.height = g.height == 0 ? (*pipe)->default_size() : g.height;
+  r.width = g.width == 0 ? (*pipe)->default_size() : g.width;
+  r.num_inference_steps = g.num_inference_steps;
+  r.guidance_scale = g.guidance_scale;
+  r.true_cfg_scale = g.true_cfg_scale;
+  r.seed = g.seed;
+  r.max_sequence_length = g.max_sequence_length;
   const auto gen_start = std::chrono::steady_clock::now();
   auto last = gen_start;
   auto result = (*pipe)->Generate(r, [&](int step, int total) {

@@ -12,9 +12,9 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_join.h"
+#include "util/malloc_tuning.h"
 #include "worker/train/progress.h"
 #include "worker/train/train_demo.h"
-#include "util/malloc_tuning.h"
 
 ABSL_FLAG(std::string, out, "", "Directory to write (a diffusers FluxPipeline directory)");
 ABSL_FLAG(std::string, init_from, "",

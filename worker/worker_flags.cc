@@ -3,10 +3,10 @@
 #include <string>
 #include <vector>
 
+#include "absl/flags/flag.h"
 #include "absl/flags/marshalling.h"
 #include "absl/strings/numbers.h"
-
-#include "absl/flags/flag.h"
+#include "worker/generation_flags.h"
 
 ABSL_FLAG(int, rank, 0, "Global rank of this process in the gang (0 … world_size-1)");
 ABSL_FLAG(int, world_size, 1, "Number of ranks in the gang");
@@ -32,19 +32,6 @@ ABSL_FLAG(bool, selfcheck, false,
 ABSL_FLAG(int, selfcheck_elements, 65536, "Elements per tensor in the self-check");
 
 ABSL_FLAG(int, threads, 0, "CPU threads per rank (0: this machine's cores / ranks on it, at least 1)");
-ABSL_FLAG(std::string, model, "", "Flux diffusers directory: generate images with it (every rank reads it)");
-ABSL_FLAG(std::string, prompt, "",
-          "What to draw; repeat --prompt for several images (image i uses --seed + i)");
-ABSL_FLAG(std::string, negative_prompt, "", "What not to draw (true CFG, with --true_cfg_scale > 1)");
-ABSL_FLAG(int, height, 0, "Image height in pixels (0: the model's sample_size)");
-ABSL_FLAG(int, width, 0, "Image width in pixels (0: the model's sample_size)");
-ABSL_FLAG(int, num_inference_steps, 28, "Denoising steps");
-ABSL_FLAG(double, guidance_scale, 3.5, "Guidance embedding value (guidance-distilled models)");
-ABSL_FLAG(double, true_cfg_scale, 1.0, "Classifier-free guidance scale with --negative_prompt (> 1 enables it)");
-ABSL_FLAG(uint64_t, seed, 0, "Seed of the first image's noise (PyTorch CPU generator)");
-ABSL_FLAG(int, max_sequence_length, 0,
-          "T5 tokens (prompt truncated beyond); 0: the model's tokenizer_2 model_max_length (512 for FLUX.1)");
-ABSL_FLAG(std::string, dtype, "", "f32 or bf16 (default: f32 on CPU, bf16 on CUDA)");
 ABSL_FLAG(std::string, output_dir, "", "Directory for the images (image-000.png, …), written by rank 0");
 ABSL_FLAG(bool, save_latents, false, "Also write each image's final packed latents (image-NNN.latents.safetensors)");
 ABSL_FLAG(bool, comm_stats, false, "Every rank prints the bytes it sent and the seconds it spent per parallel method");
@@ -78,17 +65,18 @@ WorkerOptions WorkerOptionsFromFlags() {
   o.selfcheck = absl::GetFlag(FLAGS_selfcheck);
   o.selfcheck_elements = absl::GetFlag(FLAGS_selfcheck_elements);
   o.threads = absl::GetFlag(FLAGS_threads);
-  o.model = absl::GetFlag(FLAGS_model);
-  if (!absl::GetFlag(FLAGS_prompt).empty()) o.prompts.push_back(absl::GetFlag(FLAGS_prompt));
-  o.negative_prompt = absl::GetFlag(FLAGS_negative_prompt);
-  o.height = absl::GetFlag(FLAGS_height);
-  o.width = absl::GetFlag(FLAGS_width);
-  o.num_inference_steps = absl::GetFlag(FLAGS_num_inference_steps);
-  o.guidance_scale = absl::GetFlag(FLAGS_guidance_scale);
-  o.true_cfg_scale = absl::GetFlag(FLAGS_true_cfg_scale);
-  o.seed = absl::GetFlag(FLAGS_seed);
-  o.max_sequence_length = absl::GetFlag(FLAGS_max_sequence_length);
-  o.dtype = absl::GetFlag(FLAGS_dtype);
+  const GenerationFlags g = GenerationFlagsFromCommandLine();
+  o.model = g.model;
+  if (!g.prompt.empty()) o.prompts.push_back(g.prompt);
+  o.negative_prompt = g.negative_prompt;
+  o.height = g.height;
+  o.width = g.width;
+  o.num_inference_steps = g.num_inference_steps;
+  o.guidance_scale = g.guidance_scale;
+  o.true_cfg_scale = g.true_cfg_scale;
+  o.seed = g.seed;
+  o.max_sequence_length = g.max_sequence_length;
+  o.dtype = g.dtype;
   o.output_dir = absl::GetFlag(FLAGS_output_dir);
   o.save_latents = absl::GetFlag(FLAGS_save_latents);
   o.comm_stats = absl::GetFlag(FLAGS_comm_stats);

@@ -20,6 +20,7 @@
 #include "parallel/process_groups.h"
 #include "parallel/rendezvous.h"
 #include "parallel/world_config.h"
+#include "util/malloc_tuning.h"
 #include "worker/device.h"
 #include "worker/generation_job.h"
 #include "worker/selfcheck.h"
@@ -28,7 +29,6 @@
 #include "worker/serve/serve_loop.h"
 #endif
 #include "worker/worker_flags.h"
-#include "util/malloc_tuning.h"
 
 namespace {
 
