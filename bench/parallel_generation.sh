@@ -7,6 +7,7 @@
 #
 #   bench/parallel_generation.sh            # after scripts/build
 #   STEPS=12 ROUNDS=3 bench/parallel_generation.sh
+#   ROUNDS=5 METHODS="ulysses ring" CFG_DP=0 ERRORS=0 bench/parallel_generation.sh
 #
 # Prints Markdown tables (recorded in docs/benchmarks.md). Times are rank
 # 0's "denoising" time (all steps, until the final latents are on rank 0;
@@ -21,6 +22,9 @@ WORK=${WORK:-build/bench/parallel_generation}
 MODEL=${MODEL:-$WORK/flux-small}
 STEPS=${STEPS:-20}
 ROUNDS=${ROUNDS:-${REPEATS:-1}}
+METHODS=${METHODS:-ulysses ring pipefusion pipefusion_m4}  # the single-prompt methods to time
+CFG_DP=${CFG_DP:-1}  # 0: skip the CFG and data parallel rows
+ERRORS=${ERRORS:-1}  # 0: skip PipeFusion's error table
 PY=${PY:-$HOME/.cache/ditserve/venv/bin/python3}
 mkdir -p "$WORK"
 [ -f "$MODEL/model_index.json" ] || "$BIN/ditserve-make-model" --preset small --out "$MODEL" > /dev/null 2>&1
@@ -84,18 +88,28 @@ row() {
   echo "| $1 | ${TIMES[$2]% } | ${TIMES[$3]% } | $(echo "${RATIOS[$3]}" | median)x | ${RATIOS[$3]% } | $(bytes "$3") |"
 }
 
-rounds base ulysses ring pipefusion pipefusion_m4
-rounds base_cfg cfg
-rounds base_dp dp
+# shellcheck disable=SC2086 # METHODS is a list
+rounds base $METHODS
+if [ "$CFG_DP" = 1 ]; then
+  rounds base_cfg cfg
+  rounds base_dp dp
+fi
 echo "| method | 1 rank (s, each round) | 2 ranks (s, each round) | speedup (median) | paired ratios | bytes sent per rank per step |"
 echo "| --- | --- | --- | ---: | --- | --- |"
-row "ulysses 2" base ulysses
-row "ring 2" base ring
-row "pipefusion 2 (2 patches)" base pipefusion
-row "pipefusion 2 (4 patches)" base pipefusion_m4
-row "cfg 2 (true CFG)" base_cfg cfg
-row "dp 2 (two prompts)" base_dp dp
+for m in $METHODS; do
+  case $m in
+    pipefusion) label="pipefusion 2 (2 patches)" ;;
+    pipefusion_m4) label="pipefusion 2 (4 patches)" ;;
+    *) label="$m 2" ;;
+  esac
+  row "$label" base "$m"
+done
+if [ "$CFG_DP" = 1 ]; then
+  row "cfg 2 (true CFG)" base_cfg cfg
+  row "dp 2 (two prompts)" base_dp dp
+fi
 
+[ "$ERRORS" = 1 ] || exit 0
 echo
 echo "| PipeFusion 2 against serial | latents max-abs | image PSNR (dB) | denoising (s) |"
 echo "| --- | ---: | ---: | ---: |"
