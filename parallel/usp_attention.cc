@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <chrono>
 #include <memory>
 #include <vector>
 
@@ -16,6 +17,21 @@ int64_t Bytes(const at::Tensor& t) { return t.defined() ? t.numel() * t.element_
 
 void Count(const UspOptions& o, int64_t bytes) {
   if (o.stats != nullptr) o.stats->bytes_sent += bytes;
+}
+
+// Runs `op` (a wait or a blocking collective), adding its wall time to the
+// stats' wait_seconds.
+template <typename Op>
+auto Waited(const UspOptions& o, Op&& op) {
+  const auto start = std::chrono::steady_clock::now();
+  auto result = op();
+  if (o.stats != nullptr) {
+    o.stats->wait_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  }
+  return result;
+}
+absl::Status WaitFor(PendingTransfer& transfer, const UspOptions& o) {
+  return Waited(o, [&] { return transfer.Wait(); });
 }
 
 absl::Status CheckQkv(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
@@ -77,17 +93,17 @@ absl::Status CheckSameShapes(Communicator& comm, const at::Tensor& q, const at::
 absl::StatusOr<at::Tensor> HeadsToSequence(Communicator& c, const at::Tensor& x, const UspOptions& o) {
   if (c.size() == 1) return x;
   Count(o, Bytes(x) * (c.size() - 1) / c.size());
-  return c.AllToAll(x, /*scatter_dim=*/2, /*gather_dim=*/1);
+  return Waited(o, [&] { return c.AllToAll(x, /*scatter_dim=*/2, /*gather_dim=*/1); });
 }
 absl::StatusOr<at::Tensor> SequenceToHeads(Communicator& c, const at::Tensor& x, const UspOptions& o) {
   if (c.size() == 1) return x;
   Count(o, Bytes(x) * (c.size() - 1) / c.size());
-  return c.AllToAll(x, /*scatter_dim=*/1, /*gather_dim=*/2);
+  return Waited(o, [&] { return c.AllToAll(x, /*scatter_dim=*/1, /*gather_dim=*/2); });
 }
 absl::StatusOr<at::Tensor> Gather(Communicator& c, const at::Tensor& x, int64_t dim, const UspOptions& o) {
   if (c.size() == 1 || !x.defined()) return x;
   Count(o, Bytes(x) * (c.size() - 1));
-  return c.AllGather(x, dim);
+  return Waited(o, [&] { return c.AllGather(x, dim); });
 }
 
 // The Ulysses forward exchange of q, k, v (heads scattered, sequence
@@ -181,9 +197,9 @@ absl::StatusOr<at::Tensor> OverlappedUlysses(Communicator& c, const at::Tensor& 
   for (int i = 0; i < u; ++i) {
     const int s = (r + i) % u;
     if (s != r) {
-      DITSERVE_RETURN_IF_ERROR(qkv_recv[s]->Wait());
+      DITSERVE_RETURN_IF_ERROR(WaitFor(*qkv_recv[s], o));
       if (key_valid.defined()) {
-        DITSERVE_RETURN_IF_ERROR(mask_recv[s]->Wait());
+        DITSERVE_RETURN_IF_ERROR(WaitFor(*mask_recv[s], o));
         valid[s] = mask_bytes[s].to(at::kBool);
       }
     }
@@ -211,10 +227,10 @@ absl::StatusOr<at::Tensor> OverlappedUlysses(Communicator& c, const at::Tensor& 
   heads[r] = acc[r].out.to(q.scalar_type());
   for (int p = 0; p < u; ++p) {
     if (p == r) continue;
-    DITSERVE_RETURN_IF_ERROR(out_recv[p]->Wait());
+    DITSERVE_RETURN_IF_ERROR(WaitFor(*out_recv[p], o));
     heads[p] = outs[p];
   }
-  for (auto& send : sends) DITSERVE_RETURN_IF_ERROR(send->Wait());
+  for (auto& send : sends) DITSERVE_RETURN_IF_ERROR(WaitFor(*send, o));
   return at::cat(heads, 2);
 }
 
@@ -261,7 +277,7 @@ absl::StatusOr<kernels::AttentionResult> RingAttention(Communicator& ring, const
   if (!q.defined() || !k.defined() || !v.defined() || q.dim() != 4 || !k.sizes().equals(v.sizes())) {
     return absl::InvalidArgumentError("ring attention: q, k, v must be [B, S, H, D]");
   }
-  if (o.check_shapes) DITSERVE_RETURN_IF_ERROR(CheckSameShapes(ring, k, once_k));
+  if (o.check_shapes) DITSERVE_RETURN_IF_ERROR(Waited(o, [&] { return CheckSameShapes(ring, k, once_k); }));
   kernels::AttentionResult acc;
   if (once_k.defined()) {
     auto front = kernels::AttentionWithLse(q, once_k, once_v, at::Tensor(), o.attention);
@@ -305,12 +321,12 @@ absl::StatusOr<kernels::AttentionResult> RingAttention(Communicator& ring, const
       DITSERVE_RETURN_IF_ERROR(kernels::MergeAttentionInto(acc, *part));
     }
     if (step + 1 < p) {
-      DITSERVE_RETURN_IF_ERROR(send->Wait());
-      DITSERVE_RETURN_IF_ERROR(recv->Wait());
+      DITSERVE_RETURN_IF_ERROR(WaitFor(*send, o));
+      DITSERVE_RETURN_IF_ERROR(WaitFor(*recv, o));
       block = incoming;
       if (valid.defined()) {
-        DITSERVE_RETURN_IF_ERROR(send_mask->Wait());
-        DITSERVE_RETURN_IF_ERROR(recv_mask->Wait());
+        DITSERVE_RETURN_IF_ERROR(WaitFor(*send_mask, o));
+        DITSERVE_RETURN_IF_ERROR(WaitFor(*recv_mask, o));
         valid = incoming_mask.to(at::kBool);
       }
     }
@@ -335,7 +351,7 @@ absl::StatusOr<at::Tensor> UlyssesAttention(Communicator& ulysses, const at::Ten
     DITSERVE_RETURN_IF_ERROR(r.status());
     return r->out.to(q.scalar_type());
   }
-  if (o.check_shapes) DITSERVE_RETURN_IF_ERROR(CheckSameShapes(ulysses, q, at::Tensor()));
+  if (o.check_shapes) DITSERVE_RETURN_IF_ERROR(Waited(o, [&] { return CheckSameShapes(ulysses, q, at::Tensor()); }));
   return OverlappedUlysses(ulysses, q, k, v, key_valid, o);
 }
 

@@ -21,9 +21,15 @@
 
 namespace ditserve::parallel {
 
-// Bytes this rank sent, accumulated over calls (for benchmarks).
+// What this rank's calls communicated, accumulated over calls (for
+// benchmarks and --comm_stats).
 struct UspStats {
   int64_t bytes_sent = 0;
+  // Wall seconds blocked on communication: waiting for point-to-point
+  // transfers to complete and inside blocking collectives (all-to-all,
+  // all-gather). The rest of a call's time is attention compute and
+  // bookkeeping, so this is what the overlap did not hide.
+  double wait_seconds = 0;
 };
 
 struct UspOptions {

@@ -62,10 +62,10 @@ absl::Status RunGenerationJob(const WorkerOptions& o, parallel::ProcessGroups& g
   // shared terminal; each line names its rank).
   for (const auto& [method, e] : (*pipe)->comm_stats().by_method) {
     if (!o.comm_stats) break;
-    std::printf("rank %d comm %-18s bytes_sent %lld  calls %lld  seconds %.4f  bytes_per_step %lld\n",
+    std::printf("rank %d comm %-18s bytes_sent %lld  calls %lld  seconds %.4f  bytes_per_step %lld  wait_seconds %.4f\n",
                 groups.world().rank(), method.c_str(), static_cast<long long>(e.bytes_sent),
                 static_cast<long long>(e.calls), e.seconds,
-                static_cast<long long>(e.bytes_sent / std::max(1, o.num_inference_steps)));
+                static_cast<long long>(e.bytes_sent / std::max(1, o.num_inference_steps)), e.wait_seconds);
   }
   if (!leader) return absl::OkStatus();
   std::error_code ec;

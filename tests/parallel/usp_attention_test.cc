@@ -6,8 +6,10 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cmath>
 #include <limits>
+#include <thread>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -254,6 +256,46 @@ DITSERVE_SCENARIO(ulysses_shape_mismatch) {
 TEST(Usp, UlyssesShapeMismatchFailsOnEveryRank) {
   testing::ExpectAllRanksOk(
       testing::LaunchScenario("ulysses_shape_mismatch", testing::LaunchOptions{.world_size = 2}));
+}
+
+// UspStats::wait_seconds counts the time a rank is blocked on its peers: a
+// rank that arrives 300 ms late makes the other wait about that long, for
+// Ulysses (point-to-point) and Ring alike, and waiting never exceeds the
+// call's wall time.
+DITSERVE_SCENARIO(usp_wait_seconds) {
+  const int u = ctx.args.at(0) == "ulysses" ? 2 : 1, r = 3 - u;
+  auto groups = Join(ctx, u, r);
+  if (!groups.ok()) return groups.status();
+  at::manual_seed(3);
+  const at::Tensor q = at::randn({1, 64, 4, 16}), k = at::randn({1, 64, 4, 16}), v = at::randn({1, 64, 4, 16});
+  if (absl::Status s = (*groups)->control().Barrier(); !s.ok()) return s;
+  if (ctx.rank == 1) std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  UspStats stats;
+  UspOptions options;
+  options.stats = &stats;
+  options.check_shapes = false;  // as generation runs it: the wait falls on the transfers
+  const auto start = std::chrono::steady_clock::now();
+  auto out = UspAttention((*groups)->group(Dim::kUlysses), (*groups)->group(Dim::kRing), q, k, v, at::Tensor(),
+                          options);
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (!out.ok()) return out.status();
+  std::printf("rank %d %s: wait %.3f s of %.3f s\n", ctx.rank, ctx.args.at(0).c_str(), stats.wait_seconds, wall);
+  if (stats.wait_seconds < 0 || stats.wait_seconds > wall) {
+    return absl::InternalError(absl::StrCat("wait ", stats.wait_seconds, " s outside [0, ", wall, "]"));
+  }
+  if (ctx.rank == 0 && stats.wait_seconds < 0.2) {
+    return absl::InternalError(absl::StrCat("rank 0 waited ", stats.wait_seconds, " s for a rank 300 ms late"));
+  }
+  return absl::OkStatus();
+}
+
+TEST(Usp, WaitSecondsCountTimeBlockedOnPeers) {
+  for (const char* method : {"ulysses", "ring"}) {
+    testing::LaunchOptions options;
+    options.world_size = 2;
+    options.args = {method};
+    testing::ExpectAllRanksOk(testing::LaunchScenario("usp_wait_seconds", options));
+  }
 }
 
 TEST(ShardSequence, PadsAndMarksValidTokens) {

@@ -31,12 +31,14 @@ absl::StatusOr<flux::FluxAttentionOutputs> UspFluxAttention::Attend(int /*layer*
     auto joint = parallel::UspAttention(ulysses_, ring_, at::cat({text.q, image.q}, 1), at::cat({text.k, image.k}, 1),
                                         at::cat({text.v, image.v}, 1), at::Tensor(), options);
     timer.AddBytes(usp.bytes_sent);
+    timer.SetWaitSeconds(usp.wait_seconds);
     if (!joint.ok()) return joint.status();
     return flux::FluxAttentionOutputs{joint->narrow(1, 0, t), joint->narrow(1, t, image.q.size(1))};
   }
   auto out = parallel::JointUspAttention(ulysses_, ring_, text.q, text.k, text.v, image.q, image.k, image.v,
                                          at::Tensor(), options);
   timer.AddBytes(usp.bytes_sent);
+  timer.SetWaitSeconds(usp.wait_seconds);
   if (!out.ok()) return out.status();
   return flux::FluxAttentionOutputs{out->text, out->image};
 }
