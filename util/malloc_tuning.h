@@ -6,8 +6,9 @@
 // allocates and frees the same activation sizes again and again pays a page
 // fault and a page clear for every page, every time. Keeping freed memory in
 // the heap makes those allocations reuse warm pages: on the small preset
-// (512×512, one thread) a transformer step got 10% faster and a whole
-// generation with VAE decode 20% (docs/benchmarks.md). The cost: the
+// (512×512, one thread) page faults fell from 566k to 177k and a whole
+// generation with VAE decode took 23% less time, transformer steps about
+// 7% (bench/cpu_allocator.sh, docs/benchmarks.md). The cost: the
 // process's resident memory stays at its peak instead of shrinking between
 // requests, as a GPU caching allocator's does.
 
