@@ -32,7 +32,6 @@ ABSL_FLAG(int, seq, 4096, "Sequence length S");
 ABSL_FLAG(int, heads, 24, "Heads H");
 ABSL_FLAG(int, head_dim, 128, "Head size D");
 ABSL_FLAG(int, repeats, 3, "Timed calls per case (the median is reported)");
-ABSL_FLAG(int, max_score_mb, 0, "Attention score block bound in MiB (0: the kernel's default)");
 ABSL_FLAG(std::string, mode, "", "internal: ulysses or ring, run as a rank");
 ABSL_FLAG(int, rank, 0, "internal");
 ABSL_FLAG(int, master_port, 0, "internal");
@@ -79,13 +78,13 @@ int RunRank(const std::string& mode, int rank, int port, int S, int H, int D, in
                    v = at::randn({1, S / 2, H, D});
   auto& u = (*groups)->group(parallel::Dim::kUlysses);
   auto& r = (*groups)->group(parallel::Dim::kRing);
-  std::vector<double> times;
+  std::vector<double> times, waits;
   parallel::UspStats stats;
   for (int i = 0; i < repeats + 1; ++i) {  // the first call warms up
     if (!(*groups)->control().Barrier().ok()) return 1;
     parallel::UspOptions options;
-    options.stats = i == 0 ? &stats : nullptr;
-    if (absl::GetFlag(FLAGS_max_score_mb) > 0) options.attention.max_score_bytes = int64_t{absl::GetFlag(FLAGS_max_score_mb)} << 20;
+    parallel::UspStats call;
+    options.stats = i == 0 ? &stats : &call;
     const auto start = std::chrono::steady_clock::now();
     auto out = parallel::UspAttention(u, r, q, k, v, at::Tensor(), options);
     if (!out.ok()) {
@@ -95,8 +94,11 @@ int RunRank(const std::string& mode, int rank, int port, int S, int H, int D, in
     // The call is done when both ranks are done.
     if (!(*groups)->control().Barrier().ok()) return 1;
     if (i > 0) times.push_back(Seconds(start));
+    if (i > 0) waits.push_back(call.wait_seconds);
   }
-  if (rank == 0) std::printf("%.6f %lld\n", Median(times), static_cast<long long>(stats.bytes_sent));
+  if (rank == 0) {
+    std::printf("%.6f %lld %.6f\n", Median(times), static_cast<long long>(stats.bytes_sent), Median(waits));
+  }
   return 0;
 }
 
@@ -123,15 +125,14 @@ int main(int argc, char** argv) {
   std::vector<double> serial_times;
   for (int i = 0; i < repeats + 1; ++i) {
     const auto start = std::chrono::steady_clock::now();
-    kernels::AttentionOptions attention;
-    if (absl::GetFlag(FLAGS_max_score_mb) > 0) attention.max_score_bytes = int64_t{absl::GetFlag(FLAGS_max_score_mb)} << 20;
-    auto r = kernels::AttentionWithLse(q, k, v, at::Tensor(), attention);
+    auto r = kernels::AttentionWithLse(q, k, v, at::Tensor());
     if (!r.ok()) return 1;
     if (i > 0) serial_times.push_back(Seconds(start));
   }
   const double serial = Median(serial_times);
-  std::printf("%-10s %9s %8s %14s %22s\n", "mode", "time_s", "speedup", "bytes/rank", "xDiT predicts");
-  std::printf("%-10s %9.3f %8s %14s %22s\n", "serial", serial, "1.00x", "0", "-");
+  std::printf("%-10s %9s %8s %9s %14s %22s\n", "mode", "time_s", "speedup", "wait_s", "bytes/rank",
+              "xDiT predicts");
+  std::printf("%-10s %9.3f %8s %9s %14s %22s\n", "serial", serial, "1.00x", "-", "0", "-");
   const double elems = static_cast<double>(S) * H * D;  // p·hs
   for (const std::string m : {"ulysses", "ring"}) {
     auto port = util::PickFreePort();
@@ -143,8 +144,7 @@ int main(int argc, char** argv) {
       spec.argv = {SelfExe(), "--mode=" + m, absl::StrCat("--rank=", rank),
                    absl::StrCat("--master_port=", *port), absl::StrCat("--seq=", S),
                    absl::StrCat("--heads=", H), absl::StrCat("--head_dim=", D),
-                   absl::StrCat("--repeats=", repeats),
-                   absl::StrCat("--max_score_mb=", absl::GetFlag(FLAGS_max_score_mb))};
+                   absl::StrCat("--repeats=", repeats)};
       spec.env = {{"OMP_NUM_THREADS", "1"}};
       if (rank == 0) spec.output_path = out_path;
       specs.push_back(std::move(spec));
@@ -156,18 +156,18 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "ditserve-bench-usp: the %s ranks failed\n", m.c_str());
       return 1;
     }
-    double t = 0;
+    double t = 0, wait = 0;
     long long bytes = 0;
     FILE* f = std::fopen(out_path.c_str(), "r");
-    if (f == nullptr || std::fscanf(f, "%lf %lld", &t, &bytes) != 2) return 1;
+    if (f == nullptr || std::fscanf(f, "%lf %lld %lf", &t, &bytes, &wait) != 3) return 1;
     std::fclose(f);
     unlink(out_path.c_str());
     // xDiT's table, per device and attention layer, N = 2: Ulysses (4/N)·p·hs
     // elements, Ring 2·p·hs (as O(); the exact all-to-all and ring volumes
     // carry a factor (N-1)/N).
     const double predicted = (m == "ulysses" ? 4.0 / 2 : 2.0) * elems * 4;
-    std::printf("%-10s %9.3f %7.2fx %14lld %14.0f (x1/2: %.0f)\n", (m + "2").c_str(), t,
-                serial / t, bytes, predicted, predicted / 2);
+    std::printf("%-10s %9.3f %7.2fx %9.3f %14lld %14.0f (x1/2: %.0f)\n", (m + "2").c_str(), t,
+                serial / t, wait, bytes, predicted, predicted / 2);
   }
   return 0;
 }

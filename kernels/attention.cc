@@ -1,10 +1,11 @@
 #include "kernels/attention.h"
 
 #include <ATen/ATen.h>
+#include <ATen/ops/_scaled_dot_product_flash_attention_for_cpu.h>
 
-#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <optional>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -49,34 +50,30 @@ absl::Status CheckInputs(const at::Tensor& q, const at::Tensor& k, const at::Ten
   return absl::OkStatus();
 }
 
+// LibTorch's fused CPU flash attention (blocked over queries and keys, one
+// pass with an online softmax, vectorised) in float32. It takes the
+// [B, S, H, D] tensors as strided [B, H, S, D] views and writes its output
+// [B, Sq, H, D]-contiguous, so no layout copies are made. Invalid keys go in
+// as an additive -inf mask; the kernel gives a fully masked query out 0 but
+// lse 0, so such rows get lse -inf here (the merge treats them as empty).
 AttentionResult CpuAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                             const at::Tensor& key_valid, double scale, int64_t max_score_bytes) {
-  const int64_t B = q.size(0), Sq = q.size(1), H = q.size(2), D = q.size(3), Sk = k.size(1);
-  // [B, H, S, D] in f32.
-  const at::Tensor qf = q.to(at::kFloat).permute({0, 2, 1, 3});
-  const at::Tensor kt = k.to(at::kFloat).permute({0, 2, 3, 1}).contiguous();  // [B, H, D, Sk]
-  const at::Tensor vf = v.to(at::kFloat).permute({0, 2, 1, 3}).contiguous();  // [B, H, Sk, D]
-  at::Tensor invalid;
-  if (key_valid.defined()) invalid = key_valid.logical_not().view({B, 1, 1, Sk});
-  at::Tensor out = at::empty({B, H, Sq, D}, qf.options());
-  at::Tensor lse = at::empty({B, H, Sq}, qf.options());
-  const int64_t row_bytes = std::max<int64_t>(1, B * H * Sk * 4);
-  const int64_t block = std::clamp<int64_t>(max_score_bytes / row_bytes, 1, std::max<int64_t>(Sq, 1));
-  const float neg_inf = -std::numeric_limits<float>::infinity();
-  for (int64_t start = 0; start < Sq; start += block) {
-    const int64_t len = std::min(block, Sq - start);
-    at::Tensor s = at::matmul(qf.narrow(2, start, len), kt).mul_(scale);  // [B, H, len, Sk]
-    if (invalid.defined()) s.masked_fill_(invalid, neg_inf);
-    at::Tensor m = std::get<0>(s.max(-1, /*keepdim=*/true));
-    // Rows with no valid key: use 0 as the shift so exp gives 0, not NaN.
-    m.masked_fill_(m.isneginf(), 0.0);
-    s.sub_(m).exp_();
-    at::Tensor l = s.sum(-1, /*keepdim=*/true);  // [B, H, len, 1]
-    at::Tensor o = at::matmul(s, vf).div_(l.clamp_min(std::numeric_limits<float>::min()));
-    out.narrow(2, start, len).copy_(o);
-    lse.narrow(2, start, len).copy_((m + l.log()).squeeze(-1));
+                             const at::Tensor& key_valid, double scale) {
+  const int64_t B = q.size(0), Sk = k.size(1);
+  const auto heads_first = [](const at::Tensor& t) { return t.to(at::kFloat).transpose(1, 2); };
+  std::optional<at::Tensor> mask;
+  if (key_valid.defined()) {
+    mask = at::zeros({B, 1, 1, Sk}, q.options().dtype(at::kFloat))
+               .masked_fill_(key_valid.logical_not().view({B, 1, 1, Sk}),
+                             -std::numeric_limits<float>::infinity());
   }
-  return {out.permute({0, 2, 1, 3}).contiguous(), lse};
+  auto [out, lse] = at::_scaled_dot_product_flash_attention_for_cpu(
+      heads_first(q), heads_first(k), heads_first(v), /*dropout_p=*/0.0, /*is_causal=*/false, mask,
+      scale);
+  if (key_valid.defined()) {
+    const at::Tensor empty_batch = key_valid.logical_not().all(1).view({B, 1, 1});
+    lse.masked_fill_(empty_batch, -std::numeric_limits<float>::infinity());
+  }
+  return {out.transpose(1, 2).contiguous(), lse};
 }
 
 }  // namespace
@@ -91,7 +88,7 @@ absl::StatusOr<AttentionResult> AttentionWithLse(const at::Tensor& q, const at::
   if (!q.device().is_cpu()) {
     return absl::InvalidArgumentError(absl::StrCat("attention: unsupported device ", q.device().str()));
   }
-  return CpuAttention(q, k, v, key_valid, scale, std::max<int64_t>(options.max_score_bytes, 1));
+  return CpuAttention(q, k, v, key_valid, scale);
 }
 
 AttentionResult MergeAttentionReference(const AttentionResult& a, const AttentionResult& b) {
@@ -119,7 +116,19 @@ absl::Status MergeAttentionInto(AttentionResult& acc, const AttentionResult& par
                                                    " vs ", c10::str(part.out.sizes())));
   }
   if (acc.out.is_cuda()) return CudaMergeAttentionInto(acc, part);
-  acc = MergeAttentionReference(acc, part);
+  // The weights are computed on the small [B, H, Sq] tensors; the outputs
+  // take two in-place passes (scale, then add the weighted part).
+  at::Tensor m = at::maximum(acc.lse, part.lse);
+  m.masked_fill_(m.isneginf(), 0.0);
+  at::Tensor wa = (acc.lse - m).exp_(), wb = (part.lse - m).exp_();
+  at::Tensor sum = wa + wb;
+  acc.lse = sum.log().add_(m);
+  sum.clamp_min_(std::numeric_limits<float>::min());
+  wa.div_(sum);
+  wb.div_(sum);
+  // [B, H, Sq] -> [B, Sq, H, 1] to weight out [B, Sq, H, D].
+  acc.out.mul_(wa.permute({0, 2, 1}).unsqueeze(-1))
+      .addcmul_(part.out, wb.permute({0, 2, 1}).unsqueeze(-1));
   return absl::OkStatus();
 }
 

@@ -6,8 +6,8 @@
 //
 // Layout: q [B, Sq, H, D], k and v [B, Sk, H, D] (sequence-major, as the
 // models hold tokens); out [B, Sq, H, D] float32; lse [B, H, Sq] float32.
-// CPU tensors run on LibTorch ops; CUDA tensors (CUDA builds) run on
-// LibTorch's fused memory-efficient attention and our merge kernel.
+// CPU tensors run on LibTorch's fused CPU flash attention; CUDA tensors (CUDA
+// builds) on its fused memory-efficient attention and our merge kernel.
 
 #include <cstdint>
 
@@ -25,12 +25,6 @@ struct AttentionResult {
 struct AttentionOptions {
   // Softmax scale; 0 means 1/sqrt(D).
   double scale = 0;
-  // Bound on the score matrix held at once on CPU (queries are processed in
-  // blocks so that B·H·block·Sk·4 bytes stays under it). Small enough that
-  // the block's scores stay in the last-level cache across the softmax
-  // passes: at S = 1536, 8 heads, 8 MiB gave serial attention 0.150 s
-  // against 0.177 s unblocked (bench/usp_attention_bench.cc --max_score_mb).
-  int64_t max_score_bytes = int64_t{8} << 20;
 };
 
 // softmax(q·kᵀ·scale) · v with the scores of invalid keys (key_valid[b, j]
@@ -46,7 +40,8 @@ absl::StatusOr<AttentionResult> AttentionWithLse(const at::Tensor& q, const at::
 // together: lse = log(e^lse_a + e^lse_b), out = out_a·e^(lse_a-lse) +
 // out_b·e^(lse_b-lse). Stable for any magnitudes; -inf on both sides gives
 // out 0, lse -inf. An undefined acc takes part. INVALID_ARGUMENT on shape
-// mismatch.
+// mismatch. On CPU acc.out is updated in place (an acc that took a part
+// shares that part's tensors).
 absl::Status MergeAttentionInto(AttentionResult& acc, const AttentionResult& part);
 
 // The float32 CPU reference of the merge (also used by the CUDA test).
