@@ -63,7 +63,7 @@ AttentionResult CpuAttention(const at::Tensor& q, const at::Tensor& k, const at:
   std::optional<at::Tensor> mask;
   if (key_valid.defined()) {
     mask = at::zeros({B, 1, 1, Sk}, q.options().dtype(at::kFloat))
-               .masked_fill_(key_valid.logical_not().view({B, 1, 1, Sk}),
+               .masked_fill_(key_valid.logical_not().reshape({B, 1, 1, Sk}),
                              -std::numeric_limits<float>::infinity());
   }
   auto [out, lse] = at::_scaled_dot_product_flash_attention_for_cpu(

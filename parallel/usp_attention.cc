@@ -127,110 +127,110 @@ absl::StatusOr<Exchanged> UlyssesExchange(Communicator& c, const at::Tensor& q, 
 }
 
 // Ulysses with its all-to-alls as point-to-point transfers overlapped with
-// attention blocks. Rank r owns heads [r·Hp, (r+1)·Hp) and, for those heads,
-// needs every sequence shard's q, k, v. The attention over the whole
-// sequence is computed block by block (queries of shard s against keys of
-// shard t) and merged by log-sum-exp, so work starts on the local block
-// while the others arrive, and a shard's output travels back as soon as
-// all its key blocks are merged.
+// attention. Rank r owns heads [r·Hp, (r+1)·Hp) and, for those heads, needs
+// every sequence shard's q, k, v. They are kept in arrival order (slot 0 the
+// own shard, slot i shard (r+i) mod U: every rank sends to its predecessors
+// first) in one buffer, so the keys of all slots arrived so far are one
+// strided view. When slot i arrives, its queries attend every key present in
+// one call, and the earlier slots' queries attend the new keys, merged by
+// log-sum-exp; a shard's output travels back as soon as it is complete (at
+// U = 2: three kernel calls and one merge). Same bytes as xDiT's all-to-alls.
 absl::StatusOr<at::Tensor> OverlappedUlysses(Communicator& c, const at::Tensor& q, const at::Tensor& k,
                                              const at::Tensor& v, const at::Tensor& key_valid,
                                              const UspOptions& o) {
   const int u = c.size(), r = c.rank();
-  const int64_t hp = q.size(2) / u;
+  const int64_t B = q.size(0), Ss = q.size(1), hp = q.size(2) / u, D = q.size(3);
   enum Tag { kQkv = 0, kMask = 1, kOut = 2 };
-  // shard[s]: {q, k, v} of sequence shard s for this rank's heads; valid[s].
-  std::vector<at::Tensor> shard(u), valid(u);
+  const auto shard_of = [&](int slot) { return (r + slot) % u; };
+  // This shard's q, k, v for rank p's heads as one [Ss, 3, B, Hp, D] block.
+  const auto block_for = [&](int p) {
+    return at::stack({q.narrow(2, p * hp, hp), k.narrow(2, p * hp, hp), v.narrow(2, p * hp, hp)}, 0)
+        .permute({2, 0, 1, 3, 4});
+  };
+  at::Tensor qkv = at::empty({u * Ss, 3, B, hp, D}, q.options());  // slot i: rows [i·Ss, (i+1)·Ss)
+  qkv.narrow(0, 0, Ss).copy_(block_for(r));
+  // [B, n·Ss, Hp, D] views of q (w = 0), k (1) or v (2) of slots [first, first + n).
+  const auto part = [&](int w, int first, int n) {
+    return qkv.narrow(0, first * Ss, n * Ss).select(1, w).transpose(0, 1);
+  };
+  at::Tensor valid;  // [B, U·Ss] in slot order
+  const at::Tensor local_mask = key_valid.defined() ? key_valid.to(at::kByte).contiguous() : at::Tensor();
+  if (key_valid.defined()) {
+    valid = at::empty({B, u * Ss}, key_valid.options());
+    valid.narrow(1, 0, Ss).copy_(key_valid);
+  }
   std::vector<std::unique_ptr<PendingTransfer>> sends, qkv_recv(u), mask_recv(u), out_recv(u);
   std::vector<at::Tensor> mask_bytes(u), outs(u);
-  shard[r] = at::stack({q.narrow(2, r * hp, hp), k.narrow(2, r * hp, hp), v.narrow(2, r * hp, hp)}, 0);
-  valid[r] = key_valid;
-  const at::Tensor local_mask = key_valid.defined() ? key_valid.to(at::kByte).contiguous() : at::Tensor();
   for (int i = 1; i < u; ++i) {
-    const int p = (r + i) % u;
-    shard[p] = at::empty_like(shard[r], at::MemoryFormat::Contiguous);
-    auto rq = c.Recv(shard[p], p, kQkv);
+    const int s = shard_of(i);
+    at::Tensor slot = qkv.narrow(0, i * Ss, Ss);
+    auto rq = c.Recv(slot, s, kQkv);
     DITSERVE_RETURN_IF_ERROR(rq.status());
-    qkv_recv[p] = *std::move(rq);
+    qkv_recv[i] = *std::move(rq);
     if (key_valid.defined()) {
-      mask_bytes[p] = at::empty_like(local_mask);
-      auto rm = c.Recv(mask_bytes[p], p, kMask);
+      mask_bytes[i] = at::empty_like(local_mask);
+      auto rm = c.Recv(mask_bytes[i], s, kMask);
       DITSERVE_RETURN_IF_ERROR(rm.status());
-      mask_recv[p] = *std::move(rm);
+      mask_recv[i] = *std::move(rm);
     }
-    outs[p] = at::empty({q.size(0), q.size(1), hp, q.size(3)}, q.options());
-    auto ro = c.Recv(outs[p], p, kOut);
+    outs[s] = at::empty({B, Ss, hp, D}, q.options());
+    auto ro = c.Recv(outs[s], s, kOut);
     DITSERVE_RETURN_IF_ERROR(ro.status());
-    out_recv[p] = *std::move(ro);
+    out_recv[i] = *std::move(ro);
   }
-  for (int i = 1; i < u; ++i) {
-    const int p = (r + u - i) % u;  // predecessors first: they wait for us first
-    const at::Tensor block =
-        at::stack({q.narrow(2, p * hp, hp), k.narrow(2, p * hp, hp), v.narrow(2, p * hp, hp)}, 0);
-    auto sq = c.Send(block, p, kQkv);
-    DITSERVE_RETURN_IF_ERROR(sq.status());
-    sends.push_back(*std::move(sq));
-    Count(o, Bytes(block));
-    if (key_valid.defined()) {
-      auto sm = c.Send(local_mask, p, kMask);
-      DITSERVE_RETURN_IF_ERROR(sm.status());
-      sends.push_back(*std::move(sm));
-      Count(o, Bytes(local_mask));
-    }
-  }
-  const auto attend = [&](int qs, int ks) {
-    return kernels::AttentionWithLse(shard[qs][0], shard[ks][1], shard[ks][2], valid[ks], o.attention);
-  };
-  std::vector<kernels::AttentionResult> acc(u);
-  std::vector<int> arrived;
-  const auto finish = [&](int s) -> absl::Status {
-    if (s == r) return absl::OkStatus();
-    const at::Tensor out = acc[s].out.to(q.scalar_type()).contiguous();
-    auto so = c.Send(out, s, kOut);
-    DITSERVE_RETURN_IF_ERROR(so.status());
-    sends.push_back(*std::move(so));
-    Count(o, Bytes(out));
+  std::vector<at::Tensor> sent;  // kept alive until the sends complete
+  const auto send = [&](const at::Tensor& t, int dst, int tag) -> absl::Status {
+    auto pending = c.Send(t, dst, tag);
+    DITSERVE_RETURN_IF_ERROR(pending.status());
+    sends.push_back(*std::move(pending));
+    sent.push_back(t);
+    Count(o, Bytes(t));
     return absl::OkStatus();
   };
-  // Shards in the order they are sent: the own one, then the successors'
-  // (every rank sends to its predecessors first).
+  for (int i = 1; i < u; ++i) {
+    const int p = (r + u - i) % u;  // predecessors first: they wait for us first
+    DITSERVE_RETURN_IF_ERROR(send(block_for(p).contiguous(), p, kQkv));
+    if (key_valid.defined()) DITSERVE_RETURN_IF_ERROR(send(local_mask, p, kMask));
+  }
+  const auto attend = [&](int q_slot, int first, int n) {
+    return kernels::AttentionWithLse(part(0, q_slot, 1), part(1, first, n), part(2, first, n),
+                                     valid.defined() ? valid.narrow(1, first * Ss, n * Ss) : at::Tensor(),
+                                     o.attention);
+  };
+  std::vector<kernels::AttentionResult> acc(u);
+  const auto finish = [&](int slot) -> absl::Status {
+    if (slot == 0) return absl::OkStatus();
+    return send(acc[slot].out.to(q.scalar_type()).contiguous(), shard_of(slot), kOut);
+  };
   for (int i = 0; i < u; ++i) {
-    const int s = (r + i) % u;
-    if (s != r) {
-      DITSERVE_RETURN_IF_ERROR(WaitFor(*qkv_recv[s], o));
+    if (i > 0) {
+      DITSERVE_RETURN_IF_ERROR(WaitFor(*qkv_recv[i], o));
       if (key_valid.defined()) {
-        DITSERVE_RETURN_IF_ERROR(WaitFor(*mask_recv[s], o));
-        valid[s] = mask_bytes[s].to(at::kBool);
+        DITSERVE_RETURN_IF_ERROR(WaitFor(*mask_recv[i], o));
+        valid.narrow(1, i * Ss, Ss).copy_(mask_bytes[i]);
       }
     }
     const bool last = i + 1 == u;
-    // The new shard's queries against every key block present …
-    auto self = attend(s, s);
-    DITSERVE_RETURN_IF_ERROR(self.status());
-    acc[s] = *std::move(self);
-    for (int t : arrived) {
-      auto part = attend(s, t);
-      DITSERVE_RETURN_IF_ERROR(part.status());
-      DITSERVE_RETURN_IF_ERROR(kernels::MergeAttentionInto(acc[s], *part));
-    }
-    if (last) DITSERVE_RETURN_IF_ERROR(finish(s));
-    // … and the earlier shards' queries against the new keys.
-    for (int t : arrived) {
-      auto part = attend(t, s);
-      DITSERVE_RETURN_IF_ERROR(part.status());
-      DITSERVE_RETURN_IF_ERROR(kernels::MergeAttentionInto(acc[t], *part));
+    // The new slot's queries against every key present …
+    auto all = attend(i, 0, i + 1);
+    DITSERVE_RETURN_IF_ERROR(all.status());
+    acc[i] = *std::move(all);
+    if (last) DITSERVE_RETURN_IF_ERROR(finish(i));
+    // … and the earlier slots' queries against the new keys.
+    for (int t = 0; t < i; ++t) {
+      auto more = attend(t, i, 1);
+      DITSERVE_RETURN_IF_ERROR(more.status());
+      DITSERVE_RETURN_IF_ERROR(kernels::MergeAttentionInto(acc[t], *more));
       if (last) DITSERVE_RETURN_IF_ERROR(finish(t));
     }
-    arrived.push_back(s);
   }
   std::vector<at::Tensor> heads(u);
-  heads[r] = acc[r].out.to(q.scalar_type());
-  for (int p = 0; p < u; ++p) {
-    if (p == r) continue;
-    DITSERVE_RETURN_IF_ERROR(WaitFor(*out_recv[p], o));
-    heads[p] = outs[p];
+  heads[r] = acc[0].out.to(q.scalar_type());
+  for (int i = 1; i < u; ++i) {
+    DITSERVE_RETURN_IF_ERROR(WaitFor(*out_recv[i], o));
+    heads[shard_of(i)] = outs[shard_of(i)];
   }
-  for (auto& send : sends) DITSERVE_RETURN_IF_ERROR(WaitFor(*send, o));
+  for (auto& pending : sends) DITSERVE_RETURN_IF_ERROR(WaitFor(*pending, o));
   return at::cat(heads, 2);
 }
 
