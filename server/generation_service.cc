@@ -192,7 +192,7 @@ grpc::ServerUnaryReactor* GenerationService::GetInfo(grpc::CallbackServerContext
                                                      v1::GetInfoResponse* response) {
   auto hello = dispatcher_->gang_info();
   const ServerOptions& o = options_;
-  response->set_model(o.worker.model);
+  response->set_model(o.worker.generation.model);
   response->set_version("0.1.0");
   response->set_gang_ready(dispatcher_->gang_ready());
   v1::ParallelConfig& p = *response->mutable_parallel();

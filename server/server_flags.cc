@@ -115,7 +115,7 @@ absl::StatusOr<ServerOptions> ServerOptionsFromFlags() {
   if (world < 1 || world > 4096) {
     return absl::InvalidArgumentError(absl::StrCat("the gang size (product of the parallel degrees) must be in [1, 4096], got ", world));
   }
-  if (o.spawn_workers && o.worker.model.empty()) {
+  if (o.spawn_workers && o.worker.generation.model.empty()) {
     return absl::InvalidArgumentError("--model is required with --spawn_workers");
   }
   if (o.spawn_workers) {

@@ -86,7 +86,7 @@ int main(int argc, char** argv) {
       options.worker.parallel.ulysses_degree, "_r", options.worker.parallel.ring_degree);
   auto metrics = server::Metrics::Create(
       options.metrics_port < 0 ? "" : absl::StrCat(options.host, ":", options.metrics_port),
-      options.worker.model.empty() ? "unknown" : Basename(options.worker.model), parallel);
+      options.worker.generation.model.empty() ? "unknown" : Basename(options.worker.generation.model), parallel);
   if (!metrics.ok()) return Fail(1, std::string(metrics.status().message()));
 
   Health health;

@@ -71,16 +71,8 @@ int main(int argc, char** argv) {
   if (!pipe.ok()) return Fail(1, std::string(pipe.status().message()));
   std::printf("loaded %s in %.2f s\n", model.c_str(), Since(start));
 
-  ditserve::worker::pipelines::FluxRequest r;
-  r.prompt = g.prompt;
-  r.negative_prompt = g.negative_prompt;
-  r.height = g.height == 0 ? (*pipe)->default_size() : g.height;
-  r.width = g.width == 0 ? (*pipe)->default_size() : g.width;
-  r.num_inference_steps = g.num_inference_steps;
-  r.guidance_scale = g.guidance_scale;
-  r.true_cfg_scale = g.true_cfg_scale;
-  r.seed = g.seed;
-  r.max_sequence_length = g.max_sequence_length;
+  const ditserve::worker::pipelines::FluxRequest r = ditserve::worker::pipelines::MakeFluxRequest(
+      g, ditserve::worker::PromptFlag(), g.seed, (*pipe)->default_size());
   const auto gen_start = std::chrono::steady_clock::now();
   auto last = gen_start;
   auto result = (*pipe)->Generate(r, [&](int step, int total) {

@@ -23,7 +23,6 @@ namespace ditserve::worker {
 GenerationFlags GenerationFlagsFromCommandLine() {
   GenerationFlags f;
   f.model = absl::GetFlag(FLAGS_model);
-  f.prompt = absl::GetFlag(FLAGS_prompt);
   f.negative_prompt = absl::GetFlag(FLAGS_negative_prompt);
   f.height = absl::GetFlag(FLAGS_height);
   f.width = absl::GetFlag(FLAGS_width);
@@ -35,5 +34,7 @@ GenerationFlags GenerationFlagsFromCommandLine() {
   f.dtype = absl::GetFlag(FLAGS_dtype);
   return f;
 }
+
+std::string PromptFlag() { return absl::GetFlag(FLAGS_prompt); }
 
 }  // namespace ditserve::worker

@@ -11,9 +11,10 @@
 
 namespace ditserve::worker {
 
+// Everything but the prompts: ditserve-generate takes one (PromptFlag()),
+// the gang's binaries collect repeated --prompt flags (TakeRepeatedPrompts).
 struct GenerationFlags {
   std::string model;
-  std::string prompt;  // the last --prompt (the gang's binaries collect repeats themselves)
   std::string negative_prompt;
   int height = 0;  // 0: the model's sample_size
   int width = 0;
@@ -27,5 +28,7 @@ struct GenerationFlags {
 
 // The values after absl::ParseCommandLine.
 GenerationFlags GenerationFlagsFromCommandLine();
+// The (last) --prompt after absl::ParseCommandLine.
+std::string PromptFlag();
 
 }  // namespace ditserve::worker

@@ -25,26 +25,17 @@ absl::Status RunGenerationJob(const WorkerOptions& o, parallel::ProcessGroups& g
   const bool leader = groups.world().rank() == 0;
   const auto start = std::chrono::steady_clock::now();
   const at::ScalarType dtype =
-      (o.dtype.empty() ? device.is_cuda() : o.dtype == "bf16") ? at::kBFloat16 : at::kFloat;
-  auto pipe = pipelines::ParallelFluxPipeline::Load(o.model, dtype, device, groups, o.pipefusion);
+      (o.generation.dtype.empty() ? device.is_cuda() : o.generation.dtype == "bf16") ? at::kBFloat16 : at::kFloat;
+  auto pipe = pipelines::ParallelFluxPipeline::Load(o.generation.model, dtype, device, groups, o.pipefusion);
   if (!pipe.ok()) return pipe.status();
   if (leader) {
-    std::printf("loaded %s on %d ranks (%s) in %.2f s\n", o.model.c_str(), groups.world().world_size(),
+    std::printf("loaded %s on %d ranks (%s) in %.2f s\n", o.generation.model.c_str(), groups.world().world_size(),
                 groups.world().config().ToString().c_str(), Since(start));
   }
   std::vector<pipelines::FluxRequest> requests;
   for (size_t i = 0; i < o.prompts.size(); ++i) {
-    pipelines::FluxRequest r;
-    r.prompt = o.prompts[i];
-    r.negative_prompt = o.negative_prompt;
-    r.height = o.height == 0 ? (*pipe)->default_size() : o.height;
-    r.width = o.width == 0 ? (*pipe)->default_size() : o.width;
-    r.num_inference_steps = o.num_inference_steps;
-    r.guidance_scale = o.guidance_scale;
-    r.true_cfg_scale = o.true_cfg_scale;
-    r.seed = o.seed + i;
-    r.max_sequence_length = o.max_sequence_length;
-    requests.push_back(r);
+    requests.push_back(
+        pipelines::MakeFluxRequest(o.generation, o.prompts[i], o.generation.seed + i, (*pipe)->default_size()));
   }
   const auto gen_start = std::chrono::steady_clock::now();
   auto last = gen_start;
@@ -65,7 +56,7 @@ absl::Status RunGenerationJob(const WorkerOptions& o, parallel::ProcessGroups& g
     std::printf("rank %d comm %-18s bytes_sent %lld  calls %lld  seconds %.4f  bytes_per_step %lld  wait_seconds %.4f\n",
                 groups.world().rank(), method.c_str(), static_cast<long long>(e.bytes_sent),
                 static_cast<long long>(e.calls), e.seconds,
-                static_cast<long long>(e.bytes_sent / std::max(1, o.num_inference_steps)), e.wait_seconds);
+                static_cast<long long>(e.bytes_sent / std::max(1, o.generation.num_inference_steps)), e.wait_seconds);
   }
   if (!leader) return absl::OkStatus();
   std::error_code ec;

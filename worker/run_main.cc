@@ -68,7 +68,7 @@ int main(int argc, char** argv) {
   if (absl::Status s = ditserve::parallel::Validate(base.parallel, world); !s.ok()) {
     return Fail(2, absl::StrCat(s.message(), " (--nproc ", nproc, " x --nnodes ", nnodes, ")"));
   }
-  if (!base.selfcheck && !base.model.empty()) {
+  if (!base.selfcheck && !base.generation.model.empty()) {
     // Reject a configuration that cannot run before starting any rank:
     // a generation job, or (with --control_address) serving for ditserve-server.
     const absl::Status s = base.control_address.empty() ? ditserve::worker::ValidateGenerationJob(base)

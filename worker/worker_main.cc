@@ -65,8 +65,8 @@ int main(int argc, char** argv) {
   }
   auto world = parallel::WorldConfig::Create(options.parallel, options.rank);
   if (!world.ok()) return Fail(2, std::string(world.status().message()));
-  const bool serve = !options.selfcheck && !options.model.empty() && !options.control_address.empty();
-  const bool generate = !options.selfcheck && !options.model.empty() && !serve;
+  const bool serve = !options.selfcheck && !options.generation.model.empty() && !options.control_address.empty();
+  const bool generate = !options.selfcheck && !options.generation.model.empty() && !serve;
   if (!options.selfcheck && !generate && !serve) return Fail(2, "nothing to do: pass --selfcheck or --model");
 #ifndef DITSERVE_WORKER_SERVE
   if (serve) return Fail(2, "this build has no serving (configure with -DDITSERVE_SERVER=ON)");
@@ -117,9 +117,9 @@ int main(int argc, char** argv) {
 
 #ifdef DITSERVE_WORKER_SERVE
   if (serve) {
-    const std::string dtype = !options.dtype.empty() ? options.dtype : device->is_cuda() ? "bf16" : "f32";
+    const std::string dtype = !options.generation.dtype.empty() ? options.generation.dtype : device->is_cuda() ? "bf16" : "f32";
     auto engine = ditserve::worker::serve::GangEngine::Load(
-        options.model, dtype == "bf16" ? at::kBFloat16 : at::kFloat, *device, **groups,
+        options.generation.model, dtype == "bf16" ? at::kBFloat16 : at::kFloat, *device, **groups,
         options.pipefusion);
     if (!engine.ok()) {
       return Fail(engine.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1,

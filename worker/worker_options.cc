@@ -25,16 +25,16 @@ std::vector<std::string> ToWorkerArgs(const WorkerOptions& o) {
       absl::StrCat("--selfcheck=", o.selfcheck ? "true" : "false"),
       absl::StrCat("--selfcheck_elements=", o.selfcheck_elements),
       absl::StrCat("--threads=", o.threads),
-      absl::StrCat("--model=", o.model),
-      absl::StrCat("--negative_prompt=", o.negative_prompt),
-      absl::StrCat("--height=", o.height),
-      absl::StrCat("--width=", o.width),
-      absl::StrCat("--num_inference_steps=", o.num_inference_steps),
-      absl::StrCat("--guidance_scale=", o.guidance_scale),
-      absl::StrCat("--true_cfg_scale=", o.true_cfg_scale),
-      absl::StrCat("--seed=", o.seed),
-      absl::StrCat("--max_sequence_length=", o.max_sequence_length),
-      absl::StrCat("--dtype=", o.dtype),
+      absl::StrCat("--model=", o.generation.model),
+      absl::StrCat("--negative_prompt=", o.generation.negative_prompt),
+      absl::StrCat("--height=", o.generation.height),
+      absl::StrCat("--width=", o.generation.width),
+      absl::StrCat("--num_inference_steps=", o.generation.num_inference_steps),
+      absl::StrCat("--guidance_scale=", o.generation.guidance_scale),
+      absl::StrCat("--true_cfg_scale=", o.generation.true_cfg_scale),
+      absl::StrCat("--seed=", o.generation.seed),
+      absl::StrCat("--max_sequence_length=", o.generation.max_sequence_length),
+      absl::StrCat("--dtype=", o.generation.dtype),
       absl::StrCat("--output_dir=", o.output_dir),
       absl::StrCat("--save_latents=", o.save_latents ? "true" : "false"),
       absl::StrCat("--comm_stats=", o.comm_stats ? "true" : "false"),
@@ -51,24 +51,24 @@ absl::Status ValidateGenerationJob(const WorkerOptions& o) {
   if (o.prompts.empty()) return absl::InvalidArgumentError("--prompt is required with --model (repeat it for several images)");
   if (o.prompts.size() > 1024) return absl::InvalidArgumentError(absl::StrCat("at most 1024 prompts, got ", o.prompts.size()));
   if (o.output_dir.empty()) return absl::InvalidArgumentError("--output_dir is required with --model");
-  if (!o.dtype.empty() && o.dtype != "f32" && o.dtype != "bf16") {
-    return absl::InvalidArgumentError(absl::StrCat("--dtype must be f32 or bf16, got '", o.dtype, "'"));
+  if (!o.generation.dtype.empty() && o.generation.dtype != "f32" && o.generation.dtype != "bf16") {
+    return absl::InvalidArgumentError(absl::StrCat("--dtype must be f32 or bf16, got '", o.generation.dtype, "'"));
   }
   if (o.threads < 0 || o.threads > 1024) return absl::InvalidArgumentError(absl::StrCat("--threads must be in [0, 1024], got ", o.threads));
-  if (o.num_inference_steps < 1 || o.num_inference_steps > 1000) {
-    return absl::InvalidArgumentError(absl::StrCat("--num_inference_steps must be in [1, 1000], got ", o.num_inference_steps));
+  if (o.generation.num_inference_steps < 1 || o.generation.num_inference_steps > 1000) {
+    return absl::InvalidArgumentError(absl::StrCat("--num_inference_steps must be in [1, 1000], got ", o.generation.num_inference_steps));
   }
-  if (o.max_sequence_length < 0 || o.max_sequence_length > 512) {
+  if (o.generation.max_sequence_length < 0 || o.generation.max_sequence_length > 512) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "--max_sequence_length must be in [0, 512] (0: the model's default), got ", o.max_sequence_length));
+        "--max_sequence_length must be in [0, 512] (0: the model's default), got ", o.generation.max_sequence_length));
   }
-  if (o.true_cfg_scale < 1.0) return absl::InvalidArgumentError(absl::StrCat("--true_cfg_scale must be >= 1, got ", o.true_cfg_scale));
-  auto geometry = ReadModelGeometry(o.model);
+  if (o.generation.true_cfg_scale < 1.0) return absl::InvalidArgumentError(absl::StrCat("--true_cfg_scale must be >= 1, got ", o.generation.true_cfg_scale));
+  auto geometry = ReadModelGeometry(o.generation.model);
   if (!geometry.ok()) return geometry.status();
   if (absl::Status s = ValidateParallelModel(o.parallel, o.pipefusion, *geometry); !s.ok()) return s;
-  const bool true_cfg = o.true_cfg_scale > 1.0 && !o.negative_prompt.empty();
-  return ValidateParallelRequest(o.parallel, o.pipefusion, *geometry, o.height == 0 ? geometry->default_size : o.height,
-                                 o.width == 0 ? geometry->default_size : o.width, true_cfg);
+  const bool true_cfg = o.generation.true_cfg_scale > 1.0 && !o.generation.negative_prompt.empty();
+  return ValidateParallelRequest(o.parallel, o.pipefusion, *geometry, o.generation.height == 0 ? geometry->default_size : o.generation.height,
+                                 o.generation.width == 0 ? geometry->default_size : o.generation.width, true_cfg);
 }
 
 absl::Status ValidateServing(const WorkerOptions& o) {
@@ -76,13 +76,13 @@ absl::Status ValidateServing(const WorkerOptions& o) {
     return absl::InvalidArgumentError(
         "--prompt and --output_dir are for a generation job, not with --control_address (serving)");
   }
-  if (!o.dtype.empty() && o.dtype != "f32" && o.dtype != "bf16") {
-    return absl::InvalidArgumentError(absl::StrCat("--dtype must be f32 or bf16, got '", o.dtype, "'"));
+  if (!o.generation.dtype.empty() && o.generation.dtype != "f32" && o.generation.dtype != "bf16") {
+    return absl::InvalidArgumentError(absl::StrCat("--dtype must be f32 or bf16, got '", o.generation.dtype, "'"));
   }
   if (o.threads < 0 || o.threads > 1024) {
     return absl::InvalidArgumentError(absl::StrCat("--threads must be in [0, 1024], got ", o.threads));
   }
-  auto geometry = ReadModelGeometry(o.model);
+  auto geometry = ReadModelGeometry(o.generation.model);
   if (!geometry.ok()) return geometry.status();
   return ValidateParallelModel(o.parallel, o.pipefusion, *geometry);
 }

@@ -6,6 +6,7 @@
 
 #include "absl/status/status.h"
 #include "parallel/parallel_config.h"
+#include "worker/generation_flags.h"
 #include "worker/generation_plan.h"
 
 namespace ditserve::worker {
@@ -29,18 +30,10 @@ struct WorkerOptions {
   int selfcheck_elements = 65536;
   int threads = 0;  // CPU threads per rank; 0: cores / local_world_size
 
-  // The generation job (when --model is given).
-  std::string model;
-  std::vector<std::string> prompts;  // image i uses seed + i
-  std::string negative_prompt;
-  int height = 0;  // 0: the model's sample_size
-  int width = 0;
-  int num_inference_steps = 28;
-  double guidance_scale = 3.5;
-  double true_cfg_scale = 1.0;
-  uint64_t seed = 0;
-  int max_sequence_length = 0;  // 0: the model's tokenizer_2 model_max_length
-  std::string dtype;  // f32 | bf16; empty: f32 on CPU, bf16 on CUDA
+  // The generation job (when --model is given): the flags shared with
+  // ditserve-generate, and the prompts (image i uses generation.seed + i).
+  GenerationFlags generation;
+  std::vector<std::string> prompts;
   std::string output_dir;
   bool save_latents = false;  // also write image-NNN.latents.safetensors
   bool comm_stats = false;    // every rank prints its bytes and seconds per method

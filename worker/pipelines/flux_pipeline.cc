@@ -67,6 +67,21 @@ absl::StatusOr<std::unique_ptr<FluxPipeline>> FluxPipeline::Load(const std::stri
   return std::unique_ptr<FluxPipeline>(new FluxPipeline(std::move(impl)));
 }
 
+FluxRequest MakeFluxRequest(const GenerationFlags& flags, const std::string& prompt, uint64_t seed,
+                            int default_size) {
+  FluxRequest r;
+  r.prompt = prompt;
+  r.negative_prompt = flags.negative_prompt;
+  r.height = flags.height == 0 ? default_size : flags.height;
+  r.width = flags.width == 0 ? default_size : flags.width;
+  r.num_inference_steps = flags.num_inference_steps;
+  r.guidance_scale = flags.guidance_scale;
+  r.true_cfg_scale = flags.true_cfg_scale;
+  r.seed = seed;
+  r.max_sequence_length = flags.max_sequence_length;
+  return r;
+}
+
 absl::Status ValidateFluxRequest(const FluxRequest& r, int size_multiple) {
   const int multiple = size_multiple;
   for (auto [name, value] : {std::pair{"height", r.height}, {"width", r.width}}) {

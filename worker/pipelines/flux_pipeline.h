@@ -21,6 +21,7 @@
 #include <c10/core/Device.h>
 
 #include "absl/status/statusor.h"
+#include "worker/generation_flags.h"
 
 namespace ditserve::worker::pipelines {
 
@@ -36,6 +37,11 @@ struct FluxRequest {
   // T5 tokens; 0: the model's default (default_max_sequence_length()).
   int max_sequence_length = 0;
 };
+
+// The request for `prompt` from the generation flags, with `seed`; a height
+// or width of 0 takes `default_size` (the model's sample size).
+FluxRequest MakeFluxRequest(const GenerationFlags& flags, const std::string& prompt, uint64_t seed,
+                            int default_size);
 
 struct FluxResult {
   at::Tensor image;    // uint8 [H, W, 3]

@@ -41,7 +41,7 @@ std::vector<pipelines::FluxRequest> ToRequests(const control::v1::RunBatch& batc
 control::v1::Hello MakeHello(const WorkerOptions& o, const std::string& device,
                              const std::string& dtype, const GangEngine& engine) {
   control::v1::Hello h;
-  h.set_model(o.model);
+  h.set_model(o.generation.model);
   h.set_model_family("flux");
   h.set_size_multiple(engine.size_multiple());
   h.set_default_size(engine.default_size());
@@ -57,7 +57,7 @@ control::v1::Hello MakeHello(const WorkerOptions& o, const std::string& device,
   p.set_ring_degree(o.parallel.ring_degree);
   h.set_num_pipeline_patch(o.pipefusion.num_pipeline_patch);
   {
-    std::ifstream in(o.model + "/transformer/config.json");
+    std::ifstream in(o.generation.model + "/transformer/config.json");
     std::stringstream text;
     text << in.rdbuf();
     h.set_transformer_config_json(text.str());
