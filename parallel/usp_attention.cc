@@ -142,10 +142,12 @@ absl::StatusOr<at::Tensor> OverlappedUlysses(Communicator& c, const at::Tensor& 
   const int64_t B = q.size(0), Ss = q.size(1), hp = q.size(2) / u, D = q.size(3);
   enum Tag { kQkv = 0, kMask = 1, kOut = 2 };
   const auto shard_of = [&](int slot) { return (r + slot) % u; };
-  // This shard's q, k, v for rank p's heads as one [Ss, 3, B, Hp, D] block.
+  // This shard's q, k, v for rank p's heads as one [Ss, 3, B, Hp, D] block
+  // (stacked as [B, Ss, 3, Hp, D]: for B = 1 the same memory, one copy).
   const auto block_for = [&](int p) {
-    return at::stack({q.narrow(2, p * hp, hp), k.narrow(2, p * hp, hp), v.narrow(2, p * hp, hp)}, 0)
-        .permute({2, 0, 1, 3, 4});
+    return at::stack({q.narrow(2, p * hp, hp), k.narrow(2, p * hp, hp), v.narrow(2, p * hp, hp)}, 2)
+        .permute({1, 2, 0, 3, 4})
+        .contiguous();
   };
   at::Tensor qkv = at::empty({u * Ss, 3, B, hp, D}, q.options());  // slot i: rows [i·Ss, (i+1)·Ss)
   qkv.narrow(0, 0, Ss).copy_(block_for(r));
@@ -189,7 +191,7 @@ absl::StatusOr<at::Tensor> OverlappedUlysses(Communicator& c, const at::Tensor& 
   };
   for (int i = 1; i < u; ++i) {
     const int p = (r + u - i) % u;  // predecessors first: they wait for us first
-    DITSERVE_RETURN_IF_ERROR(send(block_for(p).contiguous(), p, kQkv));
+    DITSERVE_RETURN_IF_ERROR(send(block_for(p), p, kQkv));
     if (key_valid.defined()) DITSERVE_RETURN_IF_ERROR(send(local_mask, p, kMask));
   }
   const auto attend = [&](int q_slot, int first, int n) {
