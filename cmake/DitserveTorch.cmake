@@ -31,8 +31,10 @@ endif()
 
 file(STRINGS "${DITSERVE_TORCH_DIR}/version.py" _ver REGEX "^__version__")
 string(REGEX MATCH "[0-9]+\\.[0-9]+\\.[0-9]+[^'\"]*" DITSERVE_TORCH_VERSION "${_ver}")
-if(DITSERVE_TORCH_VERSION VERSION_LESS 2.1)
-  message(FATAL_ERROR "LibTorch ${DITSERVE_TORCH_VERSION} is too old; ditserve needs 2.1 or newer")
+# 2.3: the CPU attention kernel (_scaled_dot_product_flash_attention_for_cpu
+# with attn_mask) first shipped in PyTorch 2.3.
+if(DITSERVE_TORCH_VERSION VERSION_LESS 2.3)
+  message(FATAL_ERROR "LibTorch ${DITSERVE_TORCH_VERSION} is too old; ditserve needs 2.3 or newer")
 endif()
 
 # Mirror include/ minus the bundled protobuf headers.
