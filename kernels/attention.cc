@@ -60,19 +60,17 @@ AttentionResult CpuAttention(const at::Tensor& q, const at::Tensor& k, const at:
                              const at::Tensor& key_valid, double scale) {
   const int64_t B = q.size(0), Sk = k.size(1);
   const auto heads_first = [](const at::Tensor& t) { return t.to(at::kFloat).transpose(1, 2); };
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  at::Tensor invalid;  // [B, 1, 1, Sk]
   std::optional<at::Tensor> mask;
   if (key_valid.defined()) {
-    mask = at::zeros({B, 1, 1, Sk}, q.options().dtype(at::kFloat))
-               .masked_fill_(key_valid.logical_not().reshape({B, 1, 1, Sk}),
-                             -std::numeric_limits<float>::infinity());
+    invalid = key_valid.logical_not().reshape({B, 1, 1, Sk});
+    mask = at::zeros({B, 1, 1, Sk}, q.options().dtype(at::kFloat)).masked_fill_(invalid, neg_inf);
   }
   auto [out, lse] = at::_scaled_dot_product_flash_attention_for_cpu(
       heads_first(q), heads_first(k), heads_first(v), /*dropout_p=*/0.0, /*is_causal=*/false, mask,
       scale);
-  if (key_valid.defined()) {
-    const at::Tensor empty_batch = key_valid.logical_not().all(1).view({B, 1, 1});
-    lse.masked_fill_(empty_batch, -std::numeric_limits<float>::infinity());
-  }
+  if (invalid.defined()) lse.masked_fill_(invalid.all(-1), neg_inf);  // [B, 1, 1]: batches with no valid key
   return {out.transpose(1, 2).contiguous(), lse};
 }
 

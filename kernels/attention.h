@@ -44,7 +44,8 @@ absl::StatusOr<AttentionResult> AttentionWithLse(const at::Tensor& q, const at::
 // shares that part's tensors).
 absl::Status MergeAttentionInto(AttentionResult& acc, const AttentionResult& part);
 
-// The float32 CPU reference of the merge (also used by the CUDA test).
+// The out-of-place float32 reference of the merge, kept independent of
+// MergeAttentionInto's in-place CPU path (the CUDA test checks against it).
 AttentionResult MergeAttentionReference(const AttentionResult& a, const AttentionResult& b);
 
 }  // namespace ditserve::kernels

@@ -51,10 +51,7 @@ int main(int argc, char** argv) {
   const std::string output = absl::GetFlag(FLAGS_output);
   if (model.empty()) return Fail(2, "--model is required");
   if (output.empty()) return Fail(2, "--output is required");
-  std::string dtype_name = g.dtype;
-  if (!dtype_name.empty() && dtype_name != "f32" && dtype_name != "bf16") {
-    return Fail(2, "--dtype must be f32 or bf16, got '" + dtype_name + "'");
-  }
+  if (absl::Status s = ditserve::worker::ValidateDtype(g); !s.ok()) return Fail(2, std::string(s.message()));
   if (absl::GetFlag(FLAGS_threads) < 0) return Fail(2, "--threads must be >= 0");
   if (absl::GetFlag(FLAGS_threads) > 0) at::set_num_threads(absl::GetFlag(FLAGS_threads));
 
@@ -65,7 +62,7 @@ int main(int argc, char** argv) {
   } catch (const std::exception&) {
     return Fail(2, "--device must be cpu or cuda[:N], got '" + absl::GetFlag(FLAGS_device) + "'");
   }
-  if (dtype_name.empty()) dtype_name = device.is_cuda() ? "bf16" : "f32";
+  const std::string dtype_name = ditserve::worker::ResolvedDtype(g, device.is_cuda());
   auto pipe = ditserve::worker::pipelines::FluxPipeline::Load(model, dtype_name == "bf16" ? at::kBFloat16 : at::kFloat,
                                                               device);
   if (!pipe.ok()) return Fail(1, std::string(pipe.status().message()));

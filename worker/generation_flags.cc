@@ -1,6 +1,7 @@
 #include "worker/generation_flags.h"
 
 #include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
 
 ABSL_FLAG(std::string, model, "",
           "Flux diffusers directory (model_index.json, transformer/, vae/, …); every rank of a gang reads it");
@@ -36,5 +37,17 @@ GenerationFlags GenerationFlagsFromCommandLine() {
 }
 
 std::string PromptFlag() { return absl::GetFlag(FLAGS_prompt); }
+
+absl::Status ValidateDtype(const GenerationFlags& flags) {
+  if (!flags.dtype.empty() && flags.dtype != "f32" && flags.dtype != "bf16") {
+    return absl::InvalidArgumentError(absl::StrCat("--dtype must be f32 or bf16, got '", flags.dtype, "'"));
+  }
+  return absl::OkStatus();
+}
+
+std::string ResolvedDtype(const GenerationFlags& flags, bool cuda) {
+  if (!flags.dtype.empty()) return flags.dtype;
+  return cuda ? "bf16" : "f32";
+}
 
 }  // namespace ditserve::worker

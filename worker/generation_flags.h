@@ -9,6 +9,8 @@
 #include <cstdint>
 #include <string>
 
+#include "absl/status/status.h"
+
 namespace ditserve::worker {
 
 // Everything but the prompts: ditserve-generate takes one (PromptFlag()),
@@ -25,6 +27,11 @@ struct GenerationFlags {
   int max_sequence_length = 0;  // 0: the model's tokenizer_2 model_max_length
   std::string dtype;            // "", "f32" or "bf16"
 };
+
+// INVALID_ARGUMENT naming --dtype unless it is "", "f32" or "bf16".
+absl::Status ValidateDtype(const GenerationFlags& flags);
+// The dtype a run computes in: --dtype, else "bf16" on CUDA and "f32" on CPU.
+std::string ResolvedDtype(const GenerationFlags& flags, bool cuda);
 
 // The values after absl::ParseCommandLine.
 GenerationFlags GenerationFlagsFromCommandLine();

@@ -25,7 +25,7 @@ absl::Status RunGenerationJob(const WorkerOptions& o, parallel::ProcessGroups& g
   const bool leader = groups.world().rank() == 0;
   const auto start = std::chrono::steady_clock::now();
   const at::ScalarType dtype =
-      (o.generation.dtype.empty() ? device.is_cuda() : o.generation.dtype == "bf16") ? at::kBFloat16 : at::kFloat;
+      ResolvedDtype(o.generation, device.is_cuda()) == "bf16" ? at::kBFloat16 : at::kFloat;
   auto pipe = pipelines::ParallelFluxPipeline::Load(o.generation.model, dtype, device, groups, o.pipefusion);
   if (!pipe.ok()) return pipe.status();
   if (leader) {

@@ -117,7 +117,7 @@ int main(int argc, char** argv) {
 
 #ifdef DITSERVE_WORKER_SERVE
   if (serve) {
-    const std::string dtype = !options.generation.dtype.empty() ? options.generation.dtype : device->is_cuda() ? "bf16" : "f32";
+    const std::string dtype = ditserve::worker::ResolvedDtype(options.generation, device->is_cuda());
     auto engine = ditserve::worker::serve::GangEngine::Load(
         options.generation.model, dtype == "bf16" ? at::kBFloat16 : at::kFloat, *device, **groups,
         options.pipefusion);

@@ -51,9 +51,7 @@ absl::Status ValidateGenerationJob(const WorkerOptions& o) {
   if (o.prompts.empty()) return absl::InvalidArgumentError("--prompt is required with --model (repeat it for several images)");
   if (o.prompts.size() > 1024) return absl::InvalidArgumentError(absl::StrCat("at most 1024 prompts, got ", o.prompts.size()));
   if (o.output_dir.empty()) return absl::InvalidArgumentError("--output_dir is required with --model");
-  if (!o.generation.dtype.empty() && o.generation.dtype != "f32" && o.generation.dtype != "bf16") {
-    return absl::InvalidArgumentError(absl::StrCat("--dtype must be f32 or bf16, got '", o.generation.dtype, "'"));
-  }
+  if (absl::Status s = ValidateDtype(o.generation); !s.ok()) return s;
   if (o.threads < 0 || o.threads > 1024) return absl::InvalidArgumentError(absl::StrCat("--threads must be in [0, 1024], got ", o.threads));
   if (o.generation.num_inference_steps < 1 || o.generation.num_inference_steps > 1000) {
     return absl::InvalidArgumentError(absl::StrCat("--num_inference_steps must be in [1, 1000], got ", o.generation.num_inference_steps));
@@ -76,9 +74,7 @@ absl::Status ValidateServing(const WorkerOptions& o) {
     return absl::InvalidArgumentError(
         "--prompt and --output_dir are for a generation job, not with --control_address (serving)");
   }
-  if (!o.generation.dtype.empty() && o.generation.dtype != "f32" && o.generation.dtype != "bf16") {
-    return absl::InvalidArgumentError(absl::StrCat("--dtype must be f32 or bf16, got '", o.generation.dtype, "'"));
-  }
+  if (absl::Status s = ValidateDtype(o.generation); !s.ok()) return s;
   if (o.threads < 0 || o.threads > 1024) {
     return absl::InvalidArgumentError(absl::StrCat("--threads must be in [0, 1024], got ", o.threads));
   }

@@ -8,6 +8,32 @@
 namespace ditserve::worker {
 namespace {
 
+// --dtype: checked the same way by ditserve-generate and the gang's binaries;
+// unset, it follows the device.
+TEST(GenerationFlags, DtypeIsCheckedAndResolvedByDevice) {
+  GenerationFlags flags;
+  EXPECT_TRUE(ValidateDtype(flags).ok());
+  EXPECT_EQ(ResolvedDtype(flags, /*cuda=*/false), "f32");
+  EXPECT_EQ(ResolvedDtype(flags, /*cuda=*/true), "bf16");
+  flags.dtype = "f32";
+  EXPECT_TRUE(ValidateDtype(flags).ok());
+  EXPECT_EQ(ResolvedDtype(flags, /*cuda=*/true), "f32");
+  flags.dtype = "bf16";
+  EXPECT_EQ(ResolvedDtype(flags, /*cuda=*/false), "bf16");
+  flags.dtype = "f16";
+  EXPECT_EQ(ValidateDtype(flags).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ValidateDtype(flags).message(), "--dtype must be f32 or bf16, got 'f16'");
+  WorkerOptions o;
+  o.generation = flags;
+  o.generation.model = "/nowhere";
+  o.prompts = {"a cat"};
+  o.output_dir = "/tmp/out";
+  EXPECT_EQ(ValidateGenerationJob(o).message(), "--dtype must be f32 or bf16, got 'f16'");
+  o.prompts.clear();
+  o.output_dir.clear();
+  EXPECT_EQ(ValidateServing(o).message(), "--dtype must be f32 or bf16, got 'f16'");
+}
+
 TEST(WorkerOptions, ToWorkerArgsCarriesEveryField) {
   WorkerOptions o;
   o.rank = 3;
