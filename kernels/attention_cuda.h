@@ -10,7 +10,8 @@
 
 namespace ditserve::kernels {
 
-// LibTorch's fused memory-efficient attention with the log-sum-exp.
+// LibTorch's fused attention with the log-sum-exp: flash for f16/bf16 without
+// a mask (compute capability 8.0+), memory-efficient otherwise.
 absl::StatusOr<AttentionResult> CudaAttentionWithLse(const at::Tensor& q, const at::Tensor& k,
                                                      const at::Tensor& v,
                                                      const at::Tensor& key_valid, double scale);

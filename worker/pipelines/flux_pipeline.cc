@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -13,6 +14,17 @@
 #include "worker/pipelines/flux_text_encoder.h"
 
 namespace ditserve::worker::pipelines {
+namespace {
+
+// Blocks until the work queued on `device`'s current stream has run, so that
+// a step reported done is done (CUDA runs asynchronously). No-op on CPU.
+void WaitForDevice(const c10::Device& device) {
+  if (device.is_cpu()) return;
+  const c10::impl::DeviceGuardImplInterface* impl = c10::impl::getDeviceGuardImpl(device.type());
+  impl->synchronizeStream(impl->getStream(device));
+}
+
+}  // namespace
 
 struct FluxPipeline::Impl {
   flux::FlowMatchSchedulerConfig scheduler;
@@ -148,6 +160,7 @@ absl::StatusOr<FluxResult> FluxPipeline::Generate(const FluxRequest& r, const St
       v = *neg + r.true_cfg_scale * (v - *neg);
     }
     latents = flux::FlowMatchEulerStep(latents, v, sigmas[i], sigmas[i + 1]);
+    WaitForDevice(p.device);
     if (on_step && !on_step(i + 1, r.num_inference_steps)) {
       return absl::CancelledError(absl::StrCat("cancelled after step ", i + 1, " of ", r.num_inference_steps));
     }

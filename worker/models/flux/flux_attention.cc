@@ -14,7 +14,10 @@ absl::StatusOr<FluxAttentionOutputs> SerialFluxAttention::Attend(int /*layer*/, 
   const at::Tensor k = has_text ? at::cat({text.k, image.k}, 1) : image.k;
   const at::Tensor v = has_text ? at::cat({text.v, image.v}, 1) : image.v;
   at::Tensor out;
-  if (at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad())) {
+  const bool training = at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
+  if (training || q.is_cuda()) {
+    // No log-sum-exp needed: LibTorch picks its fastest kernel (on CUDA
+    // cuDNN or flash attention) and keeps the input dtype.
     out = at::scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
               .transpose(1, 2);
   } else {
