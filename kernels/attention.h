@@ -7,7 +7,7 @@
 // Layout: q [B, Sq, H, D], k and v [B, Sk, H, D] (sequence-major, as the
 // models hold tokens); out [B, Sq, H, D] float32; lse [B, H, Sq] float32.
 // CPU tensors run on LibTorch's fused CPU flash attention; CUDA tensors (CUDA
-// builds) on its fused flash attention (half precision, no mask) or
+// builds) on its cuDNN or flash attention (half precision, no mask) or
 // memory-efficient attention (otherwise), and our merge kernel.
 
 #include <cstdint>

@@ -10,7 +10,7 @@
 
 namespace ditserve::kernels {
 
-// LibTorch's fused attention with the log-sum-exp: flash for f16/bf16 without
+// LibTorch's fused attention with the log-sum-exp: cuDNN (else flash) for f16/bf16 without
 // a mask (compute capability 8.0+), memory-efficient otherwise.
 absl::StatusOr<AttentionResult> CudaAttentionWithLse(const at::Tensor& q, const at::Tensor& k,
                                                      const at::Tensor& v,

@@ -138,6 +138,7 @@ absl::StatusOr<FluxResult> FluxPipeline::Generate(const FluxRequest& r, const St
   const at::Tensor txt_ids = at::zeros({cond->sequence.size(1), 3}, at::kFloat).to(p.device);
   const at::Tensor img_ids = flux::LatentImageIds(h, w).to(p.device);
   const std::vector<float> sigmas = flux::FluxSigmas(r.num_inference_steps, latents.size(1), p.scheduler);
+  const flux::FluxRopeTables rope = p.transformer->Rope(txt_ids, img_ids, p.device);
   at::Tensor guidance;
   if (p.transformer->config().guidance_embeds) guidance = at::full({1}, r.guidance_scale, at::kFloat).to(p.device);
   for (int i = 0; i < r.num_inference_steps; ++i) {
@@ -149,6 +150,7 @@ absl::StatusOr<FluxResult> FluxPipeline::Generate(const FluxRequest& r, const St
     in.encoder_hidden_states = cond->sequence;
     in.txt_ids = txt_ids;
     in.img_ids = img_ids;
+    in.rope = rope;
     auto velocity = p.transformer->Forward(in);
     if (!velocity.ok()) return velocity.status();
     at::Tensor v = *velocity;

@@ -176,6 +176,32 @@ std::string SaveRandomModel(FluxTransformer& model, const std::string& name) {
   return dir;
 }
 
+// RoPE tables computed ahead (as the pipeline does once per request) give
+// exactly what Forward computes itself; tables of the wrong size are refused.
+TEST(FluxTransformer, PrecomputedRopeTables) {
+  const FluxTransformerConfig c = TinyConfig();
+  auto model = FluxTransformer::Create(c, at::kFloat);
+  ASSERT_TRUE(model.ok());
+  SaveRandomModel(**model, "flux_rope_tables");
+  FluxInputs in = TinyInputs(c, 1, 6, 3);
+  at::NoGradGuard no_grad;
+  auto want = (*model)->Forward(in);
+  ASSERT_TRUE(want.ok()) << want.status();
+  in.rope = (*model)->Rope(in.txt_ids, in.img_ids, at::kCPU);
+  auto got = (*model)->Forward(in);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_TRUE(at::equal(*got, *want));
+  // Tables of other ids change the result (they are used, not recomputed).
+  FluxInputs shifted = in;
+  shifted.rope = (*model)->Rope(in.txt_ids, in.img_ids + 1, at::kCPU);
+  auto other = (*model)->Forward(shifted);
+  ASSERT_TRUE(other.ok());
+  EXPECT_FALSE(at::allclose(*other, *want));
+  in.rope.text_cos = in.rope.text_cos.narrow(0, 0, 2);
+  EXPECT_EQ((*model)->Forward(in).status().message(),
+            "flux: rope tables must be [6, 8] (image) and [3, 8] (text)");
+}
+
 // Stages that each hold and load only their blocks, chained through the
 // piece API, give the whole model's Forward.
 TEST(FluxTransformer, PartsComposeToTheWholeModel) {

@@ -355,6 +355,16 @@ absl::StatusOr<at::Tensor> FluxTransformer::Forward(const FluxInputs& in) const 
       !in.txt_ids.sizes().equals({T, 3})) {
     return absl::InvalidArgumentError(absl::StrCat("flux: img_ids must be [", S, ", 3] and txt_ids [", T, ", 3]"));
   }
+  const int64_t head_dim = c.attention_head_dim;
+  const auto table_is = [](const at::Tensor& t, int64_t rows, int64_t cols) {
+    return t.defined() && t.sizes().equals({rows, cols});
+  };
+  if (in.rope.image_cos.defined() &&
+      !(table_is(in.rope.image_cos, S, head_dim) && table_is(in.rope.image_sin, S, head_dim) &&
+        table_is(in.rope.text_cos, T, head_dim) && table_is(in.rope.text_sin, T, head_dim))) {
+    return absl::InvalidArgumentError(absl::StrCat("flux: rope tables must be [", S, ", ", head_dim, "] (image) and [",
+                                                   T, ", ", head_dim, "] (text)"));
+  }
   const FluxPart& part = impl_->part;
   if (!part.embedders || !part.head || part.first_block != 0 || part.end_block != num_blocks()) {
     return absl::FailedPreconditionError("flux: Forward needs the whole model; this one holds a part");
@@ -362,9 +372,9 @@ absl::StatusOr<at::Tensor> FluxTransformer::Forward(const FluxInputs& in) const 
   const at::Tensor temb = TimeEmbedding(in.timestep, in.guidance, in.pooled_projections);
   FluxHidden hidden = Embed(in.hidden_states, in.encoder_hidden_states);
   SerialFluxAttention attention;
-  if (absl::Status s = RunBlocks(hidden, temb, Rope(in.txt_ids, in.img_ids, hidden.x.device()), attention); !s.ok()) {
-    return s;
-  }
+  const FluxRopeTables rope =
+      in.rope.image_cos.defined() ? in.rope : Rope(in.txt_ids, in.img_ids, hidden.x.device());
+  if (absl::Status s = RunBlocks(hidden, temb, rope, attention); !s.ok()) return s;
   return Head(hidden.x, temb);
 }
 

@@ -25,6 +25,12 @@ class Module;
 
 namespace ditserve::worker::flux {
 
+// RoPE (cos, sin) [N, head_dim] float32 for the text and the image tokens
+// of one call, on the run device. Text tables may be undefined.
+struct FluxRopeTables {
+  at::Tensor text_cos, text_sin, image_cos, image_sin;
+};
+
 struct FluxInputs {
   at::Tensor hidden_states;          // [B, S, in_channels]: packed 2x2 latents
   at::Tensor encoder_hidden_states;  // [B, T, joint_attention_dim]: T5 output
@@ -33,6 +39,11 @@ struct FluxInputs {
   at::Tensor guidance;               // [B] (guidance_embeds models) or undefined
   at::Tensor img_ids;                // [S, 3]
   at::Tensor txt_ids;                // [T, 3]
+  // Optional: FluxTransformer::Rope(txt_ids, img_ids, device) computed
+  // ahead (the ids do not change between steps, so a pipeline computes the
+  // tables once per request); computed by Forward when image_cos is
+  // undefined.
+  FluxRopeTables rope;
 };
 
 // The pieces of the model one rank holds. Blocks are numbered over the
@@ -50,12 +61,6 @@ struct FluxPart {
 struct FluxHidden {
   at::Tensor context;  // [B, T, inner_dim]
   at::Tensor x;        // [B, S, inner_dim]
-};
-
-// RoPE (cos, sin) [N, head_dim] float32 for the text and the image tokens
-// of one call, on the run device. Text tables may be undefined.
-struct FluxRopeTables {
-  at::Tensor text_cos, text_sin, image_cos, image_sin;
 };
 
 // Immutable after loading; the methods are thread-compatible (no shared
