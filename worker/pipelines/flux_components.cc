@@ -70,7 +70,7 @@ absl::StatusOr<std::unique_ptr<flux::FluxTransformer>> LoadTransformer(const std
                                                                        const flux::FluxTransformerConfig& config,
                                                                        at::ScalarType dtype, c10::Device device,
                                                                        const flux::FluxPart& part) {
-  auto transformer = flux::FluxTransformer::Create(config, dtype, part);
+  auto transformer = flux::FluxTransformer::Create(config, dtype, part, models::ParameterInit::kUninitialized);
   if (!transformer.ok()) return transformer.status();
   auto ckpt = weights::SafetensorsCheckpoint::Open(dir + "/transformer");
   if (!ckpt.ok()) return ckpt.status();

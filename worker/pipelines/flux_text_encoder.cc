@@ -78,7 +78,7 @@ absl::StatusOr<std::unique_ptr<FluxTextEncoder>> FluxTextEncoder::Load(const std
   if (!text.ok()) return text.status();
   auto t5_config = text::ParseT5Config(*text);
   if (!t5_config.ok()) return t5_config.status();
-  auto t5 = text::T5Encoder::Create(*t5_config, dtype);
+  auto t5 = text::T5Encoder::Create(*t5_config, dtype, models::ParameterInit::kUninitialized);
   if (!t5.ok()) return t5.status();
   impl->t5 = *std::move(t5);
   ckpt = weights::SafetensorsCheckpoint::Open(dir + "/text_encoder_2");

@@ -3,18 +3,18 @@
 #include <ATen/ATen.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
-#include <torch/nn/modules/linear.h>
 
 #include <cmath>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "worker/models/common/dense.h"
 
 namespace ditserve::worker::flux {
 namespace {
 
-using torch::nn::Linear;
-using torch::nn::LinearOptions;
+using models::ParameterSpec;
+using Linear = std::shared_ptr<models::Dense>;
 using torch::nn::ModuleList;
 
 at::Tensor LayerNormNoAffine(const at::Tensor& x) {
@@ -25,7 +25,7 @@ at::Tensor LayerNormNoAffine(const at::Tensor& x) {
 struct Empty : torch::nn::Module {};
 
 struct RmsNorm : torch::nn::Module {
-  explicit RmsNorm(int64_t dim) { weight = register_parameter("weight", at::ones({dim})); }
+  RmsNorm(int64_t dim, const ParameterSpec& p) { weight = register_parameter("weight", p.Filled({dim}, 1.0)); }
   at::Tensor forward(const at::Tensor& x) const {
     const at::Tensor var = x.to(at::kFloat).pow(2).mean(-1, /*keepdim=*/true);
     at::Tensor y = x * at::rsqrt(var + 1e-6);
@@ -39,19 +39,19 @@ struct RmsNorm : torch::nn::Module {
 
 // linear_1 -> SiLU -> linear_2 (TimestepEmbedding, PixArtAlphaTextProjection).
 struct TwoLayer : torch::nn::Module {
-  TwoLayer(int64_t in, int64_t out) {
-    linear_1 = register_module("linear_1", Linear(LinearOptions(in, out)));
-    linear_2 = register_module("linear_2", Linear(LinearOptions(out, out)));
+  TwoLayer(int64_t in, int64_t out, const ParameterSpec& p) {
+    linear_1 = register_module("linear_1", std::make_shared<models::Dense>(in, out, p));
+    linear_2 = register_module("linear_2", std::make_shared<models::Dense>(out, out, p));
   }
   at::Tensor forward(const at::Tensor& x) { return linear_2->forward(at::silu(linear_1->forward(x))); }
   Linear linear_1{nullptr}, linear_2{nullptr};
 };
 
 struct TimeTextEmbed : torch::nn::Module {
-  TimeTextEmbed(int64_t dim, int64_t pooled_dim, bool guidance) {
-    timestep_embedder = register_module("timestep_embedder", std::make_shared<TwoLayer>(256, dim));
-    if (guidance) guidance_embedder = register_module("guidance_embedder", std::make_shared<TwoLayer>(256, dim));
-    text_embedder = register_module("text_embedder", std::make_shared<TwoLayer>(pooled_dim, dim));
+  TimeTextEmbed(int64_t dim, int64_t pooled_dim, bool guidance, const ParameterSpec& p) {
+    timestep_embedder = register_module("timestep_embedder", std::make_shared<TwoLayer>(256, dim, p));
+    if (guidance) guidance_embedder = register_module("guidance_embedder", std::make_shared<TwoLayer>(256, dim, p));
+    text_embedder = register_module("text_embedder", std::make_shared<TwoLayer>(pooled_dim, dim, p));
   }
   at::Tensor forward(const at::Tensor& timestep, const at::Tensor& guidance, const at::Tensor& pooled) {
     const auto dtype = pooled.scalar_type();
@@ -65,8 +65,8 @@ struct TimeTextEmbed : torch::nn::Module {
 // AdaLayerNormZero (6 chunks) / AdaLayerNormZeroSingle (3 chunks) /
 // AdaLayerNormContinuous (2 chunks: scale, shift): a "linear" on SiLU(temb).
 struct AdaNorm : torch::nn::Module {
-  AdaNorm(int64_t dim, int chunks) : chunks(chunks) {
-    linear = register_module("linear", Linear(LinearOptions(dim, chunks * dim)));
+  AdaNorm(int64_t dim, int chunks, const ParameterSpec& p) : chunks(chunks) {
+    linear = register_module("linear", std::make_shared<models::Dense>(dim, chunks * dim, p));
   }
   std::vector<at::Tensor> Modulation(const at::Tensor& temb) {
     return linear->forward(at::silu(temb)).chunk(chunks, 1);
@@ -93,24 +93,24 @@ at::Tensor ApplyRope(const at::Tensor& x, const at::Tensor& cos, const at::Tenso
 }
 
 struct Attention : torch::nn::Module {
-  Attention(int64_t dim, int64_t heads, int64_t head_dim, bool joint, bool has_out)
+  Attention(int64_t dim, int64_t heads, int64_t head_dim, bool joint, bool has_out, const ParameterSpec& p)
       : heads(heads), head_dim(head_dim) {
-    to_q = register_module("to_q", Linear(LinearOptions(dim, dim)));
-    to_k = register_module("to_k", Linear(LinearOptions(dim, dim)));
-    to_v = register_module("to_v", Linear(LinearOptions(dim, dim)));
-    norm_q = register_module("norm_q", std::make_shared<RmsNorm>(head_dim));
-    norm_k = register_module("norm_k", std::make_shared<RmsNorm>(head_dim));
+    to_q = register_module("to_q", std::make_shared<models::Dense>(dim, dim, p));
+    to_k = register_module("to_k", std::make_shared<models::Dense>(dim, dim, p));
+    to_v = register_module("to_v", std::make_shared<models::Dense>(dim, dim, p));
+    norm_q = register_module("norm_q", std::make_shared<RmsNorm>(head_dim, p));
+    norm_k = register_module("norm_k", std::make_shared<RmsNorm>(head_dim, p));
     if (has_out) {
       to_out = register_module("to_out", ModuleList());
-      to_out->push_back(Linear(LinearOptions(dim, dim)));
+      to_out->push_back(std::make_shared<models::Dense>(dim, dim, p));
     }
     if (joint) {
-      add_q_proj = register_module("add_q_proj", Linear(LinearOptions(dim, dim)));
-      add_k_proj = register_module("add_k_proj", Linear(LinearOptions(dim, dim)));
-      add_v_proj = register_module("add_v_proj", Linear(LinearOptions(dim, dim)));
-      norm_added_q = register_module("norm_added_q", std::make_shared<RmsNorm>(head_dim));
-      norm_added_k = register_module("norm_added_k", std::make_shared<RmsNorm>(head_dim));
-      to_add_out = register_module("to_add_out", Linear(LinearOptions(dim, dim)));
+      add_q_proj = register_module("add_q_proj", std::make_shared<models::Dense>(dim, dim, p));
+      add_k_proj = register_module("add_k_proj", std::make_shared<models::Dense>(dim, dim, p));
+      add_v_proj = register_module("add_v_proj", std::make_shared<models::Dense>(dim, dim, p));
+      norm_added_q = register_module("norm_added_q", std::make_shared<RmsNorm>(head_dim, p));
+      norm_added_k = register_module("norm_added_k", std::make_shared<RmsNorm>(head_dim, p));
+      to_add_out = register_module("to_add_out", std::make_shared<models::Dense>(dim, dim, p));
     }
   }
   at::Tensor Heads(const at::Tensor& x) const { return x.unflatten(-1, {heads, head_dim}); }
@@ -152,13 +152,13 @@ struct Attention : torch::nn::Module {
 
 // FeedForward(dim, activation "gelu-approximate"): net.0.proj, net.2.
 struct FeedForward : torch::nn::Module {
-  explicit FeedForward(int64_t dim) {
+  FeedForward(int64_t dim, const ParameterSpec& p) {
     net = register_module("net", ModuleList());
     auto gelu = std::make_shared<Empty>();
-    proj = gelu->register_module("proj", Linear(LinearOptions(dim, 4 * dim)));
+    proj = gelu->register_module("proj", std::make_shared<models::Dense>(dim, 4 * dim, p));
     net->push_back(gelu);
     net->push_back(std::make_shared<Empty>());  // dropout
-    out = Linear(LinearOptions(4 * dim, dim));
+    out = std::make_shared<models::Dense>(4 * dim, dim, p);
     net->push_back(out);
   }
   at::Tensor forward(const at::Tensor& x) { return out->forward(at::gelu(proj->forward(x), "tanh")); }
@@ -171,12 +171,12 @@ at::Tensor ClampHalf(const at::Tensor& x) {
 }
 
 struct DoubleBlock : torch::nn::Module {
-  DoubleBlock(int64_t dim, int64_t heads, int64_t head_dim) {
-    norm1 = register_module("norm1", std::make_shared<AdaNorm>(dim, 6));
-    norm1_context = register_module("norm1_context", std::make_shared<AdaNorm>(dim, 6));
-    attn = register_module("attn", std::make_shared<Attention>(dim, heads, head_dim, true, true));
-    ff = register_module("ff", std::make_shared<FeedForward>(dim));
-    ff_context = register_module("ff_context", std::make_shared<FeedForward>(dim));
+  DoubleBlock(int64_t dim, int64_t heads, int64_t head_dim, const ParameterSpec& p) {
+    norm1 = register_module("norm1", std::make_shared<AdaNorm>(dim, 6, p));
+    norm1_context = register_module("norm1_context", std::make_shared<AdaNorm>(dim, 6, p));
+    attn = register_module("attn", std::make_shared<Attention>(dim, heads, head_dim, true, true, p));
+    ff = register_module("ff", std::make_shared<FeedForward>(dim, p));
+    ff_context = register_module("ff_context", std::make_shared<FeedForward>(dim, p));
   }
   absl::Status Forward(int layer, FluxHidden& h, const at::Tensor& temb, const FluxRopeTables& rope,
                        FluxAttention& attention) {
@@ -189,7 +189,7 @@ struct DoubleBlock : torch::nn::Module {
     }
     auto a = attn->Attend(layer, Modulate(h.x, m[0], m[1]), nc, rope, attention);
     if (!a.ok()) return a.status();
-    h.x = h.x + m[2].unsqueeze(1) * attn->to_out[0]->as<torch::nn::Linear>()->forward(a->x);
+    h.x = h.x + m[2].unsqueeze(1) * attn->to_out[0]->as<models::Dense>()->forward(a->x);
     h.x = h.x + m[5].unsqueeze(1) * ff->forward(Modulate(h.x, m[3], m[4]));
     if (h.context.defined()) {
       h.context = h.context + c[2].unsqueeze(1) * attn->to_add_out->forward(a->context);
@@ -206,11 +206,11 @@ struct DoubleBlock : torch::nn::Module {
 // diffusers runs it on the concatenation [context, x]; every operation but
 // attention is per token, so the two streams are kept apart here.
 struct SingleBlock : torch::nn::Module {
-  SingleBlock(int64_t dim, int64_t heads, int64_t head_dim) {
-    norm = register_module("norm", std::make_shared<AdaNorm>(dim, 3));
-    proj_mlp = register_module("proj_mlp", Linear(LinearOptions(dim, 4 * dim)));
-    proj_out = register_module("proj_out", Linear(LinearOptions(5 * dim, dim)));
-    attn = register_module("attn", std::make_shared<Attention>(dim, heads, head_dim, false, false));
+  SingleBlock(int64_t dim, int64_t heads, int64_t head_dim, const ParameterSpec& p) {
+    norm = register_module("norm", std::make_shared<AdaNorm>(dim, 3, p));
+    proj_mlp = register_module("proj_mlp", std::make_shared<models::Dense>(dim, 4 * dim, p));
+    proj_out = register_module("proj_out", std::make_shared<models::Dense>(5 * dim, dim, p));
+    attn = register_module("attn", std::make_shared<Attention>(dim, heads, head_dim, false, false, p));
   }
   absl::Status Forward(int layer, FluxHidden& h, const at::Tensor& temb, const FluxRopeTables& rope,
                        FluxAttention& attention) {
@@ -235,23 +235,23 @@ struct SingleBlock : torch::nn::Module {
 // Holds the modules of one FluxPart under their diffusers names (blocks
 // keep their global index: "transformer_blocks.5").
 struct Model : torch::nn::Module {
-  Model(const FluxTransformerConfig& c, const FluxPart& part) {
+  Model(const FluxTransformerConfig& c, const FluxPart& part, const ParameterSpec& p) {
     const int64_t dim = c.inner_dim();
     time_text_embed = register_module(
-        "time_text_embed", std::make_shared<TimeTextEmbed>(dim, c.pooled_projection_dim, c.guidance_embeds));
+        "time_text_embed", std::make_shared<TimeTextEmbed>(dim, c.pooled_projection_dim, c.guidance_embeds, p));
     if (part.embedders) {
-      context_embedder = register_module("context_embedder", Linear(LinearOptions(c.joint_attention_dim, dim)));
-      x_embedder = register_module("x_embedder", Linear(LinearOptions(c.in_channels, dim)));
+      context_embedder = register_module("context_embedder", std::make_shared<models::Dense>(c.joint_attention_dim, dim, p));
+      x_embedder = register_module("x_embedder", std::make_shared<models::Dense>(c.in_channels, dim, p));
     }
     auto doubles = std::make_shared<Empty>();
     auto singles = std::make_shared<Empty>();
     for (int i = part.first_block; i < part.end_block; ++i) {
       if (i < c.num_layers) {
-        auto block = std::make_shared<DoubleBlock>(dim, c.num_attention_heads, c.attention_head_dim);
+        auto block = std::make_shared<DoubleBlock>(dim, c.num_attention_heads, c.attention_head_dim, p);
         doubles->register_module(std::to_string(i), block);
         double_blocks.push_back({i, block});
       } else {
-        auto block = std::make_shared<SingleBlock>(dim, c.num_attention_heads, c.attention_head_dim);
+        auto block = std::make_shared<SingleBlock>(dim, c.num_attention_heads, c.attention_head_dim, p);
         singles->register_module(std::to_string(i - c.num_layers), block);
         single_blocks.push_back({i, block});
       }
@@ -259,8 +259,8 @@ struct Model : torch::nn::Module {
     if (!double_blocks.empty()) register_module("transformer_blocks", doubles);
     if (!single_blocks.empty()) register_module("single_transformer_blocks", singles);
     if (part.head) {
-      norm_out = register_module("norm_out", std::make_shared<AdaNorm>(dim, 2));
-      proj_out = register_module("proj_out", Linear(LinearOptions(dim, c.patch_size * c.patch_size * c.out_channels)));
+      norm_out = register_module("norm_out", std::make_shared<AdaNorm>(dim, 2, p));
+      proj_out = register_module("proj_out", std::make_shared<models::Dense>(dim, c.patch_size * c.patch_size * c.out_channels, p));
     }
   }
   std::shared_ptr<TimeTextEmbed> time_text_embed;
@@ -287,7 +287,8 @@ int FluxTransformer::num_blocks() const { return impl_->config.num_layers + impl
 
 absl::StatusOr<std::unique_ptr<FluxTransformer>> FluxTransformer::Create(const FluxTransformerConfig& config,
                                                                          at::ScalarType dtype,
-                                                                         const FluxPart& part) {
+                                                                         const FluxPart& part,
+                                                                         models::ParameterInit init) {
   auto impl = std::make_unique<Impl>();
   impl->config = config;
   impl->part = part;
@@ -298,7 +299,7 @@ absl::StatusOr<std::unique_ptr<FluxTransformer>> FluxTransformer::Create(const F
                                                    ") are outside the model's ", blocks, " blocks"));
   }
   try {
-    impl->model = std::make_shared<Model>(config, impl->part);
+    impl->model = std::make_shared<Model>(config, impl->part, ParameterSpec{init, dtype});
     impl->model->to(dtype);
   } catch (const std::exception& e) {
     return absl::ResourceExhaustedError(absl::StrCat("cannot build the Flux transformer: ", e.what()));

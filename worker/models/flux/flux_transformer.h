@@ -16,6 +16,7 @@
 #include <c10/core/Device.h>
 
 #include "absl/status/statusor.h"
+#include "worker/models/common/parameter_init.h"
 #include "worker/models/flux/flux_attention.h"
 #include "worker/models/flux/flux_config.h"
 
@@ -69,11 +70,13 @@ struct FluxHidden {
 // an at::NoGradGuard.
 class FluxTransformer {
  public:
-  // Parameters of `part` in `dtype` on CPU, zero-initialised until loaded.
+  // Parameters of `part` in `dtype` on CPU: initialised as torch::nn's
+  // layers are (kTorchDefault; the random draws happen in float32), or left
+  // uninitialised for a load that fills every one (kUninitialized).
   // INVALID_ARGUMENT when the part's blocks are out of range.
-  static absl::StatusOr<std::unique_ptr<FluxTransformer>> Create(const FluxTransformerConfig& config,
-                                                                 at::ScalarType dtype,
-                                                                 const FluxPart& part = {});
+  static absl::StatusOr<std::unique_ptr<FluxTransformer>> Create(
+      const FluxTransformerConfig& config, at::ScalarType dtype, const FluxPart& part = {},
+      models::ParameterInit init = models::ParameterInit::kTorchDefault);
   ~FluxTransformer();
 
   torch::nn::Module& module();

@@ -3,8 +3,6 @@
 #include <ATen/ATen.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
-#include <torch/nn/modules/embedding.h>
-#include <torch/nn/modules/linear.h>
 
 #include <cmath>
 
@@ -12,22 +10,24 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "worker/models/common/dense.h"
+#include "worker/models/common/embedding.h"
 #include "worker/weights/load_module.h"
 
 namespace ditserve::worker::text {
 namespace {
 
-using torch::nn::Embedding;
-using torch::nn::Linear;
-using torch::nn::LinearOptions;
+using models::ParameterSpec;
+using Embedding = std::shared_ptr<models::Embedding>;
+using Linear = std::shared_ptr<models::Dense>;
 using torch::nn::ModuleList;
 
 struct Empty : torch::nn::Module {};
 
-Linear NoBias(int in, int out) { return Linear(LinearOptions(in, out).bias(false)); }
+Linear NoBias(int in, int out, const ParameterSpec& p) { return std::make_shared<models::Dense>(in, out, p, /*bias=*/false); }
 
 struct T5Norm : torch::nn::Module {
-  T5Norm(int dim, double eps) : eps(eps) { weight = register_parameter("weight", at::ones({dim})); }
+  T5Norm(int dim, double eps, const ParameterSpec& p) : eps(eps) { weight = register_parameter("weight", p.Filled({dim}, 1.0)); }
   at::Tensor forward(const at::Tensor& x) const {
     at::Tensor y = x * at::rsqrt(x.to(at::kFloat).pow(2).mean(-1, true) + eps);
     if (weight.scalar_type() == at::kHalf || weight.scalar_type() == at::kBFloat16) y = y.to(weight.scalar_type());
@@ -38,27 +38,27 @@ struct T5Norm : torch::nn::Module {
 };
 
 struct Block : torch::nn::Module {
-  Block(const T5Config& c, bool has_bias) : heads(c.num_heads), d_kv(c.d_kv) {
+  Block(const T5Config& c, bool has_bias, const ParameterSpec& p) : heads(c.num_heads), d_kv(c.d_kv) {
     auto layer = register_module("layer", ModuleList());
     auto attn_layer = std::make_shared<Empty>();
     auto attn = attn_layer->register_module("SelfAttention", std::make_shared<Empty>());
     const int inner = c.num_heads * c.d_kv;
-    q = attn->register_module("q", NoBias(c.d_model, inner));
-    k = attn->register_module("k", NoBias(c.d_model, inner));
-    v = attn->register_module("v", NoBias(c.d_model, inner));
-    o = attn->register_module("o", NoBias(inner, c.d_model));
+    q = attn->register_module("q", NoBias(c.d_model, inner, p));
+    k = attn->register_module("k", NoBias(c.d_model, inner, p));
+    v = attn->register_module("v", NoBias(c.d_model, inner, p));
+    o = attn->register_module("o", NoBias(inner, c.d_model, p));
     if (has_bias) {
       relative_attention_bias = attn->register_module("relative_attention_bias",
-                                                      Embedding(c.relative_attention_num_buckets, c.num_heads));
+                                                      std::make_shared<models::Embedding>(c.relative_attention_num_buckets, c.num_heads, p));
     }
-    norm0 = attn_layer->register_module("layer_norm", std::make_shared<T5Norm>(c.d_model, c.layer_norm_epsilon));
+    norm0 = attn_layer->register_module("layer_norm", std::make_shared<T5Norm>(c.d_model, c.layer_norm_epsilon, p));
     layer->push_back(attn_layer);
     auto ff_layer = std::make_shared<Empty>();
     auto ff = ff_layer->register_module("DenseReluDense", std::make_shared<Empty>());
-    wi_0 = ff->register_module("wi_0", NoBias(c.d_model, c.d_ff));
-    wi_1 = ff->register_module("wi_1", NoBias(c.d_model, c.d_ff));
-    wo = ff->register_module("wo", NoBias(c.d_ff, c.d_model));
-    norm1 = ff_layer->register_module("layer_norm", std::make_shared<T5Norm>(c.d_model, c.layer_norm_epsilon));
+    wi_0 = ff->register_module("wi_0", NoBias(c.d_model, c.d_ff, p));
+    wi_1 = ff->register_module("wi_1", NoBias(c.d_model, c.d_ff, p));
+    wo = ff->register_module("wo", NoBias(c.d_ff, c.d_model, p));
+    norm1 = ff_layer->register_module("layer_norm", std::make_shared<T5Norm>(c.d_model, c.layer_norm_epsilon, p));
     layer->push_back(ff_layer);
   }
   at::Tensor forward(const at::Tensor& x, const at::Tensor& bias) {
@@ -79,12 +79,12 @@ struct Block : torch::nn::Module {
 };
 
 struct Root : torch::nn::Module {
-  explicit Root(const T5Config& c) {
-    shared = register_module("shared", Embedding(c.vocab_size, c.d_model));
+  Root(const T5Config& c, const ParameterSpec& p) {
+    shared = register_module("shared", std::make_shared<models::Embedding>(c.vocab_size, c.d_model, p));
     auto encoder = register_module("encoder", std::make_shared<Empty>());
     blocks = encoder->register_module("block", ModuleList());
-    for (int i = 0; i < c.num_layers; ++i) blocks->push_back(std::make_shared<Block>(c, i == 0));
-    final_layer_norm = encoder->register_module("final_layer_norm", std::make_shared<T5Norm>(c.d_model, c.layer_norm_epsilon));
+    for (int i = 0; i < c.num_layers; ++i) blocks->push_back(std::make_shared<Block>(c, i == 0, p));
+    final_layer_norm = encoder->register_module("final_layer_norm", std::make_shared<T5Norm>(c.d_model, c.layer_norm_epsilon, p));
   }
   Embedding shared{nullptr};
   ModuleList blocks{nullptr};
@@ -139,10 +139,11 @@ T5Encoder::~T5Encoder() = default;
 const T5Config& T5Encoder::config() const { return impl_->config; }
 torch::nn::Module& T5Encoder::module() { return *impl_->root; }
 
-absl::StatusOr<std::unique_ptr<T5Encoder>> T5Encoder::Create(const T5Config& config, at::ScalarType dtype) {
+absl::StatusOr<std::unique_ptr<T5Encoder>> T5Encoder::Create(const T5Config& config, at::ScalarType dtype,
+                                                            models::ParameterInit init) {
   auto impl = std::make_unique<Impl>();
   impl->config = config;
-  impl->root = std::make_shared<Root>(config);
+  impl->root = std::make_shared<Root>(config, ParameterSpec{init, dtype});
   impl->root->to(dtype);
   return std::unique_ptr<T5Encoder>(new T5Encoder(std::move(impl)));
 }

@@ -12,6 +12,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "absl/status/statusor.h"
+#include "worker/models/common/parameter_init.h"
 #include "worker/weights/safetensors.h"
 
 namespace torch::nn {
@@ -40,7 +41,11 @@ at::Tensor T5RelativePositionBucket(const at::Tensor& relative_position, int num
 
 class T5Encoder {
  public:
-  static absl::StatusOr<std::unique_ptr<T5Encoder>> Create(const T5Config& config, at::ScalarType dtype);
+  // Parameters in `dtype` on CPU, initialised as torch::nn's layers are, or
+  // left uninitialised for Load to fill (see models::ParameterInit).
+  static absl::StatusOr<std::unique_ptr<T5Encoder>> Create(
+      const T5Config& config, at::ScalarType dtype,
+      models::ParameterInit init = models::ParameterInit::kTorchDefault);
   ~T5Encoder();
   const T5Config& config() const;
   // The parameters, named as the checkpoint keys (for writing checkpoints).

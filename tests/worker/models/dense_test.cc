@@ -1,0 +1,47 @@
+// models::Dense against torch::nn::Linear: the same parameters from the same
+// seed, the same output; uninitialised layers draw nothing.
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <torch/nn/modules/linear.h>
+
+#include "worker/models/common/dense.h"
+
+namespace ditserve::worker::models {
+namespace {
+
+TEST(Dense, InitialisesLikeTorchLinear) {
+  for (bool bias : {true, false}) {
+    at::manual_seed(3);
+    torch::nn::Linear want(torch::nn::LinearOptions(37, 11).bias(bias));
+    at::manual_seed(3);
+    Dense got(37, 11, ParameterSpec{}, bias);
+    EXPECT_TRUE(at::equal(got.weight, want->weight)) << "bias " << bias;
+    EXPECT_EQ(got.bias.defined(), bias);
+    if (bias) {
+      EXPECT_TRUE(at::equal(got.bias, want->bias));
+    }
+    EXPECT_EQ(got.named_parameters().size(), bias ? 2u : 1u);
+    const at::Tensor x = at::randn({2, 5, 37});
+    EXPECT_TRUE(at::allclose(got.forward(x), want->forward(x)));
+    EXPECT_EQ(got.weight.scalar_type(), at::kFloat);
+    EXPECT_TRUE(got.weight.requires_grad());
+  }
+}
+
+TEST(Dense, UninitialisedLayersDrawNothing) {
+  at::manual_seed(5);
+  const at::Tensor expected_next = at::rand({4});
+  at::manual_seed(5);
+  Dense layer(64, 32, ParameterSpec{ParameterInit::kUninitialized, at::kBFloat16});
+  EXPECT_TRUE(at::equal(at::rand({4}), expected_next));  // the generator was not used
+  EXPECT_EQ(layer.weight.scalar_type(), at::kBFloat16);
+  EXPECT_EQ(layer.bias.scalar_type(), at::kBFloat16);
+  EXPECT_EQ(layer.weight.sizes(), (std::vector<int64_t>{32, 64}));
+  const ParameterSpec spec{ParameterInit::kUninitialized, at::kHalf};
+  EXPECT_EQ(spec.Filled({3}, 1.0).scalar_type(), at::kHalf);
+  EXPECT_TRUE(at::equal(ParameterSpec{}.Filled({3}, 1.0), at::ones({3})));
+}
+
+}  // namespace
+}  // namespace ditserve::worker::models
