@@ -68,7 +68,7 @@ absl::StatusOr<std::unique_ptr<FluxTextEncoder>> FluxTextEncoder::Load(const std
   auto clip_config = text::ParseClipTextConfig(*text);
   if (!clip_config.ok()) return clip_config.status();
   impl->clip_max_length = std::min(impl->clip_max_length, clip_config->max_position_embeddings);
-  auto clip = text::ClipTextModel::Create(*clip_config, dtype);
+  auto clip = text::ClipTextModel::Create(*clip_config, dtype, models::ParameterInit::kUninitialized);
   if (!clip.ok()) return clip.status();
   impl->clip = *std::move(clip);
   auto ckpt = weights::SafetensorsCheckpoint::Open(dir + "/text_encoder");

@@ -3,8 +3,6 @@
 #include <ATen/ATen.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
-#include <torch/nn/modules/embedding.h>
-#include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/normalization.h>
 
 #include <cmath>
@@ -14,31 +12,34 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "worker/models/common/dense.h"
+#include "worker/models/common/embedding.h"
 #include "worker/weights/load_module.h"
 
 namespace ditserve::worker::text {
 namespace {
 
-using torch::nn::Embedding;
+using Embedding = std::shared_ptr<models::Embedding>;
 using torch::nn::LayerNorm;
 using torch::nn::LayerNormOptions;
-using torch::nn::Linear;
+using Linear = std::shared_ptr<models::Dense>;
+using models::ParameterSpec;
 using torch::nn::ModuleList;
 
 struct Empty : torch::nn::Module {};
 
 struct Layer : torch::nn::Module {
-  explicit Layer(const ClipTextConfig& c) : heads(c.num_attention_heads), gelu(c.hidden_act == "gelu") {
+  Layer(const ClipTextConfig& c, const ParameterSpec& p) : heads(c.num_attention_heads), gelu(c.hidden_act == "gelu") {
     const int h = c.hidden_size;
     auto attn = register_module("self_attn", std::make_shared<Empty>());
-    q = attn->register_module("q_proj", Linear(h, h));
-    k = attn->register_module("k_proj", Linear(h, h));
-    v = attn->register_module("v_proj", Linear(h, h));
-    o = attn->register_module("out_proj", Linear(h, h));
+    q = attn->register_module("q_proj", std::make_shared<models::Dense>(h, h, p));
+    k = attn->register_module("k_proj", std::make_shared<models::Dense>(h, h, p));
+    v = attn->register_module("v_proj", std::make_shared<models::Dense>(h, h, p));
+    o = attn->register_module("out_proj", std::make_shared<models::Dense>(h, h, p));
     ln1 = register_module("layer_norm1", LayerNorm(LayerNormOptions({h}).eps(c.layer_norm_eps)));
     auto mlp = register_module("mlp", std::make_shared<Empty>());
-    fc1 = mlp->register_module("fc1", Linear(h, c.intermediate_size));
-    fc2 = mlp->register_module("fc2", Linear(c.intermediate_size, h));
+    fc1 = mlp->register_module("fc1", std::make_shared<models::Dense>(h, c.intermediate_size, p));
+    fc2 = mlp->register_module("fc2", std::make_shared<models::Dense>(c.intermediate_size, h, p));
     ln2 = register_module("layer_norm2", LayerNorm(LayerNormOptions({h}).eps(c.layer_norm_eps)));
   }
   at::Tensor forward(const at::Tensor& x, const at::Tensor& causal) {
@@ -61,13 +62,13 @@ struct Layer : torch::nn::Module {
 };
 
 struct TextModel : torch::nn::Module {
-  explicit TextModel(const ClipTextConfig& c) {
+  TextModel(const ClipTextConfig& c, const ParameterSpec& p) {
     auto emb = register_module("embeddings", std::make_shared<Empty>());
-    token_embedding = emb->register_module("token_embedding", Embedding(c.vocab_size, c.hidden_size));
-    position_embedding = emb->register_module("position_embedding", Embedding(c.max_position_embeddings, c.hidden_size));
+    token_embedding = emb->register_module("token_embedding", std::make_shared<models::Embedding>(c.vocab_size, c.hidden_size, p));
+    position_embedding = emb->register_module("position_embedding", std::make_shared<models::Embedding>(c.max_position_embeddings, c.hidden_size, p));
     auto encoder = register_module("encoder", std::make_shared<Empty>());
     layers = encoder->register_module("layers", ModuleList());
-    for (int i = 0; i < c.num_hidden_layers; ++i) layers->push_back(std::make_shared<Layer>(c));
+    for (int i = 0; i < c.num_hidden_layers; ++i) layers->push_back(std::make_shared<Layer>(c, p));
     final_layer_norm = register_module("final_layer_norm", LayerNorm(LayerNormOptions({c.hidden_size}).eps(c.layer_norm_eps)));
   }
   Embedding token_embedding{nullptr}, position_embedding{nullptr};
@@ -76,7 +77,9 @@ struct TextModel : torch::nn::Module {
 };
 
 struct Root : torch::nn::Module {
-  explicit Root(const ClipTextConfig& c) { text_model = register_module("text_model", std::make_shared<TextModel>(c)); }
+  Root(const ClipTextConfig& c, const ParameterSpec& p) {
+    text_model = register_module("text_model", std::make_shared<TextModel>(c, p));
+  }
   std::shared_ptr<TextModel> text_model;
 };
 
@@ -117,10 +120,11 @@ ClipTextModel::~ClipTextModel() = default;
 const ClipTextConfig& ClipTextModel::config() const { return impl_->config; }
 torch::nn::Module& ClipTextModel::module() { return *impl_->root; }
 
-absl::StatusOr<std::unique_ptr<ClipTextModel>> ClipTextModel::Create(const ClipTextConfig& config, at::ScalarType dtype) {
+absl::StatusOr<std::unique_ptr<ClipTextModel>> ClipTextModel::Create(const ClipTextConfig& config, at::ScalarType dtype,
+                                                                    models::ParameterInit init) {
   auto impl = std::make_unique<Impl>();
   impl->config = config;
-  impl->root = std::make_shared<Root>(config);
+  impl->root = std::make_shared<Root>(config, ParameterSpec{init, dtype});
   impl->root->to(dtype);
   return std::unique_ptr<ClipTextModel>(new ClipTextModel(std::move(impl)));
 }

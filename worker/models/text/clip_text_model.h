@@ -13,6 +13,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "absl/status/statusor.h"
+#include "worker/models/common/parameter_init.h"
 #include "worker/weights/safetensors.h"
 
 namespace torch::nn {
@@ -42,7 +43,11 @@ struct ClipTextOutput {
 
 class ClipTextModel {
  public:
-  static absl::StatusOr<std::unique_ptr<ClipTextModel>> Create(const ClipTextConfig& config, at::ScalarType dtype);
+  // Parameters in `dtype` on CPU, initialised as torch::nn's layers are, or
+  // left uninitialised for Load to fill (see models::ParameterInit).
+  static absl::StatusOr<std::unique_ptr<ClipTextModel>> Create(
+      const ClipTextConfig& config, at::ScalarType dtype,
+      models::ParameterInit init = models::ParameterInit::kTorchDefault);
   ~ClipTextModel();
   const ClipTextConfig& config() const;
   // The parameters, named as the checkpoint keys (for writing checkpoints).
