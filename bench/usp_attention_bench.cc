@@ -26,13 +26,14 @@
 #include "parallel/rendezvous.h"
 #include "parallel/usp_attention.h"
 #include "util/free_port.h"
+#include "util/malloc_tuning.h"
 #include "util/process_gang.h"
 
 ABSL_FLAG(int, seq, 4096, "Sequence length S");
 ABSL_FLAG(int, heads, 24, "Heads H");
 ABSL_FLAG(int, head_dim, 128, "Head size D");
 ABSL_FLAG(int, repeats, 3, "Timed calls per case (the median is reported)");
-ABSL_FLAG(std::string, mode, "", "internal: ulysses or ring, run as a rank");
+ABSL_FLAG(std::string, mode, "", "internal: ulysses, ring or ideal, run as a rank");
 ABSL_FLAG(int, rank, 0, "internal");
 ABSL_FLAG(int, master_port, 0, "internal");
 
@@ -55,10 +56,13 @@ std::string SelfExe() {
   return std::string(buf, static_cast<size_t>(std::max<ssize_t>(n, 0)));
 }
 
-// One rank of a 2-rank run; rank 0 prints "time bytes".
+// One rank of a 2-rank run; rank 0 prints "time bytes wait". Mode "ideal":
+// each rank attends its half of the heads over the whole sequence, with no
+// transfers, both ranks at once (the two cores' contention without any
+// communication: the bound for ulysses and ring).
 int RunRank(const std::string& mode, int rank, int port, int S, int H, int D, int repeats) {
   parallel::ParallelConfig config;
-  (mode == "ulysses" ? config.ulysses_degree : config.ring_degree) = 2;
+  (mode == "ring" ? config.ring_degree : config.ulysses_degree) = 2;
   auto world = parallel::WorldConfig::Create(config, rank);
   parallel::RendezvousOptions rdzv;
   rdzv.master_port = port;
@@ -74,8 +78,9 @@ int RunRank(const std::string& mode, int rank, int port, int S, int H, int D, in
     return 1;
   }
   at::manual_seed(rank);
-  const at::Tensor q = at::randn({1, S / 2, H, D}), k = at::randn({1, S / 2, H, D}),
-                   v = at::randn({1, S / 2, H, D});
+  const bool ideal = mode == "ideal";
+  const std::vector<int64_t> shape = ideal ? std::vector<int64_t>{1, S, H / 2, D} : std::vector<int64_t>{1, S / 2, H, D};
+  const at::Tensor q = at::randn(shape), k = at::randn(shape), v = at::randn(shape);
   auto& u = (*groups)->group(parallel::Dim::kUlysses);
   auto& r = (*groups)->group(parallel::Dim::kRing);
   std::vector<double> times, waits;
@@ -86,10 +91,14 @@ int RunRank(const std::string& mode, int rank, int port, int S, int H, int D, in
     parallel::UspStats call;
     options.stats = i == 0 ? &stats : &call;
     const auto start = std::chrono::steady_clock::now();
-    auto out = parallel::UspAttention(u, r, q, k, v, at::Tensor(), options);
-    if (!out.ok()) {
-      std::fprintf(stderr, "%s\n", out.status().ToString().c_str());
-      return 1;
+    if (ideal) {
+      if (!kernels::AttentionWithLse(q, k, v, at::Tensor()).ok()) return 1;
+    } else {
+      auto out = parallel::UspAttention(u, r, q, k, v, at::Tensor(), options);
+      if (!out.ok()) {
+        std::fprintf(stderr, "%s\n", out.status().ToString().c_str());
+        return 1;
+      }
     }
     // The call is done when both ranks are done.
     if (!(*groups)->control().Barrier().ok()) return 1;
@@ -105,6 +114,8 @@ int RunRank(const std::string& mode, int rank, int port, int S, int H, int D, in
 }  // namespace
 
 int main(int argc, char** argv) {
+  // As the engine's processes do (ditserve-worker, ditserve-generate).
+  ditserve::util::KeepFreedMemoryForReuse();
   absl::ParseCommandLine(argc, argv);
   at::set_num_threads(1);
   const int S = absl::GetFlag(FLAGS_seq), H = absl::GetFlag(FLAGS_heads),
@@ -134,7 +145,7 @@ int main(int argc, char** argv) {
               "xDiT predicts");
   std::printf("%-10s %9.3f %8s %9s %14s %22s\n", "serial", serial, "1.00x", "-", "0", "-");
   const double elems = static_cast<double>(S) * H * D;  // p·hs
-  for (const std::string m : {"ulysses", "ring"}) {
+  for (const std::string m : {"ideal", "ulysses", "ring"}) {
     auto port = util::PickFreePort();
     if (!port.ok()) return 1;
     const std::string out_path = absl::StrCat("/tmp/ditserve-bench-usp-", getpid(), ".out");
@@ -165,6 +176,10 @@ int main(int argc, char** argv) {
     // xDiT's table, per device and attention layer, N = 2: Ulysses (4/N)·p·hs
     // elements, Ring 2·p·hs (as O(); the exact all-to-all and ring volumes
     // carry a factor (N-1)/N).
+    if (m == "ideal") {
+      std::printf("%-10s %9.3f %7.2fx %9s %14lld %22s\n", "ideal2", t, serial / t, "-", bytes, "-");
+      continue;
+    }
     const double predicted = (m == "ulysses" ? 4.0 / 2 : 2.0) * elems * 4;
     std::printf("%-10s %9.3f %7.2fx %9.3f %14lld %14.0f (x1/2: %.0f)\n", (m + "2").c_str(), t,
                 serial / t, wait, bytes, predicted, predicted / 2);
