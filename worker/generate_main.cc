@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <string>
 
 #include "absl/flags/flag.h"
@@ -17,10 +18,14 @@
 #include "worker/generation_flags.h"
 #include "worker/image/png_encoder.h"
 #include "worker/pipelines/flux_pipeline.h"
+#include "worker/profile_trace.h"
 
 ABSL_FLAG(int, threads, 0, "CPU threads (0: LibTorch's default)");
 ABSL_FLAG(std::string, device, "cpu", "cpu or cuda[:N] (CUDA builds)");
 ABSL_FLAG(std::string, output, "", "PNG file to write");
+ABSL_FLAG(std::string, profile, "",
+          "Chrome trace (JSON) of the generation's LibTorch operators and CUDA kernels to write "
+          "(chrome://tracing, ui.perfetto.dev); recording slows the run");
 
 namespace {
 // Ends the process without running exit handlers: Debian's libsentencepiece
@@ -70,6 +75,13 @@ int main(int argc, char** argv) {
 
   const ditserve::worker::pipelines::FluxRequest r = ditserve::worker::pipelines::MakeFluxRequest(
       g, ditserve::worker::PromptFlag(), g.seed, (*pipe)->default_size());
+  std::unique_ptr<ditserve::worker::ProfileTrace> trace;
+  const std::string profile = absl::GetFlag(FLAGS_profile);
+  if (!profile.empty()) {
+    auto started = ditserve::worker::ProfileTrace::Start(device.is_cuda());
+    if (!started.ok()) return Fail(1, std::string(started.status().message()));
+    trace = *std::move(started);
+  }
   const auto gen_start = std::chrono::steady_clock::now();
   auto last = gen_start;
   auto result = (*pipe)->Generate(r, [&](int step, int total) {
@@ -80,6 +92,10 @@ int main(int argc, char** argv) {
   });
   if (!result.ok()) return Fail(result.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1,
                                 std::string(result.status().message()));
+  if (trace) {
+    if (absl::Status s = trace->StopAndSave(profile); !s.ok()) return Fail(1, std::string(s.message()));
+    std::printf("wrote the trace %s\n", profile.c_str());
+  }
   const at::Tensor img = result->image.contiguous();
   auto png = ditserve::worker::image::EncodePng(img.data_ptr<uint8_t>(), static_cast<int>(img.size(1)),
                                                 static_cast<int>(img.size(0)));

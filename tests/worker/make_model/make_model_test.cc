@@ -93,6 +93,15 @@ TEST_F(MakeModel, GenerateIsDeterministicAndHandlesNonSquareSizes) {
   EXPECT_EQ(pa, ReadTextFile(b));  // byte-identical
   ASSERT_EQ(with({"--height=512", "--width=768", "--seed=12", "--output=" + c}).exit_code, 0);
   EXPECT_NE(pa, ReadTextFile(c));
+  // --profile writes a Chrome trace of the operators and changes nothing else.
+  const std::string d = dir_ + "/d.png", trace = dir_ + "/trace.json";
+  const CommandResult rd = with({"--height=512", "--width=768", "--output=" + d, "--profile=" + trace});
+  ASSERT_EQ(rd.exit_code, 0) << rd.output;
+  EXPECT_NE(rd.output.find("wrote the trace " + trace), std::string::npos) << rd.output;
+  EXPECT_EQ(ReadTextFile(d), pa);
+  const std::string json = ReadTextFile(trace);
+  EXPECT_NE(json.find("\"traceEvents\""), std::string::npos);
+  EXPECT_NE(json.find("aten::linear"), std::string::npos);
 }
 
 TEST_F(MakeModel, BadRequestsFailClearly) {
@@ -111,6 +120,11 @@ TEST_F(MakeModel, BadRequestsFailClearly) {
   EXPECT_NE(r.output.find("ditserve-generate: cannot open " + empty + "/model_index.json"), std::string::npos)
       << r.output;
   std::filesystem::remove_all(empty);
+  r = Execute({gen, "--model=" + dir_, "--prompt=x", "--num_inference_steps=1", "--height=64", "--width=64",
+               "--output=/tmp/x.png", "--profile=/nonexistent-dir/trace.json"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.output.find("ditserve-generate: profiling: cannot write /nonexistent-dir/trace.json"), std::string::npos)
+      << r.output;
   r = Execute({BinDir() + "/ditserve-make-model", "--preset=huge", "--out=" + empty});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.output.find("--preset must be tiny, small or flux-dev, got 'huge'"), std::string::npos) << r.output;
