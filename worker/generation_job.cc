@@ -10,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "worker/image/png_encoder.h"
 #include "worker/pipelines/parallel_flux_pipeline.h"
+#include "worker/profile_trace.h"
 #include "worker/weights/safetensors_writer.h"
 
 namespace ditserve::worker {
@@ -37,6 +38,15 @@ absl::Status RunGenerationJob(const WorkerOptions& o, parallel::ProcessGroups& g
     requests.push_back(
         pipelines::MakeFluxRequest(o.generation, o.prompts[i], o.generation.seed + i, (*pipe)->default_size()));
   }
+  std::unique_ptr<ProfileTrace> trace;
+  if (!o.profile_dir.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(o.profile_dir, ec);
+    if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot create ", o.profile_dir, ": ", ec.message()));
+    auto started = ProfileTrace::Start(device.is_cuda());
+    if (!started.ok()) return started.status();
+    trace = *std::move(started);
+  }
   const auto gen_start = std::chrono::steady_clock::now();
   auto last = gen_start;
   auto results = (*pipe)->Generate(requests, [&](int step, int total) {
@@ -49,6 +59,11 @@ absl::Status RunGenerationJob(const WorkerOptions& o, parallel::ProcessGroups& g
   });
   if (!results.ok()) return results.status();
   const double generation_s = Since(gen_start);
+  if (trace) {
+    const std::string path = absl::StrFormat("%s/rank-%d.trace.json", o.profile_dir, groups.world().rank());
+    if (absl::Status s = trace->StopAndSave(path); !s.ok()) return s;
+    std::printf("rank %d wrote the trace %s\n", groups.world().rank(), path.c_str());
+  }
   // Every rank reports its traffic (rank order is not guaranteed on a
   // shared terminal; each line names its rank).
   for (const auto& [method, e] : (*pipe)->comm_stats().by_method) {

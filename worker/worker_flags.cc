@@ -35,6 +35,9 @@ ABSL_FLAG(int, threads, 0, "CPU threads per rank (0: this machine's cores / rank
 ABSL_FLAG(std::string, output_dir, "", "Directory for the images (image-000.png, …), written by rank 0");
 ABSL_FLAG(bool, save_latents, false, "Also write each image's final packed latents (image-NNN.latents.safetensors)");
 ABSL_FLAG(bool, comm_stats, false, "Every rank prints the bytes it sent and the seconds it spent per parallel method");
+ABSL_FLAG(std::string, profile_dir, "",
+          "Every rank writes a Chrome trace of its generation's LibTorch operators (and CUDA kernels) to "
+          "DIR/rank-N.trace.json (generation jobs only; recording slows the run)");
 ABSL_FLAG(int, num_pipeline_patch, 0, "PipeFusion patches per image (xDiT; 0: the PipeFusion degree)");
 ABSL_FLAG(int, warmup_steps, 1, "PipeFusion steps run synchronously on the full image before patches (xDiT)");
 ABSL_FLAG(std::string, control_address, "",
@@ -70,6 +73,7 @@ WorkerOptions WorkerOptionsFromFlags() {
   o.output_dir = absl::GetFlag(FLAGS_output_dir);
   o.save_latents = absl::GetFlag(FLAGS_save_latents);
   o.comm_stats = absl::GetFlag(FLAGS_comm_stats);
+  o.profile_dir = absl::GetFlag(FLAGS_profile_dir);
   o.pipefusion.num_pipeline_patch = absl::GetFlag(FLAGS_num_pipeline_patch);
   o.pipefusion.warmup_steps = absl::GetFlag(FLAGS_warmup_steps);
   o.control_address = absl::GetFlag(FLAGS_control_address);

@@ -38,6 +38,7 @@ std::vector<std::string> ToWorkerArgs(const WorkerOptions& o) {
       absl::StrCat("--output_dir=", o.output_dir),
       absl::StrCat("--save_latents=", o.save_latents ? "true" : "false"),
       absl::StrCat("--comm_stats=", o.comm_stats ? "true" : "false"),
+      absl::StrCat("--profile_dir=", o.profile_dir),
       absl::StrCat("--num_pipeline_patch=", o.pipefusion.num_pipeline_patch),
       absl::StrCat("--warmup_steps=", o.pipefusion.warmup_steps),
       absl::StrCat("--attn_layer_num_for_pp=", absl::StrJoin(o.pipefusion.attn_layer_num_for_pp, ",")),
@@ -70,9 +71,9 @@ absl::Status ValidateGenerationJob(const WorkerOptions& o) {
 }
 
 absl::Status ValidateServing(const WorkerOptions& o) {
-  if (!o.prompts.empty() || !o.output_dir.empty()) {
+  if (!o.prompts.empty() || !o.output_dir.empty() || !o.profile_dir.empty()) {
     return absl::InvalidArgumentError(
-        "--prompt and --output_dir are for a generation job, not with --control_address (serving)");
+        "--prompt, --output_dir and --profile_dir are for a generation job, not with --control_address (serving)");
   }
   if (absl::Status s = ValidateDtype(o.generation); !s.ok()) return s;
   if (o.threads < 0 || o.threads > 1024) {

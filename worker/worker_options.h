@@ -37,6 +37,7 @@ struct WorkerOptions {
   std::string output_dir;
   bool save_latents = false;  // also write image-NNN.latents.safetensors
   bool comm_stats = false;    // every rank prints its bytes and seconds per method
+  std::string profile_dir;    // non-empty: every rank writes rank-N.trace.json of the generation
   PipeFusionOptions pipefusion;
 
   // Serving (ditserve-server's gang, with --model and no --prompt): the

@@ -269,6 +269,22 @@ TEST_F(ParallelGeneration, DefaultsFollowTheModelLikeDitserveGenerate) {
   EXPECT_LE(differing, 25);
 }
 
+// --profile_dir: every rank writes a Chrome trace of its generation.
+TEST_F(ParallelGeneration, ProfileDirHoldsATracePerRank) {
+  const std::string traces = *root_ + "/traces";
+  const std::string out = Run("profiled", Concat({"--nproc=2", "--ring_degree=2", "--profile_dir=" + traces},
+                                                 JobFlags(Case{"ring2", {}})));
+  EXPECT_TRUE(std::filesystem::exists(out + "/image-000.png"));
+  for (int rank = 0; rank < 2; ++rank) {
+    const std::string path = absl::StrCat(traces, "/rank-", rank, ".trace.json");
+    EXPECT_NE(last_output_.find(absl::StrCat("rank ", rank, " wrote the trace ", path)), std::string::npos)
+        << last_output_;
+    const std::string json = ReadTextFile(path);
+    EXPECT_NE(json.find("\"traceEvents\""), std::string::npos) << path;
+    EXPECT_NE(json.find("aten::linear"), std::string::npos) << path;
+  }
+}
+
 // Two "machines" (two ditserve-run, one rank each) joined by
 // --nnodes/--node_rank/--master_addr/--master_port: node 0 writes the image.
 TEST_F(ParallelGeneration, MultiNodeGang) {

@@ -32,6 +32,9 @@ TEST(GenerationFlags, DtypeIsCheckedAndResolvedByDevice) {
   o.prompts.clear();
   o.output_dir.clear();
   EXPECT_EQ(ValidateServing(o).message(), "--dtype must be f32 or bf16, got 'f16'");
+  o.profile_dir = "/tmp/traces";
+  EXPECT_EQ(ValidateServing(o).message(),
+            "--prompt, --output_dir and --profile_dir are for a generation job, not with --control_address (serving)");
 }
 
 TEST(WorkerOptions, ToWorkerArgsCarriesEveryField) {
@@ -62,6 +65,7 @@ TEST(WorkerOptions, ToWorkerArgsCarriesEveryField) {
                                  "--num_inference_steps=28", "--guidance_scale=3.5",
                                  "--true_cfg_scale=1", "--seed=0", "--max_sequence_length=0",
                                  "--dtype=", "--output_dir=", "--save_latents=false", "--comm_stats=false",
+                                 "--profile_dir=",
                                  "--num_pipeline_patch=0", "--warmup_steps=1",
                                  "--attn_layer_num_for_pp=", "--control_address="}));
 }
@@ -87,6 +91,7 @@ TEST(WorkerOptions, RoundTripThroughTheWorkerFlags) {
   o.output_dir = "/tmp/out";
   o.save_latents = true;
   o.comm_stats = true;
+  o.profile_dir = "/tmp/traces";
   o.pipefusion.num_pipeline_patch = 4;
   o.pipefusion.warmup_steps = 2;
   o.pipefusion.attn_layer_num_for_pp = {20, 37};
@@ -118,6 +123,7 @@ TEST(WorkerOptions, RoundTripThroughTheWorkerFlags) {
   EXPECT_EQ(back.output_dir, "/tmp/out");
   EXPECT_TRUE(back.save_latents);
   EXPECT_TRUE(back.comm_stats);
+  EXPECT_EQ(back.profile_dir, "/tmp/traces");
   EXPECT_EQ(back.pipefusion.num_pipeline_patch, 4);
   EXPECT_EQ(back.pipefusion.warmup_steps, 2);
   EXPECT_EQ(back.pipefusion.attn_layer_num_for_pp, (std::vector<int>{20, 37}));
