@@ -7,21 +7,13 @@
 #include <unistd.h>
 
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "tests/harness/reference.h"
 
 namespace ditserve::worker {
 namespace {
-
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 TEST(ProfileTrace, RecordsOperatorsIntoAChromeTrace) {
   const std::string path = absl::StrCat(::testing::TempDir(), "/trace_", getpid(), ".json");
@@ -32,7 +24,7 @@ TEST(ProfileTrace, RecordsOperatorsIntoAChromeTrace) {
   const at::Tensor a = at::randn({64, 64});
   const at::Tensor b = at::mm(a, a).relu();
   ASSERT_TRUE((*trace)->StopAndSave(path).ok());
-  const std::string json = ReadAll(path);
+  const std::string json = testing::ReadTextFile(path);
   EXPECT_NE(json.find("\"traceEvents\""), std::string::npos);
   EXPECT_NE(json.find("aten::mm"), std::string::npos);
   EXPECT_NE(json.find("aten::relu"), std::string::npos);
