@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Parallel generation benchmark (issue: hybrid parallel generation).
-# 2 ranks against 1 on the small preset, one thread per rank, CPU/Gloo:
+# 2 ranks against 1 on the small preset, one thread per rank, CPU (shared
+# memory between the ranks; SHM=false: Gloo over loopback TCP):
 # denoising time and speedup for ulysses 2, ring 2, pipefusion 2, cfg 2
 # (true CFG) and dp 2 (two prompts); bytes sent per rank per step by
 # method; PipeFusion's image error against serial for warmup 0, 1, 2.
@@ -8,6 +9,7 @@
 #   bench/parallel_generation.sh            # after scripts/build
 #   STEPS=12 ROUNDS=3 bench/parallel_generation.sh
 #   ROUNDS=5 METHODS="ulysses ring" CFG_DP=0 ERRORS=0 bench/parallel_generation.sh
+#   SHM=false bench/parallel_generation.sh   # the ranks exchange through Gloo
 #
 # Prints Markdown tables (recorded in docs/benchmarks.md). Times are rank
 # 0's "denoising" time (all steps, until the final latents are on rank 0;
@@ -25,6 +27,7 @@ ROUNDS=${ROUNDS:-${REPEATS:-1}}
 METHODS=${METHODS:-ulysses ring pipefusion pipefusion_m4}  # the single-prompt methods to time
 CFG_DP=${CFG_DP:-1}  # 0: skip the CFG and data parallel rows
 ERRORS=${ERRORS:-1}  # 0: skip PipeFusion's error table
+SHM=${SHM:-true}     # false: Gloo over loopback TCP instead of shared memory
 PY=${PY:-$HOME/.cache/ditserve/venv/bin/python3}
 mkdir -p "$WORK"
 [ -f "$MODEL/model_index.json" ] || "$BIN/ditserve-make-model" --preset small --out "$MODEL" > /dev/null 2>&1
@@ -54,7 +57,7 @@ set_flags() {
 one() {
   set_flags "$1"
   "$BIN/ditserve-run" --threads 1 --device cpu --model "$MODEL" --num_inference_steps "$STEPS" --seed 1 \
-    --save_latents --comm_stats --output_dir "$WORK/$1" "${FLAGS[@]}" > "$WORK/$1.log" 2>&1 || {
+    --shared_memory_transport="$SHM" --save_latents --comm_stats --output_dir "$WORK/$1" "${FLAGS[@]}" > "$WORK/$1.log" 2>&1 || {
     echo "$1 failed:" >&2; tail -5 "$WORK/$1.log" >&2; exit 1; }
   sed -n 's/.*denoising \([0-9.]*\) s.*/\1/p' "$WORK/$1.log"
 }

@@ -3,6 +3,7 @@
 // xDiT's communication-volume predictions.
 //
 //   build/bin/ditserve-bench-usp [--seq 4096 --heads 24 --head_dim 128 --repeats 3]
+//                                [--shared_memory=false]  # Gloo over TCP instead
 //
 // Runs the serial case in this process, then starts 2 copies of itself as
 // ranks for each parallel mode.
@@ -33,6 +34,8 @@ ABSL_FLAG(int, seq, 4096, "Sequence length S");
 ABSL_FLAG(int, heads, 24, "Heads H");
 ABSL_FLAG(int, head_dim, 128, "Head size D");
 ABSL_FLAG(int, repeats, 3, "Timed calls per case (the median is reported)");
+ABSL_FLAG(bool, shared_memory, true,
+          "Ranks exchange through shared memory (false: Gloo over loopback TCP)");
 ABSL_FLAG(std::string, mode, "", "internal: ulysses, ring or ideal, run as a rank");
 ABSL_FLAG(int, rank, 0, "internal");
 ABSL_FLAG(int, master_port, 0, "internal");
@@ -72,6 +75,7 @@ int RunRank(const std::string& mode, int rank, int port, int S, int H, int D, in
   if (!world.ok() || !store.ok()) return 1;
   parallel::ProcessGroupsOptions pg;
   pg.check_shapes = false;  // as the generation pipeline runs them
+  pg.shared_memory = absl::GetFlag(FLAGS_shared_memory);
   auto groups = parallel::ProcessGroups::Create(*world, *store, pg);
   if (!groups.ok()) {
     std::fprintf(stderr, "%s\n", groups.status().ToString().c_str());
@@ -129,8 +133,8 @@ int main(int argc, char** argv) {
     return RunRank(mode, absl::GetFlag(FLAGS_rank), absl::GetFlag(FLAGS_master_port), S, H, D,
                    repeats);
   }
-  std::printf("attention S=%d H=%d D=%d fp32, B=1, one thread per rank, median of %d\n", S, H, D,
-              repeats);
+  std::printf("attention S=%d H=%d D=%d fp32, B=1, one thread per rank, median of %d, %s\n", S, H, D,
+              repeats, absl::GetFlag(FLAGS_shared_memory) ? "shared memory" : "Gloo over TCP");
   at::manual_seed(0);
   const at::Tensor q = at::randn({1, S, H, D}), k = at::randn({1, S, H, D}), v = at::randn({1, S, H, D});
   std::vector<double> serial_times;
@@ -155,7 +159,8 @@ int main(int argc, char** argv) {
       spec.argv = {SelfExe(), "--mode=" + m, absl::StrCat("--rank=", rank),
                    absl::StrCat("--master_port=", *port), absl::StrCat("--seq=", S),
                    absl::StrCat("--heads=", H), absl::StrCat("--head_dim=", D),
-                   absl::StrCat("--repeats=", repeats)};
+                   absl::StrCat("--repeats=", repeats),
+                   absl::StrCat("--shared_memory=", absl::GetFlag(FLAGS_shared_memory) ? "true" : "false")};
       spec.env = {{"OMP_NUM_THREADS", "1"}};
       if (rank == 0) spec.output_path = out_path;
       specs.push_back(std::move(spec));

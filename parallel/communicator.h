@@ -45,6 +45,8 @@ class Communicator {
   virtual int size() const = 0;
   // e.g. "ulysses[0,1]"; used in error messages.
   virtual const std::string& name() const = 0;
+  // How the data moves: "gloo", "shm" or "nccl".
+  virtual const char* backend() const = 0;
 
   // In place: every rank ends with the element-wise reduction.
   virtual absl::Status AllReduce(at::Tensor& tensor, ReduceOp op) = 0;

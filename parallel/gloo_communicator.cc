@@ -9,12 +9,10 @@
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
+#include "parallel/communicator_checks.h"
 
 namespace ditserve::parallel {
 namespace {
-
-constexpr int kMetaSlots = 16;  // ndim, dtype, numel, up to 13 sizes
 
 // Gloo moves bytes only for the dtypes it knows (no int16, and bfloat16
 // not everywhere): bfloat16 travels as float16 and bool as uint8, views of
@@ -29,15 +27,6 @@ at::Tensor WireView(const at::Tensor& contiguous) {
     default:
       return contiguous;
   }
-}
-
-std::string ShapeString(const at::Tensor& meta_row) {
-  auto m = meta_row.accessor<int64_t, 1>();
-  const int64_t ndim = m[0];
-  std::vector<int64_t> sizes;
-  for (int64_t i = 0; i < ndim && i < kMetaSlots - 3; ++i) sizes.push_back(m[3 + i]);
-  return absl::StrCat("[", absl::StrJoin(sizes, ", "), "] ",
-                      c10::toString(static_cast<at::ScalarType>(m[1])));
 }
 
 absl::Status ErrorFrom(const std::string& op, const std::string& group, const std::exception& e) {
@@ -94,6 +83,7 @@ class GlooCommunicator : public Communicator {
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   const std::string& name() const override { return options_.name; }
+  const char* backend() const override { return "gloo"; }
 
   absl::Status AllReduce(at::Tensor& tensor, ReduceOp op) override {
     if (absl::Status s = Usable("all_reduce", tensor); !s.ok()) return s;
@@ -238,41 +228,21 @@ class GlooCommunicator : public Communicator {
       return absl::FailedPreconditionError(absl::StrCat(
           op, " on group ", name(), ": an earlier operation failed; the group must be rebuilt"));
     }
-    if (tensor.defined() && !tensor.device().is_cpu()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          op, " on group ", name(), ": the Gloo communicator takes CPU tensors, got ",
-          tensor.device().str()));
-    }
-    return absl::OkStatus();
+    return CheckCpu(op, name(), "Gloo", tensor);
   }
 
   absl::Status CheckDim(const char* op, const at::Tensor& t, int64_t dim) const {
-    if (t.dim() == 0 || dim < -t.dim() || dim >= t.dim()) {
-      return absl::InvalidArgumentError(absl::StrCat(op, " on group ", name(), ": dimension ",
-                                                     dim, " is out of range for a ", t.dim(),
-                                                     "-d tensor"));
-    }
-    return absl::OkStatus();
+    return parallel::CheckDim(op, name(), t, dim);
   }
-
   absl::Status CheckPeer(const char* op, int peer) const {
-    if (peer < 0 || peer >= size_) {
-      return absl::InvalidArgumentError(absl::StrCat(op, " on group ", name(), ": rank ", peer,
-                                                     " is outside [0, ", size_, ")"));
-    }
-    return absl::OkStatus();
+    return parallel::CheckPeer(op, name(), peer, size_);
   }
 
   // Every rank learns every rank's shape and dtype; a difference fails the
   // call on all of them.
   absl::Status CheckShapes(const char* op, const at::Tensor& t) {
     if (!options_.check_shapes || size_ == 1) return absl::OkStatus();
-    at::Tensor meta = at::zeros({kMetaSlots}, at::kLong);
-    auto m = meta.accessor<int64_t, 1>();
-    m[0] = t.dim();
-    m[1] = static_cast<int64_t>(t.scalar_type());
-    m[2] = t.numel();
-    for (int64_t i = 0; i < t.dim() && i < kMetaSlots - 3; ++i) m[3 + i] = t.size(i);
+    at::Tensor meta = ShapeMeta(t);
     std::vector<at::Tensor> outs;
     for (int i = 0; i < size_; ++i) outs.push_back(at::empty_like(meta));
     std::vector<std::vector<at::Tensor>> out_lists{outs};
@@ -282,14 +252,7 @@ class GlooCommunicator : public Communicator {
         !s.ok()) {
       return s;
     }
-    for (int i = 0; i < size_; ++i) {
-      if (!at::equal(out_lists[0][i], meta)) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            op, " on group ", name(), ": shapes differ across ranks: rank ", rank_, " has ",
-            ShapeString(meta), ", rank ", i, " has ", ShapeString(out_lists[0][i])));
-      }
-    }
-    return absl::OkStatus();
+    return CompareShapeMeta(at::stack(out_lists[0]), meta, op, name(), rank_);
   }
 
   template <typename F>

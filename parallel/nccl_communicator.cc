@@ -73,6 +73,7 @@ class NcclCommunicator : public Communicator {
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   const std::string& name() const override { return options_.name; }
+  const char* backend() const override { return "nccl"; }
 
   absl::Status AllReduce(at::Tensor& tensor, ReduceOp op) override {
     if (absl::Status s = Usable("all_reduce", tensor); !s.ok()) return s;

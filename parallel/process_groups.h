@@ -20,6 +20,11 @@ struct ProcessGroupsOptions {
   // builds). The control group is always Gloo.
   Backend data_backend = Backend::kGloo;
   absl::Duration timeout = absl::Seconds(300);
+  // With kGloo: a group whose members all run on this machine moves its
+  // data through shared memory (ShmCommunicator) instead of loopback TCP.
+  // A group some member cannot map (another machine, /dev/shm full) falls
+  // back to Gloo, and group rank 0 says why on stderr.
+  bool shared_memory = true;
   // Gloo device selection (see GlooCommunicatorOptions).
   std::string gloo_interface;
   bool loopback_only = true;

@@ -22,6 +22,9 @@ ABSL_FLAG(std::string, device, "auto", "cpu, cuda, or auto (cuda when a GPU is p
 ABSL_FLAG(std::string, gloo_socket_ifname, "",
           "Network interface for Gloo (default: loopback for a one-machine gang, "
           "else the hostname's address)");
+ABSL_FLAG(bool, shared_memory_transport, true,
+          "CPU gangs: groups whose ranks all run on one machine move tensors through shared "
+          "memory (/dev/shm) instead of Gloo over TCP; false forces Gloo");
 ABSL_FLAG(int, data_parallel_degree, 1, "Data parallel degree (xDiT)");
 ABSL_FLAG(bool, use_cfg_parallel, false, "Split classifier-free guidance over 2 ranks (xDiT)");
 ABSL_FLAG(int, pipefusion_parallel_degree, 1, "PipeFusion (patch pipeline) degree (xDiT)");
@@ -60,6 +63,7 @@ WorkerOptions WorkerOptionsFromFlags() {
   o.collective_timeout_s = absl::GetFlag(FLAGS_collective_timeout_s);
   o.device = absl::GetFlag(FLAGS_device);
   o.gloo_socket_ifname = absl::GetFlag(FLAGS_gloo_socket_ifname);
+  o.shared_memory_transport = absl::GetFlag(FLAGS_shared_memory_transport);
   o.parallel.data_parallel_degree = absl::GetFlag(FLAGS_data_parallel_degree);
   o.parallel.use_cfg_parallel = absl::GetFlag(FLAGS_use_cfg_parallel);
   o.parallel.pipefusion_parallel_degree = absl::GetFlag(FLAGS_pipefusion_parallel_degree);

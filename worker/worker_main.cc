@@ -106,6 +106,7 @@ int main(int argc, char** argv) {
   pg.data_backend = device->is_cuda() ? parallel::Backend::kNccl : parallel::Backend::kGloo;
   pg.timeout = absl::Seconds(options.collective_timeout_s);
   pg.gloo_interface = options.gloo_socket_ifname;
+  pg.shared_memory = options.shared_memory_transport;
   pg.loopback_only = options.master_addr == "127.0.0.1" || options.master_addr == "localhost";
   pg.cuda_device = device->is_cuda() ? device->index() : 0;
   // Generation agrees on every tensor shape once per call

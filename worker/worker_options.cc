@@ -17,6 +17,7 @@ std::vector<std::string> ToWorkerArgs(const WorkerOptions& o) {
       absl::StrCat("--collective_timeout_s=", o.collective_timeout_s),
       absl::StrCat("--device=", o.device),
       absl::StrCat("--gloo_socket_ifname=", o.gloo_socket_ifname),
+      absl::StrCat("--shared_memory_transport=", o.shared_memory_transport ? "true" : "false"),
       absl::StrCat("--data_parallel_degree=", o.parallel.data_parallel_degree),
       absl::StrCat("--use_cfg_parallel=", o.parallel.use_cfg_parallel ? "true" : "false"),
       absl::StrCat("--pipefusion_parallel_degree=", o.parallel.pipefusion_parallel_degree),

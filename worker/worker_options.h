@@ -25,6 +25,7 @@ struct WorkerOptions {
   double collective_timeout_s = 300;
   std::string device = "auto";  // cpu | cuda | auto
   std::string gloo_socket_ifname;
+  bool shared_memory_transport = true;  // CPU groups on one machine use shared memory
   parallel::ParallelConfig parallel;
   bool selfcheck = false;
   int selfcheck_elements = 65536;

@@ -1,4 +1,5 @@
-// Multi-process tests of the Gloo communicators on every dimension's group.
+// Multi-process tests of the CPU communicators (shared memory on one
+// machine, Gloo over TCP) on every dimension's group.
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
@@ -46,17 +47,29 @@ ParallelConfig ParseConfig(const std::string& text) {
 
 absl::StatusOr<std::unique_ptr<ProcessGroups>> Join(const RankContext& ctx,
                                                     const ParallelConfig& config,
-                                                    absl::Duration timeout) {
+                                                    absl::Duration timeout,
+                                                    bool shared_memory = true) {
   ProcessGroupsOptions options;
   options.timeout = timeout;
+  options.shared_memory = shared_memory;
   return JoinTestGang(ctx, config, options);
 }
 
 DITSERVE_SCENARIO(collectives) {
   const ParallelConfig config = ParseConfig(ctx.args.at(0));
-  auto groups = Join(ctx, config, absl::Seconds(120));
+  const bool shared_memory = ctx.args.at(1) == "shm";
+  auto groups = Join(ctx, config, absl::Seconds(120), shared_memory);
   DITSERVE_RETURN_IF_ERROR(groups.status());
   const WorldConfig& world = (*groups)->world();
+  // Every group of several ranks uses the transport asked for (all ranks
+  // are on this machine); the control group is always Gloo.
+  for (Dim dim : kAllDims) {
+    Communicator& comm = (*groups)->group(dim);
+    const std::string want = shared_memory && comm.size() > 1 ? "shm" : "gloo";
+    DITSERVE_RETURN_IF_ERROR(Check(comm.backend() == want,
+                                   absl::StrCat(comm.name(), " uses ", comm.backend(), ", want ", want)));
+  }
+  DITSERVE_RETURN_IF_ERROR(Check((*groups)->control().backend() == std::string("gloo"), "control group"));
   for (at::ScalarType dtype : {at::kFloat, at::kHalf, at::kBFloat16}) {
     for (Dim dim : kAllDims) {
       DITSERVE_RETURN_IF_ERROR(CheckGroupCollectives((*groups)->group(dim), world.members(dim), ctx.rank, dtype,
@@ -77,11 +90,19 @@ DITSERVE_SCENARIO(collectives) {
 
 class Collectives : public ::testing::TestWithParam<std::pair<int, std::string>> {};
 
-TEST_P(Collectives, EveryOpOnEveryGroup) {
+TEST_P(Collectives, EveryOpOnEveryGroupThroughSharedMemory) {
   const auto& [world, config] = GetParam();
   LaunchOptions options;
   options.world_size = world;
-  options.args = {config};
+  options.args = {config, "shm"};
+  testing::ExpectAllRanksOk(LaunchScenario("collectives", options));
+}
+
+TEST_P(Collectives, EveryOpOnEveryGroupThroughGloo) {
+  const auto& [world, config] = GetParam();
+  LaunchOptions options;
+  options.world_size = world;
+  options.args = {config, "gloo"};
   testing::ExpectAllRanksOk(LaunchScenario("collectives", options));
 }
 
@@ -103,7 +124,7 @@ INSTANTIATE_TEST_SUITE_P(
 // Shapes that differ across ranks fail on every rank with INVALID_ARGUMENT,
 // and so does a scatter dimension that does not divide.
 DITSERVE_SCENARIO(mismatched_shapes) {
-  auto groups = Join(ctx, ParseConfig("2"), absl::Seconds(60));
+  auto groups = Join(ctx, ParseConfig("2"), absl::Seconds(60), ctx.args.at(0) == "shm");
   DITSERVE_RETURN_IF_ERROR(groups.status());
   Communicator& comm = (*groups)->group(Dim::kUlysses);
   at::Tensor mine = at::ones({2, ctx.rank + 3});
@@ -131,9 +152,15 @@ DITSERVE_SCENARIO(mismatched_shapes) {
   return Check(t[0].item<float>() == 2.0f, "all_reduce after rejected calls");
 }
 
-TEST(Communicator, MismatchedShapesAreInvalidArgumentOnEveryRank) {
+// Each failure test runs on both CPU transports.
+class Transport : public ::testing::TestWithParam<std::string> {};
+INSTANTIATE_TEST_SUITE_P(CpuTransports, Transport, ::testing::Values("shm", "gloo"),
+                         [](const auto& info) { return info.param; });
+
+TEST_P(Transport, MismatchedShapesAreInvalidArgumentOnEveryRank) {
   LaunchOptions options;
   options.world_size = 2;
+  options.args = {GetParam()};
   testing::ExpectAllRanksOk(LaunchScenario("mismatched_shapes", options));
 }
 
@@ -142,7 +169,7 @@ constexpr double kPeerTimeoutS = 4;
 // Rank 2 dies (SIGKILL) after the groups are built; ranks 0 and 1 must see
 // an error from their next collectives within the timeout, never hang.
 DITSERVE_SCENARIO(dead_peer) {
-  auto groups = Join(ctx, ParseConfig("1,1,1,1,3"), absl::Seconds(kPeerTimeoutS));
+  auto groups = Join(ctx, ParseConfig("1,1,1,1,3"), absl::Seconds(kPeerTimeoutS), ctx.args.at(0) == "shm");
   DITSERVE_RETURN_IF_ERROR(groups.status());
   DITSERVE_RETURN_IF_ERROR((*groups)->group(Dim::kWorld).Barrier());
   if (ctx.rank == 2) raise(SIGKILL);
@@ -171,9 +198,10 @@ DITSERVE_SCENARIO(dead_peer) {
   return Check(s.code() == absl::StatusCode::kFailedPrecondition, s.ToString());
 }
 
-TEST(Communicator, DeadPeerGivesAnErrorWithinTheTimeout) {
+TEST_P(Transport, DeadPeerGivesAnErrorWithinTheTimeout) {
   LaunchOptions options;
   options.world_size = 3;
+  options.args = {GetParam()};
   auto outcomes = LaunchScenario("dead_peer", options);
   ASSERT_TRUE(outcomes.ok()) << outcomes.status();
   for (int r : {0, 1}) {
@@ -187,7 +215,7 @@ TEST(Communicator, DeadPeerGivesAnErrorWithinTheTimeout) {
 // Rank 2 stays alive but never joins the collective: the others get
 // DEADLINE_EXCEEDED after the timeout, then release it through the store.
 DITSERVE_SCENARIO(hung_peer) {
-  auto groups = Join(ctx, ParseConfig("1,1,1,1,3"), absl::Seconds(kPeerTimeoutS));
+  auto groups = Join(ctx, ParseConfig("1,1,1,1,3"), absl::Seconds(kPeerTimeoutS), ctx.args.at(0) == "shm");
   DITSERVE_RETURN_IF_ERROR(groups.status());
   auto store = (*groups)->store();
   if (ctx.rank == 2) {
@@ -206,9 +234,10 @@ DITSERVE_SCENARIO(hung_peer) {
   return Check(elapsed < kPeerTimeoutS + 20, absl::StrCat("took ", elapsed, " s"));
 }
 
-TEST(Communicator, HungPeerGivesDeadlineExceeded) {
+TEST_P(Transport, HungPeerGivesDeadlineExceeded) {
   LaunchOptions options;
   options.world_size = 3;
+  options.args = {GetParam()};
   testing::ExpectAllRanksOk(LaunchScenario("hung_peer", options));
 }
 

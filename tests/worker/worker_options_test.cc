@@ -49,6 +49,7 @@ TEST(WorkerOptions, ToWorkerArgsCarriesEveryField) {
   o.collective_timeout_s = 30;
   o.device = "cpu";
   o.gloo_socket_ifname = "eth0";
+  o.shared_memory_transport = false;
   o.parallel = {2, true, 1, 2, 1};
   o.selfcheck = true;
   o.selfcheck_elements = 17;
@@ -57,6 +58,7 @@ TEST(WorkerOptions, ToWorkerArgsCarriesEveryField) {
                                  "--master_addr=10.0.0.2", "--master_port=29501",
                                  "--rendezvous_timeout_s=12.5", "--collective_timeout_s=30",
                                  "--device=cpu", "--gloo_socket_ifname=eth0",
+                                 "--shared_memory_transport=false",
                                  "--data_parallel_degree=2", "--use_cfg_parallel=true",
                                  "--pipefusion_parallel_degree=1", "--ulysses_degree=2",
                                  "--ring_degree=1", "--selfcheck=true",
@@ -77,6 +79,7 @@ TEST(WorkerOptions, RoundTripThroughTheWorkerFlags) {
   o.world_size = 8;
   o.parallel = {1, true, 2, 2, 1};
   o.threads = 3;
+  o.shared_memory_transport = false;
   o.generation.model = "/models/flux";
   o.prompts = {"a cat, sitting", "--a dog"};
   o.generation.negative_prompt = "blurry";
@@ -107,6 +110,7 @@ TEST(WorkerOptions, RoundTripThroughTheWorkerFlags) {
   WorkerOptions back = WorkerOptionsFromFlags();
   back.prompts = prompts;
   EXPECT_EQ(back.rank, 5);
+  EXPECT_FALSE(back.shared_memory_transport);
   EXPECT_EQ(back.parallel, o.parallel);
   EXPECT_EQ(back.threads, 3);
   EXPECT_EQ(back.generation.model, o.generation.model);
