@@ -135,47 +135,50 @@ absl::StatusOr<Exchanged> UlyssesExchange(Communicator& c, const at::Tensor& q, 
 // one call, and the earlier slots' queries attend the new keys, merged by
 // log-sum-exp; a shard's output travels back as soon as it is complete (at
 // U = 2: three kernel calls and one merge). Same bytes as xDiT's all-to-alls.
+// q, k and v travel as three messages, sent from and received into strided
+// views (no packing copies where the transport copies from strides, as the
+// shared-memory one does), and the outputs land in the result directly.
 absl::StatusOr<at::Tensor> OverlappedUlysses(Communicator& c, const at::Tensor& q, const at::Tensor& k,
                                              const at::Tensor& v, const at::Tensor& key_valid,
                                              const UspOptions& o) {
   const int u = c.size(), r = c.rank();
   const int64_t B = q.size(0), Ss = q.size(1), hp = q.size(2) / u, D = q.size(3);
-  enum Tag { kQkv = 0, kMask = 1, kOut = 2 };
+  enum Tag { kQ = 0, kK = 1, kV = 2, kMask = 3, kOut = 4 };
+  const at::Tensor* inputs[3] = {&q, &k, &v};
   const auto shard_of = [&](int slot) { return (r + slot) % u; };
-  // This shard's q, k, v for rank p's heads as one [Ss, 3, B, Hp, D] block
-  // (stacked as [B, Ss, 3, Hp, D]: for B = 1 the same memory, one copy).
-  const auto block_for = [&](int p) {
-    return at::stack({q.narrow(2, p * hp, hp), k.narrow(2, p * hp, hp), v.narrow(2, p * hp, hp)}, 2)
-        .permute({1, 2, 0, 3, 4})
-        .contiguous();
-  };
+  // This shard's q (w = 0), k (1) or v (2) for rank p's heads: [B, Ss, Hp, D].
+  const auto input_for = [&](int w, int p) { return inputs[w]->narrow(2, p * hp, hp); };
   at::Tensor qkv = at::empty({u * Ss, 3, B, hp, D}, q.options());  // slot i: rows [i·Ss, (i+1)·Ss)
-  qkv.narrow(0, 0, Ss).copy_(block_for(r));
   // [B, n·Ss, Hp, D] views of q (w = 0), k (1) or v (2) of slots [first, first + n).
   const auto part = [&](int w, int first, int n) {
     return qkv.narrow(0, first * Ss, n * Ss).select(1, w).transpose(0, 1);
   };
+  for (int w = 0; w < 3; ++w) part(w, 0, 1).copy_(input_for(w, r));
   at::Tensor valid;  // [B, U·Ss] in slot order
   const at::Tensor local_mask = key_valid.defined() ? key_valid.to(at::kByte).contiguous() : at::Tensor();
   if (key_valid.defined()) {
     valid = at::empty({B, u * Ss}, key_valid.options());
     valid.narrow(1, 0, Ss).copy_(key_valid);
   }
-  std::vector<std::unique_ptr<PendingTransfer>> sends, qkv_recv(u), mask_recv(u), out_recv(u);
+  at::Tensor result = at::empty({B, Ss, q.size(2), D}, q.options());
+  std::vector<std::unique_ptr<PendingTransfer>> sends, mask_recv(u), out_recv(u);
+  std::vector<std::vector<std::unique_ptr<PendingTransfer>>> qkv_recv(u);
   std::vector<at::Tensor> mask_bytes(u), outs(u);
   for (int i = 1; i < u; ++i) {
     const int s = shard_of(i);
-    at::Tensor slot = qkv.narrow(0, i * Ss, Ss);
-    auto rq = c.Recv(slot, s, kQkv);
-    DITSERVE_RETURN_IF_ERROR(rq.status());
-    qkv_recv[i] = *std::move(rq);
+    for (int w = 0; w < 3; ++w) {
+      at::Tensor slot = part(w, i, 1);
+      auto rw = c.Recv(slot, s, kQ + w);
+      DITSERVE_RETURN_IF_ERROR(rw.status());
+      qkv_recv[i].push_back(*std::move(rw));
+    }
     if (key_valid.defined()) {
       mask_bytes[i] = at::empty_like(local_mask);
       auto rm = c.Recv(mask_bytes[i], s, kMask);
       DITSERVE_RETURN_IF_ERROR(rm.status());
       mask_recv[i] = *std::move(rm);
     }
-    outs[s] = at::empty({B, Ss, hp, D}, q.options());
+    outs[s] = result.narrow(2, s * hp, hp);
     auto ro = c.Recv(outs[s], s, kOut);
     DITSERVE_RETURN_IF_ERROR(ro.status());
     out_recv[i] = *std::move(ro);
@@ -191,7 +194,7 @@ absl::StatusOr<at::Tensor> OverlappedUlysses(Communicator& c, const at::Tensor& 
   };
   for (int i = 1; i < u; ++i) {
     const int p = (r + u - i) % u;  // predecessors first: they wait for us first
-    DITSERVE_RETURN_IF_ERROR(send(block_for(p), p, kQkv));
+    for (int w = 0; w < 3; ++w) DITSERVE_RETURN_IF_ERROR(send(input_for(w, p), p, kQ + w));
     if (key_valid.defined()) DITSERVE_RETURN_IF_ERROR(send(local_mask, p, kMask));
   }
   const auto attend = [&](int q_slot, int first, int n) {
@@ -202,11 +205,11 @@ absl::StatusOr<at::Tensor> OverlappedUlysses(Communicator& c, const at::Tensor& 
   std::vector<kernels::AttentionResult> acc(u);
   const auto finish = [&](int slot) -> absl::Status {
     if (slot == 0) return absl::OkStatus();
-    return send(acc[slot].out.to(q.scalar_type()).contiguous(), shard_of(slot), kOut);
+    return send(acc[slot].out.to(q.scalar_type()), shard_of(slot), kOut);
   };
   for (int i = 0; i < u; ++i) {
     if (i > 0) {
-      DITSERVE_RETURN_IF_ERROR(WaitFor(*qkv_recv[i], o));
+      for (auto& pending : qkv_recv[i]) DITSERVE_RETURN_IF_ERROR(WaitFor(*pending, o));
       if (key_valid.defined()) {
         DITSERVE_RETURN_IF_ERROR(WaitFor(*mask_recv[i], o));
         valid.narrow(1, i * Ss, Ss).copy_(mask_bytes[i]);
@@ -226,14 +229,10 @@ absl::StatusOr<at::Tensor> OverlappedUlysses(Communicator& c, const at::Tensor& 
       if (last) DITSERVE_RETURN_IF_ERROR(finish(t));
     }
   }
-  std::vector<at::Tensor> heads(u);
-  heads[r] = acc[0].out.to(q.scalar_type());
-  for (int i = 1; i < u; ++i) {
-    DITSERVE_RETURN_IF_ERROR(WaitFor(*out_recv[i], o));
-    heads[shard_of(i)] = outs[shard_of(i)];
-  }
+  result.narrow(2, r * hp, hp).copy_(acc[0].out);
+  for (int i = 1; i < u; ++i) DITSERVE_RETURN_IF_ERROR(WaitFor(*out_recv[i], o));
   for (auto& pending : sends) DITSERVE_RETURN_IF_ERROR(WaitFor(*pending, o));
-  return at::cat(heads, 2);
+  return result;
 }
 
 // The shared core of USP: Ulysses exchange, ring, Ulysses exchange back.
