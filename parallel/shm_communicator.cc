@@ -222,7 +222,9 @@ namespace {
 
 // The shared state of one group, used by the communicator and by its
 // pending transfers (which may outlive neither, but hold it to be safe).
-// Not thread-safe: one thread drives it and every engine of its domain.
+// Every entry point takes the domain's lock, which the calling thread and
+// the domain's helper thread share; WaitUntil holds it while it sleeps (the
+// waiting thread moves the whole domain's data meanwhile).
 class ShmEngine {
  public:
   ShmEngine(std::unique_ptr<ShmSegment> segment, const Layout& layout, int rank,
@@ -247,7 +249,6 @@ class ShmEngine {
   int rank() const { return rank_; }
   int size() const { return layout_.size; }
   const std::string& name() const { return options_.name; }
-  size_t slot_bytes() const { return layout_.slot_bytes; }
   bool check_shapes() const { return options_.check_shapes; }
 
   // FAILED_PRECONDITION after Abort() or an earlier failure.
