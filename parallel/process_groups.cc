@@ -56,7 +56,8 @@ absl::StatusOr<std::unique_ptr<ProcessGroups>> ProcessGroups::Create(
   auto control = MakeGloo(store, world.rank(), world.world_size(), "control", options, /*check_shapes=*/true);
   if (!control.ok()) return control.status();
   groups->control_ = *std::move(control);
-  // The data-plane groups are driven by one thread: one progress domain.
+  // The data-plane groups are driven by one thread: one progress domain
+  // (its helper thread starts with the first shared-memory group).
   const std::shared_ptr<ShmProgressDomain> progress = NewShmProgressDomain();
   for (Dim dim : kAllDims) {
     const std::string name = world.GroupName(dim);

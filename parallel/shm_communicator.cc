@@ -173,6 +173,17 @@ struct Message {
 };
 using MessagePtr = std::shared_ptr<Message>;
 
+// A send of `tensor` to `peer`, or a receive into it from `peer`.
+MessagePtr NewMessage(int peer, int64_t tag, const at::Tensor& tensor) {
+  auto m = std::make_shared<Message>();
+  m->peer = peer;
+  m->tag = tag;
+  m->tensor = tensor;
+  m->dtype = static_cast<int64_t>(tensor.scalar_type());
+  m->bytes = Bytes(tensor);
+  return m;
+}
+
 class ShmEngine;
 
 }  // namespace
@@ -181,20 +192,25 @@ class ShmEngine;
 // thread that moves their data while the calling thread is elsewhere.
 class ShmProgressDomain {
  public:
-  ShmProgressDomain() : thread_([this] { Loop(); }) {}
   ~ShmProgressDomain() {
     {
       std::lock_guard<std::mutex> lock(mu);
       closing_ = true;
     }
     cv_.notify_all();
-    thread_.join();
+    if (thread_.joinable()) thread_.join();
   }
 
   // Held by every call into an engine of the domain, and by the helper
   // thread while it moves data.
   std::mutex mu;
   std::vector<ShmEngine*> engines;  // guarded by mu
+
+  // With mu held: registers an engine; the first one starts the helper.
+  void Add(ShmEngine* engine) {
+    engines.push_back(engine);
+    if (!thread_.joinable()) thread_ = std::thread([this] { Loop(); });
+  }
 
   // With mu held: an engine has new pending work for the helper.
   void WorkPosted() {
@@ -211,7 +227,7 @@ class ShmProgressDomain {
   std::condition_variable cv_;
   bool closing_ = false;      // guarded by mu
   bool work_posted_ = false;  // guarded by mu
-  std::thread thread_;        // last: starts once the rest is built
+  std::thread thread_;        // started by the first Add()
 };
 
 std::shared_ptr<ShmProgressDomain> NewShmProgressDomain() {
@@ -234,7 +250,7 @@ class ShmEngine {
         outgoing_(layout.size), posted_(layout.size), unexpected_(layout.size),
         incoming_(layout.size), written_(layout.size, 0), read_(layout.size, 0) {
     std::lock_guard<std::mutex> lock(domain_->mu);
-    domain_->engines.push_back(this);
+    domain_->Add(this);
   }
 
   ~ShmEngine() {
@@ -308,12 +324,7 @@ class ShmEngine {
   }
 
   MessagePtr PostSendLocked(int peer, int64_t tag, const at::Tensor& tensor) {
-    auto m = std::make_shared<Message>();
-    m->peer = peer;
-    m->tag = tag;
-    m->tensor = tensor;
-    m->dtype = static_cast<int64_t>(tensor.scalar_type());
-    m->bytes = Bytes(tensor);
+    MessagePtr m = NewMessage(peer, tag, tensor);
     if (m->bytes > static_cast<int64_t>(layout_.slot_bytes)) m->buffer = tensor.contiguous();
     outgoing_[peer].push_back(m);
     SendPieces(peer);  // small messages leave at once
@@ -332,12 +343,7 @@ class ShmEngine {
       if (m->arrived) Finish(*m);
       return m;
     }
-    auto m = std::make_shared<Message>();
-    m->peer = peer;
-    m->tag = tag;
-    m->tensor = tensor;
-    m->dtype = static_cast<int64_t>(tensor.scalar_type());
-    m->bytes = Bytes(tensor);
+    MessagePtr m = NewMessage(peer, tag, tensor);
     posted_[peer].push_back(m);
     ReceivePieces(peer, /*buffer_unmatched=*/false);
     if (!failure_.ok()) return failure_;

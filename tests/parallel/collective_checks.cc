@@ -1,14 +1,11 @@
 #include "tests/parallel/collective_checks.h"
 
 #include "absl/strings/str_cat.h"
+#include "tests/parallel/test_gang.h"
 #include "util/status_macros.h"
 
 namespace ditserve::parallel {
 namespace {
-
-absl::Status Check(bool ok, const std::string& what) {
-  return ok ? absl::OkStatus() : absl::InternalError(what);
-}
 
 // A tensor every rank can rebuild for any global rank: small integers, so
 // f16/bf16 hold them exactly. Shape [3, 5] transposed: non-contiguous [5, 3].

@@ -27,10 +27,6 @@ using testing::LaunchOptions;
 using testing::LaunchScenario;
 using testing::RankContext;
 
-absl::Status Check(bool ok, const std::string& what) {
-  return ok ? absl::OkStatus() : absl::InternalError(what);
-}
-
 // "u,r,pp,cfg,dp" -> ParallelConfig.
 ParallelConfig ParseConfig(const std::string& text) {
   std::vector<std::string> f = absl::StrSplit(text, ',');

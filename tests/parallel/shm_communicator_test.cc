@@ -14,10 +14,10 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "parallel/rendezvous.h"
 #include "parallel/shm_communicator.h"
 #include "tests/harness/multiproc.h"
 #include "tests/parallel/collective_checks.h"
+#include "tests/parallel/test_gang.h"
 #include "util/status_macros.h"
 
 namespace ditserve::parallel {
@@ -26,20 +26,6 @@ namespace {
 using testing::LaunchOptions;
 using testing::LaunchScenario;
 using testing::RankContext;
-
-absl::Status Check(bool ok, const std::string& what) {
-  return ok ? absl::OkStatus() : absl::InternalError(what);
-}
-
-absl::StatusOr<c10::intrusive_ptr<c10d::Store>> Store(const RankContext& ctx) {
-  RendezvousOptions rdzv;
-  rdzv.master_addr = ctx.master_addr;
-  rdzv.master_port = ctx.master_port;
-  rdzv.rank = ctx.rank;
-  rdzv.world_size = ctx.world_size;
-  rdzv.timeout = absl::Seconds(120);
-  return JoinRendezvous(rdzv);
-}
 
 // A world-sized shared-memory group; an error if it fell back. Rank 0
 // hosts the store: keep it alive as long as any rank may use it.
@@ -53,7 +39,7 @@ absl::StatusOr<ShmGroup> Shm(const RankContext& ctx, size_t slot_bytes, absl::Du
                              const std::string& name = "shm-test",
                              c10::intrusive_ptr<c10d::Store> existing = {},
                              std::shared_ptr<ShmProgressDomain> progress = nullptr) {
-  auto store = existing ? absl::StatusOr<c10::intrusive_ptr<c10d::Store>>(existing) : Store(ctx);
+  auto store = existing ? absl::StatusOr<c10::intrusive_ptr<c10d::Store>>(existing) : JoinTestStore(ctx);
   if (!store.ok()) return store.status();
   ShmCommunicatorOptions options;
   options.name = name;
@@ -174,7 +160,7 @@ TEST(ShmCommunicator, LateAndOutOfOrderReceivesMatchByTagInSendingOrder) {
 // each domain's helper thread.
 DITSERVE_SCENARIO(shm_cross_group) {
   const bool shared = ctx.args.at(0) == "shared";
-  auto store = Store(ctx);
+  auto store = JoinTestStore(ctx);
   DITSERVE_RETURN_IF_ERROR(store.status());
   const absl::Duration timeout = absl::Seconds(60);
   auto domain = shared ? NewShmProgressDomain() : nullptr;
@@ -221,7 +207,7 @@ TEST(ShmCommunicator, GroupsBlockedOnEachOtherStillDrainEachOther) {
 // helper thread must move the data meanwhile (the generation blocks so on
 // its stop agreement, which runs over Gloo).
 DITSERVE_SCENARIO(shm_receive_while_away) {
-  auto store = Store(ctx);
+  auto store = JoinTestStore(ctx);
   DITSERVE_RETURN_IF_ERROR(store.status());
   auto comm = Shm(ctx, 4096, absl::Seconds(60), "away", *store);
   DITSERVE_RETURN_IF_ERROR(comm.status());
@@ -273,7 +259,7 @@ TEST(ShmCommunicator, KilledPeerIsUnavailableLongBeforeTheTimeout) {
 
 // A peer that aborts (alive) releases a rank waiting on it at once.
 DITSERVE_SCENARIO(shm_abort) {
-  auto store = Store(ctx);
+  auto store = JoinTestStore(ctx);
   DITSERVE_RETURN_IF_ERROR(store.status());
   auto comm = Shm(ctx, 0, absl::Seconds(120), "shm-test", *store);
   DITSERVE_RETURN_IF_ERROR(comm.status());
@@ -306,7 +292,7 @@ TEST(ShmCommunicator, AbortingPeerReleasesWaitingRanks) {
 // Members that disagree on the layout cannot share a segment: every member
 // gets nullptr and the reason, and the store stays usable for a next group.
 DITSERVE_SCENARIO(shm_fallback) {
-  auto store = Store(ctx);
+  auto store = JoinTestStore(ctx);
   DITSERVE_RETURN_IF_ERROR(store.status());
   ShmCommunicatorOptions options;
   options.name = "mismatched";
