@@ -51,7 +51,6 @@ struct SegmentHeader {
   uint64_t cookie[2];
   int64_t group_size;
   uint64_t slot_bytes;
-  uint64_t total_bytes;
 };
 
 // One per rank: its doorbell (a futex word bumped by whoever makes progress
@@ -930,7 +929,6 @@ absl::StatusOr<std::unique_ptr<Communicator>> CreateShmCommunicator(
         for (uint64_t& c : h->cookie) c = (static_cast<uint64_t>(random()) << 32) ^ random();
         h->group_size = group_size;
         h->slot_bytes = slot_bytes;
-        h->total_bytes = layout.total;
         for (int r = 0; r < group_size; ++r) new (base + layout.ranks_offset + r * sizeof(RankState)) RankState;
         for (size_t c = 0; c < layout.channels(); ++c) {
           new (base + layout.channels_offset + c * sizeof(ChannelHeader)) ChannelHeader;
