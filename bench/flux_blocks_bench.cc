@@ -71,9 +71,9 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "ditserve-bench-blocks: %s\n", std::string(model.status().message()).c_str());
       return 1;
     }
-    const at::Tensor temb =
+    const flux::FluxConditioning conditioning = (*model)->Condition(
         (*model)->TimeEmbedding(at::full({1}, 0.5), config->guidance_embeds ? at::full({1}, 3.5) : at::Tensor(),
-                                at::randn({1, config->pooled_projection_dim}));
+                                at::randn({1, config->pooled_projection_dim})));
     const flux::FluxRopeTables rope = (*model)->Rope(at::zeros({T, 3}), flux::LatentImageIds(h * 2, w * 2),
                                                      c10::Device(c10::kCPU));
     flux::SerialFluxAttention attention;
@@ -81,7 +81,7 @@ int main(int argc, char** argv) {
     for (int i = 0; i < repeats + 1; ++i) {  // the first call warms up
       flux::FluxHidden hidden{context, x};
       const auto start = std::chrono::steady_clock::now();
-      if (absl::Status s = (*model)->RunBlocks(hidden, temb, rope, attention); !s.ok()) {
+      if (absl::Status s = (*model)->RunBlocks(hidden, conditioning, rope, attention); !s.ok()) {
         std::fprintf(stderr, "ditserve-bench-blocks: %s\n", std::string(s.message()).c_str());
         return 1;
       }

@@ -109,8 +109,11 @@ class ReplicaRun {
     return x.narrow(1, p_.sp_rank() * t, t);
   }
   void Prepare();
+  // RoPE tables of this rank's tokens of `patch` at `step`: computed once
+  // per patch layout and request (the ids do not change between steps).
+  const flux::FluxRopeTables& RopeFor(int step, int patch);
   absl::Status Step(int step);
-  absl::Status RunPatch(int step, int patch, const at::Tensor& temb);
+  absl::Status RunPatch(int step, int patch, const flux::FluxConditioning& conditioning);
   absl::StatusOr<at::Tensor> Guided(const at::Tensor& velocity);
   absl::Status CompleteLatents(int step);
   absl::Status SendLatents(int step, int patch);
@@ -125,6 +128,7 @@ class ReplicaRun {
 
   int64_t h_ = 0, w_ = 0, rows_ = 0, cols_ = 0, S_ = 0, T_ = 0;
   PatchPlan whole_, pipelined_;  // the warmup's single patch; PipeFusion's patches
+  std::vector<flux::FluxRopeTables> rope_whole_, rope_pipelined_;  // per patch of each plan, filled on first use
   int steps_ = 0, end_step_ = 0;
   bool true_cfg_ = false;
   std::vector<float> sigmas_;
@@ -232,7 +236,7 @@ absl::StatusOr<at::Tensor> ReplicaRun::Guided(const at::Tensor& velocity) {
   return uncond + cfg_scale_.to(uncond.scalar_type()) * (cond - uncond);
 }
 
-absl::Status ReplicaRun::RunPatch(int step, int patch, const at::Tensor& temb) {
+absl::Status ReplicaRun::RunPatch(int step, int patch, const flux::FluxConditioning& conditioning) {
   const TokenRange local = Local(step, patch);
   const bool with_text = patch == 0;
   auto& pipe = p_.groups->group(Dim::kPipeFusion);
@@ -269,10 +273,7 @@ absl::Status ReplicaRun::RunPatch(int step, int patch, const at::Tensor& temb) {
   if (pipefusion_attention_ != nullptr) {
     pipefusion_attention_->SetPatch(plan_at(step).Patch(patch));
   }
-  const flux::FluxRopeTables rope = p_.transformer->Rope(
-      with_text ? LocalText(txt_ids_.unsqueeze(0)).squeeze(0) : at::Tensor(), img_ids_.narrow(0, local.begin, local.size()),
-      p_.device);
-  DITSERVE_RETURN_IF_ERROR(p_.transformer->RunBlocks(hidden, temb, rope, *attention_));
+  DITSERVE_RETURN_IF_ERROR(p_.transformer->RunBlocks(hidden, conditioning, RopeFor(step, patch), *attention_));
   if (!last_stage()) {
     DITSERVE_RETURN_IF_ERROR(Track(pipe.Send(hidden.x, p_.stage() + 1, kTagImage + patch), "pipefusion",
                                    Bytes(hidden.x)));
@@ -282,7 +283,7 @@ absl::Status ReplicaRun::RunPatch(int step, int patch, const at::Tensor& temb) {
     }
     return absl::OkStatus();
   }
-  auto velocity = Guided(p_.transformer->Head(hidden.x, temb));
+  auto velocity = Guided(p_.transformer->Head(hidden.x, conditioning));
   if (!velocity.ok()) return velocity.status();
   at::Tensor slice = latents_.narrow(1, local.begin, local.size());
   slice.copy_(flux::FlowMatchEulerStep(slice, *velocity, sigmas_[step], sigmas_[step + 1]));
@@ -291,6 +292,18 @@ absl::Status ReplicaRun::RunPatch(int step, int patch, const at::Tensor& temb) {
     DITSERVE_RETURN_IF_ERROR(SendLatents(step + 1, patch));
   }
   return absl::OkStatus();
+}
+
+const flux::FluxRopeTables& ReplicaRun::RopeFor(int step, int patch) {
+  std::vector<flux::FluxRopeTables>& tables = patches_at(step) == 1 ? rope_whole_ : rope_pipelined_;
+  if (tables.empty()) tables.resize(patches_at(step));
+  flux::FluxRopeTables& r = tables[patch];
+  if (!r.image_cos.defined()) {
+    const TokenRange local = Local(step, patch);
+    r = p_.transformer->Rope(patch == 0 ? LocalText(txt_ids_.unsqueeze(0)).squeeze(0) : at::Tensor(),
+                             img_ids_.narrow(0, local.begin, local.size()), p_.device);
+  }
+  return r;
 }
 
 absl::Status ReplicaRun::SendLatents(int step, int patch) {
@@ -317,10 +330,10 @@ absl::Status ReplicaRun::CompleteLatents(int step) {
 }
 
 absl::Status ReplicaRun::Step(int step) {
-  const at::Tensor temb = p_.transformer->TimeEmbedding(
-      ModelTimestep(sigmas_[step], pooled_.size(0), p_.dtype, p_.device), guidance_, pooled_);
+  const flux::FluxConditioning conditioning = p_.transformer->Condition(p_.transformer->TimeEmbedding(
+      ModelTimestep(sigmas_[step], pooled_.size(0), p_.dtype, p_.device), guidance_, pooled_));
   if (pipefusion_attention_ != nullptr && step == 0) pipefusion_attention_->Reset();
-  for (int m = 0; m < patches_at(step); ++m) DITSERVE_RETURN_IF_ERROR(RunPatch(step, m, temb));
+  for (int m = 0; m < patches_at(step); ++m) DITSERVE_RETURN_IF_ERROR(RunPatch(step, m, conditioning));
   return absl::OkStatus();
 }
 

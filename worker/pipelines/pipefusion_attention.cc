@@ -32,22 +32,29 @@ absl::StatusOr<flux::FluxAttentionOutputs> PipeFusionAttention::Attend(int layer
     return absl::InvalidArgumentError(absl::StrCat("PipeFusion attention: ", text.q.size(1), " text tokens, expected ", T));
   }
   // Ulysses: [3, B, L, H, D] -> [3, B, L·U, H/U, D] (this rank's heads of
-  // its ring rank's band).
-  at::Tensor qkv = at::stack({image.q, image.k, image.v}, 0);
+  // its ring rank's band). Without Ulysses and Ring nothing is packed.
+  at::Tensor queries = image.q, k = image.k, v = image.v;
+  at::Tensor kv;  // [2, B, tokens, H/U, D] once a collective has packed k and v
   if (U > 1) {
+    const at::Tensor qkv = at::stack({image.q, image.k, image.v}, 0);
     CommTimer timer(stats_, "pipefusion_ulysses");
     timer.AddBytes(Bytes(qkv) * (U - 1) / U);
     auto a2a = ulysses_.AllToAll(qkv, 3, 2);
     if (!a2a.ok()) return a2a.status();
-    qkv = *a2a;
+    queries = (*a2a)[0];
+    kv = a2a->narrow(0, 1, 2);
   }
-  at::Tensor kv = qkv.narrow(0, 1, 2);
   if (R > 1) {
+    if (!kv.defined()) kv = at::stack({k, v}, 0);
     CommTimer timer(stats_, "pipefusion_ring");
     timer.AddBytes(Bytes(kv) * (R - 1));
     auto gathered = ring_.AllGather(kv.contiguous(), 2);
     if (!gathered.ok()) return gathered.status();
     kv = *gathered;  // [2, B, patch, H/U, D]
+  }
+  if (kv.defined()) {
+    k = kv[0];
+    v = kv[1];
   }
   LayerBuffer& buf = layers_[layer];
   if (!buf.k.defined()) {
@@ -55,10 +62,9 @@ absl::StatusOr<flux::FluxAttentionOutputs> PipeFusionAttention::Attend(int layer
     buf.v = at::zeros_like(buf.k);
     buf.valid = at::zeros({T + image_tokens_}, image.k.options().dtype(at::kBool));
   }
-  buf.k.narrow(1, T + patch_.begin, patch_.size()).copy_(kv[0]);
-  buf.v.narrow(1, T + patch_.begin, patch_.size()).copy_(kv[1]);
+  buf.k.narrow(1, T + patch_.begin, patch_.size()).copy_(k);
+  buf.v.narrow(1, T + patch_.begin, patch_.size()).copy_(v);
   buf.valid.narrow(0, T + patch_.begin, patch_.size()).fill_(true);
-  at::Tensor queries = qkv[0];
   const int u = ulysses_.rank();
   if (text.q.defined()) {
     buf.k.narrow(1, 0, T).copy_(text.k.narrow(2, u * Hl, Hl));

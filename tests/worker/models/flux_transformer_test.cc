@@ -242,10 +242,11 @@ TEST(FluxTransformer, PartsComposeToTheWholeModel) {
     }
     EXPECT_LT(held, (*whole)->module().named_parameters().size());
     EXPECT_EQ((*stage)->Forward(in).status().code(), absl::StatusCode::kFailedPrecondition);
-    const at::Tensor temb = (*stage)->TimeEmbedding(in.timestep, in.guidance, in.pooled_projections);
+    const FluxConditioning conditioning =
+        (*stage)->Condition((*stage)->TimeEmbedding(in.timestep, in.guidance, in.pooled_projections));
     if (parts[i].embedders) hidden = (*stage)->Embed(in.hidden_states, in.encoder_hidden_states);
-    ASSERT_TRUE((*stage)->RunBlocks(hidden, temb, (*stage)->Rope(in.txt_ids, in.img_ids, at::kCPU), attention).ok());
-    if (parts[i].head) got = (*stage)->Head(hidden.x, temb);
+    ASSERT_TRUE((*stage)->RunBlocks(hidden, conditioning, (*stage)->Rope(in.txt_ids, in.img_ids, at::kCPU), attention).ok());
+    if (parts[i].head) got = (*stage)->Head(hidden.x, conditioning);
   }
   ASSERT_TRUE(got.defined());
   EXPECT_LT((got - *want).abs().max().item<double>(), 1e-5);

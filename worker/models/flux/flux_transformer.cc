@@ -68,9 +68,8 @@ struct AdaNorm : torch::nn::Module {
   AdaNorm(int64_t dim, int chunks, const ParameterSpec& p) : chunks(chunks) {
     linear = register_module("linear", std::make_shared<models::Dense>(dim, chunks * dim, p));
   }
-  std::vector<at::Tensor> Modulation(const at::Tensor& temb) {
-    return linear->forward(at::silu(temb)).chunk(chunks, 1);
-  }
+  // Linear(SiLU(temb)): [B, chunks·dim]; split with chunk(chunks, 1).
+  at::Tensor Modulation(const at::Tensor& temb) { return linear->forward(at::silu(temb)); }
   Linear linear{nullptr};
   int chunks;
 };
@@ -178,13 +177,14 @@ struct DoubleBlock : torch::nn::Module {
     ff = register_module("ff", std::make_shared<FeedForward>(dim, p));
     ff_context = register_module("ff_context", std::make_shared<FeedForward>(dim, p));
   }
-  absl::Status Forward(int layer, FluxHidden& h, const at::Tensor& temb, const FluxRopeTables& rope,
-                       FluxAttention& attention) {
-    const auto m = norm1->Modulation(temb);  // shift, scale, gate (msa); shift, scale, gate (mlp)
+  // `modulation`, `modulation_context`: norm1's and norm1_context's.
+  absl::Status Forward(int layer, FluxHidden& h, const at::Tensor& modulation, const at::Tensor& modulation_context,
+                       const FluxRopeTables& rope, FluxAttention& attention) {
+    const auto m = modulation.chunk(6, 1);  // shift, scale, gate (msa); shift, scale, gate (mlp)
     std::vector<at::Tensor> c;
     at::Tensor nc;
     if (h.context.defined()) {
-      c = norm1_context->Modulation(temb);
+      c = modulation_context.chunk(6, 1);
       nc = Modulate(h.context, c[0], c[1]);
     }
     auto a = attn->Attend(layer, Modulate(h.x, m[0], m[1]), nc, rope, attention);
@@ -212,9 +212,10 @@ struct SingleBlock : torch::nn::Module {
     proj_out = register_module("proj_out", std::make_shared<models::Dense>(5 * dim, dim, p));
     attn = register_module("attn", std::make_shared<Attention>(dim, heads, head_dim, false, false, p));
   }
-  absl::Status Forward(int layer, FluxHidden& h, const at::Tensor& temb, const FluxRopeTables& rope,
+  // `modulation`: norm's.
+  absl::Status Forward(int layer, FluxHidden& h, const at::Tensor& modulation, const FluxRopeTables& rope,
                        FluxAttention& attention) {
-    const auto m = norm->Modulation(temb);  // shift, scale, gate
+    const auto m = modulation.chunk(3, 1);  // shift, scale, gate
     const at::Tensor nx = Modulate(h.x, m[0], m[1]);
     const at::Tensor nc = h.context.defined() ? Modulate(h.context, m[0], m[1]) : at::Tensor();
     auto a = attn->Attend(layer, nx, nc, rope, attention);
@@ -370,13 +371,13 @@ absl::StatusOr<at::Tensor> FluxTransformer::Forward(const FluxInputs& in) const 
   if (!part.embedders || !part.head || part.first_block != 0 || part.end_block != num_blocks()) {
     return absl::FailedPreconditionError("flux: Forward needs the whole model; this one holds a part");
   }
-  const at::Tensor temb = TimeEmbedding(in.timestep, in.guidance, in.pooled_projections);
+  const FluxConditioning conditioning = Condition(TimeEmbedding(in.timestep, in.guidance, in.pooled_projections));
   FluxHidden hidden = Embed(in.hidden_states, in.encoder_hidden_states);
   SerialFluxAttention attention;
   const FluxRopeTables rope =
       in.rope.image_cos.defined() ? in.rope : Rope(in.txt_ids, in.img_ids, hidden.x.device());
-  if (absl::Status s = RunBlocks(hidden, temb, rope, attention); !s.ok()) return s;
-  return Head(hidden.x, temb);
+  if (absl::Status s = RunBlocks(hidden, conditioning, rope, attention); !s.ok()) return s;
+  return Head(hidden.x, conditioning);
 }
 
 at::Tensor FluxTransformer::TimeEmbedding(const at::Tensor& timestep, const at::Tensor& guidance,
@@ -399,21 +400,44 @@ FluxHidden FluxTransformer::Embed(const at::Tensor& hidden_states, const at::Ten
   return h;
 }
 
-absl::Status FluxTransformer::RunBlocks(FluxHidden& hidden, const at::Tensor& temb, const FluxRopeTables& rope,
-                                        FluxAttention& attention) const {
+FluxConditioning FluxTransformer::Condition(const at::Tensor& temb) const {
   Model& m = *impl_->model;
+  FluxConditioning c;
+  c.temb = temb;
   for (auto& [index, block] : m.double_blocks) {
-    if (absl::Status s = block->Forward(index, hidden, temb, rope, attention); !s.ok()) return s;
+    c.blocks.push_back(block->norm1->Modulation(temb));
+    c.blocks_context.push_back(block->norm1_context->Modulation(temb));
   }
   for (auto& [index, block] : m.single_blocks) {
-    if (absl::Status s = block->Forward(index, hidden, temb, rope, attention); !s.ok()) return s;
+    c.blocks.push_back(block->norm->Modulation(temb));
+    c.blocks_context.emplace_back();
+  }
+  if (m.norm_out) c.head = m.norm_out->Modulation(temb);
+  return c;
+}
+
+absl::Status FluxTransformer::RunBlocks(FluxHidden& hidden, const FluxConditioning& conditioning,
+                                        const FluxRopeTables& rope, FluxAttention& attention) const {
+  Model& m = *impl_->model;
+  size_t i = 0;
+  for (auto& [index, block] : m.double_blocks) {
+    if (absl::Status s = block->Forward(index, hidden, conditioning.blocks.at(i), conditioning.blocks_context.at(i), rope,
+                                        attention);
+        !s.ok()) {
+      return s;
+    }
+    ++i;
+  }
+  for (auto& [index, block] : m.single_blocks) {
+    if (absl::Status s = block->Forward(index, hidden, conditioning.blocks.at(i), rope, attention); !s.ok()) return s;
+    ++i;
   }
   return absl::OkStatus();
 }
 
-at::Tensor FluxTransformer::Head(const at::Tensor& x, const at::Tensor& temb) const {
+at::Tensor FluxTransformer::Head(const at::Tensor& x, const FluxConditioning& conditioning) const {
   Model& m = *impl_->model;
-  const auto scale_shift = m.norm_out->Modulation(temb);  // scale first, then shift
+  const auto scale_shift = conditioning.head.chunk(2, 1);  // scale first, then shift
   return m.proj_out->forward(LayerNormNoAffine(x) * (1 + scale_shift[0].unsqueeze(1)) + scale_shift[1].unsqueeze(1));
 }
 

@@ -5,7 +5,7 @@
 // LoadModuleWeights(module(), checkpoint) fills it.
 //
 // Besides the whole-model Forward, the model runs in pieces for parallel
-// generation: TimeEmbedding, Embed, RunBlocks (through a FluxAttention) and
+// generation: TimeEmbedding, Condition, Embed, RunBlocks (through a FluxAttention) and
 // Head. A FluxPart holds only some of the pieces (a PipeFusion stage).
 
 #include <memory>
@@ -64,6 +64,18 @@ struct FluxHidden {
   at::Tensor x;        // [B, S, inner_dim]
 };
 
+// One step's conditioning: the vector from TimeEmbedding and the AdaLN
+// modulation of every held block and of the head, each a Linear(SiLU(temb))
+// computed once here instead of once per block call (a PipeFusion stage
+// runs its blocks once per patch). Filled by FluxTransformer::Condition and
+// read only by the model that filled it.
+struct FluxConditioning {
+  at::Tensor temb;                        // [B, inner_dim]
+  std::vector<at::Tensor> blocks;         // per held block, in RunBlocks order
+  std::vector<at::Tensor> blocks_context; // norm1_context's (double blocks; undefined for single)
+  at::Tensor head;                        // norm_out's (undefined without the head)
+};
+
 // Immutable after loading; the methods are thread-compatible (no shared
 // state beyond the weights; FluxAttention state belongs to the caller).
 // Autograd: nothing here disables gradients; callers that only infer hold
@@ -94,14 +106,16 @@ class FluxTransformer {
   // Conditioning vector [B, inner_dim]; timestep and guidance as in FluxInputs.
   at::Tensor TimeEmbedding(const at::Tensor& timestep, const at::Tensor& guidance,
                            const at::Tensor& pooled_projections) const;
+  // temb and every modulation derived from it (see FluxConditioning).
+  FluxConditioning Condition(const at::Tensor& temb) const;
   // Embeds packed latents [B, S, in_channels] and (if defined) the T5 output.
   FluxHidden Embed(const at::Tensor& hidden_states, const at::Tensor& encoder_hidden_states) const;
   // Runs the blocks of this part in order; `attention` sees global block
   // indices.
-  absl::Status RunBlocks(FluxHidden& hidden, const at::Tensor& temb, const FluxRopeTables& rope,
+  absl::Status RunBlocks(FluxHidden& hidden, const FluxConditioning& conditioning, const FluxRopeTables& rope,
                          FluxAttention& attention) const;
   // Final norm and projection: [B, S, out_channels].
-  at::Tensor Head(const at::Tensor& x, const at::Tensor& temb) const;
+  at::Tensor Head(const at::Tensor& x, const FluxConditioning& conditioning) const;
   // RoPE tables for txt_ids [T, 3] (may be undefined) and img_ids [S, 3].
   FluxRopeTables Rope(const at::Tensor& txt_ids, const at::Tensor& img_ids, c10::Device device) const;
 
