@@ -973,6 +973,7 @@ absl::StatusOr<std::unique_ptr<Communicator>> CreateShmCommunicator(
       decision = Text(prefixed->get("decision"));
     }
   } catch (const std::exception& e) {
+    if (segment) segment->Unlink();  // nobody else may be left to
     std::string what = e.what();
     return absl::DeadlineExceededError(absl::StrCat("shared-memory group ", options.name,
                                                     " creation failed: ", what.substr(0, what.find('\n'))));

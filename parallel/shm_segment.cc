@@ -7,10 +7,13 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <random>
+#include <system_error>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
 
 namespace ditserve::parallel {
@@ -18,10 +21,13 @@ namespace {
 
 std::string ErrnoText(int error) { return std::strerror(error); }
 
+// Every name Create gives starts with the creator's prefix.
+std::string NamePrefix(pid_t creator) { return absl::StrFormat("ditserve-%d-", creator); }
+
 std::string FreshName() {
   std::random_device random;
   const uint64_t bits = (static_cast<uint64_t>(random()) << 32) ^ random();
-  return absl::StrFormat("/ditserve-%d-%016x", getpid(), bits);
+  return absl::StrFormat("/%s%016x", NamePrefix(getpid()), bits);
 }
 
 struct flock LockRange(int slot, short type) {
@@ -89,6 +95,17 @@ ShmSegment::~ShmSegment() {
 }
 
 void ShmSegment::Unlink() { shm_unlink(name_.c_str()); }
+
+int ShmSegment::RemoveLeftovers(pid_t creator) {
+  const std::string prefix = NamePrefix(creator);
+  int removed = 0;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/dev/shm", ec)) {
+    const std::string name = entry.path().filename().string();
+    if (absl::StartsWith(name, prefix) && shm_unlink(("/" + name).c_str()) == 0) ++removed;
+  }
+  return removed;
+}
 
 absl::Status ShmSegment::HoldLivenessLock(int slot) {
   struct flock lock = LockRange(slot, F_WRLCK);

@@ -1,5 +1,7 @@
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstddef>
 #include <memory>
 #include <string>
@@ -22,7 +24,8 @@ namespace ditserve::parallel {
 // namespace.
 class ShmSegment {
  public:
-  // Creates a segment of `bytes` under a fresh random name ("/ditserve-…").
+  // Creates a segment of `bytes` under a fresh random name
+  // ("/ditserve-<pid>-<random>").
   // Every page is reserved up front (posix_fallocate), so a full /dev/shm
   // is a RESOURCE_EXHAUSTED here instead of a SIGBUS on first touch. The
   // memory reads as zeros.
@@ -30,6 +33,13 @@ class ShmSegment {
   // Opens and maps an existing segment; NOT_FOUND when `name` does not
   // exist on this machine, FAILED_PRECONDITION when its size is not `bytes`.
   static absl::StatusOr<std::unique_ptr<ShmSegment>> Open(const std::string& name, size_t bytes);
+
+  // Unlinks every name that Create made in process `creator`, which must
+  // have exited (and been reaped): a creator that dies before its members
+  // have attached leaves its segment's name behind, and only its launcher
+  // knows. Returns how many names it removed. Looks in /dev/shm, where
+  // Linux keeps POSIX shared-memory names.
+  static int RemoveLeftovers(pid_t creator);
 
   ShmSegment(const ShmSegment&) = delete;
   ShmSegment& operator=(const ShmSegment&) = delete;

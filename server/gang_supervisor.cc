@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "server/metrics.h"
 #include "util/free_port.h"
+#include "parallel/shm_segment.h"
 #include "util/process_gang.h"
 #include "util/self_path.h"
 
@@ -95,6 +96,8 @@ void GangSupervisor::Loop() {
           return stop_.load() || restart_.load();
         });
     gang_rss_.store(0);
+    // A rank that died while creating a shared-memory group leaves its name.
+    for (const util::ChildExit& e : result.exits) parallel::ShmSegment::RemoveLeftovers(e.pid);
     if (stop_.load()) break;
     std::string why = "the gang's ranks exited";
     if (restart_.exchange(false)) {

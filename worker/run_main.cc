@@ -18,6 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "parallel/parallel_config.h"
+#include "parallel/shm_segment.h"
 #include "util/free_port.h"
 #include "util/process_gang.h"
 #include "util/self_path.h"
@@ -103,6 +104,8 @@ int main(int argc, char** argv) {
   const ditserve::util::GangWaitResult result =
       (*gang)->Wait(absl::InfiniteFuture(), /*stop_on_failure=*/true,
                     absl::Seconds(grace_s), [] { return g_signal.load() != 0; });
+  // A rank that died while creating a shared-memory group leaves its name.
+  for (const auto& e : result.exits) ditserve::parallel::ShmSegment::RemoveLeftovers(e.pid);
   if (result.stopped) {
     return Fail(128 + g_signal.load(),
                 absl::StrCat("stopped by signal ", g_signal.load(), "; all ranks ended"));

@@ -7,14 +7,18 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
+#include <string>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "parallel/shm_communicator.h"
+#include "parallel/shm_segment.h"
 #include "tests/harness/multiproc.h"
 #include "tests/parallel/collective_checks.h"
 #include "tests/parallel/test_gang.h"
@@ -91,6 +95,40 @@ DITSERVE_SCENARIO(shm_pieces) {
   std::vector<at::Tensor> parts;
   for (int r = 0; r < p; ++r) parts.push_back(make(r).narrow(0, 3 * ctx.rank, 3));
   return Check(at::equal(*got, at::cat(parts, 1)), "large strided all_to_all");
+}
+
+// Names in /dev/shm that start with `prefix`.
+int NamesStartingWith(const std::string& prefix) {
+  int n = 0;
+  for (const auto& entry : std::filesystem::directory_iterator("/dev/shm")) {
+    if (absl::StartsWith(entry.path().filename().string(), prefix)) ++n;
+  }
+  return n;
+}
+
+// A creator that dies before unlinking leaves its segment's name; its
+// launcher removes exactly that creator's names.
+TEST(ShmSegment, LeftoversOfADeadCreatorAreRemovedAndNoOthers) {
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    auto segment = ShmSegment::Create(4096);
+    if (segment.ok()) (void)segment->release();  // leak it: no unlink, as a crash
+    _exit(segment.ok() ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  const std::string prefix = absl::StrCat("ditserve-", child, "-");
+  ASSERT_EQ(NamesStartingWith(prefix), 1);
+  auto mine = ShmSegment::Create(4096);
+  ASSERT_TRUE(mine.ok()) << mine.status();
+  EXPECT_EQ(ShmSegment::RemoveLeftovers(child), 1);
+  EXPECT_EQ(NamesStartingWith(prefix), 0);
+  EXPECT_TRUE(std::filesystem::exists("/dev/shm" + (*mine)->name())) << "another process's segment was removed";
+  EXPECT_EQ(ShmSegment::RemoveLeftovers(child), 0);
+  (*mine)->Unlink();
+  EXPECT_FALSE(std::filesystem::exists("/dev/shm" + (*mine)->name()));
 }
 
 TEST(ShmCommunicator, MessagesLargerThanASlotStreamInPieces) {

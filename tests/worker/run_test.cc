@@ -94,19 +94,26 @@ TEST(DitserveRun, BadDegreesAreAOneLineError) {
   EXPECT_EQ(port.output, "ditserve-run: --master_port is required when --nnodes > 1\n");
 }
 
+// Every fake rank also leaves a shared-memory name, as a rank that dies
+// between creating a segment and unlinking it does; the launcher removes
+// them once the ranks are gone.
 TEST(DitserveRun, DeadRankStopsTheGangWithoutOrphans) {
   const std::string dir = ::testing::TempDir();
   const std::string pids = absl::StrCat(dir, "/pids_", getpid());
+  const std::string segments = absl::StrCat(dir, "/segments_", getpid());
   const std::string script = absl::StrCat(dir, "/fake_worker_", getpid(), ".sh");
   {
     std::ofstream out(script);
     out << "#!/bin/sh\n"
+        << ": > /dev/shm/ditserve-$$-00000000deadbeef && echo /dev/shm/ditserve-$$-00000000deadbeef >> " << segments
+        << "\n"
         << "case \" $* \" in *\" --rank=1 \"*) sleep 0.5; exit 3;; esac\n"
         << "echo $$ >> " << pids << "\n"
         << "exec sleep 300\n";
   }
   chmod(script.c_str(), 0755);
   unlink(pids.c_str());
+  unlink(segments.c_str());
   const RunResult r = RunOne({BinDir() + "/ditserve-run", "--nproc=3", "--ring_degree=3",
                            "--worker_binary=" + script, "--shutdown_grace_s=2"});
   EXPECT_EQ(r.exit.exit_code, 1);
@@ -122,6 +129,14 @@ TEST(DitserveRun, DeadRankStopsTheGangWithoutOrphans) {
   }
   EXPECT_EQ(seen, 2);
   EXPECT_EQ(alive, 0);
+  int names = 0;
+  for (absl::string_view line : absl::StrSplit(ReadTextFile(segments), '\n', absl::SkipEmpty())) {
+    ++names;
+    struct stat st;
+    EXPECT_NE(stat(std::string(line).c_str(), &st), 0) << line << " was left behind";
+  }
+  EXPECT_EQ(names, 3);
+  unlink(segments.c_str());
   unlink(pids.c_str());
   unlink(script.c_str());
 }
