@@ -10,6 +10,7 @@
 #   STEPS=12 ROUNDS=3 bench/parallel_generation.sh
 #   ROUNDS=5 METHODS="ulysses ring" CFG_DP=0 ERRORS=0 bench/parallel_generation.sh
 #   SHM=false bench/parallel_generation.sh   # the ranks exchange through Gloo
+#   BIN=build-gpu/bin bench/parallel_generation.sh   # binaries built by scripts/gpu-check
 #
 # Prints Markdown tables (recorded in docs/benchmarks.md). Times are rank
 # 0's "denoising" time (all steps, until the final latents are on rank 0;
@@ -19,7 +20,7 @@
 # ratio with every ratio listed, so slow drift of a shared machine cancels.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=build/bin
+BIN=${BIN:-build/bin}  # e.g. build-gpu/bin after scripts/gpu-check
 WORK=${WORK:-build/bench/parallel_generation}
 MODEL=${MODEL:-$WORK/flux-small}
 STEPS=${STEPS:-20}

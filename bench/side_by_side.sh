@@ -12,7 +12,7 @@
 # paired ratios (mean of the two copies / alone). Times are denoising only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=build/bin
+BIN=${BIN:-build/bin}  # e.g. build-gpu/bin after scripts/gpu-check
 WORK=${WORK:-build/bench/parallel_generation}
 MODEL=${MODEL:-$WORK/flux-small}
 STEPS=${STEPS:-10}
