@@ -31,7 +31,8 @@ ERRORS=${ERRORS:-1}  # 0: skip PipeFusion's error table
 SHM=${SHM:-true}     # false: Gloo over loopback TCP instead of shared memory
 PY=${PY:-$HOME/.cache/ditserve/venv/bin/python3}
 mkdir -p "$WORK"
-[ -f "$MODEL/model_index.json" ] || "$BIN/ditserve-make-model" --preset small --out "$MODEL" > /dev/null 2>&1
+[ -f "$MODEL/model_index.json" ] || "$BIN/ditserve-make-model" --preset small --out "$MODEL" > "$WORK/make-model.log" 2>&1 || {
+  echo "ditserve-make-model failed:" >&2; tail -5 "$WORK/make-model.log" >&2; exit 1; }
 
 A="a red circle on a blue background"
 B="a green square on a white background"

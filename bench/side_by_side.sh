@@ -18,14 +18,20 @@ MODEL=${MODEL:-$WORK/flux-small}
 STEPS=${STEPS:-10}
 ROUNDS=${ROUNDS:-5}
 mkdir -p "$WORK/side_by_side"
-[ -f "$MODEL/model_index.json" ] || "$BIN/ditserve-make-model" --preset small --out "$MODEL" > /dev/null 2>&1
+[ -f "$MODEL/model_index.json" ] || "$BIN/ditserve-make-model" --preset small --out "$MODEL" > "$WORK/make-model.log" 2>&1 || {
+  echo "ditserve-make-model failed:" >&2; tail -5 "$WORK/make-model.log" >&2; exit 1; }
+pid=
+trap '[ -z "$pid" ] || kill "$pid" 2> /dev/null || true' EXIT  # the copy in the background, if we exit early
 
 # one NAME: one 1-rank generation; prints its denoising seconds.
 one() {
   "$BIN/ditserve-run" --nproc 1 --threads 1 --device cpu --model "$MODEL" --num_inference_steps "$STEPS" --seed 1 \
     --prompt "a red circle on a blue background" --output_dir "$WORK/side_by_side/$1" > "$WORK/side_by_side/$1.log" 2>&1 || {
     echo "$1 failed:" >&2; tail -5 "$WORK/side_by_side/$1.log" >&2; exit 1; }
-  sed -n 's/.*denoising \([0-9.]*\) s.*/\1/p' "$WORK/side_by_side/$1.log"
+  local t
+  t=$(sed -n 's/.*denoising \([0-9.]*\) s.*/\1/p' "$WORK/side_by_side/$1.log")
+  [ -n "$t" ] || { echo "$1: no denoising time in $WORK/side_by_side/$1.log" >&2; exit 1; }
+  echo "$t"
 }
 
 echo "| round | alone (s) | side by side (s, s) | ratio |"
@@ -37,6 +43,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
   pid=$!
   b=$(one b)
   wait "$pid"
+  pid=
   a=$(cat "$WORK/side_by_side/a.time")
   ratio=$(awk -v x="$a" -v y="$b" -v z="$alone" 'BEGIN { printf "%.3f", (x + y) / 2 / z }')
   ratios+=("$ratio")

@@ -99,9 +99,9 @@ void ShmSegment::Unlink() { shm_unlink(name_.c_str()); }
 int ShmSegment::RemoveLeftovers(pid_t creator) {
   const std::string prefix = NamePrefix(creator);
   int removed = 0;
-  std::error_code ec;
-  for (const auto& entry : std::filesystem::directory_iterator("/dev/shm", ec)) {
-    const std::string name = entry.path().filename().string();
+  std::error_code ec;  // no exceptions: launchers call this from their supervising threads
+  for (std::filesystem::directory_iterator it("/dev/shm", ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
     if (absl::StartsWith(name, prefix) && shm_unlink(("/" + name).c_str()) == 0) ++removed;
   }
   return removed;

@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <string>
 
 #include "absl/strings/match.h"
@@ -123,8 +124,13 @@ TEST(ShmSegment, LeftoversOfADeadCreatorAreRemovedAndNoOthers) {
   ASSERT_EQ(NamesStartingWith(prefix), 1);
   auto mine = ShmSegment::Create(4096);
   ASSERT_TRUE(mine.ok()) << mine.status();
+  // A creator whose pid starts with the dead one's digits keeps its name.
+  const std::string longer = absl::StrCat("/dev/shm/ditserve-", child, "0-0000000000000000");
+  { std::ofstream(longer).put('x'); }
   EXPECT_EQ(ShmSegment::RemoveLeftovers(child), 1);
   EXPECT_EQ(NamesStartingWith(prefix), 0);
+  EXPECT_TRUE(std::filesystem::exists(longer)) << "the name of pid " << child << "0 was removed";
+  std::filesystem::remove(longer);
   EXPECT_TRUE(std::filesystem::exists("/dev/shm" + (*mine)->name())) << "another process's segment was removed";
   EXPECT_EQ(ShmSegment::RemoveLeftovers(child), 0);
   (*mine)->Unlink();

@@ -245,6 +245,13 @@ TEST(FluxTransformer, PartsComposeToTheWholeModel) {
     const FluxConditioning conditioning =
         (*stage)->Condition((*stage)->TimeEmbedding(in.timestep, in.guidance, in.pooled_projections));
     if (parts[i].embedders) hidden = (*stage)->Embed(in.hidden_states, in.encoder_hidden_states);
+    if (parts[i].end_block > parts[i].first_block) {  // another model's conditioning is refused, not used
+      FluxHidden scratch = hidden;
+      const absl::Status wrong = (*stage)->RunBlocks(scratch, (*whole)->Condition(conditioning.temb),
+                                                     (*stage)->Rope(in.txt_ids, in.img_ids, at::kCPU), attention);
+      EXPECT_EQ(wrong.code(), absl::StatusCode::kInvalidArgument) << wrong;
+      EXPECT_TRUE(absl::StrContains(wrong.message(), "this part holds")) << wrong;
+    }
     ASSERT_TRUE((*stage)->RunBlocks(hidden, conditioning, (*stage)->Rope(in.txt_ids, in.img_ids, at::kCPU), attention).ok());
     if (parts[i].head) got = (*stage)->Head(hidden.x, conditioning);
   }

@@ -419,9 +419,15 @@ FluxConditioning FluxTransformer::Condition(const at::Tensor& temb) const {
 absl::Status FluxTransformer::RunBlocks(FluxHidden& hidden, const FluxConditioning& conditioning,
                                         const FluxRopeTables& rope, FluxAttention& attention) const {
   Model& m = *impl_->model;
+  const size_t held = m.double_blocks.size() + m.single_blocks.size();
+  if (conditioning.blocks.size() != held || conditioning.blocks_context.size() != held) {
+    return absl::InvalidArgumentError(absl::StrCat("flux: the conditioning covers ", conditioning.blocks.size(),
+                                                   " blocks; this part holds ", held,
+                                                   " (it must come from this model's Condition)"));
+  }
   size_t i = 0;
   for (auto& [index, block] : m.double_blocks) {
-    if (absl::Status s = block->Forward(index, hidden, conditioning.blocks.at(i), conditioning.blocks_context.at(i), rope,
+    if (absl::Status s = block->Forward(index, hidden, conditioning.blocks[i], conditioning.blocks_context[i], rope,
                                         attention);
         !s.ok()) {
       return s;
@@ -429,7 +435,7 @@ absl::Status FluxTransformer::RunBlocks(FluxHidden& hidden, const FluxConditioni
     ++i;
   }
   for (auto& [index, block] : m.single_blocks) {
-    if (absl::Status s = block->Forward(index, hidden, conditioning.blocks.at(i), rope, attention); !s.ok()) return s;
+    if (absl::Status s = block->Forward(index, hidden, conditioning.blocks[i], rope, attention); !s.ok()) return s;
     ++i;
   }
   return absl::OkStatus();

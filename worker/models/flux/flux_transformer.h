@@ -111,10 +111,12 @@ class FluxTransformer {
   // Embeds packed latents [B, S, in_channels] and (if defined) the T5 output.
   FluxHidden Embed(const at::Tensor& hidden_states, const at::Tensor& encoder_hidden_states) const;
   // Runs the blocks of this part in order; `attention` sees global block
-  // indices.
+  // indices. INVALID_ARGUMENT when `conditioning` does not cover this
+  // part's blocks (it must come from this model's Condition).
   absl::Status RunBlocks(FluxHidden& hidden, const FluxConditioning& conditioning, const FluxRopeTables& rope,
                          FluxAttention& attention) const;
-  // Final norm and projection: [B, S, out_channels].
+  // Final norm and projection: [B, S, out_channels]; `conditioning` from
+  // this model's Condition (the part holds the head).
   at::Tensor Head(const at::Tensor& x, const FluxConditioning& conditioning) const;
   // RoPE tables for txt_ids [T, 3] (may be undefined) and img_ids [S, 3].
   FluxRopeTables Rope(const at::Tensor& txt_ids, const at::Tensor& img_ids, c10::Device device) const;
