@@ -43,5 +43,31 @@ TEST(Dense, UninitialisedLayersDrawNothing) {
   EXPECT_TRUE(at::equal(ParameterSpec{}.Filled({3}, 1.0), at::ones({3})));
 }
 
+// The fused CPU path (one oneDNN call) gives ATen's two ops to float
+// rounding, with and without bias, on 2-D, 3-D and strided inputs; under
+// autograd (training) the ATen ops run.
+TEST(Dense, GeluTanhFusedEqualsTheTwoOps) {
+  at::manual_seed(7);
+  for (bool bias : {true, false}) {
+    Dense layer(64, 256, ParameterSpec{}, bias);
+    at::NoGradGuard no_grad;
+    const at::Tensor wide = at::randn({3, 40, 128});
+    for (const at::Tensor& x : {at::randn({40, 64}), at::randn({2, 40, 64}), wide.narrow(2, 32, 64)}) {
+      EXPECT_TRUE(layer.FusesGeluTanh(x)) << "this LibTorch has no mkldnn::_linear_pointwise";
+      const at::Tensor want = at::gelu(at::linear(x, layer.weight, layer.bias), "tanh");
+      const at::Tensor got = layer.ForwardGeluTanh(x);
+      ASSERT_EQ(got.sizes(), want.sizes());
+      EXPECT_LT((got - want).abs().max().item<double>(), 1e-5) << "bias " << bias << " x " << x.sizes();
+    }
+  }
+  Dense layer(8, 16, ParameterSpec{});
+  const at::Tensor x = at::randn({4, 8});
+  EXPECT_FALSE(layer.FusesGeluTanh(x)) << "under autograd";
+  EXPECT_TRUE(layer.ForwardGeluTanh(x).requires_grad());
+  at::NoGradGuard no_grad;
+  EXPECT_FALSE(layer.FusesGeluTanh(x.to(at::kDouble)));
+  EXPECT_TRUE(at::allclose(layer.ForwardGeluTanh(x), at::gelu(layer.forward(x), "tanh")));
+}
+
 }  // namespace
 }  // namespace ditserve::worker::models

@@ -1,9 +1,12 @@
 #include "worker/models/common/dense.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/core/grad_mode.h>
 #include <torch/nn/init.h>
 
 #include <cmath>
+#include <optional>
 
 namespace ditserve::worker::models {
 
@@ -28,5 +31,31 @@ Dense::Dense(int64_t in_features, int64_t out_features, const ParameterSpec& spe
 }
 
 at::Tensor Dense::forward(const at::Tensor& x) const { return at::linear(x, weight, bias); }
+
+namespace {
+
+// LibTorch's oneDNN linear with a fused post-op, where the build has it:
+// mkldnn::_linear_pointwise(Tensor X, Tensor W, Tensor? B, str attr,
+// Scalar?[] scalars, str? algorithm) -> Tensor.
+std::optional<c10::OperatorHandle> FusedLinearOp() {
+  return c10::Dispatcher::singleton().findSchema({"mkldnn::_linear_pointwise", ""});
+}
+
+}  // namespace
+
+bool Dense::FusesGeluTanh(const at::Tensor& x) const {
+  return x.is_cpu() && x.scalar_type() == at::kFloat && weight.scalar_type() == at::kFloat &&
+         !at::GradMode::is_enabled() && at::hasMKLDNN() && at::globalContext().userEnabledMkldnn() &&
+         FusedLinearOp().has_value();
+}
+
+at::Tensor Dense::ForwardGeluTanh(const at::Tensor& x) const {
+  if (!FusesGeluTanh(x)) return at::gelu(forward(x), "tanh");
+  const auto op = FusedLinearOp()->typed<at::Tensor(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
+                                                    c10::string_view, c10::List<std::optional<at::Scalar>>,
+                                                    std::optional<c10::string_view>)>();
+  return op.call(x.contiguous(), weight, bias.defined() ? std::optional<at::Tensor>(bias) : std::nullopt, "gelu",
+                 c10::List<std::optional<at::Scalar>>(), c10::string_view("tanh"));
+}
 
 }  // namespace ditserve::worker::models

@@ -33,6 +33,14 @@ class Dense : public torch::nn::Module {
   // torch::nn::Linear(in, out) does, so seeded random models are unchanged.
   Dense(int64_t in_features, int64_t out_features, const ParameterSpec& spec, bool bias = true);
   at::Tensor forward(const at::Tensor& x) const;
+  // gelu(forward(x)) with the tanh approximation (Flux's and T5's MLPs). On
+  // CPU in float32 without autograd it is one oneDNN call with the
+  // activation fused into the matmul (LibTorch's mkldnn::_linear_pointwise;
+  // the same values to float rounding, and ATen's separate tanh-GELU costs
+  // as much as a fifth of the matmul); elsewhere the two ATen ops.
+  at::Tensor ForwardGeluTanh(const at::Tensor& x) const;
+  // True when ForwardGeluTanh(x) takes the fused path.
+  bool FusesGeluTanh(const at::Tensor& x) const;
 
   at::Tensor weight, bias;  // bias undefined without one
 };

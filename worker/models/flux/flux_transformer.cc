@@ -160,7 +160,7 @@ struct FeedForward : torch::nn::Module {
     out = std::make_shared<models::Dense>(4 * dim, dim, p);
     net->push_back(out);
   }
-  at::Tensor forward(const at::Tensor& x) { return out->forward(at::gelu(proj->forward(x), "tanh")); }
+  at::Tensor forward(const at::Tensor& x) { return out->forward(proj->ForwardGeluTanh(x)); }
   ModuleList net{nullptr};
   Linear proj{nullptr}, out{nullptr};
 };
@@ -221,7 +221,7 @@ struct SingleBlock : torch::nn::Module {
     auto a = attn->Attend(layer, nx, nc, rope, attention);
     if (!a.ok()) return a.status();
     const auto update = [&](const at::Tensor& stream, const at::Tensor& normed, const at::Tensor& attended) {
-      const at::Tensor mlp = at::gelu(proj_mlp->forward(normed), "tanh");
+      const at::Tensor mlp = proj_mlp->ForwardGeluTanh(normed);
       return ClampHalf(stream + m[2].unsqueeze(1) * proj_out->forward(at::cat({attended, mlp}, 2)));
     };
     h.x = update(h.x, nx, a->x);

@@ -70,7 +70,7 @@ struct Block : torch::nn::Module {
     const at::Tensor a = at::matmul(at::softmax(scores, -1), split(v->forward(h)).to(at::kFloat)).to(x.scalar_type());
     at::Tensor y = x + o->forward(a.transpose(1, 2).reshape({B, T, heads * d_kv}));
     const at::Tensor f = norm1->forward(y);
-    return y + wo->forward(at::gelu(wi_0->forward(f), "tanh") * wi_1->forward(f));
+    return y + wo->forward(wi_0->ForwardGeluTanh(f) * wi_1->forward(f));
   }
   int64_t heads, d_kv;
   Linear q{nullptr}, k{nullptr}, v{nullptr}, o{nullptr}, wi_0{nullptr}, wi_1{nullptr}, wo{nullptr};
