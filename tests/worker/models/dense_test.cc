@@ -3,6 +3,7 @@
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+#include <torch/csrc/autograd/autograd.h>
 #include <torch/nn/modules/linear.h>
 
 #include "worker/models/common/dense.h"
@@ -67,6 +68,33 @@ TEST(Dense, GeluTanhFusedEqualsTheTwoOps) {
   at::NoGradGuard no_grad;
   EXPECT_FALSE(layer.FusesGeluTanh(x.to(at::kDouble)));
   EXPECT_TRUE(at::allclose(layer.ForwardGeluTanh(x), at::gelu(layer.forward(x), "tanh")));
+}
+
+// Multiplying the weight's column blocks equals multiplying the
+// concatenation, in float32 (split) and bfloat16 (concatenated), with and
+// without bias, and gradients flow through the split (training uses it).
+TEST(Dense, ForwardConcatEqualsTheConcatenation) {
+  at::manual_seed(9);
+  for (bool bias : {true, false}) {
+    Dense layer(48 + 80, 32, ParameterSpec{}, bias);
+    const at::Tensor a = at::randn({2, 7, 48}).requires_grad_();
+    const at::Tensor b = at::randn({2, 7, 80}).requires_grad_();
+    const at::Tensor want = layer.forward(at::cat({a, b}, -1));
+    const at::Tensor got = layer.ForwardConcat(a, b);
+    ASSERT_EQ(got.sizes(), want.sizes());
+    EXPECT_LT((got - want).abs().max().item<double>(), 1e-5) << "bias " << bias;
+    const auto grad_want = torch::autograd::grad({want.sum()}, {a, b, layer.weight});
+    const auto grad_got = torch::autograd::grad({got.sum()}, {a, b, layer.weight});
+    for (size_t i = 0; i < grad_want.size(); ++i) {
+      EXPECT_LT((grad_got[i] - grad_want[i]).abs().max().item<double>(), 1e-4) << "gradient " << i;
+    }
+    at::NoGradGuard no_grad;
+    const at::Tensor a16 = a.to(at::kBFloat16), b16 = b.to(at::kBFloat16);
+    Dense half(48 + 80, 32, ParameterSpec{ParameterInit::kUninitialized, at::kBFloat16}, bias);
+    half.weight.copy_(layer.weight);
+    if (bias) half.bias.copy_(layer.bias);
+    EXPECT_TRUE(at::equal(half.ForwardConcat(a16, b16), half.forward(at::cat({a16, b16}, -1))));
+  }
 }
 
 }  // namespace

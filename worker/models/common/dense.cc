@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <optional>
+#include <vector>
 
 namespace ditserve::worker::models {
 
@@ -56,6 +57,18 @@ at::Tensor Dense::ForwardGeluTanh(const at::Tensor& x) const {
                                                     std::optional<c10::string_view>)>();
   return op.call(x.contiguous(), weight, bias.defined() ? std::optional<at::Tensor>(bias) : std::nullopt, "gelu",
                  c10::List<std::optional<at::Scalar>>(), c10::string_view("tanh"));
+}
+
+at::Tensor Dense::ForwardConcat(const at::Tensor& a, const at::Tensor& b) const {
+  if (a.scalar_type() != at::kFloat) return forward(at::cat({a, b}, -1));
+  const int64_t ka = a.size(-1), kb = b.size(-1);
+  std::vector<int64_t> sizes = a.sizes().vec();
+  sizes.back() = weight.size(0);
+  const at::Tensor a2 = a.reshape({-1, ka}), b2 = b.reshape({-1, kb});
+  const at::Tensor wa = weight.narrow(1, 0, ka).t(), wb = weight.narrow(1, ka, kb).t();  // strided views, no copies
+  at::Tensor out = bias.defined() ? at::addmm(bias, a2, wa) : at::mm(a2, wa);
+  out.addmm_(b2, wb);
+  return out.view(sizes);
 }
 
 }  // namespace ditserve::worker::models

@@ -41,6 +41,12 @@ class Dense : public torch::nn::Module {
   at::Tensor ForwardGeluTanh(const at::Tensor& x) const;
   // True when ForwardGeluTanh(x) takes the fused path.
   bool FusesGeluTanh(const at::Tensor& x) const;
+  // forward(cat({a, b}, -1)): a and b share their leading sizes and their
+  // last sizes add up to in_features. In float32 the concatenation is never
+  // made (the weight's two column blocks multiply a and b, accumulating into
+  // one output: the same values to float rounding, one copy of both inputs
+  // less); in other dtypes it is, so every product rounds once.
+  at::Tensor ForwardConcat(const at::Tensor& a, const at::Tensor& b) const;
 
   at::Tensor weight, bias;  // bias undefined without one
 };

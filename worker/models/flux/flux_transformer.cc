@@ -222,7 +222,7 @@ struct SingleBlock : torch::nn::Module {
     if (!a.ok()) return a.status();
     const auto update = [&](const at::Tensor& stream, const at::Tensor& normed, const at::Tensor& attended) {
       const at::Tensor mlp = proj_mlp->ForwardGeluTanh(normed);
-      return ClampHalf(stream + m[2].unsqueeze(1) * proj_out->forward(at::cat({attended, mlp}, 2)));
+      return ClampHalf(stream + m[2].unsqueeze(1) * proj_out->ForwardConcat(attended, mlp));
     };
     h.x = update(h.x, nx, a->x);
     if (h.context.defined()) h.context = update(h.context, nc, a->context);
