@@ -35,26 +35,28 @@ at::Tensor Dense::forward(const at::Tensor& x) const { return at::linear(x, weig
 
 namespace {
 
-// LibTorch's oneDNN linear with a fused post-op, where the build has it:
+// LibTorch's oneDNN linear with a fused post-op,
 // mkldnn::_linear_pointwise(Tensor X, Tensor W, Tensor? B, str attr,
-// Scalar?[] scalars, str? algorithm) -> Tensor.
-std::optional<c10::OperatorHandle> FusedLinearOp() {
+// Scalar?[] scalars, str? algorithm) -> Tensor, when it serves `x` times
+// `weight`: CPU float32 without autograd, in a build that has it.
+std::optional<c10::OperatorHandle> FusedLinearOpFor(const at::Tensor& x, const at::Tensor& weight) {
+  if (!x.is_cpu() || x.scalar_type() != at::kFloat || weight.scalar_type() != at::kFloat ||
+      at::GradMode::is_enabled() || !at::hasMKLDNN() || !at::globalContext().userEnabledMkldnn()) {
+    return std::nullopt;
+  }
   return c10::Dispatcher::singleton().findSchema({"mkldnn::_linear_pointwise", ""});
 }
 
 }  // namespace
 
-bool Dense::FusesGeluTanh(const at::Tensor& x) const {
-  return x.is_cpu() && x.scalar_type() == at::kFloat && weight.scalar_type() == at::kFloat &&
-         !at::GradMode::is_enabled() && at::hasMKLDNN() && at::globalContext().userEnabledMkldnn() &&
-         FusedLinearOp().has_value();
-}
+bool Dense::FusesGeluTanh(const at::Tensor& x) const { return FusedLinearOpFor(x, weight).has_value(); }
 
 at::Tensor Dense::ForwardGeluTanh(const at::Tensor& x) const {
-  if (!FusesGeluTanh(x)) return at::gelu(forward(x), "tanh");
-  const auto op = FusedLinearOp()->typed<at::Tensor(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
-                                                    c10::string_view, c10::List<std::optional<at::Scalar>>,
-                                                    std::optional<c10::string_view>)>();
+  const std::optional<c10::OperatorHandle> fused = FusedLinearOpFor(x, weight);
+  if (!fused) return at::gelu(forward(x), "tanh");
+  const auto op = fused->typed<at::Tensor(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
+                                          c10::string_view, c10::List<std::optional<at::Scalar>>,
+                                          std::optional<c10::string_view>)>();
   return op.call(x.contiguous(), weight, bias.defined() ? std::optional<at::Tensor>(bias) : std::nullopt, "gelu",
                  c10::List<std::optional<at::Scalar>>(), c10::string_view("tanh"));
 }
