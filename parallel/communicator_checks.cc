@@ -43,6 +43,11 @@ absl::Status CompareShapeMeta(const at::Tensor& gathered, const at::Tensor& mine
   return absl::OkStatus();
 }
 
+absl::Status CheckReducible(const at::Tensor& t) {
+  if (t.scalar_type() == at::kBool) return absl::InvalidArgumentError("all_reduce of bool tensors is not supported");
+  return absl::OkStatus();
+}
+
 absl::Status CheckDim(const char* op, const std::string& group, const at::Tensor& t, int64_t dim) {
   if (t.dim() == 0 || dim < -t.dim() || dim >= t.dim()) {
     return absl::InvalidArgumentError(absl::StrCat(op, " on group ", group, ": dimension ", dim,

@@ -1,8 +1,8 @@
 #pragma once
 
-// Argument checks and the cross-rank shape check shared by the CPU
-// communicators (Gloo and shared memory), so both reject bad calls with the
-// same INVALID_ARGUMENT messages.
+// Argument checks and the cross-rank shape check shared by the
+// communicators (Gloo, shared memory, NCCL), so all reject bad calls with
+// the same INVALID_ARGUMENT messages.
 
 #include <cstdint>
 #include <string>
@@ -24,6 +24,8 @@ at::Tensor ShapeMeta(const at::Tensor& t);
 absl::Status CompareShapeMeta(const at::Tensor& gathered, const at::Tensor& mine, const char* op,
                               const std::string& group, int rank);
 
+// INVALID_ARGUMENT for a tensor all_reduce cannot sum (bool).
+absl::Status CheckReducible(const at::Tensor& t);
 // INVALID_ARGUMENT unless `dim` indexes a dimension of `t`.
 absl::Status CheckDim(const char* op, const std::string& group, const at::Tensor& t, int64_t dim);
 // INVALID_ARGUMENT unless 0 <= peer < size.

@@ -87,9 +87,7 @@ class GlooCommunicator : public Communicator {
 
   absl::Status AllReduce(at::Tensor& tensor, ReduceOp op) override {
     if (absl::Status s = Usable("all_reduce", tensor); !s.ok()) return s;
-    if (tensor.scalar_type() == at::kBool) {
-      return absl::InvalidArgumentError("all_reduce of bool tensors is not supported");
-    }
+    if (absl::Status s = CheckReducible(tensor); !s.ok()) return s;
     if (absl::Status s = CheckShapes("all_reduce", tensor); !s.ok()) return s;
     const bool upcast = tensor.scalar_type() == at::kHalf || tensor.scalar_type() == at::kBFloat16;
     at::Tensor work = upcast ? tensor.to(at::kFloat).contiguous() : tensor.contiguous();

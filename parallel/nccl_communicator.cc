@@ -12,11 +12,11 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "parallel/communicator_checks.h"
 
 namespace ditserve::parallel {
 namespace {
 
-constexpr int kMetaSlots = 16;
 
 absl::StatusOr<ncclDataType_t> NcclType(at::ScalarType t) {
   switch (t) {
@@ -77,9 +77,7 @@ class NcclCommunicator : public Communicator {
 
   absl::Status AllReduce(at::Tensor& tensor, ReduceOp op) override {
     if (absl::Status s = Usable("all_reduce", tensor); !s.ok()) return s;
-    if (tensor.scalar_type() == at::kBool) {
-      return absl::InvalidArgumentError("all_reduce of bool tensors is not supported");
-    }
+    if (absl::Status s = CheckReducible(tensor); !s.ok()) return s;
     if (absl::Status s = CheckShapes("all_reduce", tensor); !s.ok()) return s;
     const bool upcast = tensor.scalar_type() == at::kHalf || tensor.scalar_type() == at::kBFloat16;
     at::Tensor work = upcast ? tensor.to(at::kFloat).contiguous() : tensor.contiguous();
@@ -330,29 +328,17 @@ class NcclCommunicator : public Communicator {
 
   absl::Status CheckShapes(const char* op, const at::Tensor& t) {
     if (!options_.check_shapes || size_ == 1) return absl::OkStatus();
-    at::Tensor meta = at::zeros({kMetaSlots}, at::kLong);
-    auto m = meta.accessor<int64_t, 1>();
-    m[0] = t.dim();
-    m[1] = static_cast<int64_t>(t.scalar_type());
-    m[2] = t.numel();
-    for (int64_t i = 0; i < t.dim() && i < kMetaSlots - 3; ++i) m[3 + i] = t.size(i);
+    const at::Tensor meta = ShapeMeta(t);
     at::Tensor dev = meta.to(at::Device(at::kCUDA, options_.device_index));
-    at::Tensor all = at::empty({size_, kMetaSlots}, dev.options());
+    at::Tensor all = at::empty({size_, kShapeMetaSlots}, dev.options());
     if (absl::Status s = Issue(op, [&](cudaStream_t st) {
-          return ncclAllGather(dev.data_ptr(), all.data_ptr(), kMetaSlots, ncclInt64, comm_, st);
+          return ncclAllGather(dev.data_ptr(), all.data_ptr(), kShapeMetaSlots, ncclInt64, comm_, st);
         });
         !s.ok()) {
       return s;
     }
     if (absl::Status s = Complete(op); !s.ok()) return s;
-    at::Tensor host = all.cpu();
-    for (int i = 0; i < size_; ++i) {
-      if (!at::equal(host[i], meta)) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            op, " on group ", name(), ": shapes differ across ranks (rank ", rank_, " vs rank ", i, ")"));
-      }
-    }
-    return absl::OkStatus();
+    return CompareShapeMeta(all.cpu(), meta, op, name(), rank_);
   }
 
   ncclComm_t comm_;

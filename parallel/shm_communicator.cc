@@ -668,9 +668,7 @@ class ShmCommunicator : public Communicator {
 
   absl::Status AllReduce(at::Tensor& tensor, ReduceOp op) override {
     if (absl::Status s = Usable("all_reduce", tensor); !s.ok()) return s;
-    if (tensor.scalar_type() == at::kBool) {
-      return absl::InvalidArgumentError("all_reduce of bool tensors is not supported");
-    }
+    if (absl::Status s = CheckReducible(tensor); !s.ok()) return s;
     if (absl::Status s = CheckShapes("all_reduce", tensor); !s.ok()) return s;
     std::vector<at::Tensor> parts(size());
     std::vector<Transfer> sends, recvs;

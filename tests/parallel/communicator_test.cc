@@ -86,20 +86,20 @@ DITSERVE_SCENARIO(collectives) {
 
 class Collectives : public ::testing::TestWithParam<std::pair<int, std::string>> {};
 
-TEST_P(Collectives, EveryOpOnEveryGroupThroughSharedMemory) {
-  const auto& [world, config] = GetParam();
+// The "collectives" scenario on `world` ranks of `config` through `transport`.
+void ExpectCollectivesPass(int world, const std::string& config, const std::string& transport) {
   LaunchOptions options;
   options.world_size = world;
-  options.args = {config, "shm"};
+  options.args = {config, transport};
   testing::ExpectAllRanksOk(LaunchScenario("collectives", options));
 }
 
+TEST_P(Collectives, EveryOpOnEveryGroupThroughSharedMemory) {
+  ExpectCollectivesPass(GetParam().first, GetParam().second, "shm");
+}
+
 TEST_P(Collectives, EveryOpOnEveryGroupThroughGloo) {
-  const auto& [world, config] = GetParam();
-  LaunchOptions options;
-  options.world_size = world;
-  options.args = {config, "gloo"};
-  testing::ExpectAllRanksOk(LaunchScenario("collectives", options));
+  ExpectCollectivesPass(GetParam().first, GetParam().second, "gloo");
 }
 
 // "u,r,pp,cfg,dp"
@@ -118,7 +118,7 @@ INSTANTIATE_TEST_SUITE_P(
     });
 
 // Shapes that differ across ranks fail on every rank with INVALID_ARGUMENT,
-// and so does a scatter dimension that does not divide.
+// and so do a scatter dimension that does not divide and a bool all_reduce.
 DITSERVE_SCENARIO(mismatched_shapes) {
   auto groups = Join(ctx, ParseConfig("2"), absl::Seconds(60), ctx.args.at(0) == "shm");
   DITSERVE_RETURN_IF_ERROR(groups.status());
@@ -142,6 +142,11 @@ DITSERVE_SCENARIO(mismatched_shapes) {
                         s.ToString()));
   s = comm.AllGather(odd, 2).status();
   DITSERVE_RETURN_IF_ERROR(Check(s.code() == absl::StatusCode::kInvalidArgument, s.ToString()));
+  at::Tensor flags = at::ones({4}, at::kBool);
+  s = comm.AllReduce(flags, ReduceOp::kSum);
+  DITSERVE_RETURN_IF_ERROR(Check(s.code() == absl::StatusCode::kInvalidArgument &&
+                                     s.message() == "all_reduce of bool tensors is not supported",
+                                 s.ToString()));
   // The group still works after these rejected calls.
   at::Tensor t = at::ones({4});
   DITSERVE_RETURN_IF_ERROR(comm.AllReduce(t, ReduceOp::kSum));
