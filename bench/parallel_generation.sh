@@ -20,9 +20,7 @@
 # ratio with every ratio listed, so slow drift of a shared machine cancels.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=${BIN:-build/bin}  # e.g. build-gpu/bin after scripts/gpu-check
-WORK=${WORK:-build/bench/parallel_generation}
-MODEL=${MODEL:-$WORK/flux-small}
+source bench/small_preset.sh  # BIN, WORK, MODEL
 STEPS=${STEPS:-20}
 ROUNDS=${ROUNDS:-${REPEATS:-1}}
 METHODS=${METHODS:-ulysses ring pipefusion pipefusion_m4}  # the single-prompt methods to time
@@ -30,9 +28,6 @@ CFG_DP=${CFG_DP:-1}  # 0: skip the CFG and data parallel rows
 ERRORS=${ERRORS:-1}  # 0: skip PipeFusion's error table
 SHM=${SHM:-true}     # false: Gloo over loopback TCP instead of shared memory
 PY=${PY:-$HOME/.cache/ditserve/venv/bin/python3}
-mkdir -p "$WORK"
-[ -f "$MODEL/model_index.json" ] || "$BIN/ditserve-make-model" --preset small --out "$MODEL" > "$WORK/make-model.log" 2>&1 || {
-  echo "ditserve-make-model failed:" >&2; tail -5 "$WORK/make-model.log" >&2; exit 1; }
 
 A="a red circle on a blue background"
 B="a green square on a white background"

@@ -12,14 +12,10 @@
 # paired ratios (mean of the two copies / alone). Times are denoising only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=${BIN:-build/bin}  # e.g. build-gpu/bin after scripts/gpu-check
-WORK=${WORK:-build/bench/parallel_generation}
-MODEL=${MODEL:-$WORK/flux-small}
+source bench/small_preset.sh  # BIN, WORK, MODEL
 STEPS=${STEPS:-10}
 ROUNDS=${ROUNDS:-5}
 mkdir -p "$WORK/side_by_side"
-[ -f "$MODEL/model_index.json" ] || "$BIN/ditserve-make-model" --preset small --out "$MODEL" > "$WORK/make-model.log" 2>&1 || {
-  echo "ditserve-make-model failed:" >&2; tail -5 "$WORK/make-model.log" >&2; exit 1; }
 pid=
 trap '[ -z "$pid" ] || kill "$pid" 2> /dev/null || true' EXIT  # the copy in the background, if we exit early
 
