@@ -242,12 +242,12 @@ TEST(FluxTransformer, PartsComposeToTheWholeModel) {
     }
     EXPECT_LT(held, (*whole)->module().named_parameters().size());
     EXPECT_EQ((*stage)->Forward(in).status().code(), absl::StatusCode::kFailedPrecondition);
-    const FluxConditioning conditioning =
-        (*stage)->Condition((*stage)->TimeEmbedding(in.timestep, in.guidance, in.pooled_projections));
+    const at::Tensor temb = (*stage)->TimeEmbedding(in.timestep, in.guidance, in.pooled_projections);
+    const FluxConditioning conditioning = (*stage)->Condition(temb);
     if (parts[i].embedders) hidden = (*stage)->Embed(in.hidden_states, in.encoder_hidden_states);
     if (parts[i].end_block > parts[i].first_block) {  // another model's conditioning is refused, not used
       FluxHidden scratch = hidden;
-      const absl::Status wrong = (*stage)->RunBlocks(scratch, (*whole)->Condition(conditioning.temb),
+      const absl::Status wrong = (*stage)->RunBlocks(scratch, (*whole)->Condition(temb),
                                                      (*stage)->Rope(in.txt_ids, in.img_ids, at::kCPU), attention);
       EXPECT_EQ(wrong.code(), absl::StatusCode::kInvalidArgument) << wrong;
       EXPECT_TRUE(absl::StrContains(wrong.message(), "this part holds")) << wrong;

@@ -65,13 +65,12 @@ struct TimeTextEmbed : torch::nn::Module {
 // AdaLayerNormZero (6 chunks) / AdaLayerNormZeroSingle (3 chunks) /
 // AdaLayerNormContinuous (2 chunks: scale, shift): a "linear" on SiLU(temb).
 struct AdaNorm : torch::nn::Module {
-  AdaNorm(int64_t dim, int chunks, const ParameterSpec& p) : chunks(chunks) {
+  AdaNorm(int64_t dim, int chunks, const ParameterSpec& p) {
     linear = register_module("linear", std::make_shared<models::Dense>(dim, chunks * dim, p));
   }
   // Linear(SiLU(temb)): [B, chunks·dim]; split with chunk(chunks, 1).
   at::Tensor Modulation(const at::Tensor& temb) { return linear->forward(at::silu(temb)); }
   Linear linear{nullptr};
-  int chunks;
 };
 
 at::Tensor Modulate(const at::Tensor& x, const at::Tensor& shift, const at::Tensor& scale) {
@@ -414,7 +413,6 @@ FluxHidden FluxTransformer::Embed(const at::Tensor& hidden_states, const at::Ten
 FluxConditioning FluxTransformer::Condition(const at::Tensor& temb) const {
   Model& m = *impl_->model;
   FluxConditioning c;
-  c.temb = temb;
   for (auto& [index, block] : m.double_blocks) {
     c.blocks.push_back(block->norm1->Modulation(temb));
     c.blocks_context.push_back(block->norm1_context->Modulation(temb));

@@ -64,13 +64,12 @@ struct FluxHidden {
   at::Tensor x;        // [B, S, inner_dim]
 };
 
-// One step's conditioning: the vector from TimeEmbedding and the AdaLN
-// modulation of every held block and of the head, each a Linear(SiLU(temb))
-// computed once here instead of once per block call (a PipeFusion stage
-// runs its blocks once per patch). Filled by FluxTransformer::Condition and
-// read only by the model that filled it.
+// One step's conditioning: the AdaLN modulation of every held block and of
+// the head, each a Linear(SiLU(temb)) of the step's TimeEmbedding, computed
+// once here instead of once per block call (a PipeFusion stage runs its
+// blocks once per patch). Filled by FluxTransformer::Condition and read only
+// by the model that filled it.
 struct FluxConditioning {
-  at::Tensor temb;                        // [B, inner_dim]
   std::vector<at::Tensor> blocks;         // per held block, in RunBlocks order
   std::vector<at::Tensor> blocks_context; // norm1_context's (double blocks; undefined for single)
   at::Tensor head;                        // norm_out's (undefined without the head)
@@ -106,7 +105,7 @@ class FluxTransformer {
   // Conditioning vector [B, inner_dim]; timestep and guidance as in FluxInputs.
   at::Tensor TimeEmbedding(const at::Tensor& timestep, const at::Tensor& guidance,
                            const at::Tensor& pooled_projections) const;
-  // temb and every modulation derived from it (see FluxConditioning).
+  // Every modulation derived from temb (see FluxConditioning).
   FluxConditioning Condition(const at::Tensor& temb) const;
   // Embeds packed latents [B, S, in_channels] and (if defined) the T5 output.
   FluxHidden Embed(const at::Tensor& hidden_states, const at::Tensor& encoder_hidden_states) const;
