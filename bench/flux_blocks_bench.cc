@@ -17,7 +17,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "worker/models/flux/flow_match_scheduler.h"
-#include "worker/models/flux/flux_attention.h"
+#include "worker/models/common/joint_attention.h"
 #include "worker/pipelines/flux_components.h"
 
 ABSL_FLAG(std::string, model, "", "Flux diffusers directory");
@@ -76,7 +76,7 @@ int main(int argc, char** argv) {
                                 at::randn({1, config->pooled_projection_dim})));
     const flux::FluxRopeTables rope = (*model)->Rope(at::zeros({T, 3}), flux::LatentImageIds(h * 2, w * 2),
                                                      c10::Device(c10::kCPU));
-    flux::SerialFluxAttention attention;
+    models::SerialJointAttention attention;
     std::vector<double> times;
     for (int i = 0; i < repeats + 1; ++i) {  // the first call warms up
       flux::FluxHidden hidden{context, x};

@@ -86,6 +86,9 @@ absl::StatusOr<uint64_t> Dispatcher::SubmitLocked(const v1::GenerateRequest& req
   shape.parallel.ulysses_degree = std::max(1, gang.ulysses_degree());
   shape.parallel.ring_degree = std::max(1, gang.ring_degree());
   shape.num_pipeline_patch = hello_->num_pipeline_patch();
+  shape.family = hello_->model_family();
+  if (hello_->has_default_guidance_scale()) shape.default_guidance_scale = hello_->default_guidance_scale();
+  shape.guidance_scale_is_cfg = hello_->cfg_scale_field() == "guidance_scale";
   auto params = ValidateRequest(request, options_.limits, shape, RandomSeed());
   if (!params.ok()) return params.status();
   const uint64_t id = next_id_++;

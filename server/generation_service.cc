@@ -218,6 +218,8 @@ grpc::ServerUnaryReactor* GenerationService::GetInfo(grpc::CallbackServerContext
     response->set_dtype(hello->dtype());
     response->set_device(hello->device());
     response->set_transformer_config_json(hello->transformer_config_json());
+    response->set_default_guidance_scale(hello->has_default_guidance_scale() ? hello->default_guidance_scale() : 3.5);
+    response->set_cfg_scale_field(hello->cfg_scale_field());
     l.set_size_multiple(hello->size_multiple());
     p = hello->parallel();
   }

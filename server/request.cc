@@ -5,7 +5,7 @@ namespace ditserve::server {
 bool Compatible(const GenerationParams& a, const GenerationParams& b) {
   return a.height == b.height && a.width == b.width &&
          a.num_inference_steps == b.num_inference_steps &&
-         a.guidance_scale == b.guidance_scale && a.true_cfg() == b.true_cfg();
+         a.guidance_scale == b.guidance_scale && a.cfg == b.cfg;
 }
 
 }  // namespace ditserve::server

@@ -16,7 +16,7 @@ struct GenerationParams {
   int height = 0;
   int width = 0;
   int num_inference_steps = 0;
-  double guidance_scale = 3.5;
+  double guidance_scale = 3.5;  // the family's default when the request leaves it unset
   double true_cfg_scale = 1.0;
   uint64_t seed = 0;
   int num_images = 1;
@@ -24,13 +24,14 @@ struct GenerationParams {
   int quality = 90;
   int priority = 0;
 
-  // Whether true classifier-free guidance runs (doubles the transformer's
-  // work): true_cfg_scale > 1 and a negative prompt.
-  bool true_cfg() const { return true_cfg_scale > 1.0 && !negative_prompt.empty(); }
+  // Whether classifier-free guidance runs (doubles the transformer's work):
+  // the family's CFG scale > 1 (worker::ResolveGuidance), resolved at
+  // validation.
+  bool cfg = false;
 };
 
-// Requests that can share one gang call: equal size, steps, guidance and
-// true-CFG use (ParallelFluxPipeline::Generate's contract).
+// Requests that can share one gang call: equal size, steps, guidance scale
+// and CFG use (ParallelPipeline::Generate's contract).
 bool Compatible(const GenerationParams& a, const GenerationParams& b);
 
 }  // namespace ditserve::server

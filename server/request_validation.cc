@@ -49,13 +49,17 @@ absl::StatusOr<GenerationParams> ValidateRequest(const v1::GenerateRequest& r,
     return Invalid(absl::StrCat("num_inference_steps must be in [1, ", limits.max_steps,
                                 "] (0: ", limits.default_steps, "), got ", r.num_inference_steps()));
   }
-  if (r.has_guidance_scale()) p.guidance_scale = r.guidance_scale();
+  p.guidance_scale = r.has_guidance_scale() ? r.guidance_scale() : model.default_guidance_scale;
   if (!std::isfinite(p.guidance_scale) || p.guidance_scale < 0 || p.guidance_scale > 100) {
     return Invalid(absl::StrCat("guidance_scale must be in [0, 100], got ", p.guidance_scale));
   }
   if (r.has_true_cfg_scale()) p.true_cfg_scale = r.true_cfg_scale();
   if (!std::isfinite(p.true_cfg_scale) || p.true_cfg_scale < 1 || p.true_cfg_scale > 100) {
     return Invalid(absl::StrCat("true_cfg_scale must be in [1, 100], got ", p.true_cfg_scale));
+  }
+  if (model.guidance_scale_is_cfg && p.true_cfg_scale != 1) {
+    return Invalid(absl::StrCat("true_cfg_scale must be unset or 1 for this model (", model.family,
+                                "): its classifier-free guidance scale is guidance_scale"));
   }
   p.seed = r.has_seed() ? r.seed() : random_seed;
   p.num_images = r.num_images() == 0 ? 1 : r.num_images();
@@ -85,10 +89,14 @@ absl::StatusOr<GenerationParams> ValidateRequest(const v1::GenerateRequest& r,
   worker::ModelGeometry geometry;
   geometry.size_multiple = model.size_multiple;
   geometry.default_size = model.default_size;
+  geometry.default_guidance_scale = model.default_guidance_scale;
+  geometry.cfg_scale =
+      model.guidance_scale_is_cfg ? worker::CfgScaleField::kGuidanceScale : worker::CfgScaleField::kTrueCfgScale;
+  p.cfg = worker::ResolveGuidance(geometry, p.guidance_scale, p.true_cfg_scale).cfg;
   worker::PipeFusionOptions pipefusion;
   pipefusion.num_pipeline_patch = model.num_pipeline_patch;
   if (absl::Status s = worker::ValidateParallelRequest(model.parallel, pipefusion, geometry,
-                                                       p.height, p.width, p.true_cfg());
+                                                       p.height, p.width, p.cfg);
       !s.ok()) {
     return s;
   }

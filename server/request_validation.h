@@ -3,6 +3,8 @@
 // Checks a public GenerateRequest against the server's limits and the
 // model, and fills in defaults. Pure: no I/O, thread-safe.
 
+#include <string>
+
 #include "absl/status/statusor.h"
 #include "ditserve/v1/generation.pb.h"
 #include "parallel/parallel_config.h"
@@ -17,6 +19,10 @@ struct ModelShape {
   int default_size = 1024;
   parallel::ParallelConfig parallel;  // the gang's degrees
   int num_pipeline_patch = 0;         // 0: the PipeFusion degree
+  // The family's guidance rule (the gang's Hello).
+  double default_guidance_scale = 3.5;
+  bool guidance_scale_is_cfg = false;  // SD3: guidance_scale is the CFG scale
+  std::string family = "flux";
 };
 
 // INVALID_ARGUMENT naming the field and its limit, e.g. "height must be a

@@ -73,7 +73,7 @@ int main(int argc, char** argv) {
   if (!pipe.ok()) return Fail(1, std::string(pipe.status().message()));
   std::printf("loaded %s in %.2f s\n", model.c_str(), Since(start));
 
-  const ditserve::worker::pipelines::FluxRequest r = ditserve::worker::pipelines::MakeFluxRequest(
+  const ditserve::worker::pipelines::GenerationRequest r = ditserve::worker::pipelines::MakeGenerationRequest(
       g, ditserve::worker::PromptFlag(), g.seed, (*pipe)->default_size());
   std::unique_ptr<ditserve::worker::ProfileTrace> trace;
   const std::string profile = absl::GetFlag(FLAGS_profile);

@@ -4,19 +4,22 @@
 #include "absl/strings/str_cat.h"
 
 ABSL_FLAG(std::string, model, "",
-          "Flux diffusers directory (model_index.json, transformer/, vae/, …); every rank of a gang reads it");
+          "diffusers directory of a Flux or SD3 pipeline (model_index.json, transformer/, vae/, …); every rank of a gang reads it");
 ABSL_FLAG(std::string, prompt, "",
           "What to draw; ditserve-run and ditserve-worker take --prompt repeated for several images "
           "(image i uses --seed + i)");
-ABSL_FLAG(std::string, negative_prompt, "", "What not to draw (true CFG, with --true_cfg_scale > 1)");
-ABSL_FLAG(int, height, 0, "Image height in pixels, a multiple of 16 for FLUX.1 (0: the model's sample_size)");
-ABSL_FLAG(int, width, 0, "Image width in pixels, a multiple of 16 for FLUX.1 (0: the model's sample_size)");
+ABSL_FLAG(std::string, negative_prompt, "", "What not to draw: the unconditional prompt of classifier-free guidance (default empty)");
+ABSL_FLAG(int, height, 0, "Image height in pixels, a multiple of 16 for FLUX.1 and SD3 (0: the model's sample_size)");
+ABSL_FLAG(int, width, 0, "Image width in pixels, a multiple of 16 for FLUX.1 and SD3 (0: the model's sample_size)");
 ABSL_FLAG(int, num_inference_steps, 28, "Denoising steps");
-ABSL_FLAG(double, guidance_scale, 3.5, "Guidance embedding value (guidance-distilled models such as FLUX.1-dev)");
-ABSL_FLAG(double, true_cfg_scale, 1.0, "Classifier-free guidance scale with --negative_prompt (> 1 enables it)");
+ABSL_FLAG(double, guidance_scale, -1,
+          "Flux: the guidance embedding value (guidance-distilled models such as FLUX.1-dev; default 3.5); "
+          "SD3: the classifier-free guidance scale (default 7.0; > 1 runs CFG). Negative: the family's default");
+ABSL_FLAG(double, true_cfg_scale, 1.0,
+          "Flux: classifier-free guidance scale (> 1 runs CFG against --negative_prompt, default empty)");
 ABSL_FLAG(uint64_t, seed, 0, "Seed of the (first) image's initial noise (PyTorch CPU generator)");
 ABSL_FLAG(int, max_sequence_length, 0,
-          "T5 tokens (prompt truncated beyond); 0: the model's tokenizer_2 model_max_length (512 for FLUX.1)");
+          "T5 tokens (prompt truncated beyond); 0: the model's default (Flux: tokenizer_2 model_max_length, 512 for FLUX.1; SD3: 256)");
 ABSL_FLAG(std::string, dtype, "", "Weights and activations: f32 or bf16 (default: f32 on CPU, bf16 on CUDA)");
 
 namespace ditserve::worker {

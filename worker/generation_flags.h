@@ -21,10 +21,10 @@ struct GenerationFlags {
   int height = 0;  // 0: the model's sample_size
   int width = 0;
   int num_inference_steps = 28;
-  double guidance_scale = 3.5;
+  double guidance_scale = -1;  // negative: the family's default
   double true_cfg_scale = 1.0;
   uint64_t seed = 0;
-  int max_sequence_length = 0;  // 0: the model's tokenizer_2 model_max_length
+  int max_sequence_length = 0;  // 0: the model family's default
   std::string dtype;            // "", "f32" or "bf16"
 };
 

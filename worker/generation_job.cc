@@ -9,7 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "worker/image/png_encoder.h"
-#include "worker/pipelines/parallel_flux_pipeline.h"
+#include "worker/pipelines/parallel_pipeline.h"
 #include "worker/profile_trace.h"
 #include "worker/weights/safetensors_writer.h"
 
@@ -27,16 +27,16 @@ absl::Status RunGenerationJob(const WorkerOptions& o, parallel::ProcessGroups& g
   const auto start = std::chrono::steady_clock::now();
   const at::ScalarType dtype =
       ResolvedDtype(o.generation, device.is_cuda()) == "bf16" ? at::kBFloat16 : at::kFloat;
-  auto pipe = pipelines::ParallelFluxPipeline::Load(o.generation.model, dtype, device, groups, o.pipefusion);
+  auto pipe = pipelines::ParallelPipeline::Load(o.generation.model, dtype, device, groups, o.pipefusion);
   if (!pipe.ok()) return pipe.status();
   if (leader) {
     std::printf("loaded %s on %d ranks (%s) in %.2f s\n", o.generation.model.c_str(), groups.world().world_size(),
                 groups.world().config().ToString().c_str(), Since(start));
   }
-  std::vector<pipelines::FluxRequest> requests;
+  std::vector<pipelines::GenerationRequest> requests;
   for (size_t i = 0; i < o.prompts.size(); ++i) {
     requests.push_back(
-        pipelines::MakeFluxRequest(o.generation, o.prompts[i], o.generation.seed + i, (*pipe)->default_size()));
+        pipelines::MakeGenerationRequest(o.generation, o.prompts[i], o.generation.seed + i, (*pipe)->default_size()));
   }
   std::unique_ptr<ProfileTrace> trace;
   if (!o.profile_dir.empty()) {

@@ -29,8 +29,25 @@ absl::StatusOr<int> PositiveInt(const nlohmann::json& j, const char* key, const 
 
 }  // namespace
 
+absl::StatusOr<std::string> ReadModelFamily(const std::string& model_dir) {
+  const std::string path = model_dir + "/model_index.json";
+  auto index = ReadJson(path);
+  if (!index.ok()) return index.status();
+  if (!index->contains("_class_name") || !(*index)["_class_name"].is_string()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, " is not a diffusers pipeline index (no _class_name)"));
+  }
+  const std::string name = (*index)["_class_name"].get<std::string>();
+  if (name == "FluxPipeline") return std::string("flux");
+  if (name == "StableDiffusion3Pipeline") return std::string("sd3");
+  return absl::InvalidArgumentError(absl::StrCat(model_dir, ": pipeline class ", name,
+                                                 " is not supported (supported: FluxPipeline, StableDiffusion3Pipeline)"));
+}
+
 absl::StatusOr<ModelGeometry> ReadModelGeometry(const std::string& model_dir) {
   ModelGeometry g;
+  auto family = ReadModelFamily(model_dir);
+  if (!family.ok()) return family.status();
+  g.family = *family;
   const std::string tpath = model_dir + "/transformer/config.json";
   auto t = ReadJson(tpath);
   if (!t.ok()) return t.status();
@@ -38,10 +55,21 @@ absl::StatusOr<ModelGeometry> ReadModelGeometry(const std::string& model_dir) {
   if (!heads.ok()) return heads.status();
   auto layers = PositiveInt(*t, "num_layers", tpath);
   if (!layers.ok()) return layers.status();
-  auto singles = PositiveInt(*t, "num_single_layers", tpath);
-  if (!singles.ok()) return singles.status();
   g.num_attention_heads = *heads;
-  g.num_blocks = *layers + *singles;
+  g.num_blocks = *layers;
+  if (g.family == "flux") {
+    auto singles = PositiveInt(*t, "num_single_layers", tpath);
+    if (!singles.ok()) return singles.status();
+    g.num_blocks += *singles;
+    g.guidance_embeds = t->contains("guidance_embeds") && (*t)["guidance_embeds"].is_boolean() &&
+                        (*t)["guidance_embeds"].get<bool>();
+  } else {  // sd3
+    g.default_guidance_scale = 7.0;
+    g.cfg_scale = CfgScaleField::kGuidanceScale;
+    auto max_size = PositiveInt(*t, "pos_embed_max_size", tpath);
+    if (!max_size.ok()) return max_size.status();
+    g.max_token_rows = *max_size;
+  }
   const std::string vpath = model_dir + "/vae/config.json";
   auto v = ReadJson(vpath);
   if (!v.ok()) return v.status();
@@ -56,6 +84,21 @@ absl::StatusOr<ModelGeometry> ReadModelGeometry(const std::string& model_dir) {
     g.default_size = *size;
   }
   return g;
+}
+
+ResolvedGuidance ResolveGuidance(const ModelGeometry& model, double guidance_scale, double true_cfg_scale) {
+  const double guidance = guidance_scale < 0 ? model.default_guidance_scale : guidance_scale;
+  ResolvedGuidance r;
+  if (model.cfg_scale == CfgScaleField::kGuidanceScale) {
+    r.cfg_scale = guidance;
+  } else {
+    r.cfg_scale = true_cfg_scale;
+    r.embedded = model.guidance_embeds;
+    if (r.embedded) r.embedded_scale = guidance;
+  }
+  r.cfg = r.cfg_scale > 1.0;
+  if (!r.cfg) r.cfg_scale = 1.0;
+  return r;
 }
 
 absl::Status ValidateParallelModel(const parallel::ParallelConfig& config, const PipeFusionOptions& pf,
@@ -93,7 +136,7 @@ absl::Status ValidateParallelModel(const parallel::ParallelConfig& config, const
 }
 
 absl::Status ValidateParallelRequest(const parallel::ParallelConfig& config, const PipeFusionOptions& pf,
-                                     const ModelGeometry& model, int height, int width, bool true_cfg) {
+                                     const ModelGeometry& model, int height, int width, bool cfg) {
   const int multiple = model.size_multiple;
   for (auto [name, value] : {std::pair{"height", height}, {"width", width}}) {
     if (value < multiple || value > 8192 || value % multiple != 0) {
@@ -115,9 +158,20 @@ absl::Status ValidateParallelRequest(const parallel::ParallelConfig& config, con
                                                    rows / sp, " bands of ", sp,
                                                    " (ulysses x ring) rows, fewer than num_pipeline_patch ", patches));
   }
-  if (config.use_cfg_parallel && !true_cfg) {
-    return absl::InvalidArgumentError(
-        "--use_cfg_parallel needs true classifier-free guidance: a negative_prompt and true_cfg_scale > 1");
+  if (model.max_token_rows > 0) {
+    for (auto [name, value] : {std::pair{"height", height}, {"width", width}}) {
+      if (value / multiple > model.max_token_rows) {
+        return absl::InvalidArgumentError(absl::StrCat(name, " ", value, " gives ", value / multiple,
+                                                       " latent token rows; this model places at most ",
+                                                       model.max_token_rows, " (", model.max_token_rows * multiple,
+                                                       " px: transformer pos_embed_max_size)"));
+      }
+    }
+  }
+  if (config.use_cfg_parallel && !cfg) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--use_cfg_parallel needs classifier-free guidance: ",
+        model.cfg_scale == CfgScaleField::kGuidanceScale ? "guidance_scale" : "true_cfg_scale", " > 1"));
   }
   return absl::OkStatus();
 }

@@ -35,17 +35,49 @@ struct PipeFusionOptions {
   }
 };
 
-// What the plan needs of a model directory.
+// How a family's request fields drive classifier-free guidance (CFG): Flux
+// runs it with true_cfg_scale (its guidance_scale feeds the guidance
+// embedding), SD3 with guidance_scale (classic CFG).
+enum class CfgScaleField { kTrueCfgScale, kGuidanceScale };
+
+// What the plan needs of a model directory, torch-free: its family and the
+// few config values that the launcher and the frontend check requests with.
 struct ModelGeometry {
   int num_attention_heads = 0;
-  int num_blocks = 0;        // num_layers + num_single_layers
+  int num_blocks = 0;        // the transformer blocks in running order
   int size_multiple = 16;    // pixels per token row: 2 × the VAE's downscale
   int default_size = 1024;   // vae sample_size
+  std::string family = "flux";  // GetInfo.model_family: "flux" or "sd3"
+  bool guidance_embeds = false;  // the transformer takes a guidance value
+  double default_guidance_scale = 3.5;  // a request's guidance_scale when unset
+  CfgScaleField cfg_scale = CfgScaleField::kTrueCfgScale;
+  // Token rows and columns the model can place (SD3's pos_embed_max_size);
+  // 0: no limit.
+  int max_token_rows = 0;
 };
 
-// Reads transformer/config.json and vae/config.json of a diffusers Flux
-// directory (no weights). NOT_FOUND / INVALID_ARGUMENT name the file.
+// The family of a diffusers directory from model_index.json's _class_name:
+// "flux" (FluxPipeline) or "sd3" (StableDiffusion3Pipeline).
+// INVALID_ARGUMENT naming an unknown class and the supported ones.
+absl::StatusOr<std::string> ReadModelFamily(const std::string& model_dir);
+
+// Reads model_index.json, transformer/config.json and vae/config.json of a
+// diffusers directory of a supported family (no weights). NOT_FOUND /
+// INVALID_ARGUMENT name the file.
 absl::StatusOr<ModelGeometry> ReadModelGeometry(const std::string& model_dir);
+
+// A request's guidance as its family runs it.
+struct ResolvedGuidance {
+  bool cfg = false;         // an unconditional pass per step (the negative prompt, "" by default)
+  double cfg_scale = 1.0;   // v = uncond + cfg_scale · (cond − uncond)
+  bool embedded = false;    // the transformer's guidance embedding is fed
+  double embedded_scale = 0;
+  bool operator==(const ResolvedGuidance&) const = default;
+};
+// `guidance_scale` < 0 means unset (the family's default). CFG runs when its
+// scale is > 1, with or without a negative prompt (an empty one is the
+// empty prompt, as diffusers encodes it).
+ResolvedGuidance ResolveGuidance(const ModelGeometry& model, double guidance_scale, double true_cfg_scale);
 
 // Model-level checks (at load): heads divisible by --ulysses_degree, no
 // more stages than blocks, --attn_layer_num_for_pp consistent, patches and
@@ -55,11 +87,11 @@ absl::Status ValidateParallelModel(const parallel::ParallelConfig& config, const
 
 // Request-level checks: the token rows (height / size_multiple) divide by
 // ulysses × ring and give every pipeline patch at least one band per SP
-// rank; --use_cfg_parallel needs true CFG
-// (a negative prompt and true_cfg_scale > 1). INVALID_ARGUMENT naming the
-// flag or field.
+// rank; the token grid fits the model's max_token_rows; --use_cfg_parallel
+// needs CFG (`cfg`, see ResolveGuidance). INVALID_ARGUMENT naming the flag
+// or field.
 absl::Status ValidateParallelRequest(const parallel::ParallelConfig& config, const PipeFusionOptions& pipefusion,
-                                     const ModelGeometry& model, int height, int width, bool true_cfg);
+                                     const ModelGeometry& model, int height, int width, bool cfg);
 
 // Half-open block range [first, end) of PipeFusion stage `stage`.
 struct BlockRange {

@@ -66,9 +66,9 @@ absl::Status ValidateGenerationJob(const WorkerOptions& o) {
   auto geometry = ReadModelGeometry(o.generation.model);
   if (!geometry.ok()) return geometry.status();
   if (absl::Status s = ValidateParallelModel(o.parallel, o.pipefusion, *geometry); !s.ok()) return s;
-  const bool true_cfg = o.generation.true_cfg_scale > 1.0 && !o.generation.negative_prompt.empty();
+  const bool cfg = ResolveGuidance(*geometry, o.generation.guidance_scale, o.generation.true_cfg_scale).cfg;
   return ValidateParallelRequest(o.parallel, o.pipefusion, *geometry, o.generation.height == 0 ? geometry->default_size : o.generation.height,
-                                 o.generation.width == 0 ? geometry->default_size : o.generation.width, true_cfg);
+                                 o.generation.width == 0 ? geometry->default_size : o.generation.width, cfg);
 }
 
 absl::Status ValidateServing(const WorkerOptions& o) {

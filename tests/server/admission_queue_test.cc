@@ -71,6 +71,7 @@ TEST(AdmissionQueue, TrueCfgAndSizeSplitBatches) {
   AdmissionQueue q(10);
   QueueEntry cfg = Entry(1, 0);
   cfg.params.true_cfg_scale = 4;
+  cfg.params.cfg = true;  // resolved by ValidateRequest
   cfg.params.negative_prompt = "blurry";
   ASSERT_TRUE(q.Push(cfg).ok());
   ASSERT_TRUE(q.Push(Entry(2, 0)).ok());

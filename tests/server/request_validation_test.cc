@@ -30,7 +30,7 @@ TEST(RequestValidation, DefaultsAreFilledIn) {
   EXPECT_EQ(p->format, v1::IMAGE_FORMAT_PNG);
   EXPECT_EQ(p->quality, 90);
   EXPECT_DOUBLE_EQ(p->guidance_scale, 3.5);
-  EXPECT_FALSE(p->true_cfg());
+  EXPECT_FALSE(p->cfg);
   r.set_seed(0);
   EXPECT_EQ(ValidateRequest(r, TestLimits(), ModelShape{16, 128}, 777)->seed, 0u);
 }

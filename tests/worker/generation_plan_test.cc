@@ -180,7 +180,7 @@ TEST(GenerationPlan, RequestChecksNameTheField) {
             "height must be a multiple of 16 in [16, 8192], got 1000");
   c.use_cfg_parallel = true;
   EXPECT_EQ(ValidateParallelRequest(c, pf, m, 1024, 1024, false).message(),
-            "--use_cfg_parallel needs true classifier-free guidance: a negative_prompt and true_cfg_scale > 1");
+            "--use_cfg_parallel needs classifier-free guidance: true_cfg_scale > 1");
   EXPECT_TRUE(ValidateParallelRequest(c, pf, m, 1024, 1024, true).ok());
 }
 
@@ -188,6 +188,7 @@ TEST(GenerationPlan, ReadsTheGeometryFromTheConfigs) {
   const std::string dir = absl::StrCat(::testing::TempDir(), "/geometry_", getpid());
   std::filesystem::create_directories(dir + "/transformer");
   std::filesystem::create_directories(dir + "/vae");
+  std::ofstream(dir + "/model_index.json") << R"({"_class_name": "FluxPipeline"})";
   std::ofstream(dir + "/transformer/config.json")
       << R"({"num_attention_heads": 24, "num_layers": 19, "num_single_layers": 38})";
   std::ofstream(dir + "/vae/config.json") << R"({"block_out_channels": [128, 256, 512, 512], "sample_size": 1024})";
@@ -201,7 +202,45 @@ TEST(GenerationPlan, ReadsTheGeometryFromTheConfigs) {
   EXPECT_EQ(ReadModelGeometry(dir).status().message(),
             dir + "/transformer/config.json: num_attention_heads must be an integer in [1, 1048576]");
   EXPECT_EQ(ReadModelGeometry(dir + "/nope").status().code(), absl::StatusCode::kNotFound);
+  std::ofstream(dir + "/model_index.json") << R"({"_class_name": "PixArtAlphaPipeline"})";
+  EXPECT_EQ(ReadModelGeometry(dir).status().message(),
+            dir + ": pipeline class PixArtAlphaPipeline is not supported (supported: FluxPipeline, StableDiffusion3Pipeline)");
+  std::ofstream(dir + "/model_index.json") << R"({"_class_name": "StableDiffusion3Pipeline"})";
+  std::ofstream(dir + "/transformer/config.json")
+      << R"({"num_attention_heads": 24, "num_layers": 24, "pos_embed_max_size": 192})";
+  g = ReadModelGeometry(dir);
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_EQ(g->family, "sd3");
+  EXPECT_EQ(g->num_blocks, 24);
+  EXPECT_EQ(g->max_token_rows, 192);
+  EXPECT_EQ(g->default_guidance_scale, 7.0);
   std::filesystem::remove_all(dir);
+}
+
+TEST(GenerationPlan, GuidanceResolvesPerFamily) {
+  ModelGeometry flux;
+  flux.guidance_embeds = true;
+  ResolvedGuidance g = ResolveGuidance(flux, -1, 1.0);  // unset guidance: 3.5 embedded, no CFG
+  EXPECT_FALSE(g.cfg);
+  EXPECT_TRUE(g.embedded);
+  EXPECT_DOUBLE_EQ(g.embedded_scale, 3.5);
+  g = ResolveGuidance(flux, 4.0, 2.5);  // true CFG even without a negative prompt
+  EXPECT_TRUE(g.cfg);
+  EXPECT_DOUBLE_EQ(g.cfg_scale, 2.5);
+  EXPECT_DOUBLE_EQ(g.embedded_scale, 4.0);
+  ModelGeometry sd3;
+  sd3.default_guidance_scale = 7.0;
+  sd3.cfg_scale = CfgScaleField::kGuidanceScale;
+  g = ResolveGuidance(sd3, -1, 1.0);  // SD3's default CFG 7 against the empty prompt
+  EXPECT_TRUE(g.cfg);
+  EXPECT_DOUBLE_EQ(g.cfg_scale, 7.0);
+  EXPECT_FALSE(g.embedded);
+  g = ResolveGuidance(sd3, 1.0, 1.0);
+  EXPECT_FALSE(g.cfg);
+  sd3.max_token_rows = 8;
+  parallel::ParallelConfig c;
+  EXPECT_EQ(ValidateParallelRequest(c, PipeFusionOptions{}, sd3, 144, 64, true).message(),
+            "height 144 gives 9 latent token rows; this model places at most 8 (128 px: transformer pos_embed_max_size)");
 }
 
 TEST(GenerationPlan, RepeatedPromptsAreCollected) {

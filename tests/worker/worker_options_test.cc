@@ -64,7 +64,7 @@ TEST(WorkerOptions, ToWorkerArgsCarriesEveryField) {
                                  "--ring_degree=1", "--selfcheck=true",
                                  "--selfcheck_elements=17", "--threads=0", "--model=",
                                  "--negative_prompt=", "--height=0", "--width=0",
-                                 "--num_inference_steps=28", "--guidance_scale=3.5",
+                                 "--num_inference_steps=28", "--guidance_scale=-1",
                                  "--true_cfg_scale=1", "--seed=0", "--max_sequence_length=0",
                                  "--dtype=", "--output_dir=", "--save_latents=false", "--comm_stats=false",
                                  "--profile_dir=",

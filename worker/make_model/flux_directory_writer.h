@@ -1,42 +1,26 @@
 #pragma once
 
-// Writers for the components of a diffusers FluxPipeline directory, shared
-// by ditserve-make-model (random weights) and ditserve-train-demo (trained
-// transformer and VAE): each writes its subdirectory's config and
-// safetensors weights in the layout diffusers and transformers read.
+// Writers for the Flux-specific components of a diffusers FluxPipeline
+// directory, shared by ditserve-make-model (random weights) and
+// ditserve-train-demo (trained transformer and VAE); the family-neutral
+// ones (VAE, scheduler, tokenizers, text encoders) are in
+// directory_writer.h, included here.
 
 #include <string>
-#include <utility>
-#include <vector>
 
 #include <ATen/core/Generator.h>
-#include <ATen/core/Tensor.h>
 
 #include "absl/status/status.h"
-#include "worker/models/flux/flow_match_scheduler.h"
+#include "worker/make_model/directory_writer.h"
 #include "worker/models/flux/flux_config.h"
 #include "worker/models/text/clip_text_model.h"
 #include "worker/models/text/t5_encoder.h"
-#include "worker/models/vae/autoencoder_kl.h"
-
-namespace torch::nn {
-class Module;
-}
 
 namespace ditserve::worker::make_model {
 
-using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
-
-// The parameters of `module` named prefix + dotted name (live tensors).
-NamedTensors ModuleParameters(torch::nn::Module& module, const std::string& prefix = "");
-
-// Seeded initialisation in place: biases 0, norm weights 1, other tensors
-// N(0, std) drawn in order from `generator`.
-void InitialiseRandom(NamedTensors& params, at::Generator& generator, double std);
-
-// The text side of a directory: tokenizer/ (a byte-level BPE vocabulary and
-// merges learned from CaptionCorpus()), tokenizer_2/spiece.model (a
-// SentencePiece unigram model trained on it), text_encoder/ (CLIP) and
+// The text side of a Flux directory: tokenizer/ (a byte-level BPE
+// vocabulary and merges learned from CaptionCorpus()), tokenizer_2/spiece.model
+// (a SentencePiece unigram model trained on it), text_encoder/ (CLIP) and
 // text_encoder_2/ (T5 v1.1) with seeded random weights drawn from
 // `generator` (CLIP first, std 0.02; then T5, std 0.05).
 struct TextComponentsSpec {
@@ -63,14 +47,6 @@ absl::Status WriteTextComponents(const std::string& dir, TextComponentsSpec& spe
 // with an index when shards > 1), cast to `dtype`.
 absl::Status WriteTransformer(const std::string& dir, const flux::FluxTransformerConfig& config,
                               const NamedTensors& params, at::ScalarType dtype, int shards = 1);
-
-// vae/: config.json (an AutoencoderKL with DownEncoderBlock2D and
-// UpDecoderBlock2D blocks) and the encoder and decoder weights in `dtype`.
-absl::Status WriteVae(const std::string& dir, const vae::VaeConfig& config, const NamedTensors& params,
-                      at::ScalarType dtype);
-
-// scheduler/scheduler_config.json (FlowMatchEulerDiscreteScheduler).
-absl::Status WriteScheduler(const std::string& dir, const flux::FlowMatchSchedulerConfig& config);
 
 // model_index.json of a FluxPipeline.
 absl::Status WriteModelIndex(const std::string& dir);

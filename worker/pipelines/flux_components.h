@@ -1,7 +1,7 @@
 #pragma once
 
 // The pieces of a Flux diffusers directory, loaded one by one, shared by
-// the single-process FluxPipeline and the gang's ParallelFluxPipeline (whose
+// the single-process FluxPipeline and the gang's ParallelPipeline (whose
 // ranks load different subsets). Errors name the file or component at fault.
 
 #include <cstdint>

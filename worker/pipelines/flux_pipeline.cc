@@ -79,9 +79,9 @@ absl::StatusOr<std::unique_ptr<FluxPipeline>> FluxPipeline::Load(const std::stri
   return std::unique_ptr<FluxPipeline>(new FluxPipeline(std::move(impl)));
 }
 
-FluxRequest MakeFluxRequest(const GenerationFlags& flags, const std::string& prompt, uint64_t seed,
-                            int default_size) {
-  FluxRequest r;
+GenerationRequest MakeGenerationRequest(const GenerationFlags& flags, const std::string& prompt, uint64_t seed,
+                                        int default_size) {
+  GenerationRequest r;
   r.prompt = prompt;
   r.negative_prompt = flags.negative_prompt;
   r.height = flags.height == 0 ? default_size : flags.height;
@@ -119,7 +119,7 @@ absl::StatusOr<FluxResult> FluxPipeline::Generate(const FluxRequest& r, const St
   const Impl& p = *impl_;
   const int multiple = size_multiple();
   if (absl::Status s = ValidateFluxRequest(r, multiple); !s.ok()) return s;
-  const bool true_cfg = r.true_cfg_scale > 1.0 && !r.negative_prompt.empty();
+  const bool true_cfg = r.true_cfg_scale > 1.0;  // against "" when no negative prompt, as diffusers
   const int max_sequence_length = r.max_sequence_length > 0 ? r.max_sequence_length : default_max_sequence_length();
   at::NoGradGuard no_grad;
   auto cond = p.text->Encode(r.prompt, max_sequence_length);
@@ -140,7 +140,7 @@ absl::StatusOr<FluxResult> FluxPipeline::Generate(const FluxRequest& r, const St
   const std::vector<float> sigmas = flux::FluxSigmas(r.num_inference_steps, latents.size(1), p.scheduler);
   const flux::FluxRopeTables rope = p.transformer->Rope(txt_ids, img_ids, p.device);
   at::Tensor guidance;
-  if (p.transformer->config().guidance_embeds) guidance = at::full({1}, r.guidance_scale, at::kFloat).to(p.device);
+  if (p.transformer->config().guidance_embeds) guidance = at::full({1}, r.guidance_scale < 0 ? 3.5 : r.guidance_scale, at::kFloat).to(p.device);
   for (int i = 0; i < r.num_inference_steps; ++i) {
     flux::FluxInputs in;
     in.hidden_states = latents;

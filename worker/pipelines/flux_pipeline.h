@@ -2,8 +2,9 @@
 
 // Text-to-image with a Flux diffusers directory, in one process: the C++
 // counterpart of diffusers' FluxPipeline (guidance embedding for FLUX.1-dev
-// style models; true classifier-free guidance with a negative prompt when
-// true_cfg_scale > 1).
+// style models; true classifier-free guidance against the negative prompt,
+// empty by default, when true_cfg_scale > 1). The reference the gang's
+// family-neutral ParallelPipeline is checked against for Flux.
 //
 // Initial noise: PyTorch's CPU generator (mt19937) seeded with `seed`,
 // float32 normals drawn exactly as torch.randn(shape, generator=
@@ -21,41 +22,17 @@
 #include <c10/core/Device.h>
 
 #include "absl/status/statusor.h"
-#include "worker/generation_flags.h"
+#include "worker/pipelines/generation_request.h"
 
 namespace ditserve::worker::pipelines {
 
-struct FluxRequest {
-  std::string prompt;
-  std::string negative_prompt;  // used when true_cfg_scale > 1
-  int height = 1024;
-  int width = 1024;
-  int num_inference_steps = 28;
-  double guidance_scale = 3.5;  // guidance-embedding models only
-  double true_cfg_scale = 1.0;
-  uint64_t seed = 0;
-  // T5 tokens; 0: the model's default (default_max_sequence_length()).
-  int max_sequence_length = 0;
-};
-
-// The request for `prompt` from the generation flags, with `seed`; a height
-// or width of 0 takes `default_size` (the model's sample size).
-FluxRequest MakeFluxRequest(const GenerationFlags& flags, const std::string& prompt, uint64_t seed,
-                            int default_size);
-
-struct FluxResult {
-  at::Tensor image;    // uint8 [H, W, 3]
-  at::Tensor latents;  // final packed latents [1, S, C] float32
-};
+using FluxRequest = GenerationRequest;
+using FluxResult = GenerationResult;
 
 // The limits every pipeline enforces: height and width multiples of
-// `size_multiple` in [size_multiple, 8192], 1–1000 steps, 1–512 T5 tokens,
+// `size_multiple` in [size_multiple, 8192], 1–1000 steps, 0–512 T5 tokens,
 // true_cfg_scale >= 1. INVALID_ARGUMENT naming the field and the limit.
-absl::Status ValidateFluxRequest(const FluxRequest& request, int size_multiple);
-
-// Called after each denoising step with (step, total); returning false
-// cancels the run (the result is CANCELLED).
-using StepCallback = std::function<bool(int step, int total)>;
+absl::Status ValidateFluxRequest(const GenerationRequest& request, int size_multiple);
 
 class FluxPipeline {
  public:

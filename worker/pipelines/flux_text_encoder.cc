@@ -94,7 +94,7 @@ absl::StatusOr<std::unique_ptr<FluxTextEncoder>> FluxTextEncoder::Load(const std
   return std::unique_ptr<FluxTextEncoder>(new FluxTextEncoder(std::move(impl)));
 }
 
-absl::StatusOr<FluxTextEmbeddings> FluxTextEncoder::Encode(const std::string& prompt, int max_sequence_length) const {
+absl::StatusOr<TextEmbeddings> FluxTextEncoder::Encode(const std::string& prompt, int max_sequence_length) const {
   const Impl& p = *impl_;
   at::NoGradGuard no_grad;
   auto clip_ids = p.clip_tokenizer->Encode(prompt, p.clip_max_length);
@@ -108,8 +108,7 @@ absl::StatusOr<FluxTextEmbeddings> FluxTextEncoder::Encode(const std::string& pr
   if (!clip_out.ok()) return clip_out.status();
   auto t5_out = p.t5->Forward(ids(*t5_ids));
   if (!t5_out.ok()) return t5_out.status();
-  return FluxTextEmbeddings{clip_out->pooled.to(p.dtype), t5_out->to(p.dtype),
-                            at::zeros({static_cast<int64_t>(t5_ids->size()), 3}, at::kFloat).to(p.device)};
+  return TextEmbeddings{clip_out->pooled.to(p.dtype), t5_out->to(p.dtype)};
 }
 
 }  // namespace ditserve::worker::pipelines

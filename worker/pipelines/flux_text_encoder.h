@@ -11,35 +11,37 @@
 #include <c10/core/Device.h>
 
 #include "absl/status/statusor.h"
+#include "worker/pipelines/text_conditioner.h"
 
 namespace ditserve::worker::pipelines {
 
-struct FluxTextEmbeddings {
-  at::Tensor pooled;    // [1, pooled_projection_dim] (CLIP pooled output)
-  at::Tensor sequence;  // [1, max_sequence_length, joint_attention_dim] (T5)
-  at::Tensor text_ids;  // [max_sequence_length, 3] zeros, float32
-};
+// pooled: [1, pooled_projection_dim] (CLIP pooled output); sequence:
+// [1, max_sequence_length, joint_attention_dim] (T5).
+using FluxTextEmbeddings = TextEmbeddings;
 
 // Immutable after Load; Encode is thread-compatible.
-class FluxTextEncoder {
+class FluxTextEncoder final : public TextConditioner {
  public:
   // Loads tokenizer/, tokenizer_2/, text_encoder/ and text_encoder_2/ of
   // `dir` in `dtype` on `device`. NOT_FOUND / INVALID_ARGUMENT name the
   // file at fault.
   static absl::StatusOr<std::unique_ptr<FluxTextEncoder>> Load(const std::string& dir, at::ScalarType dtype,
                                                                c10::Device device);
-  ~FluxTextEncoder();
+  ~FluxTextEncoder() override;
 
-  int pooled_dim() const;    // CLIP hidden size
-  int sequence_dim() const;  // T5 d_model
+  int pooled_dim() const override;    // CLIP hidden size
+  int sequence_dim() const override;  // T5 d_model
   // tokenizer_2/tokenizer_config.json's model_max_length, at most 512
   // (512 when absent): the T5 length the model was trained with.
-  int default_max_sequence_length() const;
+  int default_max_sequence_length() const override;
+  int max_sequence_length_limit() const override { return 512; }
+  // The T5 tokens alone.
+  int SequenceTokens(int max_sequence_length) const override { return max_sequence_length; }
 
   // The prompt's embeddings, in the load dtype on the load device: CLIP
   // sees at most 77 tokens (the tokenizer's model_max_length), T5 exactly
   // max_sequence_length (truncated or padded). Runs under NoGradGuard.
-  absl::StatusOr<FluxTextEmbeddings> Encode(const std::string& prompt, int max_sequence_length) const;
+  absl::StatusOr<TextEmbeddings> Encode(const std::string& prompt, int max_sequence_length) const override;
 
  private:
   struct Impl;

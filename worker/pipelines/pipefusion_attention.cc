@@ -17,11 +17,23 @@ PipeFusionAttention::PipeFusionAttention(parallel::Communicator& ulysses, parall
                                          int64_t text_tokens, int64_t image_tokens, CommStats* stats)
     : ulysses_(ulysses), ring_(ring), text_tokens_(text_tokens), image_tokens_(image_tokens), stats_(stats) {}
 
-absl::StatusOr<flux::FluxAttentionOutputs> PipeFusionAttention::Attend(int layer, const flux::FluxQkv& text,
-                                                                       const flux::FluxQkv& image) {
+absl::StatusOr<models::JointAttentionOutputs> PipeFusionAttention::Attend(int layer, const models::Qkv& text,
+                                                                         const models::Qkv& image) {
+  return AttendBuffered(layer, text, image, text_tokens_);
+}
+
+absl::StatusOr<at::Tensor> PipeFusionAttention::AttendImage(int layer, const models::Qkv& image) {
+  auto out = AttendBuffered(layer, models::Qkv{}, image, 0);
+  if (!out.ok()) return out.status();
+  return out->image;
+}
+
+absl::StatusOr<models::JointAttentionOutputs> PipeFusionAttention::AttendBuffered(int layer, const models::Qkv& text,
+                                                                                 const models::Qkv& image,
+                                                                                 int64_t text_tokens) {
   const int U = ulysses_.size(), R = ring_.size();
   const int64_t B = image.q.size(0), H = image.q.size(2), D = image.q.size(3);
-  const int64_t T = text_tokens_;
+  const int64_t T = text_tokens;
   if (H % U != 0) return absl::InvalidArgumentError(absl::StrCat("PipeFusion attention: ", H, " heads over Ulysses ", U));
   const int64_t Hl = H / U;
   if (image.q.size(1) * U * R != patch_.size()) {
@@ -79,7 +91,7 @@ absl::StatusOr<flux::FluxAttentionOutputs> PipeFusionAttention::Attend(int layer
                                             buf.all_valid ? at::Tensor() : buf.valid.unsqueeze(0).expand({B, -1}));
   if (!attended.ok()) return attended.status();
   at::Tensor out = attended->out.to(image.q.scalar_type());
-  flux::FluxAttentionOutputs result;
+  models::JointAttentionOutputs result;
   at::Tensor image_out = text.q.defined() ? out.narrow(1, T, out.size(1) - T) : out;
   if (text.q.defined()) {
     result.text = out.narrow(1, 0, T).contiguous();

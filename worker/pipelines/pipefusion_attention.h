@@ -22,12 +22,12 @@
 
 #include "parallel/communicator.h"
 #include "worker/generation_plan.h"
-#include "worker/models/flux/flux_attention.h"
+#include "worker/models/common/joint_attention.h"
 #include "worker/pipelines/comm_stats.h"
 
 namespace ditserve::worker::pipelines {
 
-class PipeFusionAttention final : public flux::FluxAttention {
+class PipeFusionAttention final : public models::JointAttention {
  public:
   // `text_tokens` and `image_tokens`: the full sequence lengths. The
   // communicators and `stats` (may be null) must outlive this object.
@@ -40,10 +40,15 @@ class PipeFusionAttention final : public flux::FluxAttention {
   // Forgets every buffer (a new generation).
   void Reset() { layers_.clear(); }
 
-  absl::StatusOr<flux::FluxAttentionOutputs> Attend(int layer, const flux::FluxQkv& text,
-                                                    const flux::FluxQkv& image) override;
+  absl::StatusOr<models::JointAttentionOutputs> Attend(int layer, const models::Qkv& text,
+                                                      const models::Qkv& image) override;
+  // An image-only layer: its buffer holds the image's K/V alone.
+  absl::StatusOr<at::Tensor> AttendImage(int layer, const models::Qkv& image) override;
 
  private:
+  // Attend with `text_tokens` text keys in the layer's buffer (0: none).
+  absl::StatusOr<models::JointAttentionOutputs> AttendBuffered(int layer, const models::Qkv& text,
+                                                              const models::Qkv& image, int64_t text_tokens);
   struct LayerBuffer {
     at::Tensor k, v;   // [B, T + S, H/U, D]
     at::Tensor valid;  // [T + S] bool: filled at least once

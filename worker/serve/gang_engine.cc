@@ -4,12 +4,12 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "worker/pipelines/parallel_flux_pipeline.h"
+#include "worker/pipelines/parallel_pipeline.h"
 
 namespace ditserve::worker::serve {
 
 struct GangEngine::Impl {
-  std::unique_ptr<pipelines::ParallelFluxPipeline> pipeline;
+  std::unique_ptr<pipelines::ParallelPipeline> pipeline;
 };
 
 GangEngine::GangEngine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -22,7 +22,7 @@ absl::StatusOr<std::unique_ptr<GangEngine>> GangEngine::Load(const std::string& 
                                                              const PipeFusionOptions& pipefusion) {
   auto impl = std::make_unique<Impl>();
   try {
-    auto pipeline = pipelines::ParallelFluxPipeline::Load(dir, dtype, device, groups, pipefusion);
+    auto pipeline = pipelines::ParallelPipeline::Load(dir, dtype, device, groups, pipefusion);
     if (!pipeline.ok()) return pipeline.status();
     impl->pipeline = *std::move(pipeline);
   } catch (const std::exception& e) {
@@ -36,9 +36,15 @@ int GangEngine::default_size() const { return impl_->pipeline->default_size(); }
 bool GangEngine::uses_guidance_embedding() const {
   return impl_->pipeline->uses_guidance_embedding();
 }
+const std::string& GangEngine::model_family() const { return impl_->pipeline->family(); }
+double GangEngine::default_guidance_scale() const { return impl_->pipeline->default_guidance_scale(); }
+std::string GangEngine::cfg_scale_field() const {
+  return impl_->pipeline->cfg_scale_field() == CfgScaleField::kGuidanceScale ? "guidance_scale" : "true_cfg_scale";
+}
+const std::string& GangEngine::transformer_config_json() const { return impl_->pipeline->transformer_config_json(); }
 
-absl::StatusOr<std::vector<pipelines::FluxResult>> GangEngine::Generate(
-    const std::vector<pipelines::FluxRequest>& requests, const pipelines::StepCallback& on_step) {
+absl::StatusOr<std::vector<pipelines::GenerationResult>> GangEngine::Generate(
+    const std::vector<pipelines::GenerationRequest>& requests, const pipelines::StepCallback& on_step) {
   try {
     return impl_->pipeline->Generate(requests, on_step);
   } catch (const std::exception& e) {

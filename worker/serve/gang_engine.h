@@ -1,7 +1,7 @@
 #pragma once
 
 // The generation engine a serving gang runs: one collective call per batch
-// of compatible requests, on ParallelFluxPipeline (xDiT's hybrid
+// of compatible requests, on ParallelPipeline (xDiT's hybrid
 // parallelism; with a world of one it is the serial pipeline).
 
 #include <memory>
@@ -14,7 +14,7 @@
 #include "absl/status/statusor.h"
 #include "parallel/process_groups.h"
 #include "worker/generation_plan.h"
-#include "worker/pipelines/flux_pipeline.h"
+#include "worker/pipelines/generation_request.h"
 
 namespace ditserve::worker::serve {
 
@@ -47,16 +47,21 @@ class GangEngine {
   int size_multiple() const;
   int default_size() const;
   bool uses_guidance_embedding() const;
+  const std::string& model_family() const;
+  double default_guidance_scale() const;
+  // "true_cfg_scale" (Flux) or "guidance_scale" (SD3): the CFG scale field.
+  std::string cfg_scale_field() const;
+  const std::string& transformer_config_json() const;
 
-  // Collective. `requests` are compatible (equal size, steps, guidance,
-  // true-CFG use). Returns one result per request on world rank 0 (empty
+  // Collective. `requests` are compatible (equal size, steps, guidance
+  // embedding value, CFG use). Returns one result per request on world rank 0 (empty
   // elsewhere). `on_step(step, total)` runs on every rank after each
   // denoising step of the batch; returning false on any rank stops every
   // rank with CANCELLED (the pipeline says after which step). Any LibTorch
   // exception becomes INTERNAL here (the one place the serving worker
   // catches c10::Error).
-  absl::StatusOr<std::vector<pipelines::FluxResult>> Generate(
-      const std::vector<pipelines::FluxRequest>& requests, const pipelines::StepCallback& on_step);
+  absl::StatusOr<std::vector<pipelines::GenerationResult>> Generate(
+      const std::vector<pipelines::GenerationRequest>& requests, const pipelines::StepCallback& on_step);
 
   // Of the last Generate (rank 0's view).
   PhaseTimes last_phase_times() const;

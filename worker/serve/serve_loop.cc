@@ -21,10 +21,10 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
-std::vector<pipelines::FluxRequest> ToRequests(const control::v1::RunBatch& batch) {
-  std::vector<pipelines::FluxRequest> out;
+std::vector<pipelines::GenerationRequest> ToRequests(const control::v1::RunBatch& batch) {
+  std::vector<pipelines::GenerationRequest> out;
   for (const control::v1::Item& item : batch.items()) {
-    pipelines::FluxRequest r;
+    pipelines::GenerationRequest r;
     r.prompt = item.prompt();
     r.negative_prompt = item.negative_prompt();
     r.height = item.height();
@@ -42,7 +42,9 @@ control::v1::Hello MakeHello(const WorkerOptions& o, const std::string& device,
                              const std::string& dtype, const GangEngine& engine) {
   control::v1::Hello h;
   h.set_model(o.generation.model);
-  h.set_model_family("flux");
+  h.set_model_family(engine.model_family());
+  h.set_default_guidance_scale(engine.default_guidance_scale());
+  h.set_cfg_scale_field(engine.cfg_scale_field());
   h.set_size_multiple(engine.size_multiple());
   h.set_default_size(engine.default_size());
   h.set_uses_guidance_embedding(engine.uses_guidance_embedding());
@@ -56,12 +58,7 @@ control::v1::Hello MakeHello(const WorkerOptions& o, const std::string& device,
   p.set_ulysses_degree(o.parallel.ulysses_degree);
   p.set_ring_degree(o.parallel.ring_degree);
   h.set_num_pipeline_patch(o.pipefusion.num_pipeline_patch);
-  {
-    std::ifstream in(o.generation.model + "/transformer/config.json");
-    std::stringstream text;
-    text << in.rdbuf();
-    h.set_transformer_config_json(text.str());
-  }
+  h.set_transformer_config_json(engine.transformer_config_json());
   h.set_gang_id(std::random_device()() | (uint64_t{std::random_device()()} << 32));
   return h;
 }
@@ -71,7 +68,7 @@ control::v1::Hello MakeHello(const WorkerOptions& o, const std::string& device,
 // broken; batch-level failures (bad request, cancel) are reported.
 absl::Status RunBatch(const control::v1::RunBatch& batch, GangEngine& engine,
                       ControlClient* client) {
-  const std::vector<pipelines::FluxRequest> requests = ToRequests(batch);
+  const std::vector<pipelines::GenerationRequest> requests = ToRequests(batch);
   const Clock::time_point start = Clock::now();
   int last_step = 0;
   auto on_step = [&](int step, int total) {

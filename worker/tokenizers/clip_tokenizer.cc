@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/status/status.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 
@@ -85,19 +86,34 @@ absl::StatusOr<std::unique_ptr<ClipTokenizer>> ClipTokenizer::Load(const std::st
     }
     t->ranks_.emplace(std::make_pair(pair[0], pair[1]), rank++);
   }
+  // As transformers: tokenizer_config.json names the special tokens,
+  // special_tokens_map.json overrides it, and added_tokens_decoder adds
+  // more (OpenCLIP-bigG's "!" pad, id 0).
   std::string bos = "<|startoftext|>", eos = "<|endoftext|>", pad = eos, unk = eos;
-  if (auto config_text = ReadFile(dir + "/tokenizer_config.json"); config_text.ok()) {
+  std::vector<std::pair<std::string, int64_t>> added;
+  for (const char* file : {"/tokenizer_config.json", "/special_tokens_map.json"}) {
+    auto config_text = ReadFile(dir + file);
+    if (!config_text.ok()) continue;
     const nlohmann::json config = nlohmann::json::parse(*config_text, nullptr, false);
-    const auto name = [&](const char* key, std::string* out) {
-      if (config.is_object() && config.contains(key)) {
-        if (config[key].is_string()) *out = config[key].get<std::string>();
-        if (config[key].is_object() && config[key].contains("content")) *out = config[key]["content"].get<std::string>();
-      }
+    if (!config.is_object()) return absl::InvalidArgumentError(absl::StrCat(dir, file, " is not a JSON object"));
+    const auto content = [](const nlohmann::json& v, std::string* out) {
+      if (v.is_string()) *out = v.get<std::string>();
+      if (v.is_object() && v.contains("content") && v["content"].is_string()) *out = v["content"].get<std::string>();
     };
-    name("bos_token", &bos);
-    name("eos_token", &eos);
-    name("pad_token", &pad);
-    name("unk_token", &unk);
+    for (auto [key, out] : {std::pair{"bos_token", &bos}, {"eos_token", &eos}, {"pad_token", &pad}, {"unk_token", &unk}}) {
+      if (config.contains(key)) content(config[key], out);
+    }
+    if (config.contains("added_tokens_decoder") && config["added_tokens_decoder"].is_object()) {
+      for (const auto& [key, token] : config["added_tokens_decoder"].items()) {
+        std::string text;
+        content(token, &text);
+        int64_t id = 0;
+        if (text.empty() || !absl::SimpleAtoi(key, &id) || id < 0) {
+          return absl::InvalidArgumentError(absl::StrCat(dir, file, ": bad added_tokens_decoder entry '", key, "'"));
+        }
+        added.emplace_back(text, id);
+      }
+    }
   }
   for (auto [text, id] : {std::pair{&bos, &t->bos_}, {&eos, &t->eos_}, {&pad, &t->pad_}, {&unk, &t->unk_}}) {
     auto it = t->vocab_.find(*text);
@@ -105,8 +121,9 @@ absl::StatusOr<std::unique_ptr<ClipTokenizer>> ClipTokenizer::Load(const std::st
       return absl::InvalidArgumentError(absl::StrCat(dir, ": special token '", *text, "' is not in vocab.json"));
     }
     *id = it->second;
+    t->specials_[*text] = it->second;
   }
-  t->specials_ = {{bos, t->bos_}, {eos, t->eos_}};
+  for (const auto& [text, id] : added) t->specials_[text] = id;
   t->byte_to_unicode_ = ByteLevelSymbols();
   return t;
 }
@@ -148,13 +165,7 @@ std::vector<std::string> ClipTokenizer::Bpe(const std::string& word) const {
   return symbols;
 }
 
-absl::StatusOr<std::vector<int64_t>> ClipTokenizer::EncodeRaw(const std::string& text) const {
-  // Validate UTF-8.
-  for (int32_t i = 0, n = static_cast<int32_t>(text.size()); i < n;) {
-    UChar32 c;
-    U8_NEXT(text.data(), i, n, c);
-    if (c < 0) return absl::InvalidArgumentError("prompt is not valid UTF-8");
-  }
+absl::Status ClipTokenizer::EncodeSegment(const std::string& text, std::vector<int64_t>& ids) const {
   // Normalise: NFC, whitespace runs -> " ", lowercase.
   UErrorCode err = U_ZERO_ERROR;
   const icu::Normalizer2* nfc = icu::Normalizer2::getNFCInstance(err);
@@ -188,7 +199,7 @@ absl::StatusOr<std::vector<int64_t>> ClipTokenizer::EncodeRaw(const std::string&
       continue;
     }
     bool matched = false;
-    for (const char* s : {"<|startoftext|>", "<|endoftext|>", "'s", "'t", "'re", "'ve", "'m", "'ll", "'d"}) {
+    for (const char* s : {"'s", "'t", "'re", "'ve", "'m", "'ll", "'d"}) {
       const icu::UnicodeString lit = icu::UnicodeString::fromUTF8(s);
       if (spaced.compare(i, lit.length(), lit) == 0) {
         std::string piece;
@@ -213,12 +224,7 @@ absl::StatusOr<std::vector<int64_t>> ClipTokenizer::EncodeRaw(const std::string&
     pieces.push_back(piece);
     i = j;
   }
-  std::vector<int64_t> ids;
   for (const std::string& piece : pieces) {
-    if (auto s = specials_.find(piece); s != specials_.end()) {
-      ids.push_back(s->second);
-      continue;
-    }
     std::string mapped;
     for (unsigned char b : piece) mapped += byte_to_unicode_[b];
     for (const std::string& symbol : Bpe(mapped)) {
@@ -226,6 +232,39 @@ absl::StatusOr<std::vector<int64_t>> ClipTokenizer::EncodeRaw(const std::string&
       ids.push_back(v == vocab_.end() ? unk_ : v->second);
     }
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<int64_t>> ClipTokenizer::EncodeRaw(const std::string& text) const {
+  // Validate UTF-8.
+  for (int32_t i = 0, n = static_cast<int32_t>(text.size()); i < n;) {
+    UChar32 c;
+    U8_NEXT(text.data(), i, n, c);
+    if (c < 0) return absl::InvalidArgumentError("prompt is not valid UTF-8");
+  }
+  // Special tokens are split out of the raw text first (case-sensitive,
+  // leftmost, longest first, as the tokenizers library's added tokens),
+  // the text between them is tokenised on its own.
+  std::vector<int64_t> ids;
+  size_t start = 0;
+  for (size_t i = 0; i < text.size();) {
+    const std::pair<const std::string, int64_t>* match = nullptr;
+    for (const auto& special : specials_) {
+      if (text.compare(i, special.first.size(), special.first) == 0 &&
+          (match == nullptr || special.first.size() > match->first.size())) {
+        match = &special;
+      }
+    }
+    if (match == nullptr) {
+      ++i;
+      continue;
+    }
+    if (absl::Status s = EncodeSegment(text.substr(start, i - start), ids); !s.ok()) return s;
+    ids.push_back(match->second);
+    i += match->first.size();
+    start = i;
+  }
+  if (absl::Status s = EncodeSegment(text.substr(start), ids); !s.ok()) return s;
   return ids;
 }
 

@@ -89,7 +89,7 @@ absl::StatusOr<PhaseReport> FluxTrainer::Train(const PhasePlan& plan, const std:
           if (!e.ok()) return e.status();
           pooled.push_back(e->pooled);
           sequence.push_back(e->sequence);
-          txt_ids = e->text_ids;
+          txt_ids = at::zeros({e->sequence.size(1), 3}, at::kFloat).to(e->sequence.device());
         }
         const int64_t B = x0.size(0);
         const at::Tensor noise = at::randn(x0.sizes(), generator, at::TensorOptions().dtype(at::kFloat));

@@ -1,6 +1,9 @@
 // ditserve-make-model and ditserve-generate, end to end: the directory the
 // tool writes loads in PyPI's diffusers, which draws the same image as we
 // do; the same seed gives a byte-identical PNG; bad requests fail clearly.
+// --family sd3: every variant's directory loads in diffusers'
+// StableDiffusion3Pipeline with every weight used; the same options give
+// byte-identical files.
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
@@ -9,7 +12,10 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
+
+#include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "tests/harness/binaries.h"
@@ -128,6 +134,113 @@ TEST_F(MakeModel, BadRequestsFailClearly) {
   r = Execute({BinDir() + "/ditserve-make-model", "--preset=huge", "--out=" + empty});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.output.find("--preset must be tiny, small or flux-dev, got 'huge'"), std::string::npos) << r.output;
+}
+
+// Every file under `dir` (relative path -> bytes).
+std::map<std::string, std::string> ReadTree(const std::string& dir) {
+  std::map<std::string, std::string> files;
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(dir)) {
+    if (entry.is_regular_file()) files[std::filesystem::relative(entry.path(), dir).string()] = ReadTextFile(entry.path());
+  }
+  return files;
+}
+
+TEST(MakeSd3Model, WritesEveryVariantAsARealDiffusersDirectory) {
+  const std::string base = absl::StrCat(::testing::TempDir(), "/made_sd3_", getpid());
+  std::vector<std::string> dirs;
+  for (const char* variant : {"sd3", "sd3.5-medium", "sd3.5-large"}) {
+    const std::string d = base + "_" + variant;
+    const CommandResult r = Execute({BinDir() + "/ditserve-make-model", "--family=sd3", std::string("--variant=") + variant,
+                                     "--preset=tiny", "--out=" + d, "--seed=5"});
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_NE(r.output.find(absl::StrCat("wrote ", d, " (", variant, " tiny, f32, seed 5)")), std::string::npos)
+        << r.output;
+    for (const char* f : {"model_index.json", "scheduler/scheduler_config.json", "tokenizer/vocab.json",
+                          "tokenizer/merges.txt", "tokenizer_2/vocab.json", "tokenizer_2/special_tokens_map.json",
+                          "tokenizer_3/spiece.model", "text_encoder/model.safetensors",
+                          "text_encoder_2/model.safetensors", "text_encoder_3/model.safetensors",
+                          "transformer/config.json", "transformer/diffusion_pytorch_model.safetensors",
+                          "vae/diffusion_pytorch_model.safetensors"}) {
+      EXPECT_TRUE(std::filesystem::exists(d + "/" + f)) << variant << ": " << f;
+    }
+    dirs.push_back(d);
+  }
+  const std::string report = base + "_report.json";
+  const absl::Status reference = testing::RunPythonReference(
+      testing::DirectoryOf(__FILE__) + "/made_sd3_reference.py", report + " " + dirs[0] + " " + dirs[1] + " " + dirs[2],
+      base + "_diffusers.log");
+  ASSERT_TRUE(reference.ok()) << reference;
+  const nlohmann::json got = nlohmann::json::parse(ReadTextFile(report));
+  for (size_t i = 0; i < dirs.size(); ++i) {
+    SCOPED_TRACE(dirs[i]);
+    const nlohmann::json& r = got[dirs[i]];
+    EXPECT_TRUE(r["problems"].empty()) << r["problems"].dump();
+    EXPECT_EQ(r["classes"]["transformer"], "SD3Transformer2DModel");
+    EXPECT_EQ(r["classes"]["text_encoder"], "CLIPTextModelWithProjection");
+    EXPECT_EQ(r["classes"]["text_encoder_2"], "CLIPTextModelWithProjection");
+    EXPECT_EQ(r["classes"]["text_encoder_3"], "T5EncoderModel");
+    EXPECT_EQ(r["classes"]["scheduler"], "FlowMatchEulerDiscreteScheduler");
+    EXPECT_EQ(r["pad_tokens"][1], "!");  // OpenCLIP-bigG's pad, id 0
+    EXPECT_EQ(r["pad_ids"][1], 0);
+    EXPECT_EQ(r["shift"], 3.0);
+    EXPECT_EQ(r["vae"], nlohmann::json::parse("[16, 1.5305, 0.0609]"));
+    EXPECT_EQ(r["image_shape"], nlohmann::json::parse("[64, 64, 3]"));  // the tiny preset's default size
+    EXPECT_TRUE(r["image_finite"].get<bool>());
+  }
+  EXPECT_TRUE(got[dirs[0]]["qk_norm"].is_null());
+  EXPECT_TRUE(got[dirs[0]]["dual_attention_layers"].empty());
+  EXPECT_EQ(got[dirs[1]]["qk_norm"], "rms_norm");
+  EXPECT_EQ(got[dirs[1]]["dual_attention_layers"], nlohmann::json::parse("[0, 1]"));
+  EXPECT_EQ(got[dirs[2]]["qk_norm"], "rms_norm");
+  EXPECT_TRUE(got[dirs[2]]["dual_attention_layers"].empty());
+
+  // The same options give byte-identical files (spiece.model records its
+  // path, so the rewrite goes to the same place); another seed other weights.
+  const std::map<std::string, std::string> first = ReadTree(dirs[1]);
+  std::filesystem::remove_all(dirs[1]);
+  const std::vector<std::string> again = {BinDir() + "/ditserve-make-model", "--family=sd3", "--variant=sd3.5-medium",
+                                          "--preset=tiny", "--out=" + dirs[1], "--seed=5"};
+  ASSERT_EQ(Execute(again).exit_code, 0);
+  const std::map<std::string, std::string> second = ReadTree(dirs[1]);
+  EXPECT_EQ(first.size(), second.size());
+  for (const auto& [path, bytes] : first) {
+    auto it = second.find(path);
+    ASSERT_NE(it, second.end()) << path;
+    EXPECT_TRUE(it->second == bytes) << path << " differs";
+  }
+  std::vector<std::string> other = again;
+  other.back() = "--seed=6";
+  ASSERT_EQ(Execute(other).exit_code, 0);
+  EXPECT_NE(ReadTextFile(dirs[1] + "/transformer/diffusion_pytorch_model.safetensors"),
+            first.at("transformer/diffusion_pytorch_model.safetensors"));
+  EXPECT_EQ(ReadTextFile(dirs[1] + "/tokenizer_2/vocab.json"), first.at("tokenizer_2/vocab.json"));
+
+  // Sharded and bf16 transformers are written too.
+  const std::string sharded = base + "_sharded";
+  ASSERT_EQ(Execute({BinDir() + "/ditserve-make-model", "--family=sd3", "--preset=tiny", "--shards=2", "--dtype=bf16",
+                     "--out=" + sharded})
+                .exit_code,
+            0);
+  EXPECT_TRUE(std::filesystem::exists(sharded + "/transformer/diffusion_pytorch_model.safetensors.index.json"));
+  EXPECT_NE(ReadTextFile(sharded + "/transformer/config.json").find("SD3Transformer2DModel"), std::string::npos);
+
+  // Bad options fail clearly.
+  CommandResult r = Execute({BinDir() + "/ditserve-make-model", "--family=sd3", "--variant=sd4", "--out=" + sharded});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("--variant must be sd3, sd3.5-medium or sd3.5-large, got 'sd4'"), std::string::npos)
+      << r.output;
+  r = Execute({BinDir() + "/ditserve-make-model", "--family=sd3", "--preset=flux-dev", "--out=" + sharded});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("--preset must be tiny or small for sd3, got 'flux-dev'"), std::string::npos) << r.output;
+  r = Execute({BinDir() + "/ditserve-make-model", "--variant=sd3", "--out=" + sharded});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("--variant is for --family sd3"), std::string::npos) << r.output;
+  r = Execute({BinDir() + "/ditserve-make-model", "--family=sdxl", "--out=" + sharded});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("--family must be flux or sd3, got 'sdxl'"), std::string::npos) << r.output;
+
+  for (const std::string& d : dirs) std::filesystem::remove_all(d);
+  std::filesystem::remove_all(sharded);
 }
 
 }  // namespace

@@ -223,7 +223,7 @@ TEST(FluxTransformer, PartsComposeToTheWholeModel) {
   const std::vector<FluxPart> parts = {{0, 1, true, false}, {1, 4, false, false}, {4, 4, false, true}};
   FluxHidden hidden;
   at::Tensor got;
-  SerialFluxAttention attention;
+  models::SerialJointAttention attention;
   for (size_t i = 0; i < parts.size(); ++i) {
     auto stage = FluxTransformer::Create(c, at::kFloat, parts[i]);
     ASSERT_TRUE(stage.ok()) << stage.status();
@@ -242,7 +242,7 @@ TEST(FluxTransformer, PartsComposeToTheWholeModel) {
     }
     EXPECT_LT(held, (*whole)->module().named_parameters().size());
     EXPECT_EQ((*stage)->Forward(in).status().code(), absl::StatusCode::kFailedPrecondition);
-    const at::Tensor temb = (*stage)->TimeEmbedding(in.timestep, in.guidance, in.pooled_projections);
+    const at::Tensor temb = (*stage)->TimestepEmbedding(in.timestep, in.guidance, in.pooled_projections);
     const FluxConditioning conditioning = (*stage)->Condition(temb);
     if (parts[i].embedders) hidden = (*stage)->Embed(in.hidden_states, in.encoder_hidden_states);
     if (parts[i].end_block > parts[i].first_block) {  // another model's conditioning is refused, not used

@@ -48,8 +48,58 @@ TEST_F(TextEncoders, ClipMatchesTransformers) {
   std::printf("clip: max-abs error hidden %.3g, pooled %.3g\n", hidden, pooled);
   EXPECT_LT(hidden, 1e-5);
   EXPECT_LT(pooled, 1e-5);
+  // A CLIPTextModel has no projection; penultimate is hidden_states[-2].
+  EXPECT_FALSE(config->with_projection);
+  EXPECT_FALSE(out->text_embeds.defined());
+  EXPECT_LT(MaxAbs(out->penultimate, *io->Get("clip_penultimate")), 1e-5);
   EXPECT_EQ((*model)->Forward(at::full({1, 78}, 1, at::kLong)).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ((*model)->Forward(at::full({1, 5}, 99, at::kLong)).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// CLIPTextModelWithProjection as Stable Diffusion 3 uses it: penultimate
+// (hidden_states[-2]), pooled and text_embeds, from transformers' own
+// layout and from one with the text transformer's keys bare.
+TEST_F(TextEncoders, ClipWithProjectionMatchesTransformers) {
+  for (const char* sub : {"clip_projection", "clip_projection_bare"}) {
+    SCOPED_TRACE(sub);
+    auto config = ParseClipTextConfig(ReadTextFile(dir_ + "/" + sub + "/config.json"));
+    ASSERT_TRUE(config.ok()) << config.status();
+    EXPECT_TRUE(config->with_projection);
+    EXPECT_EQ(config->projection_dim, 40);
+    auto model = ClipTextModel::Create(*config, at::kFloat, models::ParameterInit::kUninitialized);
+    ASSERT_TRUE(model.ok()) << model.status();
+    auto ckpt = weights::SafetensorsCheckpoint::Open(dir_ + "/" + sub);
+    ASSERT_TRUE(ckpt.ok()) << ckpt.status();
+    absl::Status loaded = (*model)->Load(*ckpt);
+    ASSERT_TRUE(loaded.ok()) << loaded;
+    auto io = weights::SafetensorsCheckpoint::Open(dir_ + "/io.safetensors");
+    auto out = (*model)->Forward(*io->Get("proj_ids"));
+    ASSERT_TRUE(out.ok()) << out.status();
+    const double hidden = MaxAbs(out->last_hidden_state, *io->Get("proj_hidden"));
+    const double penultimate = MaxAbs(out->penultimate, *io->Get("proj_penultimate"));
+    const double pooled = MaxAbs(out->pooled, *io->Get("proj_pooled"));
+    const double embeds = MaxAbs(out->text_embeds, *io->Get("proj_text_embeds"));
+    std::printf("clip with projection (%s): max-abs error hidden %.3g, penultimate %.3g, pooled %.3g, "
+                "text_embeds %.3g\n", sub, hidden, penultimate, pooled, embeds);
+    EXPECT_EQ(out->text_embeds.sizes(), (std::vector<int64_t>{2, 40}));
+    EXPECT_EQ(out->penultimate.sizes(), (std::vector<int64_t>{2, 77, 48}));
+    EXPECT_LT(hidden, 1e-5);
+    EXPECT_LT(penultimate, 1e-5);
+    EXPECT_LT(pooled, 1e-5);
+    EXPECT_LT(embeds, 1e-5);
+  }
+  // A model built without the projection refuses the projection's key
+  // rather than dropping it, in both layouts.
+  auto config = ParseClipTextConfig(ReadTextFile(dir_ + "/clip_projection/config.json"));
+  config->with_projection = false;
+  auto model = ClipTextModel::Create(*config, at::kFloat);
+  for (const char* sub : {"clip_projection", "clip_projection_bare"}) {
+    auto ckpt = weights::SafetensorsCheckpoint::Open(dir_ + "/" + sub);
+    ASSERT_TRUE(ckpt.ok());
+    const absl::Status s = (*model)->Load(*ckpt);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << sub;
+    EXPECT_NE(s.message().find("text_projection.weight"), std::string::npos) << s;
+  }
 }
 
 TEST_F(TextEncoders, T5MatchesTransformers) {

@@ -100,7 +100,7 @@ TEST_F(FluxPipelineTest, SameSeedSameImageAndErrors) {
 }
 
 // Every generation flag reaches the request; size 0 takes the model's.
-TEST(MakeFluxRequest, CopiesEveryFlagAndFillsTheDefaultSize) {
+TEST(MakeGenerationRequest, CopiesEveryFlagAndFillsTheDefaultSize) {
   GenerationFlags flags;
   flags.model = "/models/flux";
   flags.negative_prompt = "blurry";
@@ -109,7 +109,7 @@ TEST(MakeFluxRequest, CopiesEveryFlagAndFillsTheDefaultSize) {
   flags.true_cfg_scale = 2.5;
   flags.seed = 7;
   flags.max_sequence_length = 64;
-  FluxRequest r = MakeFluxRequest(flags, "a cat", 9, 256);
+  FluxRequest r = MakeGenerationRequest(flags, "a cat", 9, 256);
   EXPECT_EQ(r.prompt, "a cat");
   EXPECT_EQ(r.negative_prompt, "blurry");
   EXPECT_EQ(r.height, 256);
@@ -121,7 +121,7 @@ TEST(MakeFluxRequest, CopiesEveryFlagAndFillsTheDefaultSize) {
   EXPECT_EQ(r.max_sequence_length, 64);
   flags.height = 128;
   flags.width = 96;
-  r = MakeFluxRequest(flags, "a dog", 7, 256);
+  r = MakeGenerationRequest(flags, "a dog", 7, 256);
   EXPECT_EQ(r.height, 128);
   EXPECT_EQ(r.width, 96);
 }

@@ -9,43 +9,25 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "worker/models/common/dense.h"
+#include "worker/models/common/dit_blocks.h"
+#include "worker/models/flux/flow_match_scheduler.h"
 
 namespace ditserve::worker::flux {
 namespace {
 
+using models::AdaNorm;
+using models::ClampHalf;
+using models::Empty;
+using models::FeedForward;
+using models::JointAttention;
+using models::LayerNormNoAffine;
+using models::Modulate;
 using models::ParameterSpec;
+using models::Qkv;
+using models::RmsNorm;
+using models::TwoLayer;
 using Linear = std::shared_ptr<models::Dense>;
 using torch::nn::ModuleList;
-
-at::Tensor LayerNormNoAffine(const at::Tensor& x) {
-  return at::layer_norm(x, {x.size(-1)}, {}, {}, 1e-6);
-}
-
-// Modules whose only content is named parameters/submodules.
-struct Empty : torch::nn::Module {};
-
-struct RmsNorm : torch::nn::Module {
-  RmsNorm(int64_t dim, const ParameterSpec& p) { weight = register_parameter("weight", p.Filled({dim}, 1.0)); }
-  at::Tensor forward(const at::Tensor& x) const {
-    const at::Tensor var = x.to(at::kFloat).pow(2).mean(-1, /*keepdim=*/true);
-    at::Tensor y = x * at::rsqrt(var + 1e-6);
-    if (weight.scalar_type() == at::kHalf || weight.scalar_type() == at::kBFloat16) {
-      y = y.to(weight.scalar_type());
-    }
-    return y * weight;
-  }
-  at::Tensor weight;
-};
-
-// linear_1 -> SiLU -> linear_2 (TimestepEmbedding, PixArtAlphaTextProjection).
-struct TwoLayer : torch::nn::Module {
-  TwoLayer(int64_t in, int64_t out, const ParameterSpec& p) {
-    linear_1 = register_module("linear_1", std::make_shared<models::Dense>(in, out, p));
-    linear_2 = register_module("linear_2", std::make_shared<models::Dense>(out, out, p));
-  }
-  at::Tensor forward(const at::Tensor& x) { return linear_2->forward(at::silu(linear_1->forward(x))); }
-  Linear linear_1{nullptr}, linear_2{nullptr};
-};
 
 struct TimeTextEmbed : torch::nn::Module {
   TimeTextEmbed(int64_t dim, int64_t pooled_dim, bool guidance, const ParameterSpec& p) {
@@ -61,21 +43,6 @@ struct TimeTextEmbed : torch::nn::Module {
   }
   std::shared_ptr<TwoLayer> timestep_embedder, guidance_embedder, text_embedder;
 };
-
-// AdaLayerNormZero (6 chunks) / AdaLayerNormZeroSingle (3 chunks) /
-// AdaLayerNormContinuous (2 chunks: scale, shift): a "linear" on SiLU(temb).
-struct AdaNorm : torch::nn::Module {
-  AdaNorm(int64_t dim, int chunks, const ParameterSpec& p) {
-    linear = register_module("linear", std::make_shared<models::Dense>(dim, chunks * dim, p));
-  }
-  // Linear(SiLU(temb)): [B, chunks·dim]; split with chunk(chunks, 1).
-  at::Tensor Modulation(const at::Tensor& temb) { return linear->forward(at::silu(temb)); }
-  Linear linear{nullptr};
-};
-
-at::Tensor Modulate(const at::Tensor& x, const at::Tensor& shift, const at::Tensor& scale) {
-  return LayerNormNoAffine(x) * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1);
-}
 
 // (x.float()·cos + rotate_half_interleaved(x).float()·sin).to(x.dtype), on
 // [B, S, H, D] with cos/sin [S, D] (each frequency twice, interleaved).
@@ -129,11 +96,11 @@ struct Attention : torch::nn::Module {
   // the x projections otherwise (single-stream). Returns [B, N, H·D] per
   // stream in x's dtype, before output projections.
   absl::StatusOr<FluxHidden> Attend(int layer, const at::Tensor& x, const at::Tensor& context,
-                                    const FluxRopeTables& rope, FluxAttention& attention) {
-    FluxQkv image{ApplyRope(norm_q->forward(Heads(to_q->forward(x))), rope.image_cos, rope.image_sin),
+                                    const FluxRopeTables& rope, JointAttention& attention) {
+    Qkv image{ApplyRope(norm_q->forward(Heads(to_q->forward(x))), rope.image_cos, rope.image_sin),
                   ApplyRope(norm_k->forward(Heads(to_k->forward(x))), rope.image_cos, rope.image_sin),
                   Heads(to_v->forward(x))};
-    FluxQkv text;
+    Qkv text;
     if (context.defined()) {
       const bool joint = static_cast<bool>(add_q_proj);
       const at::Tensor q = joint ? norm_added_q->forward(Heads(add_q_proj->forward(context)))
@@ -159,26 +126,6 @@ struct Attention : torch::nn::Module {
   ModuleList to_out{nullptr};
 };
 
-// FeedForward(dim, activation "gelu-approximate"): net.0.proj, net.2.
-struct FeedForward : torch::nn::Module {
-  FeedForward(int64_t dim, const ParameterSpec& p) {
-    net = register_module("net", ModuleList());
-    auto gelu = std::make_shared<Empty>();
-    proj = gelu->register_module("proj", std::make_shared<models::Dense>(dim, 4 * dim, p));
-    net->push_back(gelu);
-    net->push_back(std::make_shared<Empty>());  // dropout
-    out = std::make_shared<models::Dense>(4 * dim, dim, p);
-    net->push_back(out);
-  }
-  at::Tensor forward(const at::Tensor& x) { return out->forward(proj->ForwardGeluTanh(x)); }
-  ModuleList net{nullptr};
-  Linear proj{nullptr}, out{nullptr};
-};
-
-at::Tensor ClampHalf(const at::Tensor& x) {
-  return x.scalar_type() == at::kHalf ? x.clamp(-65504, 65504) : x;
-}
-
 struct DoubleBlock : torch::nn::Module {
   DoubleBlock(int64_t dim, int64_t heads, int64_t head_dim, const ParameterSpec& p) {
     norm1 = register_module("norm1", std::make_shared<AdaNorm>(dim, 6, p));
@@ -189,7 +136,7 @@ struct DoubleBlock : torch::nn::Module {
   }
   // `modulation`, `modulation_context`: norm1's and norm1_context's.
   absl::Status Forward(int layer, FluxHidden& h, const at::Tensor& modulation, const at::Tensor& modulation_context,
-                       const FluxRopeTables& rope, FluxAttention& attention) {
+                       const FluxRopeTables& rope, JointAttention& attention) {
     const auto m = modulation.chunk(6, 1);  // shift, scale, gate (msa); shift, scale, gate (mlp)
     std::vector<at::Tensor> c;
     at::Tensor nc;
@@ -224,7 +171,7 @@ struct SingleBlock : torch::nn::Module {
   }
   // `modulation`: norm's.
   absl::Status Forward(int layer, FluxHidden& h, const at::Tensor& modulation, const FluxRopeTables& rope,
-                       FluxAttention& attention) {
+                       JointAttention& attention) {
     const auto m = modulation.chunk(3, 1);  // shift, scale, gate
     const at::Tensor nx = Modulate(h.x, m[0], m[1]);
     const at::Tensor nc = h.context.defined() ? Modulate(h.context, m[0], m[1]) : at::Tensor();
@@ -333,14 +280,6 @@ std::pair<at::Tensor, at::Tensor> FluxRope(const at::Tensor& ids, const std::vec
   return {at::cat(cos, -1), at::cat(sin, -1)};
 }
 
-at::Tensor TimestepSinusoid256(const at::Tensor& timesteps) {
-  constexpr int kHalf = 128;
-  const at::Tensor exponent =
-      at::arange(0, kHalf, timesteps.options().dtype(at::kFloat)) * (-std::log(10000.0) / kHalf);
-  const at::Tensor args = timesteps.to(at::kFloat).unsqueeze(1) * exponent.exp().unsqueeze(0);
-  return at::cat({args.cos(), args.sin()}, -1);
-}
-
 absl::StatusOr<at::Tensor> FluxTransformer::Forward(const FluxInputs& in) const {
   const FluxTransformerConfig& c = impl_->config;
   if (!in.hidden_states.defined() || in.hidden_states.dim() != 3 || in.hidden_states.size(2) != c.in_channels) {
@@ -381,17 +320,32 @@ absl::StatusOr<at::Tensor> FluxTransformer::Forward(const FluxInputs& in) const 
   if (!part.embedders || !part.head || part.first_block != 0 || part.end_block != num_blocks()) {
     return absl::FailedPreconditionError("flux: Forward needs the whole model; this one holds a part");
   }
-  const FluxConditioning conditioning = Condition(TimeEmbedding(in.timestep, in.guidance, in.pooled_projections));
+  const FluxConditioning conditioning = Condition(TimestepEmbedding(in.timestep, in.guidance, in.pooled_projections));
   FluxHidden hidden = Embed(in.hidden_states, in.encoder_hidden_states);
-  SerialFluxAttention attention;
+  models::SerialJointAttention attention;
   const FluxRopeTables rope =
       in.rope.image_cos.defined() ? in.rope : Rope(in.txt_ids, in.img_ids, hidden.x.device());
   if (absl::Status s = RunBlocks(hidden, conditioning, rope, attention); !s.ok()) return s;
   return Head(hidden.x, conditioning);
 }
 
-at::Tensor FluxTransformer::TimeEmbedding(const at::Tensor& timestep, const at::Tensor& guidance,
-                                          const at::Tensor& pooled_projections) const {
+at::Tensor FluxTransformer::TimeEmbedding(const at::Tensor& sigma, const at::Tensor& guidance,
+                                          const at::Tensor& pooled) const {
+  // FluxPipeline: timestep = (sigma·1000 in float32).to(dtype) / 1000.
+  const auto dtype = impl_->model->time_text_embed->timestep_embedder->linear_1->weight.scalar_type();
+  const at::Tensor timestep = (sigma.to(at::kFloat) * 1000).to(dtype) / 1000;
+  return TimestepEmbedding(timestep, guidance, pooled);
+}
+
+models::DitPositions FluxTransformer::Positions(int64_t text_tokens, int64_t rows, int64_t cols, int64_t image_begin,
+                                                int64_t image_end, c10::Device device) const {
+  const at::Tensor img_ids = LatentImageIds(2 * rows, 2 * cols).narrow(0, image_begin, image_end - image_begin);
+  const at::Tensor txt_ids = text_tokens > 0 ? at::zeros({text_tokens, 3}, at::kFloat) : at::Tensor();
+  return Rope(txt_ids, img_ids, device);
+}
+
+at::Tensor FluxTransformer::TimestepEmbedding(const at::Tensor& timestep, const at::Tensor& guidance,
+                                              const at::Tensor& pooled_projections) const {
   Model& m = *impl_->model;
   const auto dtype = m.time_text_embed->timestep_embedder->linear_1->weight.scalar_type();
   const int64_t B = pooled_projections.size(0);
@@ -401,7 +355,8 @@ at::Tensor FluxTransformer::TimeEmbedding(const at::Tensor& timestep, const at::
   return m.time_text_embed->forward(t, g, pooled_projections.to(dtype));
 }
 
-FluxHidden FluxTransformer::Embed(const at::Tensor& hidden_states, const at::Tensor& encoder_hidden_states) const {
+FluxHidden FluxTransformer::Embed(const at::Tensor& hidden_states, const at::Tensor& encoder_hidden_states,
+                                  const models::DitPositions& /*positions: RoPE, applied in the blocks*/) const {
   Model& m = *impl_->model;
   const auto dtype = m.x_embedder->weight.scalar_type();
   FluxHidden h;
@@ -426,7 +381,7 @@ FluxConditioning FluxTransformer::Condition(const at::Tensor& temb) const {
 }
 
 absl::Status FluxTransformer::RunBlocks(FluxHidden& hidden, const FluxConditioning& conditioning,
-                                        const FluxRopeTables& rope, FluxAttention& attention) const {
+                                        const FluxRopeTables& rope, JointAttention& attention) const {
   Model& m = *impl_->model;
   const size_t held = m.double_blocks.size() + m.single_blocks.size();
   if (conditioning.blocks.size() != held || conditioning.blocks_context.size() != held) {

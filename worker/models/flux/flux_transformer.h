@@ -5,8 +5,9 @@
 // LoadModuleWeights(module(), checkpoint) fills it.
 //
 // Besides the whole-model Forward, the model runs in pieces for parallel
-// generation: TimeEmbedding, Condition, Embed, RunBlocks (through a FluxAttention) and
-// Head. A FluxPart holds only some of the pieces (a PipeFusion stage).
+// generation (models::DitTransformer): TimeEmbedding, Condition, Positions
+// (RoPE tables), Embed, RunBlocks (through a JointAttention) and Head. A
+// FluxPart holds only some of the pieces (a PipeFusion stage).
 
 #include <memory>
 #include <utility>
@@ -16,8 +17,8 @@
 #include <c10/core/Device.h>
 
 #include "absl/status/statusor.h"
+#include "worker/models/common/dit_transformer.h"
 #include "worker/models/common/parameter_init.h"
-#include "worker/models/flux/flux_attention.h"
 #include "worker/models/flux/flux_config.h"
 
 namespace torch::nn {
@@ -26,11 +27,11 @@ class Module;
 
 namespace ditserve::worker::flux {
 
-// RoPE (cos, sin) [N, head_dim] float32 for the text and the image tokens
-// of one call, on the run device. Text tables may be undefined.
-struct FluxRopeTables {
-  at::Tensor text_cos, text_sin, image_cos, image_sin;
-};
+// Flux's names for the family-neutral pieces (worker/models/common/).
+using FluxRopeTables = models::DitPositions;  // text_cos … image_sin: RoPE (cos, sin) [N, head_dim] float32
+using FluxPart = models::DitPart;              // blocks: double-stream, then single-stream
+using FluxHidden = models::DitHidden;
+using FluxConditioning = models::DitConditioning;
 
 struct FluxInputs {
   at::Tensor hidden_states;          // [B, S, in_channels]: packed 2x2 latents
@@ -47,39 +48,11 @@ struct FluxInputs {
   FluxRopeTables rope;
 };
 
-// The pieces of the model one rank holds. Blocks are numbered over the
-// double-stream blocks, then the single-stream blocks. time_text_embed is
-// always held (every stage needs the conditioning vector).
-struct FluxPart {
-  int first_block = 0;
-  int end_block = -1;     // one past the last block held; -1: through the last
-  bool embedders = true;  // x_embedder and context_embedder
-  bool head = true;       // norm_out and proj_out
-};
-
-// Hidden states between blocks: the text stream (undefined in a PipeFusion
-// patch that carries no text) and the image tokens.
-struct FluxHidden {
-  at::Tensor context;  // [B, T, inner_dim]
-  at::Tensor x;        // [B, S, inner_dim]
-};
-
-// One step's conditioning: the AdaLN modulation of every held block and of
-// the head, each a Linear(SiLU(temb)) of the step's TimeEmbedding, computed
-// once here instead of once per block call (a PipeFusion stage runs its
-// blocks once per patch). Filled by FluxTransformer::Condition and read only
-// by the model that filled it.
-struct FluxConditioning {
-  std::vector<at::Tensor> blocks;         // per held block, in RunBlocks order
-  std::vector<at::Tensor> blocks_context; // norm1_context's (double blocks; undefined for single)
-  at::Tensor head;                        // norm_out's (undefined without the head)
-};
-
 // Immutable after loading; the methods are thread-compatible (no shared
 // state beyond the weights; FluxAttention state belongs to the caller).
 // Autograd: nothing here disables gradients; callers that only infer hold
 // an at::NoGradGuard.
-class FluxTransformer {
+class FluxTransformer final : public models::DitTransformer {
  public:
   // Parameters of `part` in `dtype` on CPU: initialised as torch::nn's
   // layers are (kTorchDefault; the random draws happen in float32), or left
@@ -88,35 +61,39 @@ class FluxTransformer {
   static absl::StatusOr<std::unique_ptr<FluxTransformer>> Create(
       const FluxTransformerConfig& config, at::ScalarType dtype, const FluxPart& part = {},
       models::ParameterInit init = models::ParameterInit::kTorchDefault);
-  ~FluxTransformer();
+  ~FluxTransformer() override;
 
-  torch::nn::Module& module();
+  torch::nn::Module& module() override;
   const FluxTransformerConfig& config() const;
-  // The part held, with end_block resolved.
-  const FluxPart& part() const;
-  int num_blocks() const;  // num_layers + num_single_layers
+  const FluxPart& part() const override;
+  int num_blocks() const override;  // num_layers + num_single_layers
+  int64_t hidden_size() const override { return config().inner_dim(); }
 
   // The whole model (needs every part), serial attention: the noise
   // (velocity) prediction [B, S, out_channels]. INVALID_ARGUMENT on inputs
   // whose shapes do not fit the config.
   absl::StatusOr<at::Tensor> Forward(const FluxInputs& inputs) const;
 
-  // The pieces. Inputs are trusted (Forward checks shapes).
-  // Conditioning vector [B, inner_dim]; timestep and guidance as in FluxInputs.
-  at::Tensor TimeEmbedding(const at::Tensor& timestep, const at::Tensor& guidance,
-                           const at::Tensor& pooled_projections) const;
-  // Every modulation derived from temb (see FluxConditioning).
-  FluxConditioning Condition(const at::Tensor& temb) const;
-  // Embeds packed latents [B, S, in_channels] and (if defined) the T5 output.
-  FluxHidden Embed(const at::Tensor& hidden_states, const at::Tensor& encoder_hidden_states) const;
-  // Runs the blocks of this part in order; `attention` sees global block
-  // indices. INVALID_ARGUMENT when `conditioning` does not cover this
-  // part's blocks (it must come from this model's Condition).
+  // The pieces (models::DitTransformer). Inputs are trusted (Forward checks
+  // shapes). TimeEmbedding rounds sigma as diffusers' FluxPipeline does
+  // (float32 sigma·1000 in the run dtype, ÷1000) and takes guidance in
+  // guidance-scale units.
+  at::Tensor TimeEmbedding(const at::Tensor& sigma, const at::Tensor& guidance,
+                           const at::Tensor& pooled) const override;
+  FluxConditioning Condition(const at::Tensor& temb) const override;
+  // RoPE tables: text ids are zeros, image ids (0, row, column).
+  models::DitPositions Positions(int64_t text_tokens, int64_t rows, int64_t cols, int64_t image_begin,
+                                 int64_t image_end, c10::Device device) const override;
+  FluxHidden Embed(const at::Tensor& latents, const at::Tensor& text,
+                   const models::DitPositions& positions = {}) const override;
   absl::Status RunBlocks(FluxHidden& hidden, const FluxConditioning& conditioning, const FluxRopeTables& rope,
-                         FluxAttention& attention) const;
-  // Final norm and projection: [B, S, out_channels]; `conditioning` from
-  // this model's Condition (the part holds the head).
-  at::Tensor Head(const at::Tensor& x, const FluxConditioning& conditioning) const;
+                         models::JointAttention& attention) const override;
+  at::Tensor Head(const at::Tensor& x, const FluxConditioning& conditioning) const override;
+
+  // Conditioning vector [B, inner_dim] of an already rounded timestep
+  // (FluxInputs::timestep) and guidance.
+  at::Tensor TimestepEmbedding(const at::Tensor& timestep, const at::Tensor& guidance,
+                               const at::Tensor& pooled_projections) const;
   // RoPE tables for txt_ids [T, 3] (may be undefined) and img_ids [S, 3].
   FluxRopeTables Rope(const at::Tensor& txt_ids, const at::Tensor& img_ids, c10::Device device) const;
 
@@ -132,8 +109,6 @@ class FluxTransformer {
 std::pair<at::Tensor, at::Tensor> FluxRope(const at::Tensor& ids, const std::vector<int>& axes_dims,
                                            double theta = 10000);
 
-// Sinusoidal timestep embedding with 256 channels, cosines first
-// (diffusers' Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0)).
-at::Tensor TimestepSinusoid256(const at::Tensor& timesteps);
+using models::TimestepSinusoid256;
 
 }  // namespace ditserve::worker::flux

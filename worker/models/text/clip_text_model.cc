@@ -79,8 +79,13 @@ struct TextModel : torch::nn::Module {
 struct Root : torch::nn::Module {
   Root(const ClipTextConfig& c, const ParameterSpec& p) {
     text_model = register_module("text_model", std::make_shared<TextModel>(c, p));
+    if (c.with_projection) {
+      text_projection = register_module(
+          "text_projection", std::make_shared<models::Dense>(c.hidden_size, c.projection_dim, p, /*bias=*/false));
+    }
   }
   std::shared_ptr<TextModel> text_model;
+  Linear text_projection{nullptr};  // null without a projection
 };
 
 }  // namespace
@@ -92,7 +97,8 @@ absl::StatusOr<ClipTextConfig> ParseClipTextConfig(const std::string& json_text)
   for (auto [key, out] : {std::pair{"vocab_size", &c.vocab_size}, {"hidden_size", &c.hidden_size},
                           {"intermediate_size", &c.intermediate_size}, {"num_hidden_layers", &c.num_hidden_layers},
                           {"num_attention_heads", &c.num_attention_heads},
-                          {"max_position_embeddings", &c.max_position_embeddings}, {"eos_token_id", &c.eos_token_id}}) {
+                          {"max_position_embeddings", &c.max_position_embeddings}, {"eos_token_id", &c.eos_token_id},
+                          {"projection_dim", &c.projection_dim}}) {
     if (!j.contains(key) || j[key].is_null()) continue;
     if (!j[key].is_number_integer() || j[key].get<int>() < 0) {
       return absl::InvalidArgumentError(absl::StrCat("text_encoder config: ", key, " must be a non-negative integer"));
@@ -104,6 +110,12 @@ absl::StatusOr<ClipTextConfig> ParseClipTextConfig(const std::string& json_text)
     return absl::InvalidArgumentError(absl::StrCat("text_encoder config: hidden_act '", c.hidden_act, "' is not supported"));
   }
   if (j.contains("layer_norm_eps")) c.layer_norm_eps = j["layer_norm_eps"].get<double>();
+  if (j.contains("architectures") && j["architectures"].is_array()) {
+    for (const auto& a : j["architectures"]) c.with_projection |= a.is_string() && a.get<std::string>() == "CLIPTextModelWithProjection";
+  }
+  if (c.with_projection && c.projection_dim < 1) {
+    return absl::InvalidArgumentError("text_encoder config: projection_dim must be positive");
+  }
   if (c.num_attention_heads < 1 || c.hidden_size % c.num_attention_heads != 0) {
     return absl::InvalidArgumentError("text_encoder config: hidden_size must divide by num_attention_heads");
   }
@@ -131,14 +143,18 @@ absl::StatusOr<std::unique_ptr<ClipTextModel>> ClipTextModel::Create(const ClipT
 
 absl::Status ClipTextModel::Load(const weights::SafetensorsCheckpoint& checkpoint) {
   // transformers 4 saves CLIPTextModel under "text_model."; transformers 5
-  // saves the text transformer's keys bare. Both load.
+  // saves the text transformer's keys bare. A CLIPTextModelWithProjection
+  // keeps "text_projection.weight" at the top either way. Both load.
   weights::LoadOptions options;
   if (checkpoint.Contains("text_model.embeddings.token_embedding.weight")) {
     options.ignorable = {"text_model.embeddings.position_ids"};
     return weights::LoadModuleWeights(*impl_->root, checkpoint, options);
   }
   options.ignorable = {"embeddings.position_ids"};
-  return weights::LoadModuleWeights(*impl_->root->text_model, checkpoint, options);
+  if (impl_->root->text_projection == nullptr) return weights::LoadModuleWeights(*impl_->root->text_model, checkpoint, options);
+  options.ignorable.insert("text_projection.weight");
+  if (absl::Status s = weights::LoadModuleWeights(*impl_->root->text_model, checkpoint, options); !s.ok()) return s;
+  return weights::LoadModuleWeights(*impl_->root->text_projection, checkpoint, "text_projection.");
 }
 
 absl::StatusOr<ClipTextOutput> ClipTextModel::Forward(const at::Tensor& ids) const {
@@ -156,11 +172,16 @@ absl::StatusOr<ClipTextOutput> ClipTextModel::Forward(const at::Tensor& ids) con
   at::Tensor x = m.token_embedding->forward(ids) + m.position_embedding->forward(at::arange(T, ids.options())).unsqueeze(0);
   const at::Tensor causal =
       at::full({T, T}, -std::numeric_limits<float>::infinity(), x.options().dtype(at::kFloat)).triu(1);
-  for (const auto& layer : *m.layers) x = layer->as<Layer>()->forward(x, causal);
-  x = m.final_layer_norm->forward(x);
+  ClipTextOutput out;
+  for (size_t i = 0; i < m.layers->size(); ++i) {
+    if (i + 1 == m.layers->size()) out.penultimate = x;
+    x = m.layers->ptr(i)->as<Layer>()->forward(x, causal);
+  }
+  out.last_hidden_state = m.final_layer_norm->forward(x);
   const at::Tensor eos_pos = c.eos_token_id == 2 ? ids.argmax(-1) : (ids == c.eos_token_id).to(at::kInt).argmax(-1);
-  const at::Tensor pooled = x.index({at::arange(ids.size(0), ids.options()), eos_pos});
-  return ClipTextOutput{x, pooled};
+  out.pooled = out.last_hidden_state.index({at::arange(ids.size(0), ids.options()), eos_pos});
+  if (impl_->root->text_projection != nullptr) out.text_embeds = impl_->root->text_projection->forward(out.pooled);
+  return out;
 }
 
 }  // namespace ditserve::worker::text

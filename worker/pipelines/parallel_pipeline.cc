@@ -1,4 +1,4 @@
-#include "worker/pipelines/parallel_flux_pipeline.h"
+#include "worker/pipelines/parallel_pipeline.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
@@ -13,13 +13,12 @@
 #include "parallel/world_config.h"
 #include "util/status_macros.h"
 #include "worker/models/flux/flow_match_scheduler.h"
-#include "worker/models/flux/flux_transformer.h"
 #include "worker/models/vae/autoencoder_kl.h"
 #include "worker/pipelines/flux_components.h"
-#include "worker/pipelines/flux_text_encoder.h"
+#include "worker/pipelines/model_family.h"
 #include "worker/pipelines/pipefusion_attention.h"
 #include "worker/pipelines/stop_agreement.h"
-#include "worker/pipelines/usp_flux_attention.h"
+#include "worker/pipelines/usp_joint_attention.h"
 
 namespace ditserve::worker::pipelines {
 namespace {
@@ -47,21 +46,25 @@ struct GangModel {
   std::string dir;
   parallel::ProcessGroups* groups = nullptr;
   PipeFusionOptions pipefusion;
-  ModelGeometry geometry;
-  flux::FlowMatchSchedulerConfig scheduler;
-  flux::FluxTransformerConfig transformer_config;
-  vae::VaeConfig vae_config;
-  std::unique_ptr<FluxTextEncoder> text;          // world rank 0 only
-  std::unique_ptr<vae::VaeDecoder> vae;            // world rank 0 only
-  std::unique_ptr<flux::FluxTransformer> transformer;  // this stage's blocks
+  std::unique_ptr<ModelFamily> family;
+  std::unique_ptr<TextConditioner> text;                 // world rank 0 only
+  std::unique_ptr<vae::VaeDecoder> vae;                   // world rank 0 only
+  std::unique_ptr<models::DitTransformer> transformer;   // this stage's blocks
   at::ScalarType dtype = at::kFloat;
   c10::Device device = c10::Device(c10::kCPU);
   CommStats stats;
   GenerateTimings timings;
-  int default_max_sequence_length = 512;  // rank 0's tokenizer_2 config, shared at load
+  // Rank 0's text conditioner's, shared at load.
+  int default_max_sequence_length = 512;
+  int max_sequence_length_limit = 512;
 
-  int TextTokens(const FluxRequest& r) const {
+  const ModelGeometry& geometry() const { return family->geometry(); }
+  const vae::VaeConfig& vae_config() const { return family->vae_config(); }
+  int MaxSequenceLength(const GenerationRequest& r) const {
     return r.max_sequence_length > 0 ? r.max_sequence_length : default_max_sequence_length;
+  }
+  ResolvedGuidance Guidance(const GenerationRequest& r) const {
+    return ResolveGuidance(geometry(), r.guidance_scale, r.true_cfg_scale);
   }
 
   const parallel::WorldConfig& world() const { return groups->world(); }
@@ -71,17 +74,19 @@ struct GangModel {
   int sp_rank() const { return world().rank_in(Dim::kUlysses) + config().ulysses_degree * world().rank_in(Dim::kRing); }
   int sp_size() const { return config().sequence_parallel_degree(); }
 
-  absl::Status Validate(const FluxRequest& r) const;
-  absl::Status AgreeOnCall(int64_t rows, int64_t T, const FluxRequest& first) const;
-  absl::StatusOr<std::vector<FluxResult>> Generate(const std::vector<FluxRequest>& requests,
-                                                   const StepCallback& on_step);
+  absl::Status Validate(const GenerationRequest& r) const;
+  absl::Status AgreeOnCall(int64_t rows, int64_t T, const GenerationRequest& first) const;
+  // Rank 0's text token count for the call, known on every rank after.
+  absl::StatusOr<int64_t> AgreeOnTextTokens(const GenerationRequest& first);
+  absl::StatusOr<std::vector<GenerationResult>> Generate(const std::vector<GenerationRequest>& requests,
+                                                         const StepCallback& on_step);
 };
 
 // One Generate call on one rank: the denoising loop of this rank's replica
 // (or, for an idle replica, only the agreement on cancellation).
 class ReplicaRun {
  public:
-  ReplicaRun(GangModel& p, const std::vector<FluxRequest>& requests, std::vector<int> mine,
+  ReplicaRun(GangModel& p, const std::vector<GenerationRequest>& requests, std::vector<int> mine,
              const at::Tensor& pooled, const at::Tensor& sequence)
       : p_(p), requests_(requests), mine_(std::move(mine)), all_pooled_(pooled), all_sequence_(sequence) {}
 
@@ -108,12 +113,13 @@ class ReplicaRun {
     const int64_t t = T_ / p_.sp_size();
     return x.narrow(1, p_.sp_rank() * t, t);
   }
+  int64_t LocalTextTokens() const { return text_sharded() ? T_ / p_.sp_size() : T_; }
   void Prepare();
-  // RoPE tables of this rank's tokens of `patch` at `step`: computed once
-  // per patch layout and request (the ids do not change between steps).
-  const flux::FluxRopeTables& RopeFor(int step, int patch);
+  // Positions (RoPE tables, position embeddings) of this rank's tokens of
+  // `patch` at `step`: computed once per patch layout and request.
+  const models::DitPositions& PositionsFor(int step, int patch);
   absl::Status Step(int step);
-  absl::Status RunPatch(int step, int patch, const flux::FluxConditioning& conditioning);
+  absl::Status RunPatch(int step, int patch, const models::DitConditioning& conditioning);
   absl::StatusOr<at::Tensor> Guided(const at::Tensor& velocity);
   absl::Status CompleteLatents(int step);
   absl::Status SendLatents(int step, int patch);
@@ -122,27 +128,26 @@ class ReplicaRun {
   absl::Status DrainSends(size_t keep);
 
   GangModel& p_;
-  const std::vector<FluxRequest>& requests_;
+  const std::vector<GenerationRequest>& requests_;
   std::vector<int> mine_;
   at::Tensor all_pooled_, all_sequence_;  // every request's: cond rows, then uncond rows (true CFG)
 
   int64_t h_ = 0, w_ = 0, rows_ = 0, cols_ = 0, S_ = 0, T_ = 0;
   PatchPlan whole_, pipelined_;  // the warmup's single patch; PipeFusion's patches
-  std::vector<flux::FluxRopeTables> rope_whole_, rope_pipelined_;  // per patch of each plan, filled on first use
+  std::vector<models::DitPositions> positions_whole_, positions_pipelined_;  // per patch of each plan, filled on first use
   int steps_ = 0, end_step_ = 0;
-  bool true_cfg_ = false;
+  bool cfg_ = false;
   std::vector<float> sigmas_;
   at::Tensor latents_;    // [n, S, C] in the run dtype; this rank's ranges are current
   at::Tensor pooled_, sequence_, guidance_, cfg_scale_;  // the model batch's
-  at::Tensor txt_ids_, img_ids_;
-  std::unique_ptr<flux::FluxAttention> attention_;
+  std::unique_ptr<models::JointAttention> attention_;
   PipeFusionAttention* pipefusion_attention_ = nullptr;  // == attention_ when PipeFusion
   std::deque<std::unique_ptr<parallel::PendingTransfer>> sends_;
 };
 
 void ReplicaRun::Prepare() {
-  const FluxRequest& r = requests_.front();
-  const int scale = p_.vae_config.scale_factor();
+  const GenerationRequest& r = requests_.front();
+  const int scale = p_.vae_config().scale_factor();
   h_ = 2 * (r.height / (scale * 2));
   w_ = 2 * (r.width / (scale * 2));
   rows_ = h_ / 2;
@@ -154,16 +159,17 @@ void ReplicaRun::Prepare() {
                                    p_.sp_size(), T_);
   steps_ = r.num_inference_steps;
   end_step_ = steps_;
-  true_cfg_ = r.true_cfg_scale > 1.0 && !r.negative_prompt.empty();
-  sigmas_ = flux::FluxSigmas(steps_, S_, p_.scheduler);
+  const ResolvedGuidance guidance = p_.Guidance(r);
+  cfg_ = guidance.cfg;
+  sigmas_ = p_.family->Sigmas(steps_, S_);
   if (idle()) return;
   const int64_t n = static_cast<int64_t>(mine_.size());
-  const int64_t channels = p_.transformer_config.in_channels / 4;
+  const int64_t channels = p_.family->latent_channels();
   std::vector<at::Tensor> noise;
   std::vector<double> scales;
   for (int i : mine_) {
     noise.push_back(InitialLatents(requests_[i].seed, channels, h_, w_));
-    scales.push_back(requests_[i].true_cfg_scale);
+    scales.push_back(p_.Guidance(requests_[i]).cfg_scale);
   }
   latents_ = at::cat(noise, 0).to(p_.device, p_.dtype);
   const at::Tensor index = at::tensor(std::vector<int64_t>(mine_.begin(), mine_.end()), at::kLong).to(p_.device);
@@ -174,7 +180,7 @@ void ReplicaRun::Prepare() {
   };
   if (p_.config().use_cfg_parallel) {
     std::tie(pooled_, sequence_) = rows_of(p_.world().rank_in(Dim::kCfg));
-  } else if (true_cfg_) {
+  } else if (cfg_) {
     auto [cp, cs] = rows_of(0);
     auto [up, us] = rows_of(1);
     pooled_ = at::cat({cp, up}, 0);
@@ -182,22 +188,18 @@ void ReplicaRun::Prepare() {
   } else {
     std::tie(pooled_, sequence_) = rows_of(0);
   }
-  if (true_cfg_) cfg_scale_ = at::tensor(scales, at::kDouble).to(at::kFloat).view({n, 1, 1}).to(p_.device);
-  if (p_.transformer_config.guidance_embeds) {
-    guidance_ = at::full({pooled_.size(0)}, r.guidance_scale, at::kFloat).to(p_.device);
-  }
-  txt_ids_ = at::zeros({T_, 3}, at::kFloat);
-  img_ids_ = flux::LatentImageIds(h_, w_);
+  if (cfg_) cfg_scale_ = at::tensor(scales, at::kDouble).to(at::kFloat).view({n, 1, 1}).to(p_.device);
+  if (guidance.embedded) guidance_ = at::full({pooled_.size(0)}, guidance.embedded_scale, at::kFloat).to(p_.device);
   auto& g = *p_.groups;
   if (p_.stages() > 1) {
     auto a = std::make_unique<PipeFusionAttention>(g.group(Dim::kUlysses), g.group(Dim::kRing), T_, S_, &p_.stats);
     pipefusion_attention_ = a.get();
     attention_ = std::move(a);
   } else if (p_.sp_size() > 1) {
-    attention_ = std::make_unique<UspFluxAttention>(g.group(Dim::kUlysses), g.group(Dim::kRing), text_sharded(),
-                                                    &p_.stats);
+    attention_ = std::make_unique<UspJointAttention>(g.group(Dim::kUlysses), g.group(Dim::kRing), text_sharded(),
+                                                     &p_.stats);
   } else {
-    attention_ = std::make_unique<flux::SerialFluxAttention>();
+    attention_ = std::make_unique<models::SerialJointAttention>();
   }
 }
 
@@ -219,10 +221,10 @@ absl::Status ReplicaRun::DrainSends(size_t keep) {
   return absl::OkStatus();
 }
 
-// v = uncond + scale·(cond − uncond) per request, for true CFG; the
+// v = uncond + scale·(cond − uncond) per request, for CFG; the
 // unconditional half comes from the other CFG rank when CFG is parallel.
 absl::StatusOr<at::Tensor> ReplicaRun::Guided(const at::Tensor& velocity) {
-  if (!true_cfg_) return velocity;
+  if (!cfg_) return velocity;
   at::Tensor both = velocity;
   if (p_.config().use_cfg_parallel) {
     CommTimer timer(&p_.stats, "cfg");
@@ -236,13 +238,14 @@ absl::StatusOr<at::Tensor> ReplicaRun::Guided(const at::Tensor& velocity) {
   return uncond + cfg_scale_.to(uncond.scalar_type()) * (cond - uncond);
 }
 
-absl::Status ReplicaRun::RunPatch(int step, int patch, const flux::FluxConditioning& conditioning) {
+absl::Status ReplicaRun::RunPatch(int step, int patch, const models::DitConditioning& conditioning) {
   const TokenRange local = Local(step, patch);
   const bool with_text = patch == 0;
   auto& pipe = p_.groups->group(Dim::kPipeFusion);
   const int64_t batch = pooled_.size(0);
-  const int64_t dim = p_.transformer_config.inner_dim();
-  flux::FluxHidden hidden;
+  const int64_t dim = p_.transformer->hidden_size();
+  const models::DitPositions& positions = PositionsFor(step, patch);
+  models::DitHidden hidden;
   if (first_stage()) {
     if (step > 0 && p_.stages() > 1) {
       at::Tensor incoming = at::empty({latents_.size(0), local.size(), latents_.size(2)}, latents_.options());
@@ -253,8 +256,8 @@ absl::Status ReplicaRun::RunPatch(int step, int patch, const flux::FluxCondition
       latents_.narrow(1, local.begin, local.size()).copy_(incoming);
     }
     at::Tensor input = latents_.narrow(1, local.begin, local.size());
-    if (batch != input.size(0)) input = at::cat({input, input}, 0);  // true CFG in one batch
-    hidden = p_.transformer->Embed(input, with_text ? LocalText(sequence_) : at::Tensor());
+    if (batch != input.size(0)) input = at::cat({input, input}, 0);  // CFG in one batch
+    hidden = p_.transformer->Embed(input, with_text ? LocalText(sequence_) : at::Tensor(), positions);
   } else {
     hidden.x = at::empty({batch, local.size(), dim}, latents_.options());
     if (with_text) hidden.context = at::empty({batch, T_, dim}, latents_.options());
@@ -273,7 +276,7 @@ absl::Status ReplicaRun::RunPatch(int step, int patch, const flux::FluxCondition
   if (pipefusion_attention_ != nullptr) {
     pipefusion_attention_->SetPatch(plan_at(step).Patch(patch));
   }
-  DITSERVE_RETURN_IF_ERROR(p_.transformer->RunBlocks(hidden, conditioning, RopeFor(step, patch), *attention_));
+  DITSERVE_RETURN_IF_ERROR(p_.transformer->RunBlocks(hidden, conditioning, positions, *attention_));
   if (!last_stage()) {
     DITSERVE_RETURN_IF_ERROR(Track(pipe.Send(hidden.x, p_.stage() + 1, kTagImage + patch), "pipefusion",
                                    Bytes(hidden.x)));
@@ -294,14 +297,13 @@ absl::Status ReplicaRun::RunPatch(int step, int patch, const flux::FluxCondition
   return absl::OkStatus();
 }
 
-const flux::FluxRopeTables& ReplicaRun::RopeFor(int step, int patch) {
-  std::vector<flux::FluxRopeTables>& tables = patches_at(step) == 1 ? rope_whole_ : rope_pipelined_;
+const models::DitPositions& ReplicaRun::PositionsFor(int step, int patch) {
+  std::vector<models::DitPositions>& tables = patches_at(step) == 1 ? positions_whole_ : positions_pipelined_;
   if (tables.empty()) tables.resize(patches_at(step));
-  flux::FluxRopeTables& r = tables[patch];
-  if (!r.image_cos.defined()) {
+  models::DitPositions& r = tables[patch];
+  if (!r.image_cos.defined() && !r.image_embedding.defined()) {
     const TokenRange local = Local(step, patch);
-    r = p_.transformer->Rope(patch == 0 ? LocalText(txt_ids_.unsqueeze(0)).squeeze(0) : at::Tensor(),
-                             img_ids_.narrow(0, local.begin, local.size()), p_.device);
+    r = p_.transformer->Positions(patch == 0 ? LocalTextTokens() : 0, rows_, cols_, local.begin, local.end, p_.device);
   }
   return r;
 }
@@ -330,8 +332,9 @@ absl::Status ReplicaRun::CompleteLatents(int step) {
 }
 
 absl::Status ReplicaRun::Step(int step) {
-  const flux::FluxConditioning conditioning = p_.transformer->Condition(p_.transformer->TimeEmbedding(
-      ModelTimestep(sigmas_[step], pooled_.size(0), p_.dtype, p_.device), guidance_, pooled_));
+  const at::Tensor sigma = at::full({pooled_.size(0)}, sigmas_[step], at::kFloat).to(p_.device);
+  const models::DitConditioning conditioning =
+      p_.transformer->Condition(p_.transformer->TimeEmbedding(sigma, guidance_, pooled_));
   if (pipefusion_attention_ != nullptr && step == 0) pipefusion_attention_->Reset();
   for (int m = 0; m < patches_at(step); ++m) DITSERVE_RETURN_IF_ERROR(RunPatch(step, m, conditioning));
   return absl::OkStatus();
@@ -387,10 +390,17 @@ absl::Status ReplicaRun::Run(const StepCallback& on_step) {
   return absl::OkStatus();
 }
 
-absl::Status GangModel::Validate(const FluxRequest& r) const {
-  DITSERVE_RETURN_IF_ERROR(ValidateFluxRequest(r, geometry.size_multiple));
-  const bool true_cfg = r.true_cfg_scale > 1.0 && !r.negative_prompt.empty();
-  return ValidateParallelRequest(config(), pipefusion, geometry, r.height, r.width, true_cfg);
+absl::Status GangModel::Validate(const GenerationRequest& r) const {
+  if (r.num_inference_steps < 1 || r.num_inference_steps > 1000) {
+    return absl::InvalidArgumentError(absl::StrCat("num_inference_steps must be in [1, 1000], got ", r.num_inference_steps));
+  }
+  if (r.max_sequence_length < 0 || r.max_sequence_length > max_sequence_length_limit) {
+    return absl::InvalidArgumentError(absl::StrCat("max_sequence_length must be in [1, ", max_sequence_length_limit,
+                                                   "] (or 0: the model's default, ", default_max_sequence_length,
+                                                   "), got ", r.max_sequence_length));
+  }
+  DITSERVE_RETURN_IF_ERROR(family->ValidateRequest(r));
+  return ValidateParallelRequest(config(), pipefusion, geometry(), r.height, r.width, Guidance(r).cfg);
 }
 
 // The data-plane collectives do not check shapes in generation
@@ -400,15 +410,14 @@ absl::Status GangModel::Validate(const FluxRequest& r) const {
 // configs. So once per call the ranks compare those inputs over the control
 // group: ranks with different model directories (on two machines, say) or
 // different flags fail here, before any tensor moves.
-absl::Status GangModel::AgreeOnCall(int64_t rows, int64_t T, const FluxRequest& first) const {
+absl::Status GangModel::AgreeOnCall(int64_t rows, int64_t T, const GenerationRequest& first) const {
   if (world().world_size() == 1) return absl::OkStatus();
-  const auto& tc = transformer_config;
   const auto& pc = config();
   const at::Tensor geometry = at::tensor(
       {rows, T, static_cast<int64_t>(first.height), static_cast<int64_t>(first.width),
-       static_cast<int64_t>(first.num_inference_steps), static_cast<int64_t>(tc.inner_dim()),
-       static_cast<int64_t>(tc.num_attention_heads), static_cast<int64_t>(tc.in_channels),
-       static_cast<int64_t>(tc.pooled_projection_dim), static_cast<int64_t>(tc.joint_attention_dim),
+       static_cast<int64_t>(first.num_inference_steps), transformer->hidden_size(),
+       static_cast<int64_t>(this->geometry().num_attention_heads), static_cast<int64_t>(4 * family->latent_channels()),
+       static_cast<int64_t>(family->pooled_dim()), static_cast<int64_t>(family->text_dim()),
        static_cast<int64_t>(dtype), static_cast<int64_t>(pc.data_parallel_degree),
        static_cast<int64_t>(pc.use_cfg_parallel), static_cast<int64_t>(pc.pipefusion_parallel_degree),
        static_cast<int64_t>(pc.ulysses_degree), static_cast<int64_t>(pc.ring_degree),
@@ -434,19 +443,27 @@ absl::Status GangModel::AgreeOnCall(int64_t rows, int64_t T, const FluxRequest& 
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<FluxResult>> GangModel::Generate(const std::vector<FluxRequest>& requests,
+absl::StatusOr<int64_t> GangModel::AgreeOnTextTokens(const GenerationRequest& first) {
+  at::Tensor tokens = at::full({1}, text ? text->SequenceTokens(MaxSequenceLength(first)) : 0, at::kLong);
+  if (world().world_size() > 1) DITSERVE_RETURN_IF_ERROR(groups->control().Broadcast(tokens, 0));
+  return tokens.item<int64_t>();
+}
+
+absl::StatusOr<std::vector<GenerationResult>> GangModel::Generate(const std::vector<GenerationRequest>& requests,
                                                            const StepCallback& on_step) {
   if (requests.empty()) return absl::InvalidArgumentError("no requests to generate");
-  for (const FluxRequest& r : requests) DITSERVE_RETURN_IF_ERROR(Validate(r));
-  const FluxRequest& first = requests.front();
-  const auto uses_true_cfg = [](const FluxRequest& r) { return r.true_cfg_scale > 1.0 && !r.negative_prompt.empty(); };
-  for (const FluxRequest& r : requests) {
+  for (const GenerationRequest& r : requests) DITSERVE_RETURN_IF_ERROR(Validate(r));
+  const GenerationRequest& first = requests.front();
+  const auto same_guidance = [&](const GenerationRequest& r) {
+    const ResolvedGuidance a = Guidance(r), b = Guidance(first);
+    return a.cfg == b.cfg && a.embedded == b.embedded && a.embedded_scale == b.embedded_scale;
+  };
+  for (const GenerationRequest& r : requests) {
     if (r.height != first.height || r.width != first.width || r.num_inference_steps != first.num_inference_steps ||
-        r.guidance_scale != first.guidance_scale || TextTokens(r) != TextTokens(first) ||
-        uses_true_cfg(r) != uses_true_cfg(first)) {
+        MaxSequenceLength(r) != MaxSequenceLength(first) || !same_guidance(r)) {
       return absl::InvalidArgumentError(
-          "the requests of one batch must agree on height, width, num_inference_steps, guidance_scale, "
-          "max_sequence_length and true CFG");
+          "the requests of one batch must agree on height, width, num_inference_steps, max_sequence_length, "
+          "the guidance embedding value and whether CFG runs");
     }
   }
   at::NoGradGuard no_grad;
@@ -458,22 +475,24 @@ absl::StatusOr<std::vector<FluxResult>> GangModel::Generate(const std::vector<Fl
     mark = now;
     return s;
   };
-  const bool true_cfg = uses_true_cfg(first);
+  const bool cfg = Guidance(first).cfg;
   const int64_t n = static_cast<int64_t>(requests.size());
-  const int64_t rows = true_cfg ? 2 * n : n;
-  const int64_t T = TextTokens(first);
+  const int64_t rows = cfg ? 2 * n : n;
+  auto text_tokens = AgreeOnTextTokens(first);
+  if (!text_tokens.ok()) return text_tokens.status();
+  const int64_t T = *text_tokens;
   DITSERVE_RETURN_IF_ERROR(AgreeOnCall(rows, T, first));
   // Rank 0 encodes every prompt (then every negative prompt) once; the
   // embeddings travel to the gang by one broadcast each.
-  at::Tensor pooled = at::zeros({rows, transformer_config.pooled_projection_dim},
+  at::Tensor pooled = at::zeros({rows, family->pooled_dim()},
                                 at::TensorOptions().dtype(dtype).device(device));
-  at::Tensor sequence = at::zeros({rows, T, transformer_config.joint_attention_dim},
+  at::Tensor sequence = at::zeros({rows, T, family->text_dim()},
                                   at::TensorOptions().dtype(dtype).device(device));
   absl::Status encoded = absl::OkStatus();
   if (world().rank() == 0) {
     for (int64_t i = 0; i < rows && encoded.ok(); ++i) {
-      const FluxRequest& r = requests[i % n];
-      auto e = text->Encode(i < n ? r.prompt : r.negative_prompt, static_cast<int>(T));
+      const GenerationRequest& r = requests[i % n];
+      auto e = text->Encode(i < n ? r.prompt : r.negative_prompt, MaxSequenceLength(r));
       if (!e.ok()) {
         encoded = e.status();
         break;
@@ -505,7 +524,7 @@ absl::StatusOr<std::vector<FluxResult>> GangModel::Generate(const std::vector<Fl
   const int P = stages();
   auto& all = groups->group(Dim::kWorld);
   const auto output_rank = [&](int d) { return world().GlobalRank(d, 0, P - 1, 0, 0); };
-  const int vae_scale = vae_config.scale_factor();
+  const int vae_scale = vae_config().scale_factor();
   const int64_t h = 2 * (first.height / (vae_scale * 2)), w = 2 * (first.width / (vae_scale * 2));
   const bool replica_has_work = !ReplicaRequests(static_cast<int>(n), replicas, replica).empty();
   if (world().rank() != 0 && world().rank() == output_rank(replica) && replica_has_work) {
@@ -515,7 +534,7 @@ absl::StatusOr<std::vector<FluxResult>> GangModel::Generate(const std::vector<Fl
     if (!send.ok()) return send.status();
     DITSERVE_RETURN_IF_ERROR((*send)->Wait());
   }
-  if (world().rank() != 0) return std::vector<FluxResult>{};
+  if (world().rank() != 0) return std::vector<GenerationResult>{};
   std::vector<at::Tensor> final_latents(requests.size());
   for (int d = 0; d < replicas; ++d) {
     const std::vector<int> ids = ReplicaRequests(static_cast<int>(n), replicas, d);
@@ -524,7 +543,7 @@ absl::StatusOr<std::vector<FluxResult>> GangModel::Generate(const std::vector<Fl
     if (output_rank(d) == 0) {
       latents = run.latents();
     } else {
-      latents = at::empty({static_cast<int64_t>(ids.size()), h / 2 * (w / 2), transformer_config.in_channels},
+      latents = at::empty({static_cast<int64_t>(ids.size()), h / 2 * (w / 2), 4 * family->latent_channels()},
                           at::TensorOptions().dtype(dtype).device(device));
       CommTimer timer(&stats, "data");
       auto recv = all.Recv(latents, output_rank(d), kTagResult + d);
@@ -534,11 +553,11 @@ absl::StatusOr<std::vector<FluxResult>> GangModel::Generate(const std::vector<Fl
     for (size_t j = 0; j < ids.size(); ++j) final_latents[ids[j]] = latents.narrow(0, static_cast<int64_t>(j), 1);
   }
   timings.denoising_s = lap();
-  std::vector<FluxResult> results;
+  std::vector<GenerationResult> results;
   for (const at::Tensor& one : final_latents) {
     auto image = DecodeLatents(*vae, one, h, w);
     if (!image.ok()) return image.status();
-    results.push_back(FluxResult{*image, one.to(at::kFloat).cpu()});
+    results.push_back(GenerationResult{*image, one.to(at::kFloat).cpu()});
   }
   timings.vae_s = lap();
   return results;
@@ -546,20 +565,25 @@ absl::StatusOr<std::vector<FluxResult>> GangModel::Generate(const std::vector<Fl
 
 }  // namespace
 
-struct ParallelFluxPipeline::Impl : GangModel {};
+struct ParallelPipeline::Impl : GangModel {};
 
-ParallelFluxPipeline::ParallelFluxPipeline(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-ParallelFluxPipeline::~ParallelFluxPipeline() = default;
+ParallelPipeline::ParallelPipeline(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+ParallelPipeline::~ParallelPipeline() = default;
 
-int ParallelFluxPipeline::size_multiple() const { return impl_->geometry.size_multiple; }
-int ParallelFluxPipeline::default_size() const { return impl_->geometry.default_size; }
-bool ParallelFluxPipeline::uses_guidance_embedding() const { return impl_->transformer_config.guidance_embeds; }
-const CommStats& ParallelFluxPipeline::comm_stats() const { return impl_->stats; }
-const GenerateTimings& ParallelFluxPipeline::last_timings() const { return impl_->timings; }
+int ParallelPipeline::size_multiple() const { return impl_->geometry().size_multiple; }
+int ParallelPipeline::default_size() const { return impl_->geometry().default_size; }
+bool ParallelPipeline::uses_guidance_embedding() const { return impl_->geometry().guidance_embeds; }
+const std::string& ParallelPipeline::family() const { return impl_->geometry().family; }
+double ParallelPipeline::default_guidance_scale() const { return impl_->geometry().default_guidance_scale; }
+CfgScaleField ParallelPipeline::cfg_scale_field() const { return impl_->geometry().cfg_scale; }
+const std::string& ParallelPipeline::transformer_config_json() const { return impl_->family->transformer_config_json(); }
+const CommStats& ParallelPipeline::comm_stats() const { return impl_->stats; }
+const GenerateTimings& ParallelPipeline::last_timings() const { return impl_->timings; }
 
-absl::StatusOr<std::unique_ptr<ParallelFluxPipeline>> ParallelFluxPipeline::Load(
-    const std::string& dir, at::ScalarType dtype, c10::Device device, parallel::ProcessGroups& groups,
-    const PipeFusionOptions& pipefusion) {
+absl::StatusOr<std::unique_ptr<ParallelPipeline>> ParallelPipeline::Load(const std::string& dir, at::ScalarType dtype,
+                                                                          c10::Device device,
+                                                                          parallel::ProcessGroups& groups,
+                                                                          const PipeFusionOptions& pipefusion) {
   auto impl = std::make_unique<Impl>();
   impl->dir = dir;
   impl->groups = &groups;
@@ -567,40 +591,20 @@ absl::StatusOr<std::unique_ptr<ParallelFluxPipeline>> ParallelFluxPipeline::Load
   impl->dtype = dtype;
   impl->device = device;
   const auto load = [&]() -> absl::Status {
-    DITSERVE_RETURN_IF_ERROR(CheckFluxDirectory(dir));
-    auto geometry = ReadModelGeometry(dir);
-    if (!geometry.ok()) return geometry.status();
-    impl->geometry = *geometry;
-    DITSERVE_RETURN_IF_ERROR(ValidateParallelModel(impl->config(), pipefusion, impl->geometry));
-    auto scheduler = LoadSchedulerConfig(dir);
-    if (!scheduler.ok()) return scheduler.status();
-    impl->scheduler = *scheduler;
-    auto tc = LoadTransformerConfig(dir);
-    if (!tc.ok()) return tc.status();
-    impl->transformer_config = *tc;
-    auto vc = LoadVaeConfig(dir);
-    if (!vc.ok()) return vc.status();
-    impl->vae_config = *vc;
-    if (vc->latent_channels * 4 != tc->in_channels) {
-      return absl::InvalidArgumentError(absl::StrCat(dir, ": vae latent_channels ", vc->latent_channels,
-                                                     " x 4 != transformer in_channels ", tc->in_channels));
-    }
-    const BlockRange blocks = StageBlocks(pipefusion, impl->geometry.num_blocks, impl->stages(), impl->stage());
-    flux::FluxPart part{blocks.first, blocks.end, impl->stage() == 0, impl->stage() == impl->stages() - 1};
-    auto transformer = LoadTransformer(dir, *tc, dtype, device, part);
+    auto family = OpenModelFamily(dir);
+    if (!family.ok()) return family.status();
+    impl->family = *std::move(family);
+    DITSERVE_RETURN_IF_ERROR(ValidateParallelModel(impl->config(), pipefusion, impl->geometry()));
+    const BlockRange blocks = StageBlocks(pipefusion, impl->geometry().num_blocks, impl->stages(), impl->stage());
+    const models::DitPart part{blocks.first, blocks.end, impl->stage() == 0, impl->stage() == impl->stages() - 1};
+    auto transformer = impl->family->LoadTransformer(part, dtype, device);
     if (!transformer.ok()) return transformer.status();
     impl->transformer = *std::move(transformer);
     if (groups.world().rank() == 0) {
-      auto text = FluxTextEncoder::Load(dir, dtype, device);
+      auto text = impl->family->LoadText(dtype, device);
       if (!text.ok()) return text.status();
       impl->text = *std::move(text);
-      if (tc->joint_attention_dim != impl->text->sequence_dim() || tc->pooled_projection_dim != impl->text->pooled_dim()) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            dir, ": transformer joint_attention_dim ", tc->joint_attention_dim, " / pooled_projection_dim ",
-            tc->pooled_projection_dim, " do not match the text encoders' ", impl->text->sequence_dim(), " / ",
-            impl->text->pooled_dim()));
-      }
-      auto vae = LoadVaeDecoder(dir, *vc, dtype, device);
+      auto vae = LoadVaeDecoder(dir, impl->vae_config(), dtype, device);
       if (!vae.ok()) return vae.status();
       impl->vae = *std::move(vae);
     }
@@ -611,16 +615,19 @@ absl::StatusOr<std::unique_ptr<ParallelFluxPipeline>> ParallelFluxPipeline::Load
   if (!any.ok()) return any.status();
   if (!local.ok()) return local;
   if (*any) return absl::AbortedError("another rank of the gang failed to load the model (see its log)");
-  at::Tensor t5_length = at::full({1}, impl->text ? impl->text->default_max_sequence_length() : 0, at::kInt);
-  DITSERVE_RETURN_IF_ERROR(groups.control().Broadcast(t5_length, 0));
-  impl->default_max_sequence_length = t5_length.item<int>();
-  return std::unique_ptr<ParallelFluxPipeline>(new ParallelFluxPipeline(std::move(impl)));
+  at::Tensor lengths = at::tensor({impl->text ? impl->text->default_max_sequence_length() : 0,
+                                   impl->text ? impl->text->max_sequence_length_limit() : 0},
+                                  at::kInt);
+  DITSERVE_RETURN_IF_ERROR(groups.control().Broadcast(lengths, 0));
+  impl->default_max_sequence_length = lengths[0].item<int>();
+  impl->max_sequence_length_limit = lengths[1].item<int>();
+  return std::unique_ptr<ParallelPipeline>(new ParallelPipeline(std::move(impl)));
 }
 
-absl::Status ParallelFluxPipeline::Validate(const FluxRequest& request) const { return impl_->Validate(request); }
+absl::Status ParallelPipeline::Validate(const GenerationRequest& request) const { return impl_->Validate(request); }
 
-absl::StatusOr<std::vector<FluxResult>> ParallelFluxPipeline::Generate(const std::vector<FluxRequest>& requests,
-                                                                       const StepCallback& on_step) {
+absl::StatusOr<std::vector<GenerationResult>> ParallelPipeline::Generate(
+    const std::vector<GenerationRequest>& requests, const StepCallback& on_step) {
   return impl_->Generate(requests, on_step);
 }
 

@@ -1,7 +1,7 @@
 // The gang pipeline used the way the server uses it: one loaded pipeline,
 // several Generate calls, one of them cancelled from a rank other than 0.
 
-#include "worker/pipelines/parallel_flux_pipeline.h"
+#include "worker/pipelines/parallel_pipeline.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -35,9 +35,9 @@ DITSERVE_SCENARIO(cancel_then_continue) {
   config.use_cfg_parallel = cfg != 0;
   auto groups = parallel::JoinTestGang(ctx, config, {});
   if (!groups.ok()) return groups.status();
-  auto pipe = ParallelFluxPipeline::Load(ctx.args[0], at::kFloat, at::kCPU, **groups);
+  auto pipe = ParallelPipeline::Load(ctx.args[0], at::kFloat, at::kCPU, **groups);
   if (!pipe.ok()) return pipe.status();
-  FluxRequest r;
+  GenerationRequest r;
   r.prompt = "a red circle on a blue background";
   r.height = r.width = 128;
   r.num_inference_steps = 6;
@@ -76,7 +76,7 @@ DITSERVE_SCENARIO(cancel_then_continue) {
   return absl::OkStatus();
 }
 
-class ParallelFluxPipelineTest : public ::testing::Test {
+class ParallelPipelineTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     model_ = new std::string(absl::StrCat(::testing::TempDir(), "/pfp_model_", getpid()));
@@ -89,17 +89,17 @@ class ParallelFluxPipelineTest : public ::testing::Test {
   }
   static std::string* model_;
 };
-std::string* ParallelFluxPipelineTest::model_ = nullptr;
+std::string* ParallelPipelineTest::model_ = nullptr;
 
 // Lockstep ranks stop right after the step the cancel was seen.
-TEST_F(ParallelFluxPipelineTest, CancelFromAnyRankStopsEveryRankAtTheSameStep) {
+TEST_F(ParallelPipelineTest, CancelFromAnyRankStopsEveryRankAtTheSameStep) {
   testing::ExpectAllRanksOk(
       testing::LaunchScenario("cancel_then_continue", {.world_size = 2, .args = {*model_, "2", "1", "0", "1", "2", "2"}}));
 }
 
 // PipeFusion 2 stages, 2 patches: stages are up to one step apart, so the
 // stop lands lag + 2 = 3 steps after the vote.
-TEST_F(ParallelFluxPipelineTest, CancelInAPipelineDrainsConsistently) {
+TEST_F(ParallelPipelineTest, CancelInAPipelineDrainsConsistently) {
   testing::ExpectAllRanksOk(
       testing::LaunchScenario("cancel_then_continue", {.world_size = 2, .args = {*model_, "1", "2", "0", "1", "2", "4"}}));
   testing::ExpectAllRanksOk(testing::LaunchScenario(

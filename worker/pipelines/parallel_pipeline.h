@@ -1,9 +1,10 @@
 #pragma once
 
-// Text-to-image with a Flux diffusers directory across a gang: xDiT's
-// hybrid of USP (Ulysses inside Ring), PipeFusion, CFG parallel and data
-// parallel, in any combination the gang's ParallelConfig names. With a
-// world of one it is the serial FluxPipeline.
+// Text-to-image with a diffusers directory of any supported DiT family
+// (model_family.h: Flux, SD3) across a gang: xDiT's hybrid of USP (Ulysses
+// inside Ring), PipeFusion, CFG parallel and data parallel, in any
+// combination the gang's ParallelConfig names. With a world of one it is
+// the serial pipeline (for Flux, FluxPipeline's result).
 //
 // Every call here is collective: every rank of the gang makes the same
 // calls with the same arguments, in the same order, from one thread.
@@ -29,7 +30,7 @@
 #include "parallel/process_groups.h"
 #include "worker/generation_plan.h"
 #include "worker/pipelines/comm_stats.h"
-#include "worker/pipelines/flux_pipeline.h"
+#include "worker/pipelines/generation_request.h"
 
 namespace ditserve::worker::pipelines {
 
@@ -40,35 +41,43 @@ struct GenerateTimings {
   double vae_s = 0;            // decoding every image
 };
 
-class ParallelFluxPipeline {
+class ParallelPipeline {
  public:
   // Collective. Loads what this rank needs of `dir` in `dtype` on `device`.
   // `groups` must outlive the pipeline. Invalid combinations of the model
   // and the parallel configuration (heads not divisible by the Ulysses
   // degree, more stages than blocks, …) are INVALID_ARGUMENT naming the flag.
-  static absl::StatusOr<std::unique_ptr<ParallelFluxPipeline>> Load(
+  static absl::StatusOr<std::unique_ptr<ParallelPipeline>> Load(
       const std::string& dir, at::ScalarType dtype, c10::Device device,
       parallel::ProcessGroups& groups, const PipeFusionOptions& pipefusion = {});
-  ~ParallelFluxPipeline();
+  ~ParallelPipeline();
 
   int size_multiple() const;
   int default_size() const;
   bool uses_guidance_embedding() const;
+  // "flux" or "sd3" (GetInfo.model_family).
+  const std::string& family() const;
+  // A request's guidance_scale when it names none (Flux 3.5, SD3 7.0), and
+  // which field is the CFG scale.
+  double default_guidance_scale() const;
+  CfgScaleField cfg_scale_field() const;
+  // The transformer/config.json text, verbatim.
+  const std::string& transformer_config_json() const;
 
   // Local check (no communication) of one request against the model, the
   // limits and the parallel configuration: INVALID_ARGUMENT naming the field.
-  absl::Status Validate(const FluxRequest& request) const;
+  absl::Status Validate(const GenerationRequest& request) const;
 
   // Collective. `requests` must be compatible: equal height, width,
-  // num_inference_steps and guidance_scale, and all or none using true CFG
-  // (true_cfg_scale > 1 with a negative prompt). Returns one result per
+  // num_inference_steps, max_sequence_length and resolved guidance (the
+  // embedded value, whether CFG runs; CFG scales may differ). Returns one result per
   // request, in order, on world rank 0; an empty vector on other ranks.
   // `on_step` runs on every rank after each denoising step it completes;
   // when it returns false on any rank, every rank stops with CANCELLED after
   // the same step: the next one without PipeFusion, at most
   // ceil((P−1)/M) + 2 later with it (docs/parallel-generation.md). The gang
   // then serves the next call.
-  absl::StatusOr<std::vector<FluxResult>> Generate(const std::vector<FluxRequest>& requests,
+  absl::StatusOr<std::vector<GenerationResult>> Generate(const std::vector<GenerationRequest>& requests,
                                                    const StepCallback& on_step = {});
 
   const CommStats& comm_stats() const;
@@ -76,7 +85,7 @@ class ParallelFluxPipeline {
 
  private:
   struct Impl;
-  explicit ParallelFluxPipeline(std::unique_ptr<Impl> impl);
+  explicit ParallelPipeline(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -1,4 +1,4 @@
-#include "worker/pipelines/usp_flux_attention.h"
+#include "worker/pipelines/usp_joint_attention.h"
 
 #include <ATen/ATen.h>
 
@@ -7,14 +7,14 @@
 
 namespace ditserve::worker::pipelines {
 
-UspFluxAttention::UspFluxAttention(parallel::Communicator& ulysses, parallel::Communicator& ring, bool text_sharded,
+UspJointAttention::UspJointAttention(parallel::Communicator& ulysses, parallel::Communicator& ring, bool text_sharded,
                                    CommStats* stats)
     : ulysses_(ulysses), ring_(ring), text_sharded_(text_sharded), stats_(stats) {
   method_ = ring.size() == 1 ? "ulysses" : ulysses.size() == 1 ? "ring" : "usp";
 }
 
-absl::StatusOr<flux::FluxAttentionOutputs> UspFluxAttention::Attend(int /*layer*/, const flux::FluxQkv& text,
-                                                                    const flux::FluxQkv& image) {
+absl::StatusOr<models::JointAttentionOutputs> UspJointAttention::Attend(int /*layer*/, const models::Qkv& text,
+                                                                        const models::Qkv& image) {
   if (!text.q.defined()) {
     return absl::InternalError("USP attention: every call carries the text (no PipeFusion patches)");
   }
@@ -33,14 +33,26 @@ absl::StatusOr<flux::FluxAttentionOutputs> UspFluxAttention::Attend(int /*layer*
     timer.AddBytes(usp.bytes_sent);
     timer.SetWaitSeconds(usp.wait_seconds);
     if (!joint.ok()) return joint.status();
-    return flux::FluxAttentionOutputs{joint->narrow(1, 0, t), joint->narrow(1, t, image.q.size(1))};
+    return models::JointAttentionOutputs{joint->narrow(1, 0, t), joint->narrow(1, t, image.q.size(1))};
   }
   auto out = parallel::JointUspAttention(ulysses_, ring_, text.q, text.k, text.v, image.q, image.k, image.v,
                                          at::Tensor(), options);
   timer.AddBytes(usp.bytes_sent);
   timer.SetWaitSeconds(usp.wait_seconds);
   if (!out.ok()) return out.status();
-  return flux::FluxAttentionOutputs{out->text, out->image};
+  return models::JointAttentionOutputs{out->text, out->image};
+}
+
+absl::StatusOr<at::Tensor> UspJointAttention::AttendImage(int /*layer*/, const models::Qkv& image) {
+  parallel::UspStats usp;
+  parallel::UspOptions options;
+  options.stats = &usp;
+  options.check_shapes = false;
+  CommTimer timer(stats_, method_);
+  auto out = parallel::UspAttention(ulysses_, ring_, image.q, image.k, image.v, at::Tensor(), options);
+  timer.AddBytes(usp.bytes_sent);
+  timer.SetWaitSeconds(usp.wait_seconds);
+  return out;
 }
 
 }  // namespace ditserve::worker::pipelines

@@ -1,6 +1,6 @@
 #pragma once
 
-// Flux's joint attention across the sequence-parallel group (USP: Ulysses
+// MMDiT joint attention (and image self-attention) across the sequence-parallel group (USP: Ulysses
 // inside Ring, parallel/usp_attention.h). Used when there is no PipeFusion.
 // Each rank passes its shard of the image tokens and either the full text
 // (it gets the full text output) or, with `text_sharded`, its own equal
@@ -11,18 +11,20 @@
 #include <string>
 
 #include "parallel/communicator.h"
-#include "worker/models/flux/flux_attention.h"
+#include "worker/models/common/joint_attention.h"
 #include "worker/pipelines/comm_stats.h"
 
 namespace ditserve::worker::pipelines {
 
-class UspFluxAttention final : public flux::FluxAttention {
+class UspJointAttention final : public models::JointAttention {
  public:
   // The communicators and `stats` (may be null) must outlive this object.
-  UspFluxAttention(parallel::Communicator& ulysses, parallel::Communicator& ring, bool text_sharded,
+  UspJointAttention(parallel::Communicator& ulysses, parallel::Communicator& ring, bool text_sharded,
                    CommStats* stats);
-  absl::StatusOr<flux::FluxAttentionOutputs> Attend(int layer, const flux::FluxQkv& text,
-                                                    const flux::FluxQkv& image) override;
+  absl::StatusOr<models::JointAttentionOutputs> Attend(int layer, const models::Qkv& text,
+                                                      const models::Qkv& image) override;
+  // The image shards alone (no text): USP over the sequence-parallel group.
+  absl::StatusOr<at::Tensor> AttendImage(int layer, const models::Qkv& image) override;
 
  private:
   parallel::Communicator& ulysses_;

@@ -1,0 +1,59 @@
+#include "worker/models/common/dit_blocks.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+
+namespace ditserve::worker::models {
+
+at::Tensor LayerNormNoAffine(const at::Tensor& x) { return at::layer_norm(x, {x.size(-1)}, {}, {}, 1e-6); }
+
+at::Tensor Modulate(const at::Tensor& x, const at::Tensor& shift, const at::Tensor& scale) {
+  return LayerNormNoAffine(x) * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1);
+}
+
+at::Tensor ClampHalf(const at::Tensor& x) { return x.scalar_type() == at::kHalf ? x.clamp(-65504, 65504) : x; }
+
+at::Tensor TimestepSinusoid256(const at::Tensor& timesteps) {
+  constexpr int kHalf = 128;
+  const at::Tensor exponent =
+      at::arange(0, kHalf, timesteps.options().dtype(at::kFloat)) * (-std::log(10000.0) / kHalf);
+  const at::Tensor args = timesteps.to(at::kFloat).unsqueeze(1) * exponent.exp().unsqueeze(0);
+  return at::cat({args.cos(), args.sin()}, -1);
+}
+
+RmsNorm::RmsNorm(int64_t dim, const ParameterSpec& p) { weight = register_parameter("weight", p.Filled({dim}, 1.0)); }
+
+at::Tensor RmsNorm::forward(const at::Tensor& x) const {
+  const at::Tensor var = x.to(at::kFloat).pow(2).mean(-1, /*keepdim=*/true);
+  at::Tensor y = x * at::rsqrt(var + 1e-6);
+  if (weight.scalar_type() == at::kHalf || weight.scalar_type() == at::kBFloat16) y = y.to(weight.scalar_type());
+  return y * weight;
+}
+
+TwoLayer::TwoLayer(int64_t in, int64_t out, const ParameterSpec& p) {
+  linear_1 = register_module("linear_1", std::make_shared<Dense>(in, out, p));
+  linear_2 = register_module("linear_2", std::make_shared<Dense>(out, out, p));
+}
+
+at::Tensor TwoLayer::forward(const at::Tensor& x) { return linear_2->forward(at::silu(linear_1->forward(x))); }
+
+AdaNorm::AdaNorm(int64_t dim, int chunks, const ParameterSpec& p) {
+  linear = register_module("linear", std::make_shared<Dense>(dim, chunks * dim, p));
+}
+
+at::Tensor AdaNorm::Modulation(const at::Tensor& temb) { return linear->forward(at::silu(temb)); }
+
+FeedForward::FeedForward(int64_t dim, const ParameterSpec& p) {
+  net = register_module("net", torch::nn::ModuleList());
+  auto gelu = std::make_shared<Empty>();
+  proj = gelu->register_module("proj", std::make_shared<Dense>(dim, 4 * dim, p));
+  net->push_back(gelu);
+  net->push_back(std::make_shared<Empty>());  // dropout
+  out = std::make_shared<Dense>(4 * dim, dim, p);
+  net->push_back(out);
+}
+
+at::Tensor FeedForward::forward(const at::Tensor& x) { return out->forward(proj->ForwardGeluTanh(x)); }
+
+}  // namespace ditserve::worker::models

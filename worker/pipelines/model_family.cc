@@ -1,0 +1,12 @@
+#include "worker/pipelines/model_family.h"
+
+namespace ditserve::worker::pipelines {
+
+absl::StatusOr<std::unique_ptr<ModelFamily>> OpenModelFamily(const std::string& dir) {
+  auto geometry = ReadModelGeometry(dir);
+  if (!geometry.ok()) return geometry.status();
+  if (geometry->family == "sd3") return OpenSd3Family(dir, *geometry);
+  return OpenFluxFamily(dir, *geometry);
+}
+
+}  // namespace ditserve::worker::pipelines

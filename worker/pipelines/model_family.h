@@ -1,0 +1,76 @@
+#pragma once
+
+// A DiT family as the gang's family-neutral ParallelPipeline sees it: what
+// it reads from a diffusers directory and how it loads its pieces. One
+// implementation per family (flux_family.cc, sd3_family.cc); the pipeline,
+// the parallel methods, the serve loop and the server hold no
+// family-specific code. docs/adding-a-model.md is the recipe.
+//
+// Torch-free facts about a family (its name, block count, guidance rule)
+// live in ModelGeometry (worker/generation_plan.h) so that launchers and
+// the frontend can check requests without LibTorch.
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+
+#include "absl/status/statusor.h"
+#include "worker/generation_plan.h"
+#include "worker/models/common/dit_transformer.h"
+#include "worker/models/vae/autoencoder_kl.h"
+#include "worker/pipelines/generation_request.h"
+#include "worker/pipelines/text_conditioner.h"
+
+namespace ditserve::worker::pipelines {
+
+// Every config is read once, at OpenModelFamily; the loaders read weights
+// only. Immutable; thread-compatible.
+class ModelFamily {
+ public:
+  virtual ~ModelFamily() = default;
+
+  const std::string& dir() const { return dir_; }
+  const ModelGeometry& geometry() const { return geometry_; }
+  const vae::VaeConfig& vae_config() const { return vae_config_; }
+  // The transformer/config.json text, verbatim (GetInfo reports it).
+  const std::string& transformer_config_json() const { return transformer_config_json_; }
+
+  // Latent channels C of the VAE (each token carries 4C values).
+  virtual int latent_channels() const = 0;
+  // Widths of the text conditioning the transformer takes.
+  virtual int pooled_dim() const = 0;
+  virtual int text_dim() const = 0;
+  // Family-specific request checks, beyond the pipeline's common limits:
+  // INVALID_ARGUMENT naming the field and the limit.
+  virtual absl::Status ValidateRequest(const GenerationRequest& request) const = 0;
+  // The flow-matching sigmas of a run: steps + 1 values, the last 0.
+  virtual std::vector<float> Sigmas(int steps, int64_t image_tokens) const = 0;
+  // The part of the transformer a rank holds, loaded from transformer/
+  // (only that part's tensors are read) onto `device`.
+  virtual absl::StatusOr<std::unique_ptr<models::DitTransformer>> LoadTransformer(const models::DitPart& part,
+                                                                                  at::ScalarType dtype,
+                                                                                  c10::Device device) const = 0;
+  // The tokenizers and text encoders (world rank 0 only).
+  virtual absl::StatusOr<std::unique_ptr<TextConditioner>> LoadText(at::ScalarType dtype,
+                                                                    c10::Device device) const = 0;
+
+ protected:
+  std::string dir_;
+  ModelGeometry geometry_;
+  vae::VaeConfig vae_config_;
+  std::string transformer_config_json_;
+};
+
+// Opens `dir` as the family its model_index.json names; every component
+// directory must exist. NOT_FOUND / INVALID_ARGUMENT name the file, or the
+// unknown pipeline class and the supported ones.
+absl::StatusOr<std::unique_ptr<ModelFamily>> OpenModelFamily(const std::string& dir);
+
+// The families' openers (OpenModelFamily dispatches to them).
+absl::StatusOr<std::unique_ptr<ModelFamily>> OpenFluxFamily(const std::string& dir, const ModelGeometry& geometry);
+absl::StatusOr<std::unique_ptr<ModelFamily>> OpenSd3Family(const std::string& dir, const ModelGeometry& geometry);
+
+}  // namespace ditserve::worker::pipelines

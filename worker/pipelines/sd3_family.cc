@@ -1,0 +1,121 @@
+// The Stable Diffusion 3 / 3.5 family (diffusers' StableDiffusion3Pipeline):
+// SD3Transformer2DModel (joint blocks, qk-norm, dual attention), two CLIPs
+// with projection + T5, FlowMatchEuler with the config's shift, the
+// 16-channel VAE with scaling and shift; classic CFG with guidance_scale.
+
+#include <torch/nn/module.h>
+
+#include <filesystem>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "util/read_file.h"
+#include "util/status_macros.h"
+#include "worker/models/flux/flow_match_scheduler.h"
+#include "worker/models/sd3/sd3_transformer.h"
+#include "worker/pipelines/flux_components.h"
+#include "worker/pipelines/model_family.h"
+#include "worker/pipelines/sd3_text_encoder.h"
+#include "worker/weights/load_module.h"
+#include "worker/weights/safetensors.h"
+
+namespace ditserve::worker::pipelines {
+namespace {
+
+class Sd3Family final : public ModelFamily {
+ public:
+  static absl::StatusOr<std::unique_ptr<ModelFamily>> Open(const std::string& dir, const ModelGeometry& geometry) {
+    for (const char* component : {"scheduler", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2",
+                                  "transformer", "vae"}) {
+      if (!std::filesystem::is_directory(absl::StrCat(dir, "/", component))) {
+        return absl::NotFoundError(absl::StrCat(dir, ": component ", component, " is missing"));
+      }
+    }
+    auto f = std::unique_ptr<Sd3Family>(new Sd3Family());
+    f->dir_ = dir;
+    f->geometry_ = geometry;
+    auto json = util::ReadFileToString(dir + "/transformer/config.json");
+    if (!json.ok()) return json.status();
+    f->transformer_config_json_ = *json;
+    auto tc = sd3::ParseSd3TransformerConfig(*json);
+    if (!tc.ok()) return absl::InvalidArgumentError(absl::StrCat(dir, "/transformer/config.json: ", tc.status().message()));
+    f->config_ = *tc;
+    auto scheduler = LoadSchedulerConfig(dir);
+    if (!scheduler.ok()) return scheduler.status();
+    if (scheduler->use_dynamic_shifting) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(dir, "/scheduler/scheduler_config.json: use_dynamic_shifting needs a mu, which "
+                            "StableDiffusion3Pipeline only takes from the caller; not supported"));
+    }
+    f->scheduler_ = *scheduler;
+    auto vc = LoadVaeConfig(dir);
+    if (!vc.ok()) return vc.status();
+    f->vae_config_ = *vc;
+    if (vc->latent_channels != tc->in_channels || tc->out_channels != tc->in_channels) {
+      return absl::InvalidArgumentError(absl::StrCat(dir, ": vae latent_channels ", vc->latent_channels,
+                                                     " != transformer in_channels ", tc->in_channels,
+                                                     " / out_channels ", tc->out_channels));
+    }
+    return std::unique_ptr<ModelFamily>(std::move(f));
+  }
+
+  int latent_channels() const override { return vae_config_.latent_channels; }
+  int pooled_dim() const override { return config_.pooled_projection_dim; }
+  int text_dim() const override { return config_.joint_attention_dim; }
+
+  absl::Status ValidateRequest(const GenerationRequest& r) const override {
+    if (r.true_cfg_scale != 1.0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "true_cfg_scale must be 1 for sd3 (its classifier-free guidance scale is guidance_scale), got ",
+          r.true_cfg_scale));
+    }
+    return absl::OkStatus();
+  }
+
+  std::vector<float> Sigmas(int steps, int64_t image_tokens) const override {
+    return flux::FluxSigmas(steps, image_tokens, scheduler_);
+  }
+
+  absl::StatusOr<std::unique_ptr<models::DitTransformer>> LoadTransformer(const models::DitPart& part,
+                                                                          at::ScalarType dtype,
+                                                                          c10::Device device) const override {
+    auto transformer = sd3::Sd3Transformer::Create(config_, dtype, part, models::ParameterInit::kUninitialized);
+    if (!transformer.ok()) return transformer.status();
+    auto ckpt = weights::SafetensorsCheckpoint::Open(dir_ + "/transformer");
+    if (!ckpt.ok()) return ckpt.status();
+    const models::DitPart& held = (*transformer)->part();
+    weights::LoadOptions options;
+    options.partial = held.first_block != 0 || held.end_block != (*transformer)->num_blocks() || !held.embedders ||
+                      !held.head;
+    if (absl::Status s = weights::LoadModuleWeights((*transformer)->module(), *ckpt, options); !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("transformer: ", s.message()));
+    }
+    DITSERVE_RETURN_IF_ERROR(MoveToDevice("the model", device, [&] { (*transformer)->module().to(device); }));
+    return std::unique_ptr<models::DitTransformer>(*std::move(transformer));
+  }
+
+  absl::StatusOr<std::unique_ptr<TextConditioner>> LoadText(at::ScalarType dtype, c10::Device device) const override {
+    auto text = Sd3TextEncoder::Load(dir_, dtype, device);
+    if (!text.ok()) return text.status();
+    if (config_.joint_attention_dim != (*text)->sequence_dim() || config_.pooled_projection_dim != (*text)->pooled_dim()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          dir_, ": transformer joint_attention_dim ", config_.joint_attention_dim, " / pooled_projection_dim ",
+          config_.pooled_projection_dim, " do not match the text encoders' ", (*text)->sequence_dim(), " / ",
+          (*text)->pooled_dim()));
+    }
+    return std::unique_ptr<TextConditioner>(*std::move(text));
+  }
+
+ private:
+  Sd3Family() = default;
+  sd3::Sd3TransformerConfig config_;
+  flux::FlowMatchSchedulerConfig scheduler_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ModelFamily>> OpenSd3Family(const std::string& dir, const ModelGeometry& geometry) {
+  return Sd3Family::Open(dir, geometry);
+}
+
+}  // namespace ditserve::worker::pipelines
