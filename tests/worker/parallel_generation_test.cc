@@ -350,7 +350,7 @@ TEST_F(ParallelGeneration, InvalidConfigurationsFailBeforeAnyWork) {
       {{"--nproc=5", "--pipefusion_parallel_degree=5"},
        "--pipefusion_parallel_degree 5 is more stages than the model's 4 transformer blocks"},
       {{"--nproc=2", "--use_cfg_parallel"},
-       "--use_cfg_parallel needs true classifier-free guidance: a negative_prompt and true_cfg_scale > 1"},
+       "--use_cfg_parallel needs classifier-free guidance: true_cfg_scale > 1"},
       {{"--nproc=2", "--pipefusion_parallel_degree=2", "--attn_layer_num_for_pp=1,1"},
        "--attn_layer_num_for_pp must list 2 positive block counts"},
       {{"--nproc=1", "--height=100"}, "height must be a multiple of 16"},

@@ -415,7 +415,8 @@ absl::Status GangModel::AgreeOnCall(int64_t rows, int64_t T, const GenerationReq
   const auto& pc = config();
   const at::Tensor geometry = at::tensor(
       {rows, T, static_cast<int64_t>(first.height), static_cast<int64_t>(first.width),
-       static_cast<int64_t>(first.num_inference_steps), transformer->hidden_size(),
+       static_cast<int64_t>(first.num_inference_steps), static_cast<int64_t>(MaxSequenceLength(first)),
+       transformer->hidden_size(),
        static_cast<int64_t>(this->geometry().num_attention_heads), static_cast<int64_t>(4 * family->latent_channels()),
        static_cast<int64_t>(family->pooled_dim()), static_cast<int64_t>(family->text_dim()),
        static_cast<int64_t>(dtype), static_cast<int64_t>(pc.data_parallel_degree),
@@ -434,6 +435,7 @@ absl::Status GangModel::AgreeOnCall(int64_t rows, int64_t T, const GenerationReq
     if (!at::equal((*all)[r], geometry)) {
       return absl::InvalidArgumentError(absl::StrCat(
           "rank ", world().rank(), " derives the call's geometry (prompt rows, text tokens, height, width, steps, ",
+          "max_sequence_length, ",
           "hidden size, heads, in channels, pooled dim, text dim, dtype, dp, cfg parallel, pipefusion, ulysses, "
           "ring, patches, warmup) ",
           text(geometry), " but rank ", r, " derives ", text((*all)[r]),
