@@ -14,7 +14,12 @@ from diffusers import StableDiffusion3Pipeline
 from safetensors.torch import save_file
 
 prompts = json.load(sys.stdin)
-pipe = StableDiffusion3Pipeline.from_pretrained(sys.argv[1], torch_dtype=torch.float32)
+with open(sys.argv[1] + "/model_index.json") as f:
+    index = json.load(f)
+# diffusers loads a directory without T5 only when told so: text_encoder_3
+# is not an optional component of the pipeline.
+absent = {name: None for name in ("text_encoder_3", "tokenizer_3") if index.get(name, [None])[0] is None}
+pipe = StableDiffusion3Pipeline.from_pretrained(sys.argv[1], torch_dtype=torch.float32, **absent)
 out = {"has_t5": torch.tensor([pipe.text_encoder_3 is not None])}
 with torch.no_grad():
     for n in (int(a) for a in sys.argv[3:]):
