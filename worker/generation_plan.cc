@@ -147,15 +147,10 @@ absl::Status ValidateParallelRequest(const parallel::ParallelConfig& config, con
   const int rows = height / multiple;
   const int patches = pf.patches(config);
   const int sp = config.sequence_parallel_degree();
-  if (rows % sp != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("height ", height, " gives ", rows,
-                                                   " latent token rows, which must divide by --ulysses_degree ",
-                                                   config.ulysses_degree, " x --ring_degree ", config.ring_degree,
-                                                   " = ", sp));
-  }
-  if (rows / sp < patches) {
+  const int64_t bands = PaddedRows(rows, sp) / sp;
+  if (bands < patches) {
     return absl::InvalidArgumentError(absl::StrCat("height ", height, " gives ", rows, " latent token rows: ",
-                                                   rows / sp, " bands of ", sp,
+                                                   bands, " bands of ", sp,
                                                    " (ulysses x ring) rows, fewer than num_pipeline_patch ", patches));
   }
   if (model.max_token_rows > 0) {
@@ -175,6 +170,8 @@ absl::Status ValidateParallelRequest(const parallel::ParallelConfig& config, con
   }
   return absl::OkStatus();
 }
+
+int64_t PaddedRows(int64_t rows, int sp_size) { return (rows + sp_size - 1) / sp_size * sp_size; }
 
 BlockRange StageBlocks(const PipeFusionOptions& pf, int num_blocks, int stages, int stage) {
   std::vector<int> counts = pf.attn_layer_num_for_pp;

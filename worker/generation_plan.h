@@ -11,7 +11,11 @@
 // carries the text tokens, so it gets fewer image rows (PatchPlan).
 // Sequence parallelism (SP = ulysses × ring) cuts each patch's rows into SP
 // equal bands, SP rank s = ulysses_rank + U·ring_rank taking band s.
-// Without PipeFusion there is one patch: the whole image.
+// Without PipeFusion there is one patch: the whole image. When the rows do
+// not divide by SP, the image is padded at the bottom with whole rows up to
+// PaddedRows (as xDiT pads Flux's sequence); the padding tokens are masked
+// out of every attention's keys and dropped from the result, so the result
+// is the unpadded one.
 
 #include <cstdint>
 #include <string>
@@ -85,9 +89,8 @@ ResolvedGuidance ResolveGuidance(const ModelGeometry& model, double guidance_sca
 absl::Status ValidateParallelModel(const parallel::ParallelConfig& config, const PipeFusionOptions& pipefusion,
                                    const ModelGeometry& model);
 
-// Request-level checks: the token rows (height / size_multiple) divide by
-// ulysses × ring and give every pipeline patch at least one band per SP
-// rank; the token grid fits the model's max_token_rows; --use_cfg_parallel
+// Request-level checks: the token rows (height / size_multiple, padded to
+// ulysses × ring) give every pipeline patch at least one band per SP rank; the token grid fits the model's max_token_rows; --use_cfg_parallel
 // needs CFG (`cfg`, see ResolveGuidance). INVALID_ARGUMENT naming the flag
 // or field.
 absl::Status ValidateParallelRequest(const parallel::ParallelConfig& config, const PipeFusionOptions& pipefusion,
@@ -100,6 +103,10 @@ struct BlockRange {
 };
 // The stage's blocks (ValidateParallelModel must have passed).
 BlockRange StageBlocks(const PipeFusionOptions& pipefusion, int num_blocks, int stages, int stage);
+
+// `rows` rounded up to a multiple of `sp_size`: the rows a sequence-
+// parallel generation computes (the last ones padding).
+int64_t PaddedRows(int64_t rows, int sp_size);
 
 // Half-open token range [begin, end) in the full image sequence.
 struct TokenRange {
@@ -116,8 +123,8 @@ struct TokenRange {
 // patch: patch 0 gets fewer rows, as few as one band per SP rank.
 class PatchPlan {
  public:
-  // `rows` must divide by `sp_size` and give at least `patches` bands
-  // (ValidateParallelRequest checks that). `patches` 1 is the whole image.
+  // `rows` (padded: PaddedRows) must divide by `sp_size` and give at least
+  // `patches` bands (ValidateParallelRequest checks that). `patches` 1 is the whole image.
   static PatchPlan Balanced(int64_t rows, int64_t cols, int patches, int sp_size, int64_t text_tokens);
 
   int patches() const { return static_cast<int>(first_row_.size()) - 1; }

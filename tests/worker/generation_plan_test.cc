@@ -127,6 +127,15 @@ TEST(GenerationPlan, PatchPlanBalancesTextAndImageTokens) {
   EXPECT_EQ(heavy.rows(1) + heavy.rows(2) + heavy.rows(3), 14);
 }
 
+TEST(GenerationPlan, PaddedRowsRoundUpToTheSpDegree) {
+  EXPECT_EQ(PaddedRows(64, 1), 64);
+  EXPECT_EQ(PaddedRows(64, 4), 64);
+  EXPECT_EQ(PaddedRows(65, 4), 68);
+  EXPECT_EQ(PaddedRows(11, 2), 12);
+  EXPECT_EQ(PaddedRows(3, 4), 4);
+  EXPECT_EQ(PaddedRows(1, 8), 8);
+}
+
 TEST(GenerationPlan, ReplicaRequestsRoundRobin) {
   EXPECT_EQ(ReplicaRequests(5, 2, 0), (std::vector<int>{0, 2, 4}));
   EXPECT_EQ(ReplicaRequests(5, 2, 1), (std::vector<int>{1, 3}));
@@ -169,12 +178,14 @@ TEST(GenerationPlan, RequestChecksNameTheField) {
   c.ring_degree = 2;
   c.pipefusion_parallel_degree = 2;  // 2 patches by default
   EXPECT_TRUE(ValidateParallelRequest(c, pf, m, 1024, 768, false).ok());  // 64 rows / 8
-  EXPECT_EQ(ValidateParallelRequest(c, pf, m, 1040, 1024, false).message(),
-            "height 1040 gives 65 latent token rows, which must divide by --ulysses_degree 2 x --ring_degree 2 = 4");
+  // 65 rows are padded to 68: 17 bands.
+  EXPECT_TRUE(ValidateParallelRequest(c, pf, m, 1040, 1024, false).ok());
   EXPECT_TRUE(ValidateParallelRequest(c, pf, m, 192, 64, false).ok());  // 12 rows: 3 bands of SP 4 rows
   pf.num_pipeline_patch = 4;
   EXPECT_EQ(ValidateParallelRequest(c, pf, m, 192, 64, false).message(),
             "height 192 gives 12 latent token rows: 3 bands of 4 (ulysses x ring) rows, fewer than num_pipeline_patch 4");
+  // 13 rows pad to 16: 4 bands, the last one 3 rows of padding.
+  EXPECT_TRUE(ValidateParallelRequest(c, pf, m, 208, 64, false).ok());
   pf.num_pipeline_patch = 0;
   EXPECT_EQ(ValidateParallelRequest(c, pf, m, 1000, 1024, false).message(),
             "height must be a multiple of 16 in [16, 8192], got 1000");

@@ -133,6 +133,7 @@ struct Case {
   int prompts = 1;
   bool true_cfg = false;
   int text_tokens = 12;
+  int height = 0;  // 0: the model's default
 };
 
 std::vector<std::string> JobFlags(const Case& c) {
@@ -140,6 +141,7 @@ std::vector<std::string> JobFlags(const Case& c) {
   const char* prompts[] = {"a red circle on a blue background", "a green square on a white background",
                            "a yellow triangle on a black background"};
   for (int i = 0; i < c.prompts; ++i) f.push_back(absl::StrCat("--prompt=", prompts[i]));
+  if (c.height > 0) f.push_back(absl::StrCat("--height=", c.height));
   if (c.true_cfg) {
     f.push_back("--negative_prompt=a blurry picture");
     f.push_back("--true_cfg_scale=3");
@@ -178,6 +180,14 @@ TEST_F(ParallelGeneration, MatchesSerial) {
       {"pf4_sync", {"--nproc=4", "--pipefusion_parallel_degree=4", absl::StrCat("--warmup_steps=", kSteps)}},
       {"pf2u2_sync",
        {"--nproc=4", "--pipefusion_parallel_degree=2", "--ulysses_degree=2", absl::StrCat("--warmup_steps=", kSteps)}},
+      // Token rows that do not divide by SP are padded and masked: 3 rows
+      // over 2 ranks; over 4 (one rank holds padding only); 5 rows in
+      // PipeFusion bands of 2 (the last band half padding).
+      {"u2_pad", {"--nproc=2", "--ulysses_degree=2"}, 1, false, 12, 48},
+      {"u2r2_pad", {"--nproc=4", "--ulysses_degree=2", "--ring_degree=2"}, 1, false, 12, 48},
+      {"pf2r2_sync_pad",
+       {"--nproc=4", "--pipefusion_parallel_degree=2", "--ring_degree=2", absl::StrCat("--warmup_steps=", kSteps)},
+       1, false, 12, 80},
   };
   std::map<std::string, std::string> serial;  // job flags -> serial output dir
   for (const Case& c : cases) {
@@ -209,6 +219,7 @@ TEST_F(ParallelGeneration, PipeFusionStaysCloseToSerial) {
       {"cfg2pf2", {"--nproc=4", "--use_cfg_parallel", "--pipefusion_parallel_degree=2"}, 1, true},
       {"cfg2pf2r2", {"--nproc=8", "--use_cfg_parallel", "--pipefusion_parallel_degree=2", "--ring_degree=2"}, 1, true},
       {"pf2_layers", {"--nproc=2", "--pipefusion_parallel_degree=2", "--attn_layer_num_for_pp=1,3"}},
+      {"pf2u2_pad", {"--nproc=4", "--pipefusion_parallel_degree=2", "--ulysses_degree=2"}, 1, false, 12, 80},
   };
   std::map<std::string, std::string> serial;
   for (const Case& c : cases) {
@@ -343,8 +354,6 @@ TEST_F(ParallelGeneration, InvalidConfigurationsFailBeforeAnyWork) {
   const std::vector<Bad> bad = {
       {{"--nproc=2", "--ulysses_degree=4"}, "must equal the world size 2"},
       {{"--nproc=3", "--ulysses_degree=3"}, "--ulysses_degree 3 must divide the model's 4 attention heads"},
-      {{"--nproc=2", "--ulysses_degree=2", "--height=48"},
-       "height 48 gives 3 latent token rows, which must divide by --ulysses_degree 2 x --ring_degree 1 = 2"},
       {{"--nproc=2", "--pipefusion_parallel_degree=2", "--num_pipeline_patch=4", "--height=48"},
        "height 48 gives 3 latent token rows: 3 bands of 1 (ulysses x ring) rows, fewer than num_pipeline_patch 4"},
       {{"--nproc=5", "--pipefusion_parallel_degree=5"},

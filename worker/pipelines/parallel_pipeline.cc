@@ -91,9 +91,10 @@ class ReplicaRun {
       : p_(p), requests_(requests), mine_(std::move(mine)), all_pooled_(pooled), all_sequence_(sequence) {}
 
   // Runs every step; returns CANCELLED (on every rank alike) when on_step
-  // asked to stop. On success the replica's output rank holds `latents()`.
+  // asked to stop. On success the replica's output rank holds `latents()`
+  // [n, S, C] (without the SP padding).
   absl::Status Run(const StepCallback& on_step);
-  const at::Tensor& latents() const { return latents_; }
+  at::Tensor latents() const { return latents_.narrow(1, 0, S_); }
 
  private:
   bool idle() const { return mine_.empty(); }
@@ -132,7 +133,9 @@ class ReplicaRun {
   std::vector<int> mine_;
   at::Tensor all_pooled_, all_sequence_;  // every request's: cond rows, then uncond rows (true CFG)
 
-  int64_t h_ = 0, w_ = 0, rows_ = 0, cols_ = 0, S_ = 0, T_ = 0;
+  // rows_ × cols_ = S_ image tokens; padded_rows_ × cols_ = padded_S_ with
+  // the SP padding (generation_plan.h), which latents_ and the plans cover.
+  int64_t h_ = 0, w_ = 0, rows_ = 0, cols_ = 0, S_ = 0, T_ = 0, padded_rows_ = 0, padded_S_ = 0;
   PatchPlan whole_, pipelined_;  // the warmup's single patch; PipeFusion's patches
   std::vector<models::DitPositions> positions_whole_, positions_pipelined_;  // per patch of each plan, filled on first use
   int steps_ = 0, end_step_ = 0;
@@ -153,9 +156,11 @@ void ReplicaRun::Prepare() {
   rows_ = h_ / 2;
   cols_ = w_ / 2;
   S_ = rows_ * cols_;
+  padded_rows_ = PaddedRows(rows_, p_.sp_size());
+  padded_S_ = padded_rows_ * cols_;
   T_ = all_sequence_.size(1);
-  whole_ = PatchPlan::Balanced(rows_, cols_, 1, p_.sp_size(), T_);
-  pipelined_ = PatchPlan::Balanced(rows_, cols_, p_.stages() > 1 ? p_.pipefusion.patches(p_.config()) : 1,
+  whole_ = PatchPlan::Balanced(padded_rows_, cols_, 1, p_.sp_size(), T_);
+  pipelined_ = PatchPlan::Balanced(padded_rows_, cols_, p_.stages() > 1 ? p_.pipefusion.patches(p_.config()) : 1,
                                    p_.sp_size(), T_);
   steps_ = r.num_inference_steps;
   end_step_ = steps_;
@@ -172,6 +177,10 @@ void ReplicaRun::Prepare() {
     scales.push_back(p_.Guidance(requests_[i]).cfg_scale);
   }
   latents_ = at::cat(noise, 0).to(p_.device, p_.dtype);
+  if (padded_S_ > S_) {
+    // The padding tokens start at zero; what they compute is never read.
+    latents_ = at::constant_pad_nd(latents_, {0, 0, 0, padded_S_ - S_});
+  }
   const at::Tensor index = at::tensor(std::vector<int64_t>(mine_.begin(), mine_.end()), at::kLong).to(p_.device);
   const int64_t total = static_cast<int64_t>(requests_.size());
   const auto rows_of = [&](int branch) {
@@ -192,12 +201,18 @@ void ReplicaRun::Prepare() {
   if (guidance.embedded) guidance_ = at::full({pooled_.size(0)}, guidance.embedded_scale, at::kFloat).to(p_.device);
   auto& g = *p_.groups;
   if (p_.stages() > 1) {
-    auto a = std::make_unique<PipeFusionAttention>(g.group(Dim::kUlysses), g.group(Dim::kRing), T_, S_, &p_.stats);
+    auto a = std::make_unique<PipeFusionAttention>(g.group(Dim::kUlysses), g.group(Dim::kRing), T_, padded_S_, S_,
+                                                   &p_.stats);
     pipefusion_attention_ = a.get();
     attention_ = std::move(a);
   } else if (p_.sp_size() > 1) {
+    // Which of this rank's image tokens are real; every SP rank passes a
+    // mask when the image is padded (the exchanges carry it), none when not.
+    at::Tensor image_valid;
+    const TokenRange local = whole_.Local(0, p_.sp_rank());
+    if (padded_S_ > S_) image_valid = at::arange(local.begin, local.end, at::kLong).lt(S_).to(p_.device);
     attention_ = std::make_unique<UspJointAttention>(g.group(Dim::kUlysses), g.group(Dim::kRing), text_sharded(),
-                                                     &p_.stats);
+                                                     image_valid, &p_.stats);
   } else {
     attention_ = std::make_unique<models::SerialJointAttention>();
   }
@@ -303,7 +318,20 @@ const models::DitPositions& ReplicaRun::PositionsFor(int step, int patch) {
   models::DitPositions& r = tables[patch];
   if (!r.image_cos.defined() && !r.image_embedding.defined()) {
     const TokenRange local = Local(step, patch);
-    r = p_.transformer->Positions(patch == 0 ? LocalTextTokens() : 0, rows_, cols_, local.begin, local.end, p_.device);
+    const int64_t end = std::min(local.end, S_), begin = std::min(local.begin, end);
+    r = p_.transformer->Positions(patch == 0 ? LocalTextTokens() : 0, rows_, cols_, begin, end, p_.device);
+    // SP padding tokens (beyond S_) get zero positions: their outputs are
+    // never read and their keys are masked.
+    const auto pad = [&](at::Tensor& table) {
+      if (table.defined() && table.size(0) < local.size()) {
+        std::vector<int64_t> widths(2 * table.dim(), 0);
+        widths.back() = local.size() - table.size(0);  // dim 0, at the end
+        table = at::constant_pad_nd(table, widths);
+      }
+    };
+    pad(r.image_cos);
+    pad(r.image_sin);
+    pad(r.image_embedding);
   }
   return r;
 }

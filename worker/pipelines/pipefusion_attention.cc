@@ -14,8 +14,10 @@ int64_t Bytes(const at::Tensor& t) { return t.numel() * static_cast<int64_t>(t.e
 }  // namespace
 
 PipeFusionAttention::PipeFusionAttention(parallel::Communicator& ulysses, parallel::Communicator& ring,
-                                         int64_t text_tokens, int64_t image_tokens, CommStats* stats)
-    : ulysses_(ulysses), ring_(ring), text_tokens_(text_tokens), image_tokens_(image_tokens), stats_(stats) {}
+                                         int64_t text_tokens, int64_t image_tokens, int64_t real_image_tokens,
+                                         CommStats* stats)
+    : ulysses_(ulysses), ring_(ring), text_tokens_(text_tokens), image_tokens_(image_tokens),
+      real_image_tokens_(real_image_tokens), stats_(stats) {}
 
 absl::StatusOr<models::JointAttentionOutputs> PipeFusionAttention::Attend(int layer, const models::Qkv& text,
                                                                          const models::Qkv& image) {
@@ -76,7 +78,8 @@ absl::StatusOr<models::JointAttentionOutputs> PipeFusionAttention::AttendBuffere
   }
   buf.k.narrow(1, T + patch_.begin, patch_.size()).copy_(k);
   buf.v.narrow(1, T + patch_.begin, patch_.size()).copy_(v);
-  buf.valid.narrow(0, T + patch_.begin, patch_.size()).fill_(true);
+  const int64_t real_end = std::min(patch_.end, real_image_tokens_);
+  if (real_end > patch_.begin) buf.valid.narrow(0, T + patch_.begin, real_end - patch_.begin).fill_(true);
   const int u = ulysses_.rank();
   if (text.q.defined()) {
     buf.k.narrow(1, 0, T).copy_(text.k.narrow(2, u * Hl, Hl));

@@ -29,10 +29,12 @@ namespace ditserve::worker::pipelines {
 
 class PipeFusionAttention final : public models::JointAttention {
  public:
-  // `text_tokens` and `image_tokens`: the full sequence lengths. The
+  // `text_tokens` and `image_tokens`: the full sequence lengths, the image
+  // with its SP padding (generation_plan.h), of which the first
+  // `real_image_tokens` are real: the padding's keys are always masked. The
   // communicators and `stats` (may be null) must outlive this object.
   PipeFusionAttention(parallel::Communicator& ulysses, parallel::Communicator& ring, int64_t text_tokens,
-                      int64_t image_tokens, CommStats* stats);
+                      int64_t image_tokens, int64_t real_image_tokens, CommStats* stats);
 
   // Where the next calls' image tokens sit: the whole patch (all SP ranks
   // together) in full-image token order.
@@ -51,12 +53,12 @@ class PipeFusionAttention final : public models::JointAttention {
                                                               const models::Qkv& image, int64_t text_tokens);
   struct LayerBuffer {
     at::Tensor k, v;   // [B, T + S, H/U, D]
-    at::Tensor valid;  // [T + S] bool: filled at least once
-    bool all_valid = false;  // every entry of `valid` is true
+    at::Tensor valid;  // [T + S] bool: filled at least once, and not padding
+    bool all_valid = false;  // every entry of `valid` is true (never with padding)
   };
   parallel::Communicator& ulysses_;
   parallel::Communicator& ring_;
-  int64_t text_tokens_, image_tokens_;
+  int64_t text_tokens_, image_tokens_, real_image_tokens_;
   CommStats* stats_;
   TokenRange patch_;
   std::map<int, LayerBuffer> layers_;
