@@ -101,6 +101,19 @@ ResolvedGuidance ResolveGuidance(const ModelGeometry& model, double guidance_sca
   return r;
 }
 
+absl::Status ValidateGuidance(const ModelGeometry& model, double /*guidance_scale: < 0 is unset, any value else*/,
+                              double true_cfg_scale) {
+  if (true_cfg_scale < 1.0) {
+    return absl::InvalidArgumentError(absl::StrCat("true_cfg_scale must be >= 1, got ", true_cfg_scale));
+  }
+  if (model.cfg_scale == CfgScaleField::kGuidanceScale && true_cfg_scale != 1.0) {
+    return absl::InvalidArgumentError(absl::StrCat("true_cfg_scale must be 1 for ", model.family,
+                                                   " (its classifier-free guidance scale is guidance_scale), got ",
+                                                   true_cfg_scale));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateParallelModel(const parallel::ParallelConfig& config, const PipeFusionOptions& pf,
                                    const ModelGeometry& model) {
   if (model.num_attention_heads % config.ulysses_degree != 0) {

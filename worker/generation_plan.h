@@ -82,6 +82,10 @@ struct ResolvedGuidance {
 // scale is > 1, with or without a negative prompt (an empty one is the
 // empty prompt, as diffusers encodes it).
 ResolvedGuidance ResolveGuidance(const ModelGeometry& model, double guidance_scale, double true_cfg_scale);
+// The guidance fields a family accepts: true_cfg_scale >= 1, and exactly 1
+// (unset) for families whose CFG scale is guidance_scale (SD3).
+// INVALID_ARGUMENT naming the field.
+absl::Status ValidateGuidance(const ModelGeometry& model, double guidance_scale, double true_cfg_scale);
 
 // Model-level checks (at load): heads divisible by --ulysses_degree, no
 // more stages than blocks, --attn_layer_num_for_pp consistent, patches and
@@ -90,7 +94,8 @@ absl::Status ValidateParallelModel(const parallel::ParallelConfig& config, const
                                    const ModelGeometry& model);
 
 // Request-level checks: the token rows (height / size_multiple, padded to
-// ulysses × ring) give every pipeline patch at least one band per SP rank; the token grid fits the model's max_token_rows; --use_cfg_parallel
+// ulysses × ring) give every pipeline patch at least one band per SP rank;
+// the token grid fits the model's max_token_rows; --use_cfg_parallel
 // needs CFG (`cfg`, see ResolveGuidance). INVALID_ARGUMENT naming the flag
 // or field.
 absl::Status ValidateParallelRequest(const parallel::ParallelConfig& config, const PipeFusionOptions& pipefusion,

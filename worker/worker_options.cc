@@ -65,6 +65,9 @@ absl::Status ValidateGenerationJob(const WorkerOptions& o) {
   if (o.generation.true_cfg_scale < 1.0) return absl::InvalidArgumentError(absl::StrCat("--true_cfg_scale must be >= 1, got ", o.generation.true_cfg_scale));
   auto geometry = ReadModelGeometry(o.generation.model);
   if (!geometry.ok()) return geometry.status();
+  if (absl::Status s = ValidateGuidance(*geometry, o.generation.guidance_scale, o.generation.true_cfg_scale); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--", s.message()));
+  }
   if (absl::Status s = ValidateParallelModel(o.parallel, o.pipefusion, *geometry); !s.ok()) return s;
   const bool cfg = ResolveGuidance(*geometry, o.generation.guidance_scale, o.generation.true_cfg_scale).cfg;
   return ValidateParallelRequest(o.parallel, o.pipefusion, *geometry, o.generation.height == 0 ? geometry->default_size : o.generation.height,

@@ -254,6 +254,21 @@ TEST(GenerationPlan, GuidanceResolvesPerFamily) {
             "height 144 gives 9 latent token rows; this model places at most 8 (128 px: transformer pos_embed_max_size)");
 }
 
+TEST(GenerationPlan, GuidanceFieldsAreCheckedPerFamily) {
+  ModelGeometry flux;
+  flux.family = "flux";
+  ModelGeometry sd3;
+  sd3.family = "sd3";
+  sd3.cfg_scale = CfgScaleField::kGuidanceScale;
+  EXPECT_TRUE(ValidateGuidance(flux, -1, 4.0).ok());
+  EXPECT_EQ(ValidateGuidance(flux, 3.5, 0.5).message(), "true_cfg_scale must be >= 1, got 0.5");
+  EXPECT_TRUE(ValidateGuidance(sd3, 7.0, 1.0).ok());
+  EXPECT_TRUE(ValidateGuidance(sd3, -1, 1.0).ok());
+  EXPECT_EQ(ValidateGuidance(sd3, 7.0, 2.0).message(),
+            "true_cfg_scale must be 1 for sd3 (its classifier-free guidance scale is guidance_scale), got 2");
+  EXPECT_EQ(ValidateGuidance(sd3, 7.0, 2.0).code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(GenerationPlan, RepeatedPromptsAreCollected) {
   std::vector<std::string> args = {"ditserve-run", "--nproc=2",  "--prompt", "a cat", "--prompt=a dog, sitting",
                                    "-prompt=x",    "--seed=3",   "--",       "--prompt=positional"};

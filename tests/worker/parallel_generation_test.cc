@@ -5,7 +5,6 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <fcntl.h>
-#include <png.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -24,74 +23,20 @@
 #include "tests/harness/binaries.h"
 #include "tests/harness/reference.h"
 #include "util/free_port.h"
-#include "worker/weights/safetensors.h"
+#include "tests/harness/generation_outputs.h"
 
 namespace ditserve {
 namespace {
 
 using testing::BinDir;
+using testing::Comparison;
+using testing::ReadPng;
+using testing::RgbImage;
 using testing::ReadTextFile;
 using testing::RunOne;
 using testing::RunResult;
 
 constexpr int kSteps = 4;
-
-struct Image {
-  int width = 0, height = 0;
-  std::vector<uint8_t> rgb;
-};
-
-Image ReadPng(const std::string& path) {
-  png_image image{};
-  image.version = PNG_IMAGE_VERSION;
-  Image out;
-  if (!png_image_begin_read_from_file(&image, path.c_str())) return out;
-  image.format = PNG_FORMAT_RGB;
-  out.rgb.resize(PNG_IMAGE_SIZE(image));
-  if (!png_image_finish_read(&image, nullptr, out.rgb.data(), 0, nullptr)) return Image{};
-  out.width = static_cast<int>(image.width);
-  out.height = static_cast<int>(image.height);
-  return out;
-}
-
-at::Tensor ReadLatents(const std::string& path) {
-  auto ckpt = worker::weights::SafetensorsCheckpoint::Open(path);
-  EXPECT_TRUE(ckpt.ok()) << ckpt.status();
-  if (!ckpt.ok()) return at::Tensor();
-  auto t = ckpt->Get("latents");
-  EXPECT_TRUE(t.ok()) << t.status();
-  return t.ok() ? t->clone() : at::Tensor();
-}
-
-struct Comparison {
-  double latent_max_abs = 0;
-  int differing_values = 0;  // uint8 channel values that differ
-  int max_value_diff = 0;
-  double psnr = INFINITY;
-};
-
-Comparison Compare(const std::string& dir, const std::string& reference_dir, int index) {
-  const std::string stem = absl::StrCat("/image-", std::string(index < 10 ? "00" : "0"), index);
-  Comparison c;
-  const at::Tensor a = ReadLatents(dir + stem + ".latents.safetensors");
-  const at::Tensor b = ReadLatents(reference_dir + stem + ".latents.safetensors");
-  EXPECT_TRUE(a.defined() && b.defined() && a.sizes() == b.sizes());
-  if (a.defined() && b.defined() && a.sizes() == b.sizes()) c.latent_max_abs = (a - b).abs().max().item<double>();
-  const Image x = ReadPng(dir + stem + ".png"), y = ReadPng(reference_dir + stem + ".png");
-  EXPECT_FALSE(x.rgb.empty());
-  EXPECT_EQ(x.rgb.size(), y.rgb.size());
-  if (x.rgb.empty() || x.rgb.size() != y.rgb.size()) return c;
-  double se = 0;
-  for (size_t i = 0; i < x.rgb.size(); ++i) {
-    const int d = std::abs(static_cast<int>(x.rgb[i]) - static_cast<int>(y.rgb[i]));
-    c.differing_values += d != 0;
-    c.max_value_diff = std::max(c.max_value_diff, d);
-    se += static_cast<double>(d) * d;
-  }
-  const double mse = se / static_cast<double>(x.rgb.size());
-  c.psnr = mse == 0 ? INFINITY : 10 * std::log10(255.0 * 255.0 / mse);
-  return c;
-}
 
 class ParallelGeneration : public ::testing::Test {
  protected:
@@ -197,7 +142,7 @@ TEST_F(ParallelGeneration, MatchesSerial) {
     if (!serial.count(key)) serial[key] = Run(absl::StrCat("serial_", serial.size()), Concat({"--nproc=1"}, job));
     const std::string dir = Run(c.name, Concat(c.degrees, job));
     for (int i = 0; i < c.prompts; ++i) {
-      const Comparison cmp = Compare(dir, serial[key], i);
+      const Comparison cmp = testing::CompareRuns(dir, serial[key], i);
       std::printf("%-12s image %d: latents max-abs %.3g, %d uint8 values differ (max %d)\n", c.name.c_str(), i,
                   cmp.latent_max_abs, cmp.differing_values, cmp.max_value_diff);
       EXPECT_LT(cmp.latent_max_abs, 1e-4) << c.name << " image " << i;
@@ -228,7 +173,7 @@ TEST_F(ParallelGeneration, PipeFusionStaysCloseToSerial) {
     const std::string key = absl::StrJoin(job, " ");
     if (!serial.count(key)) serial[key] = Run(absl::StrCat("pserial_", serial.size()), Concat({"--nproc=1"}, job));
     const std::string dir = Run(c.name, Concat(c.degrees, job));
-    const Comparison cmp = Compare(dir, serial[key], 0);
+    const Comparison cmp = testing::CompareRuns(dir, serial[key], 0);
     std::printf("%-12s latents max-abs %.3g, image PSNR %.1f dB against serial\n", c.name.c_str(), cmp.latent_max_abs,
                 cmp.psnr);
     // Sanity bound: the result is the same picture (random weights change
@@ -270,7 +215,7 @@ TEST_F(ParallelGeneration, DefaultsFollowTheModelLikeDitserveGenerate) {
   ASSERT_TRUE(gen.exit.ok()) << gen.output;
   // Ulysses 2 against one process: equal up to the rare 1-value rounding
   // difference (see MatchesSerial); a 512-token default would differ wholesale.
-  const Image x = ReadPng(out + "/image-000.png"), y = ReadPng(png);
+  const RgbImage x = ReadPng(out + "/image-000.png"), y = ReadPng(png);
   ASSERT_FALSE(x.rgb.empty());
   ASSERT_EQ(x.rgb.size(), y.rgb.size());
   int differing = 0, max_diff = 0;
@@ -318,7 +263,7 @@ TEST_F(ParallelGeneration, MultiNodeGang) {
   for (const auto& r : results) ASSERT_TRUE(r.exit.ok()) << r.output;
   EXPECT_NE(results[0].output.find("wrote "), std::string::npos) << results[0].output;
   EXPECT_EQ(results[1].output.find("wrote "), std::string::npos) << results[1].output;
-  const Comparison cmp = Compare(*root_ + "/mn", serial, 0);
+  const Comparison cmp = testing::CompareRuns(*root_ + "/mn", serial, 0);
   EXPECT_LT(cmp.latent_max_abs, 1e-4);
   EXPECT_LE(cmp.max_value_diff, 1);
 }

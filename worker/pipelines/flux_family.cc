@@ -45,13 +45,6 @@ class FluxFamily final : public ModelFamily {
   int pooled_dim() const override { return config_.pooled_projection_dim; }
   int text_dim() const override { return config_.joint_attention_dim; }
 
-  absl::Status ValidateRequest(const GenerationRequest& r) const override {
-    if (r.true_cfg_scale < 1.0) {
-      return absl::InvalidArgumentError(absl::StrCat("true_cfg_scale must be >= 1, got ", r.true_cfg_scale));
-    }
-    return absl::OkStatus();
-  }
-
   std::vector<float> Sigmas(int steps, int64_t image_tokens) const override {
     return flux::FluxSigmas(steps, image_tokens, scheduler_);
   }

@@ -43,9 +43,10 @@ class ModelFamily {
   // Widths of the text conditioning the transformer takes.
   virtual int pooled_dim() const = 0;
   virtual int text_dim() const = 0;
-  // Family-specific request checks, beyond the pipeline's common limits:
-  // INVALID_ARGUMENT naming the field and the limit.
-  virtual absl::Status ValidateRequest(const GenerationRequest& request) const = 0;
+  // Family-specific request checks, beyond the pipeline's common limits
+  // (steps, sequence length, size, guidance: ValidateGuidance): INVALID_
+  // ARGUMENT naming the field and the limit. None for Flux and SD3.
+  virtual absl::Status ValidateRequest(const GenerationRequest& /*request*/) const { return absl::OkStatus(); }
   // The flow-matching sigmas of a run: steps + 1 values, the last 0.
   virtual std::vector<float> Sigmas(int steps, int64_t image_tokens) const = 0;
   // The part of the transformer a rank holds, loaded from transformer/

@@ -427,6 +427,7 @@ absl::Status GangModel::Validate(const GenerationRequest& r) const {
                                                    "] (or 0: the model's default, ", default_max_sequence_length,
                                                    "), got ", r.max_sequence_length));
   }
+  DITSERVE_RETURN_IF_ERROR(ValidateGuidance(geometry(), r.guidance_scale, r.true_cfg_scale));
   DITSERVE_RETURN_IF_ERROR(family->ValidateRequest(r));
   return ValidateParallelRequest(config(), pipefusion, geometry(), r.height, r.width, Guidance(r).cfg);
 }

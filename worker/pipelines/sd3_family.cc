@@ -63,17 +63,10 @@ class Sd3Family final : public ModelFamily {
   int pooled_dim() const override { return config_.pooled_projection_dim; }
   int text_dim() const override { return config_.joint_attention_dim; }
 
-  absl::Status ValidateRequest(const GenerationRequest& r) const override {
-    if (r.true_cfg_scale != 1.0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "true_cfg_scale must be 1 for sd3 (its classifier-free guidance scale is guidance_scale), got ",
-          r.true_cfg_scale));
-    }
-    return absl::OkStatus();
-  }
-
   std::vector<float> Sigmas(int steps, int64_t image_tokens) const override {
-    return flux::FluxSigmas(steps, image_tokens, scheduler_);
+    // StableDiffusion3Pipeline leaves the schedule to the scheduler (mu from
+    // the image token count only when the config shifts dynamically).
+    return flux::DefaultScheduleSigmas(steps, image_tokens, scheduler_);
   }
 
   absl::StatusOr<std::unique_ptr<models::DitTransformer>> LoadTransformer(const models::DitPart& part,

@@ -62,6 +62,32 @@ TEST(FlowMatchScheduler, MatchesDiffusers) {
     }
   }
   EXPECT_EQ(compared, 36);
+  // The scheduler's own schedule (StableDiffusion3Pipeline): sigmas, and
+  // the model's timesteps sigma·1000 in float32 as the transformer gets them.
+  for (const auto& [name, config] : {std::pair{"dev", Dev()}, {"schnell", schnell}, {"static3", static3}}) {
+    for (int steps : {1, 2, 4, 28, 50}) {
+      for (int seq : {64, 1024, 4096}) {
+        const std::string key = absl::StrCat(name, ".", steps, ".", seq);
+        const at::Tensor want = *ref->Get("default." + key);
+        const at::Tensor want_t = *ref->Get("default_timesteps." + key);
+        const auto got = DefaultScheduleSigmas(steps, seq, config);
+        ASSERT_EQ(static_cast<int64_t>(got.size()), want.numel()) << key;
+        for (size_t i = 0; i < got.size(); ++i) {
+          EXPECT_EQ(got[i], want[i].item<float>()) << key << " " << i;
+          if (i + 1 < got.size()) {
+            EXPECT_EQ(got[i] * 1000.0f, want_t[i].item<float>()) << key << " " << i;
+          }
+        }
+      }
+    }
+  }
+  // Closed form: static shift 3 from sigma_max 1 to sigma_min = 3e-3/(1 + 2e-3)
+  // (the shifted 1/1000), each shifted again.
+  const auto two = DefaultScheduleSigmas(2, 1024, static3);
+  const double lo = 3 * 1e-3 / (1 + 2 * 1e-3);
+  EXPECT_FLOAT_EQ(two[0], 1.0f);
+  EXPECT_NEAR(two[1], 3 * lo / (1 + 2 * lo), 1e-7);
+  EXPECT_EQ(two[2], 0.0f);
   const at::Tensor lat = *ref->Get("latents");
   EXPECT_TRUE(at::equal(PackLatents(lat), *ref->Get("packed")));
   EXPECT_TRUE(at::equal(UnpackLatents(*ref->Get("packed"), 6, 8), *ref->Get("unpacked")));

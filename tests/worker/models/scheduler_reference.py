@@ -1,5 +1,6 @@
 """Test reference: sigmas of diffusers' FlowMatchEulerDiscreteScheduler as
-FluxPipeline sets them, Flux latent packing, and one Euler step.
+FluxPipeline and StableDiffusion3Pipeline set them, Flux latent packing,
+and one Euler step.
 
 usage: scheduler_reference.py OUT.safetensors
 """
@@ -26,6 +27,17 @@ for name, cfg in [("dev", dev), ("schnell", schnell), ("static3", static3)]:
                                  cfg["base_shift"], cfg["max_shift"])
             s.set_timesteps(sigmas=sig, mu=mu)
             out[f"sigmas.{name}.{steps}.{seq}"] = s.sigmas.clone()
+# StableDiffusion3Pipeline: the scheduler's own schedule (no sigmas); mu
+# only with dynamic shifting.
+for name, cfg in [("dev", dev), ("schnell", schnell), ("static3", static3)]:
+    for steps in (1, 2, 4, 28, 50):
+        for seq in (64, 1024, 4096):
+            s = FlowMatchEulerDiscreteScheduler(**cfg)
+            mu = calculate_shift(seq, cfg["base_image_seq_len"], cfg["max_image_seq_len"],
+                                 cfg["base_shift"], cfg["max_shift"])
+            s.set_timesteps(steps, mu=mu if cfg["use_dynamic_shifting"] else None)
+            out[f"default.{name}.{steps}.{seq}"] = s.sigmas.clone()
+            out[f"default_timesteps.{name}.{steps}.{seq}"] = s.timesteps.clone()
 torch.manual_seed(0)
 lat = torch.randn(2, 4, 6, 8)
 packed = FluxPipeline._pack_latents(lat, 2, 4, 6, 8)

@@ -81,6 +81,32 @@ std::vector<float> FluxSigmas(int num_steps, int64_t image_seq_len, const FlowMa
   return sigmas;
 }
 
+std::vector<float> DefaultScheduleSigmas(int num_steps, int64_t image_seq_len, const FlowMatchSchedulerConfig& c) {
+  std::vector<float> sigmas;
+  if (num_steps < 1) return sigmas;
+  const int N = c.num_train_timesteps;
+  // The training schedule's ends, in float32 as the scheduler's __init__.
+  const auto train_sigma = [&](int t) {
+    const float s = static_cast<float>(t) / static_cast<float>(N);
+    if (c.use_dynamic_shifting) return s;
+    const float shift = static_cast<float>(c.shift);
+    return shift * s / (1.0f + (shift - 1.0f) * s);
+  };
+  const double start = static_cast<double>(train_sigma(N)) * N, stop = static_cast<double>(train_sigma(1)) * N;
+  const double exp_mu = std::exp(FluxMu(image_seq_len, c));
+  for (int i = 0; i < num_steps; ++i) {
+    // np.linspace: i·step + start, the last value exactly `stop`.
+    double t = start;
+    if (num_steps > 1) t = i == num_steps - 1 ? stop : i * ((stop - start) / (num_steps - 1)) + start;
+    const double s = t / N;
+    const double shifted = c.use_dynamic_shifting ? exp_mu / (exp_mu + (1.0 / s - 1.0))
+                                                  : c.shift * s / (1.0 + (c.shift - 1.0) * s);
+    sigmas.push_back(static_cast<float>(shifted));
+  }
+  sigmas.push_back(0.0f);
+  return sigmas;
+}
+
 at::Tensor FlowMatchEulerStep(const at::Tensor& sample, const at::Tensor& velocity, float sigma,
                               float sigma_next) {
   const at::Tensor dt = at::scalar_tensor(sigma_next, at::kFloat) - at::scalar_tensor(sigma, at::kFloat);

@@ -1,7 +1,8 @@
 #pragma once
 
-// FlowMatchEulerDiscreteScheduler as diffusers' FluxPipeline drives it, and
-// Flux's 2x2 latent packing and position ids.
+// FlowMatchEulerDiscreteScheduler as diffusers' FluxPipeline (FluxSigmas)
+// and StableDiffusion3Pipeline (DefaultScheduleSigmas) drive it, and the
+// 2x2 latent packing and Flux's position ids.
 
 #include <string>
 #include <vector>
@@ -37,6 +38,14 @@ double FluxMu(int64_t image_seq_len, const FlowMatchSchedulerConfig& config);
 // final 0: steps+1 values, float32 arithmetic as diffusers. The model's
 // timestep at step i is sigmas[i] (×1000 inside the transformer).
 std::vector<float> FluxSigmas(int num_steps, int64_t image_seq_len, const FlowMatchSchedulerConfig& config);
+
+// The scheduler's own schedule: set_timesteps(num_steps, mu) without
+// sigmas, as StableDiffusion3Pipeline calls it. linspace in float64 from
+// sigma_max to sigma_min of the training schedule (float32: t/N for t = N
+// … 1, statically shifted unless dynamic shifting is on), shifted again
+// (dynamically with FluxMu(image_seq_len), else statically) in float64,
+// cast to float32, then a final 0: steps+1 values.
+std::vector<float> DefaultScheduleSigmas(int num_steps, int64_t image_seq_len, const FlowMatchSchedulerConfig& config);
 
 // One Euler step: sample + (sigma_next - sigma)·velocity, computed in
 // float32 and returned in the velocity's dtype.

@@ -1,0 +1,37 @@
+#pragma once
+
+// Reading what ditserve-run writes (image-NNN.png, and with --save_latents
+// image-NNN.latents.safetensors) and comparing two runs' outputs: the
+// parallel-against-serial checks of the end-to-end generation tests.
+
+#include <ATen/core/Tensor.h>
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace ditserve::testing {
+
+struct RgbImage {
+  int width = 0, height = 0;
+  std::vector<uint8_t> rgb;  // empty when the file could not be read
+};
+RgbImage ReadPng(const std::string& path);
+
+// The "latents" tensor of a --save_latents file (undefined, with a test
+// failure recorded, when it cannot be read).
+at::Tensor ReadLatents(const std::string& path);
+
+struct Comparison {
+  double latent_max_abs = 0;
+  int differing_values = 0;  // uint8 channel values that differ
+  int max_value_diff = 0;
+  double psnr = INFINITY;
+};
+// Image `index` of the run in `dir` against the same image of the run in
+// `reference_dir`: latents and PNG. Records a test failure when either is
+// missing or the shapes differ.
+Comparison CompareRuns(const std::string& dir, const std::string& reference_dir, int index);
+
+}  // namespace ditserve::testing
