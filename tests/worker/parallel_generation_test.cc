@@ -110,7 +110,7 @@ TEST_F(ParallelGeneration, MatchesSerial) {
       // The ranks of one machine exchange through shared memory; Gloo (the
       // path between machines) gives the same result.
       {"u2_gloo", {"--nproc=2", "--ulysses_degree=2", "--shared_memory_transport=false"}},
-      {"r2", {"--nproc=2", "--ring_degree=2"}, 1, false, 11},  // text not divisible: replicated
+      {"r2", {"--nproc=2", "--ring_degree=2"}, 1, false, 11},  // 11 text tokens: padded to 12
       {"u2r2", {"--nproc=4", "--ulysses_degree=2", "--ring_degree=2"}},
       {"u4", {"--nproc=4", "--ulysses_degree=4"}, 1, false, 10},
       {"r4", {"--nproc=4", "--ring_degree=4"}},

@@ -161,8 +161,8 @@ TEST_F(Sd3Generation, ParallelMatchesSerial) {
       {"pf2_sync", {"--nproc=2", "--pipefusion_parallel_degree=2", sync}},
       {"cfg2pf2_sync", {"--nproc=4", "--use_cfg_parallel", "--pipefusion_parallel_degree=2", sync}},
       {"dp2", {"--nproc=2", "--data_parallel_degree=2"}, 2},
-      // Token counts that do not divide by SP: 89 text tokens (replicated,
-      // counted once) and 5 image rows (padded to 6, or 8 for SP 4).
+      // Token counts that do not divide by SP, padded and masked: 89 text
+      // tokens (to 90, or 92 for SP 4) and 5 image rows (to 6, or 8).
       {"u2_uneven", {"--nproc=2", "--ulysses_degree=2"}, 1, 12, 80},
       {"r2_uneven", {"--nproc=2", "--ring_degree=2"}, 1, 12, 80},
       {"u2r2_uneven", {"--nproc=4", "--ulysses_degree=2", "--ring_degree=2"}, 1, 12, 80},

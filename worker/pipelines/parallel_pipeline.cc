@@ -105,16 +105,19 @@ class ReplicaRun {
   }
   const PatchPlan& plan_at(int step) const { return patches_at(step) == 1 ? whole_ : pipelined_; }
   TokenRange Local(int step, int patch) const { return plan_at(step).Local(patch, p_.sp_rank()); }
-  // Without PipeFusion, a text length that divides by SP is split over the
-  // SP ranks like the image (xDiT's split_text_embed_in_sp).
-  bool text_sharded() const { return p_.stages() == 1 && p_.sp_size() > 1 && T_ % p_.sp_size() == 0; }
-  // This rank's text tokens of x [B, T, ...].
+  // Without PipeFusion the text is split over the SP ranks like the image
+  // (xDiT's split_text_embed_in_sp), padded to padded_T_ tokens when T_
+  // does not divide by SP: each rank's text stream does 1/SP of the
+  // per-token work instead of all of it. With PipeFusion, patch 0 carries
+  // the whole text.
+  bool text_sharded() const { return p_.stages() == 1 && p_.sp_size() > 1; }
+  // This rank's text tokens of x [B, padded_T_, ...].
   at::Tensor LocalText(const at::Tensor& x) const {
     if (!text_sharded()) return x;
-    const int64_t t = T_ / p_.sp_size();
+    const int64_t t = LocalTextTokens();
     return x.narrow(1, p_.sp_rank() * t, t);
   }
-  int64_t LocalTextTokens() const { return text_sharded() ? T_ / p_.sp_size() : T_; }
+  int64_t LocalTextTokens() const { return text_sharded() ? padded_T_ / p_.sp_size() : T_; }
   void Prepare();
   // Positions (RoPE tables, position embeddings) of this rank's tokens of
   // `patch` at `step`: computed once per patch layout and request.
@@ -135,7 +138,8 @@ class ReplicaRun {
 
   // rows_ × cols_ = S_ image tokens; padded_rows_ × cols_ = padded_S_ with
   // the SP padding (generation_plan.h), which latents_ and the plans cover.
-  int64_t h_ = 0, w_ = 0, rows_ = 0, cols_ = 0, S_ = 0, T_ = 0, padded_rows_ = 0, padded_S_ = 0;
+  // T_ text tokens, padded_T_ with the padding of a sharded text.
+  int64_t h_ = 0, w_ = 0, rows_ = 0, cols_ = 0, S_ = 0, T_ = 0, padded_rows_ = 0, padded_S_ = 0, padded_T_ = 0;
   PatchPlan whole_, pipelined_;  // the warmup's single patch; PipeFusion's patches
   std::vector<models::DitPositions> positions_whole_, positions_pipelined_;  // per patch of each plan, filled on first use
   int steps_ = 0, end_step_ = 0;
@@ -159,6 +163,7 @@ void ReplicaRun::Prepare() {
   padded_rows_ = PaddedRows(rows_, p_.sp_size());
   padded_S_ = padded_rows_ * cols_;
   T_ = all_sequence_.size(1);
+  padded_T_ = text_sharded() ? (T_ + p_.sp_size() - 1) / p_.sp_size() * p_.sp_size() : T_;
   whole_ = PatchPlan::Balanced(padded_rows_, cols_, 1, p_.sp_size(), T_);
   pipelined_ = PatchPlan::Balanced(padded_rows_, cols_, p_.stages() > 1 ? p_.pipefusion.patches(p_.config()) : 1,
                                    p_.sp_size(), T_);
@@ -197,6 +202,7 @@ void ReplicaRun::Prepare() {
   } else {
     std::tie(pooled_, sequence_) = rows_of(0);
   }
+  if (padded_T_ > T_) sequence_ = at::constant_pad_nd(sequence_, {0, 0, 0, padded_T_ - T_});
   if (cfg_) cfg_scale_ = at::tensor(scales, at::kDouble).to(at::kFloat).view({n, 1, 1}).to(p_.device);
   if (guidance.embedded) guidance_ = at::full({pooled_.size(0)}, guidance.embedded_scale, at::kFloat).to(p_.device);
   auto& g = *p_.groups;
@@ -206,12 +212,17 @@ void ReplicaRun::Prepare() {
     pipefusion_attention_ = a.get();
     attention_ = std::move(a);
   } else if (p_.sp_size() > 1) {
-    // Which of this rank's image tokens are real; every SP rank passes a
-    // mask when the image is padded (the exchanges carry it), none when not.
-    at::Tensor image_valid;
-    const TokenRange local = whole_.Local(0, p_.sp_rank());
-    if (padded_S_ > S_) image_valid = at::arange(local.begin, local.end, at::kLong).lt(S_).to(p_.device);
-    attention_ = std::make_unique<UspJointAttention>(g.group(Dim::kUlysses), g.group(Dim::kRing), text_sharded(),
+    // Which of this rank's text and image tokens are real; every SP rank
+    // passes masks when anything is padded (the exchanges carry them), none
+    // when not.
+    at::Tensor text_valid, image_valid;
+    if (padded_S_ > S_ || padded_T_ > T_) {
+      const TokenRange local = whole_.Local(0, p_.sp_rank());
+      const int64_t t = LocalTextTokens();
+      image_valid = at::arange(local.begin, local.end, at::kLong).lt(S_).to(p_.device);
+      text_valid = at::arange(p_.sp_rank() * t, (p_.sp_rank() + 1) * t, at::kLong).lt(T_).to(p_.device);
+    }
+    attention_ = std::make_unique<UspJointAttention>(g.group(Dim::kUlysses), g.group(Dim::kRing), text_valid,
                                                      image_valid, &p_.stats);
   } else {
     attention_ = std::make_unique<models::SerialJointAttention>();

@@ -1,14 +1,18 @@
 #pragma once
 
-// MMDiT joint attention (and image self-attention) across the sequence-parallel group (USP: Ulysses
-// inside Ring, parallel/usp_attention.h). Used when there is no PipeFusion.
-// Each rank passes its shard of the image tokens and either the full text
-// (it gets the full text output) or, with `text_sharded`, its own equal
-// shard of the text (xDiT's split of the text embeddings over SP: every
-// per-token layer of the text stream is then split too, not repeated on
-// every rank). `image_valid` (bool [S_local]) marks this rank's image
-// tokens that are not SP padding: the others are masked out of the keys.
-// Every rank of the SP group passes one, or none does (no padding).
+// MMDiT joint attention (and image self-attention) across the sequence-
+// parallel group (USP: Ulysses inside Ring, parallel/usp_attention.h). Used
+// when there is no PipeFusion. Each rank passes its shard of the image
+// tokens and its equal shard of the text (xDiT's split of the text
+// embeddings over SP: every per-token layer of the text stream is split
+// too, not repeated on every rank); attention does not care where a key
+// sits, so [text shard, image shard] on every rank is a valid sequence
+// shard of the joint sequence.
+//
+// Padding: `text_valid` [T_local] and `image_valid` [S_local] (bool) mark
+// this rank's tokens that are not SP padding (generation_plan.h); the
+// others are masked out of the keys. Both are given on every rank of the SP
+// group, or neither anywhere (nothing padded).
 
 #include <string>
 
@@ -23,7 +27,7 @@ namespace ditserve::worker::pipelines {
 class UspJointAttention final : public models::JointAttention {
  public:
   // The communicators and `stats` (may be null) must outlive this object.
-  UspJointAttention(parallel::Communicator& ulysses, parallel::Communicator& ring, bool text_sharded,
+  UspJointAttention(parallel::Communicator& ulysses, parallel::Communicator& ring, at::Tensor text_valid,
                     at::Tensor image_valid, CommStats* stats);
   absl::StatusOr<models::JointAttentionOutputs> Attend(int layer, const models::Qkv& text,
                                                       const models::Qkv& image) override;
@@ -33,8 +37,7 @@ class UspJointAttention final : public models::JointAttention {
  private:
   parallel::Communicator& ulysses_;
   parallel::Communicator& ring_;
-  bool text_sharded_;
-  at::Tensor image_valid_;
+  at::Tensor text_valid_, image_valid_;
   CommStats* stats_;
   std::string method_;
 };
