@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "util/malloc_tuning.h"
 #include "worker/generation_flags.h"
+#include "worker/generation_plan.h"
 #include "worker/image/png_encoder.h"
 #include "worker/pipelines/flux_pipeline.h"
 #include "worker/profile_trace.h"
@@ -70,7 +71,16 @@ int main(int argc, char** argv) {
   const std::string dtype_name = ditserve::worker::ResolvedDtype(g, device.is_cuda());
   auto pipe = ditserve::worker::pipelines::FluxPipeline::Load(model, dtype_name == "bf16" ? at::kBFloat16 : at::kFloat,
                                                               device);
-  if (!pipe.ok()) return Fail(1, std::string(pipe.status().message()));
+  if (!pipe.ok()) {
+    // Other families run on the gang's pipeline: a world of one is the
+    // single-process run.
+    const auto family = ditserve::worker::ReadModelFamily(model);
+    if (family.ok() && *family != "flux") {
+      return Fail(2, absl::StrCat(model, " is a ", *family, " model; ditserve-generate runs Flux only: use "
+                                  "ditserve-run --nproc 1 --model ", model, " --output_dir DIR"));
+    }
+    return Fail(1, std::string(pipe.status().message()));
+  }
   std::printf("loaded %s in %.2f s\n", model.c_str(), Since(start));
 
   const ditserve::worker::pipelines::GenerationRequest r = ditserve::worker::pipelines::MakeGenerationRequest(

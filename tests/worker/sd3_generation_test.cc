@@ -240,6 +240,13 @@ TEST_F(Sd3Generation, InvalidRequestsFailBeforeAnyWork) {
     EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
   }
   EXPECT_FALSE(std::filesystem::exists(*root_ + "/bad"));
+  // ditserve-generate (Flux's single-process pipeline) points to ditserve-run.
+  const RunResult r = RunOne({BinDir() + "/ditserve-generate", "--model=" + Model("sd3"), "--prompt=x",
+                              "--output=" + *root_ + "/x.png"});
+  EXPECT_EQ(r.exit.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("is a sd3 model; ditserve-generate runs Flux only: use ditserve-run --nproc 1"),
+            std::string::npos)
+      << r.output;
 }
 
 }  // namespace
