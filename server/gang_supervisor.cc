@@ -53,7 +53,7 @@ void GangSupervisor::Loop() {
       if (on_restart_) on_restart_();
     }
     first = false;
-    worker::WorkerOptions base = options_.worker;
+    core::WorkerOptions base = options_.worker;
     base.control_address = control_address_;
     base.selfcheck = false;
     if (base.master_port == 0) {
@@ -66,14 +66,14 @@ void GangSupervisor::Loop() {
     }
     std::vector<util::ChildSpec> specs;
     for (int rank = 0; rank < world; ++rank) {
-      worker::WorkerOptions o = base;
+      core::WorkerOptions o = base;
       o.rank = rank;
       o.world_size = world;
       o.local_rank = rank;
       o.local_world_size = world;
       util::ChildSpec spec;
       spec.argv.push_back(binary);
-      for (std::string& a : worker::ToWorkerArgs(o)) spec.argv.push_back(std::move(a));
+      for (std::string& a : core::ToWorkerArgs(o)) spec.argv.push_back(std::move(a));
       specs.push_back(std::move(spec));
     }
     auto gang = util::ProcessGang::Start(std::move(specs));

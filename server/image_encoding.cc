@@ -1,9 +1,9 @@
 #include "server/image_encoding.h"
 
 #include "absl/strings/str_cat.h"
-#include "worker/image/jpeg_encoder.h"
-#include "worker/image/png_encoder.h"
-#include "worker/image/webp_encoder.h"
+#include "core/image/jpeg_encoder.h"
+#include "core/image/png_encoder.h"
+#include "core/image/webp_encoder.h"
 
 namespace ditserve::server {
 
@@ -15,9 +15,9 @@ absl::StatusOr<std::string> EncodeImage(const std::string& rgb, int width, int h
   }
   const auto* pixels = reinterpret_cast<const uint8_t*>(rgb.data());
   switch (format) {
-    case v1::IMAGE_FORMAT_JPEG: return worker::image::EncodeJpeg(pixels, width, height, quality);
-    case v1::IMAGE_FORMAT_WEBP: return worker::image::EncodeWebp(pixels, width, height, quality);
-    default: return worker::image::EncodePng(pixels, width, height, png_level);
+    case v1::IMAGE_FORMAT_JPEG: return core::image::EncodeJpeg(pixels, width, height, quality);
+    case v1::IMAGE_FORMAT_WEBP: return core::image::EncodeWebp(pixels, width, height, quality);
+    default: return core::image::EncodePng(pixels, width, height, png_level);
   }
 }
 

@@ -25,7 +25,7 @@ struct GenerationParams {
   int priority = 0;
 
   // Whether classifier-free guidance runs (doubles the transformer's work):
-  // the family's CFG scale > 1 (worker::ResolveGuidance), resolved at
+  // the family's CFG scale > 1 (core::ResolveGuidance), resolved at
   // validation.
   bool cfg = false;
 };

@@ -5,7 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "worker/generation_plan.h"
+#include "core/generation_plan.h"
 
 namespace ditserve::server {
 namespace {
@@ -84,18 +84,18 @@ absl::StatusOr<GenerationParams> ValidateRequest(const v1::GenerateRequest& r,
   if (p.priority < -100 || p.priority > 100) {
     return Invalid(absl::StrCat("priority must be in [-100, 100], got ", p.priority));
   }
-  // The gang's own constraints (worker/generation_plan.h), so a request the
+  // The gang's own constraints (core/generation_plan.h), so a request the
   // gang would refuse never waits in the queue.
-  worker::ModelGeometry geometry;
+  core::ModelGeometry geometry;
   geometry.size_multiple = model.size_multiple;
   geometry.default_size = model.default_size;
   geometry.default_guidance_scale = model.default_guidance_scale;
   geometry.cfg_scale =
-      model.guidance_scale_is_cfg ? worker::CfgScaleField::kGuidanceScale : worker::CfgScaleField::kTrueCfgScale;
-  p.cfg = worker::ResolveGuidance(geometry, p.guidance_scale, p.true_cfg_scale).cfg;
-  worker::PipeFusionOptions pipefusion;
+      model.guidance_scale_is_cfg ? core::CfgScaleField::kGuidanceScale : core::CfgScaleField::kTrueCfgScale;
+  p.cfg = core::ResolveGuidance(geometry, p.guidance_scale, p.true_cfg_scale).cfg;
+  core::PipeFusionOptions pipefusion;
   pipefusion.num_pipeline_patch = model.num_pipeline_patch;
-  if (absl::Status s = worker::ValidateParallelRequest(model.parallel, pipefusion, geometry,
+  if (absl::Status s = core::ValidateParallelRequest(model.parallel, pipefusion, geometry,
                                                        p.height, p.width, p.cfg);
       !s.ok()) {
     return s;

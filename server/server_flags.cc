@@ -5,7 +5,7 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
 #include "parallel/parallel_config.h"
-#include "worker/worker_flags.h"
+#include "core/worker_flags.h"
 
 ABSL_FLAG(std::string, host, "0.0.0.0", "Address the public gRPC API listens on");
 ABSL_FLAG(int, port, 50051, "Port of the public gRPC API (0: pick a free one)");
@@ -81,7 +81,7 @@ absl::StatusOr<ServerOptions> ServerOptionsFromFlags() {
   o.worker_binary = absl::GetFlag(FLAGS_worker_binary);
   o.shutdown_grace_s = absl::GetFlag(FLAGS_shutdown_grace_s);
   o.restart_backoff_s = absl::GetFlag(FLAGS_restart_backoff_s);
-  o.worker = worker::WorkerOptionsFromFlags();
+  o.worker = core::WorkerOptionsFromFlags();
 
   const struct {
     const char* flag;
@@ -120,7 +120,7 @@ absl::StatusOr<ServerOptions> ServerOptionsFromFlags() {
   }
   if (o.spawn_workers) {
     // What every rank would check after starting (model configs, degrees).
-    if (absl::Status s = worker::ValidateServing(o.worker); !s.ok()) return s;
+    if (absl::Status s = core::ValidateServing(o.worker); !s.ok()) return s;
   }
   return o;
 }

@@ -6,7 +6,7 @@
 namespace ditserve::server {
 
 // The values of ditserve-server's flags (server_flags.cc) and of every
-// worker flag (worker/worker_flags.cc) after absl::ParseCommandLine.
+// worker flag (core/worker_flags.cc) after absl::ParseCommandLine.
 // INVALID_ARGUMENT naming the flag and its limit when one is out of range.
 absl::StatusOr<ServerOptions> ServerOptionsFromFlags();
 

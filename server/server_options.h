@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <string>
 
-#include "worker/worker_options.h"
+#include "core/worker_options.h"
 
 namespace ditserve::server {
 
@@ -45,7 +45,7 @@ struct ServerOptions {
   double shutdown_grace_s = 10;
   double restart_backoff_s = 1;
   // The flags every rank gets (parallel degrees, device, model, dtype, ...).
-  worker::WorkerOptions worker;
+  core::WorkerOptions worker;
 };
 
 }  // namespace ditserve::server

@@ -15,9 +15,9 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "util/malloc_tuning.h"
-#include "worker/generation_flags.h"
-#include "worker/generation_plan.h"
-#include "worker/image/png_encoder.h"
+#include "core/generation_flags.h"
+#include "core/generation_plan.h"
+#include "core/image/png_encoder.h"
 #include "worker/pipelines/flux_pipeline.h"
 #include "worker/profile_trace.h"
 
@@ -52,12 +52,12 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("Generates one image with a Flux model directory.\n"
                                "  ditserve-generate --model DIR --prompt TEXT --output FILE.png");
   absl::ParseCommandLine(argc, argv);
-  const ditserve::worker::GenerationFlags g = ditserve::worker::GenerationFlagsFromCommandLine();
+  const ditserve::core::GenerationFlags g = ditserve::core::GenerationFlagsFromCommandLine();
   const std::string& model = g.model;
   const std::string output = absl::GetFlag(FLAGS_output);
   if (model.empty()) return Fail(2, "--model is required");
   if (output.empty()) return Fail(2, "--output is required");
-  if (absl::Status s = ditserve::worker::ValidateDtype(g); !s.ok()) return Fail(2, std::string(s.message()));
+  if (absl::Status s = ditserve::core::ValidateDtype(g); !s.ok()) return Fail(2, std::string(s.message()));
   if (absl::GetFlag(FLAGS_threads) < 0) return Fail(2, "--threads must be >= 0");
   if (absl::GetFlag(FLAGS_threads) > 0) at::set_num_threads(absl::GetFlag(FLAGS_threads));
 
@@ -68,13 +68,13 @@ int main(int argc, char** argv) {
   } catch (const std::exception&) {
     return Fail(2, "--device must be cpu or cuda[:N], got '" + absl::GetFlag(FLAGS_device) + "'");
   }
-  const std::string dtype_name = ditserve::worker::ResolvedDtype(g, device.is_cuda());
+  const std::string dtype_name = ditserve::core::ResolvedDtype(g, device.is_cuda());
   auto pipe = ditserve::worker::pipelines::FluxPipeline::Load(model, dtype_name == "bf16" ? at::kBFloat16 : at::kFloat,
                                                               device);
   if (!pipe.ok()) {
     // Other families run on the gang's pipeline: a world of one is the
     // single-process run.
-    const auto family = ditserve::worker::ReadModelFamily(model);
+    const auto family = ditserve::core::ReadModelFamily(model);
     if (family.ok() && *family != "flux") {
       return Fail(2, absl::StrCat(model, " is a ", *family, " model; ditserve-generate runs Flux only: use "
                                   "ditserve-run --nproc 1 --model ", model, " --output_dir DIR"));
@@ -84,7 +84,7 @@ int main(int argc, char** argv) {
   std::printf("loaded %s in %.2f s\n", model.c_str(), Since(start));
 
   const ditserve::worker::pipelines::GenerationRequest r = ditserve::worker::pipelines::MakeGenerationRequest(
-      g, ditserve::worker::PromptFlag(), g.seed, (*pipe)->default_size());
+      g, ditserve::core::PromptFlag(), g.seed, (*pipe)->default_size());
   std::unique_ptr<ditserve::worker::ProfileTrace> trace;
   const std::string profile = absl::GetFlag(FLAGS_profile);
   if (!profile.empty()) {
@@ -107,10 +107,10 @@ int main(int argc, char** argv) {
     std::printf("wrote the trace %s\n", profile.c_str());
   }
   const at::Tensor img = result->image.contiguous();
-  auto png = ditserve::worker::image::EncodePng(img.data_ptr<uint8_t>(), static_cast<int>(img.size(1)),
+  auto png = ditserve::core::image::EncodePng(img.data_ptr<uint8_t>(), static_cast<int>(img.size(1)),
                                                 static_cast<int>(img.size(0)));
   if (!png.ok()) return Fail(1, std::string(png.status().message()));
-  if (absl::Status s = ditserve::worker::image::WriteFile(output, *png); !s.ok()) return Fail(1, std::string(s.message()));
+  if (absl::Status s = ditserve::core::image::WriteFile(output, *png); !s.ok()) return Fail(1, std::string(s.message()));
   std::printf("wrote %s (%dx%d, seed %llu) in %.2f s\n", output.c_str(), r.width, r.height,
               static_cast<unsigned long long>(r.seed), Since(gen_start));
   Exit(0);

@@ -8,7 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "worker/image/png_encoder.h"
+#include "core/image/png_encoder.h"
 #include "worker/pipelines/parallel_pipeline.h"
 #include "worker/profile_trace.h"
 #include "worker/weights/safetensors_writer.h"
@@ -22,11 +22,11 @@ double Since(std::chrono::steady_clock::time_point t) {
 
 }  // namespace
 
-absl::Status RunGenerationJob(const WorkerOptions& o, parallel::ProcessGroups& groups, c10::Device device) {
+absl::Status RunGenerationJob(const core::WorkerOptions& o, parallel::ProcessGroups& groups, c10::Device device) {
   const bool leader = groups.world().rank() == 0;
   const auto start = std::chrono::steady_clock::now();
   const at::ScalarType dtype =
-      ResolvedDtype(o.generation, device.is_cuda()) == "bf16" ? at::kBFloat16 : at::kFloat;
+      core::ResolvedDtype(o.generation, device.is_cuda()) == "bf16" ? at::kBFloat16 : at::kFloat;
   auto pipe = pipelines::ParallelPipeline::Load(o.generation.model, dtype, device, groups, o.pipefusion);
   if (!pipe.ok()) return pipe.status();
   if (leader) {
@@ -79,10 +79,10 @@ absl::Status RunGenerationJob(const WorkerOptions& o, parallel::ProcessGroups& g
   if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot create ", o.output_dir, ": ", ec.message()));
   for (size_t i = 0; i < results->size(); ++i) {
     const at::Tensor img = (*results)[i].image.contiguous();
-    auto png = image::EncodePng(img.data_ptr<uint8_t>(), static_cast<int>(img.size(1)), static_cast<int>(img.size(0)));
+    auto png = core::image::EncodePng(img.data_ptr<uint8_t>(), static_cast<int>(img.size(1)), static_cast<int>(img.size(0)));
     if (!png.ok()) return png.status();
     const std::string stem = absl::StrFormat("%s/image-%03d", o.output_dir, i);
-    if (absl::Status s = image::WriteFile(stem + ".png", *png); !s.ok()) return s;
+    if (absl::Status s = core::image::WriteFile(stem + ".png", *png); !s.ok()) return s;
     if (o.save_latents) {
       if (absl::Status s = weights::WriteSafetensors(stem + ".latents.safetensors", {{"latents", (*results)[i].latents}});
           !s.ok()) {

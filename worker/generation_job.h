@@ -9,11 +9,11 @@
 
 #include "absl/status/status.h"
 #include "parallel/process_groups.h"
-#include "worker/worker_options.h"
+#include "core/worker_options.h"
 
 namespace ditserve::worker {
 
 // Collective. Progress and the result lines go to stdout on rank 0.
-absl::Status RunGenerationJob(const WorkerOptions& options, parallel::ProcessGroups& groups, c10::Device device);
+absl::Status RunGenerationJob(const core::WorkerOptions& options, parallel::ProcessGroups& groups, c10::Device device);
 
 }  // namespace ditserve::worker

@@ -22,7 +22,7 @@
 #include "util/free_port.h"
 #include "util/process_gang.h"
 #include "util/self_path.h"
-#include "worker/worker_flags.h"
+#include "core/worker_flags.h"
 
 ABSL_FLAG(int, nproc, 1, "Ranks to start on this machine");
 ABSL_FLAG(int, nnodes, 1, "Machines in the gang (each runs ditserve-run with the same --nproc)");
@@ -51,9 +51,9 @@ int main(int argc, char** argv) {
       "  ditserve-run --nproc 4 --ulysses_degree 2 --ring_degree 2 --selfcheck\n"
       "Multi-node: ditserve-run --nproc 8 --nnodes 2 --node_rank N --master_addr HOST "
       "--master_port PORT ...");
-  std::vector<std::string> prompts = ditserve::worker::TakeRepeatedPrompts(argc, argv);
+  std::vector<std::string> prompts = ditserve::core::TakeRepeatedPrompts(argc, argv);
   absl::ParseCommandLine(argc, argv);
-  ditserve::worker::WorkerOptions base = ditserve::worker::WorkerOptionsFromFlags();
+  ditserve::core::WorkerOptions base = ditserve::core::WorkerOptionsFromFlags();
   if (!prompts.empty()) base.prompts = prompts;
   const int nproc = absl::GetFlag(FLAGS_nproc);
   const int nnodes = absl::GetFlag(FLAGS_nnodes);
@@ -72,8 +72,8 @@ int main(int argc, char** argv) {
   if (!base.selfcheck && !base.generation.model.empty()) {
     // Reject a configuration that cannot run before starting any rank:
     // a generation job, or (with --control_address) serving for ditserve-server.
-    const absl::Status s = base.control_address.empty() ? ditserve::worker::ValidateGenerationJob(base)
-                                                        : ditserve::worker::ValidateServing(base);
+    const absl::Status s = base.control_address.empty() ? ditserve::core::ValidateGenerationJob(base)
+                                                        : ditserve::core::ValidateServing(base);
     if (!s.ok()) return Fail(2, std::string(s.message()));
   }
   if (base.master_port == 0) {
@@ -87,14 +87,14 @@ int main(int argc, char** argv) {
 
   std::vector<ditserve::util::ChildSpec> specs;
   for (int i = 0; i < nproc; ++i) {
-    ditserve::worker::WorkerOptions o = base;
+    ditserve::core::WorkerOptions o = base;
     o.rank = node_rank * nproc + i;
     o.world_size = world;
     o.local_rank = i;
     o.local_world_size = nproc;
     ditserve::util::ChildSpec spec;
     spec.argv.push_back(worker);
-    for (std::string& a : ditserve::worker::ToWorkerArgs(o)) spec.argv.push_back(std::move(a));
+    for (std::string& a : ditserve::core::ToWorkerArgs(o)) spec.argv.push_back(std::move(a));
     specs.push_back(std::move(spec));
   }
   signal(SIGINT, OnSignal);

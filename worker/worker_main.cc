@@ -28,7 +28,7 @@
 #include "worker/serve/gang_engine.h"
 #include "worker/serve/serve_loop.h"
 #endif
-#include "worker/worker_flags.h"
+#include "core/worker_flags.h"
 
 namespace {
 
@@ -54,9 +54,9 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "One rank of a ditserve gang. Usually started by ditserve-run:\n"
       "  ditserve-run --nproc 4 --ulysses_degree 2 --ring_degree 2 --selfcheck");
-  std::vector<std::string> prompts = ditserve::worker::TakeRepeatedPrompts(argc, argv);
+  std::vector<std::string> prompts = ditserve::core::TakeRepeatedPrompts(argc, argv);
   absl::ParseCommandLine(argc, argv);
-  ditserve::worker::WorkerOptions options = ditserve::worker::WorkerOptionsFromFlags();
+  ditserve::core::WorkerOptions options = ditserve::core::WorkerOptionsFromFlags();
   if (!prompts.empty()) options.prompts = prompts;
   namespace parallel = ditserve::parallel;
 
@@ -72,12 +72,12 @@ int main(int argc, char** argv) {
   if (serve) return Fail(2, "this build has no serving (configure with -DDITSERVE_SERVER=ON)");
 #endif
   if (serve) {
-    if (absl::Status s = ditserve::worker::ValidateServing(options); !s.ok()) {
+    if (absl::Status s = ditserve::core::ValidateServing(options); !s.ok()) {
       return Fail(2, std::string(s.message()));
     }
   }
   if (generate) {
-    if (absl::Status s = ditserve::worker::ValidateGenerationJob(options); !s.ok()) {
+    if (absl::Status s = ditserve::core::ValidateGenerationJob(options); !s.ok()) {
       return Fail(2, std::string(s.message()));
     }
   }
@@ -118,7 +118,7 @@ int main(int argc, char** argv) {
 
 #ifdef DITSERVE_WORKER_SERVE
   if (serve) {
-    const std::string dtype = ditserve::worker::ResolvedDtype(options.generation, device->is_cuda());
+    const std::string dtype = ditserve::core::ResolvedDtype(options.generation, device->is_cuda());
     auto engine = ditserve::worker::serve::GangEngine::Load(
         options.generation.model, dtype == "bf16" ? at::kBFloat16 : at::kFloat, *device, **groups,
         options.pipefusion);

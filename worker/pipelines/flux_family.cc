@@ -17,7 +17,7 @@ namespace {
 
 class FluxFamily final : public ModelFamily {
  public:
-  static absl::StatusOr<std::unique_ptr<ModelFamily>> Open(const std::string& dir, const ModelGeometry& geometry) {
+  static absl::StatusOr<std::unique_ptr<ModelFamily>> Open(const std::string& dir, const core::ModelGeometry& geometry) {
     DITSERVE_RETURN_IF_ERROR(CheckFluxDirectory(dir));
     auto f = std::unique_ptr<FluxFamily>(new FluxFamily());
     f->dir_ = dir;
@@ -77,7 +77,7 @@ class FluxFamily final : public ModelFamily {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<ModelFamily>> OpenFluxFamily(const std::string& dir, const ModelGeometry& geometry) {
+absl::StatusOr<std::unique_ptr<ModelFamily>> OpenFluxFamily(const std::string& dir, const core::ModelGeometry& geometry) {
   return FluxFamily::Open(dir, geometry);
 }
 

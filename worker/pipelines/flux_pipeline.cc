@@ -79,7 +79,7 @@ absl::StatusOr<std::unique_ptr<FluxPipeline>> FluxPipeline::Load(const std::stri
   return std::unique_ptr<FluxPipeline>(new FluxPipeline(std::move(impl)));
 }
 
-GenerationRequest MakeGenerationRequest(const GenerationFlags& flags, const std::string& prompt, uint64_t seed,
+GenerationRequest MakeGenerationRequest(const core::GenerationFlags& flags, const std::string& prompt, uint64_t seed,
                                         int default_size) {
   GenerationRequest r;
   r.prompt = prompt;

@@ -17,7 +17,7 @@
 
 #include <ATen/core/Tensor.h>
 
-#include "worker/generation_flags.h"
+#include "core/generation_flags.h"
 
 namespace ditserve::worker::pipelines {
 
@@ -30,7 +30,7 @@ struct GenerationRequest {
   int width = 1024;
   int num_inference_steps = 28;
   // Negative: the family's default (see ResolveGuidance in
-  // worker/generation_plan.h: Flux's guidance embedding, SD3's CFG scale).
+  // core/generation_plan.h: Flux's guidance embedding, SD3's CFG scale).
   double guidance_scale = -1;
   double true_cfg_scale = 1.0;  // Flux's CFG scale (> 1 runs CFG)
   uint64_t seed = 0;
@@ -40,7 +40,7 @@ struct GenerationRequest {
 
 // The request for `prompt` from the generation flags, with `seed`; a height
 // or width of 0 takes `default_size` (the model's sample size).
-GenerationRequest MakeGenerationRequest(const GenerationFlags& flags, const std::string& prompt, uint64_t seed,
+GenerationRequest MakeGenerationRequest(const core::GenerationFlags& flags, const std::string& prompt, uint64_t seed,
                                         int default_size);
 
 struct GenerationResult {

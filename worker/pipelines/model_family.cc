@@ -3,7 +3,7 @@
 namespace ditserve::worker::pipelines {
 
 absl::StatusOr<std::unique_ptr<ModelFamily>> OpenModelFamily(const std::string& dir) {
-  auto geometry = ReadModelGeometry(dir);
+  auto geometry = core::ReadModelGeometry(dir);
   if (!geometry.ok()) return geometry.status();
   if (geometry->family == "sd3") return OpenSd3Family(dir, *geometry);
   return OpenFluxFamily(dir, *geometry);

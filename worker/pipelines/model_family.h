@@ -7,7 +7,7 @@
 // family-specific code. docs/adding-a-model.md is the recipe.
 //
 // Torch-free facts about a family (its name, block count, guidance rule)
-// live in ModelGeometry (worker/generation_plan.h) so that launchers and
+// live in ModelGeometry (core/generation_plan.h) so that launchers and
 // the frontend can check requests without LibTorch.
 
 #include <memory>
@@ -18,7 +18,7 @@
 #include <c10/core/Device.h>
 
 #include "absl/status/statusor.h"
-#include "worker/generation_plan.h"
+#include "core/generation_plan.h"
 #include "worker/models/common/dit_transformer.h"
 #include "worker/models/vae/autoencoder_kl.h"
 #include "worker/pipelines/generation_request.h"
@@ -33,7 +33,7 @@ class ModelFamily {
   virtual ~ModelFamily() = default;
 
   const std::string& dir() const { return dir_; }
-  const ModelGeometry& geometry() const { return geometry_; }
+  const core::ModelGeometry& geometry() const { return geometry_; }
   const vae::VaeConfig& vae_config() const { return vae_config_; }
   // The transformer/config.json text, verbatim (GetInfo reports it).
   const std::string& transformer_config_json() const { return transformer_config_json_; }
@@ -60,7 +60,7 @@ class ModelFamily {
 
  protected:
   std::string dir_;
-  ModelGeometry geometry_;
+  core::ModelGeometry geometry_;
   vae::VaeConfig vae_config_;
   std::string transformer_config_json_;
 };
@@ -71,7 +71,7 @@ class ModelFamily {
 absl::StatusOr<std::unique_ptr<ModelFamily>> OpenModelFamily(const std::string& dir);
 
 // The families' openers (OpenModelFamily dispatches to them).
-absl::StatusOr<std::unique_ptr<ModelFamily>> OpenFluxFamily(const std::string& dir, const ModelGeometry& geometry);
-absl::StatusOr<std::unique_ptr<ModelFamily>> OpenSd3Family(const std::string& dir, const ModelGeometry& geometry);
+absl::StatusOr<std::unique_ptr<ModelFamily>> OpenFluxFamily(const std::string& dir, const core::ModelGeometry& geometry);
+absl::StatusOr<std::unique_ptr<ModelFamily>> OpenSd3Family(const std::string& dir, const core::ModelGeometry& geometry);
 
 }  // namespace ditserve::worker::pipelines

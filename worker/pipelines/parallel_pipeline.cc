@@ -45,7 +45,7 @@ constexpr int kTagResult = 3 << 10;
 struct GangModel {
   std::string dir;
   parallel::ProcessGroups* groups = nullptr;
-  PipeFusionOptions pipefusion;
+  core::PipeFusionOptions pipefusion;
   std::unique_ptr<ModelFamily> family;
   std::unique_ptr<TextConditioner> text;                 // world rank 0 only
   std::unique_ptr<vae::VaeDecoder> vae;                   // world rank 0 only
@@ -58,13 +58,13 @@ struct GangModel {
   int default_max_sequence_length = 512;
   int max_sequence_length_limit = 512;
 
-  const ModelGeometry& geometry() const { return family->geometry(); }
+  const core::ModelGeometry& geometry() const { return family->geometry(); }
   const vae::VaeConfig& vae_config() const { return family->vae_config(); }
   int MaxSequenceLength(const GenerationRequest& r) const {
     return r.max_sequence_length > 0 ? r.max_sequence_length : default_max_sequence_length;
   }
-  ResolvedGuidance Guidance(const GenerationRequest& r) const {
-    return ResolveGuidance(geometry(), r.guidance_scale, r.true_cfg_scale);
+  core::ResolvedGuidance Guidance(const GenerationRequest& r) const {
+    return core::ResolveGuidance(geometry(), r.guidance_scale, r.true_cfg_scale);
   }
 
   const parallel::WorldConfig& world() const { return groups->world(); }
@@ -103,8 +103,8 @@ class ReplicaRun {
   int patches_at(int step) const {
     return p_.stages() > 1 && step >= p_.pipefusion.warmup_steps ? p_.pipefusion.patches(p_.config()) : 1;
   }
-  const PatchPlan& plan_at(int step) const { return patches_at(step) == 1 ? whole_ : pipelined_; }
-  TokenRange Local(int step, int patch) const { return plan_at(step).Local(patch, p_.sp_rank()); }
+  const core::PatchPlan& plan_at(int step) const { return patches_at(step) == 1 ? whole_ : pipelined_; }
+  core::TokenRange Local(int step, int patch) const { return plan_at(step).Local(patch, p_.sp_rank()); }
   // Without PipeFusion the text is split over the SP ranks like the image
   // (xDiT's split_text_embed_in_sp), padded to padded_T_ tokens when T_
   // does not divide by SP: each rank's text stream does 1/SP of the
@@ -140,7 +140,7 @@ class ReplicaRun {
   // the SP padding (generation_plan.h), which latents_ and the plans cover.
   // T_ text tokens, padded_T_ with the padding of a sharded text.
   int64_t h_ = 0, w_ = 0, rows_ = 0, cols_ = 0, S_ = 0, T_ = 0, padded_rows_ = 0, padded_S_ = 0, padded_T_ = 0;
-  PatchPlan whole_, pipelined_;  // the warmup's single patch; PipeFusion's patches
+  core::PatchPlan whole_, pipelined_;  // the warmup's single patch; PipeFusion's patches
   std::vector<models::DitPositions> positions_whole_, positions_pipelined_;  // per patch of each plan, filled on first use
   int steps_ = 0, end_step_ = 0;
   bool cfg_ = false;
@@ -160,16 +160,16 @@ void ReplicaRun::Prepare() {
   rows_ = h_ / 2;
   cols_ = w_ / 2;
   S_ = rows_ * cols_;
-  padded_rows_ = PaddedRows(rows_, p_.sp_size());
+  padded_rows_ = core::PaddedRows(rows_, p_.sp_size());
   padded_S_ = padded_rows_ * cols_;
   T_ = all_sequence_.size(1);
   padded_T_ = text_sharded() ? (T_ + p_.sp_size() - 1) / p_.sp_size() * p_.sp_size() : T_;
-  whole_ = PatchPlan::Balanced(padded_rows_, cols_, 1, p_.sp_size(), T_);
-  pipelined_ = PatchPlan::Balanced(padded_rows_, cols_, p_.stages() > 1 ? p_.pipefusion.patches(p_.config()) : 1,
+  whole_ = core::PatchPlan::Balanced(padded_rows_, cols_, 1, p_.sp_size(), T_);
+  pipelined_ = core::PatchPlan::Balanced(padded_rows_, cols_, p_.stages() > 1 ? p_.pipefusion.patches(p_.config()) : 1,
                                    p_.sp_size(), T_);
   steps_ = r.num_inference_steps;
   end_step_ = steps_;
-  const ResolvedGuidance guidance = p_.Guidance(r);
+  const core::ResolvedGuidance guidance = p_.Guidance(r);
   cfg_ = guidance.cfg;
   sigmas_ = p_.family->Sigmas(steps_, S_);
   if (idle()) return;
@@ -217,7 +217,7 @@ void ReplicaRun::Prepare() {
     // when not.
     at::Tensor text_valid, image_valid;
     if (padded_S_ > S_ || padded_T_ > T_) {
-      const TokenRange local = whole_.Local(0, p_.sp_rank());
+      const core::TokenRange local = whole_.Local(0, p_.sp_rank());
       const int64_t t = LocalTextTokens();
       image_valid = at::arange(local.begin, local.end, at::kLong).lt(S_).to(p_.device);
       text_valid = at::arange(p_.sp_rank() * t, (p_.sp_rank() + 1) * t, at::kLong).lt(T_).to(p_.device);
@@ -265,7 +265,7 @@ absl::StatusOr<at::Tensor> ReplicaRun::Guided(const at::Tensor& velocity) {
 }
 
 absl::Status ReplicaRun::RunPatch(int step, int patch, const models::DitConditioning& conditioning) {
-  const TokenRange local = Local(step, patch);
+  const core::TokenRange local = Local(step, patch);
   const bool with_text = patch == 0;
   auto& pipe = p_.groups->group(Dim::kPipeFusion);
   const int64_t batch = pooled_.size(0);
@@ -328,7 +328,7 @@ const models::DitPositions& ReplicaRun::PositionsFor(int step, int patch) {
   if (tables.empty()) tables.resize(patches_at(step));
   models::DitPositions& r = tables[patch];
   if (!r.image_cos.defined() && !r.image_embedding.defined()) {
-    const TokenRange local = Local(step, patch);
+    const core::TokenRange local = Local(step, patch);
     const int64_t end = std::min(local.end, S_), begin = std::min(local.begin, end);
     r = p_.transformer->Positions(patch == 0 ? LocalTextTokens() : 0, rows_, cols_, begin, end, p_.device);
     // SP padding tokens (beyond S_) get zero positions: their outputs are
@@ -348,7 +348,7 @@ const models::DitPositions& ReplicaRun::PositionsFor(int step, int patch) {
 }
 
 absl::Status ReplicaRun::SendLatents(int step, int patch) {
-  const TokenRange local = Local(step, patch);
+  const core::TokenRange local = Local(step, patch);
   const at::Tensor part = latents_.narrow(1, local.begin, local.size()).contiguous();
   return Track(p_.groups->group(Dim::kPipeFusion).Send(part, 0, kTagLatents + patch), "pipefusion", Bytes(part));
 }
@@ -360,7 +360,7 @@ absl::Status ReplicaRun::CompleteLatents(int step) {
   if (p_.sp_size() == 1) return absl::OkStatus();
   at::Tensor mine = at::zeros_like(latents_);
   for (int m = 0; m < patches_at(step); ++m) {
-    const TokenRange r = Local(step, m);
+    const core::TokenRange r = Local(step, m);
     mine.narrow(1, r.begin, r.size()).copy_(latents_.narrow(1, r.begin, r.size()));
   }
   CommTimer timer(&p_.stats, "sequence");
@@ -438,9 +438,9 @@ absl::Status GangModel::Validate(const GenerationRequest& r) const {
                                                    "] (or 0: the model's default, ", default_max_sequence_length,
                                                    "), got ", r.max_sequence_length));
   }
-  DITSERVE_RETURN_IF_ERROR(ValidateGuidance(geometry(), r.guidance_scale, r.true_cfg_scale));
+  DITSERVE_RETURN_IF_ERROR(core::ValidateGuidance(geometry(), r.guidance_scale, r.true_cfg_scale));
   DITSERVE_RETURN_IF_ERROR(family->ValidateRequest(r));
-  return ValidateParallelRequest(config(), pipefusion, geometry(), r.height, r.width, Guidance(r).cfg);
+  return core::ValidateParallelRequest(config(), pipefusion, geometry(), r.height, r.width, Guidance(r).cfg);
 }
 
 // The data-plane collectives do not check shapes in generation
@@ -497,7 +497,7 @@ absl::StatusOr<std::vector<GenerationResult>> GangModel::Generate(const std::vec
   for (const GenerationRequest& r : requests) DITSERVE_RETURN_IF_ERROR(Validate(r));
   const GenerationRequest& first = requests.front();
   const auto same_guidance = [&](const GenerationRequest& r) {
-    const ResolvedGuidance a = Guidance(r), b = Guidance(first);
+    const core::ResolvedGuidance a = Guidance(r), b = Guidance(first);
     return a.cfg == b.cfg && a.embedded == b.embedded && a.embedded_scale == b.embedded_scale;
   };
   for (const GenerationRequest& r : requests) {
@@ -558,7 +558,7 @@ absl::StatusOr<std::vector<GenerationResult>> GangModel::Generate(const std::vec
   timings.text_encoding_s = lap();
   const int replicas = config().data_parallel_degree;
   const int replica = world().rank_in(Dim::kData);
-  ReplicaRun run(*this, requests, ReplicaRequests(static_cast<int>(n), replicas, replica), pooled, sequence);
+  ReplicaRun run(*this, requests, core::ReplicaRequests(static_cast<int>(n), replicas, replica), pooled, sequence);
   DITSERVE_RETURN_IF_ERROR(run.Run(on_step));
 
   // Final latents: each replica's output rank (first SP rank, first CFG
@@ -568,7 +568,7 @@ absl::StatusOr<std::vector<GenerationResult>> GangModel::Generate(const std::vec
   const auto output_rank = [&](int d) { return world().GlobalRank(d, 0, P - 1, 0, 0); };
   const int vae_scale = vae_config().scale_factor();
   const int64_t h = 2 * (first.height / (vae_scale * 2)), w = 2 * (first.width / (vae_scale * 2));
-  const bool replica_has_work = !ReplicaRequests(static_cast<int>(n), replicas, replica).empty();
+  const bool replica_has_work = !core::ReplicaRequests(static_cast<int>(n), replicas, replica).empty();
   if (world().rank() != 0 && world().rank() == output_rank(replica) && replica_has_work) {
     CommTimer timer(&stats, "data");
     timer.AddBytes(Bytes(run.latents()));
@@ -579,7 +579,7 @@ absl::StatusOr<std::vector<GenerationResult>> GangModel::Generate(const std::vec
   if (world().rank() != 0) return std::vector<GenerationResult>{};
   std::vector<at::Tensor> final_latents(requests.size());
   for (int d = 0; d < replicas; ++d) {
-    const std::vector<int> ids = ReplicaRequests(static_cast<int>(n), replicas, d);
+    const std::vector<int> ids = core::ReplicaRequests(static_cast<int>(n), replicas, d);
     if (ids.empty()) continue;
     at::Tensor latents;
     if (output_rank(d) == 0) {
@@ -617,7 +617,7 @@ int ParallelPipeline::default_size() const { return impl_->geometry().default_si
 bool ParallelPipeline::uses_guidance_embedding() const { return impl_->geometry().guidance_embeds; }
 const std::string& ParallelPipeline::family() const { return impl_->geometry().family; }
 double ParallelPipeline::default_guidance_scale() const { return impl_->geometry().default_guidance_scale; }
-CfgScaleField ParallelPipeline::cfg_scale_field() const { return impl_->geometry().cfg_scale; }
+core::CfgScaleField ParallelPipeline::cfg_scale_field() const { return impl_->geometry().cfg_scale; }
 const std::string& ParallelPipeline::transformer_config_json() const { return impl_->family->transformer_config_json(); }
 const CommStats& ParallelPipeline::comm_stats() const { return impl_->stats; }
 const GenerateTimings& ParallelPipeline::last_timings() const { return impl_->timings; }
@@ -625,7 +625,7 @@ const GenerateTimings& ParallelPipeline::last_timings() const { return impl_->ti
 absl::StatusOr<std::unique_ptr<ParallelPipeline>> ParallelPipeline::Load(const std::string& dir, at::ScalarType dtype,
                                                                           c10::Device device,
                                                                           parallel::ProcessGroups& groups,
-                                                                          const PipeFusionOptions& pipefusion) {
+                                                                          const core::PipeFusionOptions& pipefusion) {
   auto impl = std::make_unique<Impl>();
   impl->dir = dir;
   impl->groups = &groups;
@@ -636,8 +636,8 @@ absl::StatusOr<std::unique_ptr<ParallelPipeline>> ParallelPipeline::Load(const s
     auto family = OpenModelFamily(dir);
     if (!family.ok()) return family.status();
     impl->family = *std::move(family);
-    DITSERVE_RETURN_IF_ERROR(ValidateParallelModel(impl->config(), pipefusion, impl->geometry()));
-    const BlockRange blocks = StageBlocks(pipefusion, impl->geometry().num_blocks, impl->stages(), impl->stage());
+    DITSERVE_RETURN_IF_ERROR(core::ValidateParallelModel(impl->config(), pipefusion, impl->geometry()));
+    const core::BlockRange blocks = core::StageBlocks(pipefusion, impl->geometry().num_blocks, impl->stages(), impl->stage());
     const models::DitPart part{blocks.first, blocks.end, impl->stage() == 0, impl->stage() == impl->stages() - 1};
     auto transformer = impl->family->LoadTransformer(part, dtype, device);
     if (!transformer.ok()) return transformer.status();

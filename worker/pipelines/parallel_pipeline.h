@@ -28,7 +28,7 @@
 
 #include "absl/status/statusor.h"
 #include "parallel/process_groups.h"
-#include "worker/generation_plan.h"
+#include "core/generation_plan.h"
 #include "worker/pipelines/comm_stats.h"
 #include "worker/pipelines/generation_request.h"
 
@@ -49,7 +49,7 @@ class ParallelPipeline {
   // degree, more stages than blocks, …) are INVALID_ARGUMENT naming the flag.
   static absl::StatusOr<std::unique_ptr<ParallelPipeline>> Load(
       const std::string& dir, at::ScalarType dtype, c10::Device device,
-      parallel::ProcessGroups& groups, const PipeFusionOptions& pipefusion = {});
+      parallel::ProcessGroups& groups, const core::PipeFusionOptions& pipefusion = {});
   ~ParallelPipeline();
 
   int size_multiple() const;
@@ -60,7 +60,7 @@ class ParallelPipeline {
   // A request's guidance_scale when it names none (Flux 3.5, SD3 7.0), and
   // which field is the CFG scale.
   double default_guidance_scale() const;
-  CfgScaleField cfg_scale_field() const;
+  core::CfgScaleField cfg_scale_field() const;
   // The transformer/config.json text, verbatim.
   const std::string& transformer_config_json() const;
 

@@ -21,7 +21,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "parallel/communicator.h"
-#include "worker/generation_plan.h"
+#include "core/generation_plan.h"
 #include "worker/models/common/joint_attention.h"
 #include "worker/pipelines/comm_stats.h"
 
@@ -38,7 +38,7 @@ class PipeFusionAttention final : public models::JointAttention {
 
   // Where the next calls' image tokens sit: the whole patch (all SP ranks
   // together) in full-image token order.
-  void SetPatch(TokenRange patch) { patch_ = patch; }
+  void SetPatch(core::TokenRange patch) { patch_ = patch; }
   // Forgets every buffer (a new generation).
   void Reset() { layers_.clear(); }
 
@@ -60,7 +60,7 @@ class PipeFusionAttention final : public models::JointAttention {
   parallel::Communicator& ring_;
   int64_t text_tokens_, image_tokens_, real_image_tokens_;
   CommStats* stats_;
-  TokenRange patch_;
+  core::TokenRange patch_;
   std::map<int, LayerBuffer> layers_;
 };
 

@@ -24,7 +24,7 @@ namespace {
 
 class Sd3Family final : public ModelFamily {
  public:
-  static absl::StatusOr<std::unique_ptr<ModelFamily>> Open(const std::string& dir, const ModelGeometry& geometry) {
+  static absl::StatusOr<std::unique_ptr<ModelFamily>> Open(const std::string& dir, const core::ModelGeometry& geometry) {
     for (const char* component : {"scheduler", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2",
                                   "transformer", "vae"}) {
       if (!std::filesystem::is_directory(absl::StrCat(dir, "/", component))) {
@@ -107,7 +107,7 @@ class Sd3Family final : public ModelFamily {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<ModelFamily>> OpenSd3Family(const std::string& dir, const ModelGeometry& geometry) {
+absl::StatusOr<std::unique_ptr<ModelFamily>> OpenSd3Family(const std::string& dir, const core::ModelGeometry& geometry) {
   return Sd3Family::Open(dir, geometry);
 }
 

@@ -19,7 +19,7 @@ absl::StatusOr<std::unique_ptr<GangEngine>> GangEngine::Load(const std::string& 
                                                              at::ScalarType dtype,
                                                              c10::Device device,
                                                              parallel::ProcessGroups& groups,
-                                                             const PipeFusionOptions& pipefusion) {
+                                                             const core::PipeFusionOptions& pipefusion) {
   auto impl = std::make_unique<Impl>();
   try {
     auto pipeline = pipelines::ParallelPipeline::Load(dir, dtype, device, groups, pipefusion);
@@ -39,7 +39,7 @@ bool GangEngine::uses_guidance_embedding() const {
 const std::string& GangEngine::model_family() const { return impl_->pipeline->family(); }
 double GangEngine::default_guidance_scale() const { return impl_->pipeline->default_guidance_scale(); }
 std::string GangEngine::cfg_scale_field() const {
-  return impl_->pipeline->cfg_scale_field() == CfgScaleField::kGuidanceScale ? "guidance_scale" : "true_cfg_scale";
+  return impl_->pipeline->cfg_scale_field() == core::CfgScaleField::kGuidanceScale ? "guidance_scale" : "true_cfg_scale";
 }
 const std::string& GangEngine::transformer_config_json() const { return impl_->pipeline->transformer_config_json(); }
 

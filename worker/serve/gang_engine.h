@@ -13,7 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "parallel/process_groups.h"
-#include "worker/generation_plan.h"
+#include "core/generation_plan.h"
 #include "worker/pipelines/generation_request.h"
 
 namespace ditserve::worker::serve {
@@ -41,7 +41,7 @@ class GangEngine {
                                                           at::ScalarType dtype,
                                                           c10::Device device,
                                                           parallel::ProcessGroups& groups,
-                                                          const PipeFusionOptions& pipefusion);
+                                                          const core::PipeFusionOptions& pipefusion);
   ~GangEngine();
 
   int size_multiple() const;

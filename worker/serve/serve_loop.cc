@@ -38,7 +38,7 @@ std::vector<pipelines::GenerationRequest> ToRequests(const control::v1::RunBatch
   return out;
 }
 
-control::v1::Hello MakeHello(const WorkerOptions& o, const std::string& device,
+control::v1::Hello MakeHello(const core::WorkerOptions& o, const std::string& device,
                              const std::string& dtype, const GangEngine& engine) {
   control::v1::Hello h;
   h.set_model(o.generation.model);
@@ -137,7 +137,7 @@ absl::Status RunBatch(const control::v1::RunBatch& batch, GangEngine& engine,
 
 }  // namespace
 
-absl::Status RunServeLoop(const WorkerOptions& options, const std::string& device_name,
+absl::Status RunServeLoop(const core::WorkerOptions& options, const std::string& device_name,
                           const std::string& dtype_name, GangEngine& engine,
                           parallel::ProcessGroups& groups) {
   parallel::Communicator& control = groups.control();

@@ -12,7 +12,7 @@
 #include "absl/status/status.h"
 #include "parallel/process_groups.h"
 #include "worker/serve/gang_engine.h"
-#include "worker/worker_options.h"
+#include "core/worker_options.h"
 
 namespace ditserve::worker::serve {
 
@@ -21,7 +21,7 @@ namespace ditserve::worker::serve {
 // leaves the gang's collectives out of step). `engine` and `groups` belong
 // to the caller. A batch that fails validation or is cancelled is answered
 // and the loop goes on.
-absl::Status RunServeLoop(const WorkerOptions& options, const std::string& device_name,
+absl::Status RunServeLoop(const core::WorkerOptions& options, const std::string& device_name,
                           const std::string& dtype_name, GangEngine& engine,
                           parallel::ProcessGroups& groups);
 

@@ -4,7 +4,7 @@
 #include <ATen/core/grad_mode.h>
 #include <torch/optim/adamw.h>
 
-#include "worker/image/png_encoder.h"
+#include "core/image/png_encoder.h"
 #include "worker/train/scene_batch.h"
 
 namespace ditserve::worker::train {
@@ -73,9 +73,9 @@ absl::Status WriteReconstructionPreview(const vae::VaeEncoder& encoder, const va
                               .permute({0, 2, 1, 3, 4})
                               .reshape({2 * image_size, images * image_size, 3})
                               .contiguous();
-  auto png = image::EncodePng(grid.data_ptr<uint8_t>(), images * image_size, 2 * image_size);
+  auto png = core::image::EncodePng(grid.data_ptr<uint8_t>(), images * image_size, 2 * image_size);
   if (!png.ok()) return png.status();
-  return image::WriteFile(path, *png);
+  return core::image::WriteFile(path, *png);
 }
 
 absl::StatusOr<double> ReconstructionError(const vae::VaeEncoder& encoder, const vae::VaeDecoder& decoder, int images,

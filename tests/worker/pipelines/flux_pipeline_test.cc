@@ -101,7 +101,7 @@ TEST_F(FluxPipelineTest, SameSeedSameImageAndErrors) {
 
 // Every generation flag reaches the request; size 0 takes the model's.
 TEST(MakeGenerationRequest, CopiesEveryFlagAndFillsTheDefaultSize) {
-  GenerationFlags flags;
+  core::GenerationFlags flags;
   flags.model = "/models/flux";
   flags.negative_prompt = "blurry";
   flags.num_inference_steps = 12;

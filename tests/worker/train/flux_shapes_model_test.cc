@@ -13,7 +13,7 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
-#include "worker/image/png_encoder.h"
+#include "core/image/png_encoder.h"
 #include "worker/pipelines/flux_pipeline.h"
 #include "worker/train/scene_reader.h"
 
@@ -99,11 +99,11 @@ TEST_F(FluxShapesModel, DrawsWhatItIsAsked) {
         }
         std::printf("%-4s %3dx%-3d seed %llu  %-44s read: %s\n", ok ? "ok" : "FAIL", size, size,
                     static_cast<unsigned long long>(seed), prompt.c_str(), DescribeReading(r).c_str());
-        auto png = image::EncodePng(rgb.data(), size, size);
+        auto png = core::image::EncodePng(rgb.data(), size, size);
         if (png.ok()) {
           std::string name = prompt;
           std::replace(name.begin(), name.end(), ' ', '_');
-          (void)image::WriteFile(absl::StrCat(out_dir, "/", size, "_seed", seed, "_", name, ".png"), *png);
+          (void)core::image::WriteFile(absl::StrCat(out_dir, "/", size, "_seed", seed, "_", name, ".png"), *png);
         }
       }
     }

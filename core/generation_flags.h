@@ -11,7 +11,7 @@
 
 #include "absl/status/status.h"
 
-namespace ditserve::worker {
+namespace ditserve::core {
 
 // Everything but the prompts: ditserve-generate takes one (PromptFlag()),
 // the gang's binaries collect repeated --prompt flags (TakeRepeatedPrompts).
@@ -38,4 +38,4 @@ GenerationFlags GenerationFlagsFromCommandLine();
 // The (last) --prompt after absl::ParseCommandLine.
 std::string PromptFlag();
 
-}  // namespace ditserve::worker
+}  // namespace ditserve::core

@@ -1,4 +1,4 @@
-#include "worker/image/jpeg_encoder.h"
+#include "core/image/jpeg_encoder.h"
 
 // jpeglib.h needs FILE and size_t declared first.
 #include <csetjmp>
@@ -9,7 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 
-namespace ditserve::worker::image {
+namespace ditserve::core::image {
 namespace {
 
 // libjpeg reports fatal errors through error_exit, which must not return:
@@ -66,4 +66,4 @@ absl::StatusOr<std::string> EncodeJpeg(const uint8_t* rgb, int width, int height
   return out;
 }
 
-}  // namespace ditserve::worker::image
+}  // namespace ditserve::core::image

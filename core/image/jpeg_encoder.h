@@ -5,7 +5,7 @@
 
 #include "absl/status/statusor.h"
 
-namespace ditserve::worker::image {
+namespace ditserve::core::image {
 
 // Encodes 8-bit RGB pixels (row-major, width·height·3 bytes) as a baseline
 // JPEG with libjpeg at `quality` (1–100), 4:2:0 chroma subsampling.
@@ -13,4 +13,4 @@ namespace ditserve::worker::image {
 // empty or oversized image or a quality out of range.
 absl::StatusOr<std::string> EncodeJpeg(const uint8_t* rgb, int width, int height, int quality);
 
-}  // namespace ditserve::worker::image
+}  // namespace ditserve::core::image

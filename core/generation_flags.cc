@@ -1,4 +1,4 @@
-#include "worker/generation_flags.h"
+#include "core/generation_flags.h"
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
@@ -22,7 +22,7 @@ ABSL_FLAG(int, max_sequence_length, 0,
           "T5 tokens (prompt truncated beyond); 0: the model's default (Flux: tokenizer_2 model_max_length, 512 for FLUX.1; SD3: 256)");
 ABSL_FLAG(std::string, dtype, "", "Weights and activations: f32 or bf16 (default: f32 on CPU, bf16 on CUDA)");
 
-namespace ditserve::worker {
+namespace ditserve::core {
 
 GenerationFlags GenerationFlagsFromCommandLine() {
   GenerationFlags f;
@@ -53,4 +53,4 @@ std::string ResolvedDtype(const GenerationFlags& flags, bool cuda) {
   return cuda ? "bf16" : "f32";
 }
 
-}  // namespace ditserve::worker
+}  // namespace ditserve::core

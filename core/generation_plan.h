@@ -25,7 +25,7 @@
 #include "absl/status/statusor.h"
 #include "parallel/parallel_config.h"
 
-namespace ditserve::worker {
+namespace ditserve::core {
 
 struct PipeFusionOptions {
   int num_pipeline_patch = 0;  // 0: the PipeFusion degree
@@ -149,4 +149,4 @@ class PatchPlan {
 // `replicas`) generates: i ≡ replica (mod replicas), in order.
 std::vector<int> ReplicaRequests(int num_requests, int replicas, int replica);
 
-}  // namespace ditserve::worker
+}  // namespace ditserve::core

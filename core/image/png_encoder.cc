@@ -1,4 +1,4 @@
-#include "worker/image/png_encoder.h"
+#include "core/image/png_encoder.h"
 
 #include <png.h>
 
@@ -10,7 +10,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 
-namespace ditserve::worker::image {
+namespace ditserve::core::image {
 namespace {
 
 void Append(png_structp png, png_bytep data, png_size_t length) {
@@ -59,4 +59,4 @@ absl::Status WriteFile(const std::string& path, const std::string& bytes) {
   return absl::OkStatus();
 }
 
-}  // namespace ditserve::worker::image
+}  // namespace ditserve::core::image

@@ -6,10 +6,10 @@
 
 #include "absl/status/status.h"
 #include "parallel/parallel_config.h"
-#include "worker/generation_flags.h"
-#include "worker/generation_plan.h"
+#include "core/generation_flags.h"
+#include "core/generation_plan.h"
 
-namespace ditserve::worker {
+namespace ditserve::core {
 
 // Everything one rank of a gang is started with. ditserve-worker reads it
 // from its flags (worker_flags.cc); ditserve-run builds one per rank and
@@ -67,4 +67,4 @@ absl::Status ValidateServing(const WorkerOptions& options);
 // flags keep only the last value). Call before absl::ParseCommandLine.
 std::vector<std::string> TakeRepeatedPrompts(int& argc, char** argv);
 
-}  // namespace ditserve::worker
+}  // namespace ditserve::core

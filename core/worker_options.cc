@@ -1,9 +1,9 @@
-#include "worker/worker_options.h"
+#include "core/worker_options.h"
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 
-namespace ditserve::worker {
+namespace ditserve::core {
 
 std::vector<std::string> ToWorkerArgs(const WorkerOptions& o) {
   std::vector<std::string> args = {
@@ -116,4 +116,4 @@ std::vector<std::string> TakeRepeatedPrompts(int& argc, char** argv) {
   return prompts;
 }
 
-}  // namespace ditserve::worker
+}  // namespace ditserve::core

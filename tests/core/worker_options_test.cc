@@ -1,11 +1,11 @@
-#include "worker/worker_options.h"
+#include "core/worker_options.h"
 
 #include <gtest/gtest.h>
 
 #include "absl/flags/parse.h"
-#include "worker/worker_flags.h"
+#include "core/worker_flags.h"
 
-namespace ditserve::worker {
+namespace ditserve::core {
 namespace {
 
 // --dtype: checked the same way by ditserve-generate and the gang's binaries;
@@ -135,4 +135,4 @@ TEST(WorkerOptions, RoundTripThroughTheWorkerFlags) {
 }
 
 }  // namespace
-}  // namespace ditserve::worker
+}  // namespace ditserve::core

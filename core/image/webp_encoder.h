@@ -5,7 +5,7 @@
 
 #include "absl/status/statusor.h"
 
-namespace ditserve::worker::image {
+namespace ditserve::core::image {
 
 // Encodes 8-bit RGB pixels (row-major, width·height·3 bytes) as WebP with
 // libwebp: lossy at `quality` (1–99), lossless when `quality` is 100.
@@ -13,4 +13,4 @@ namespace ditserve::worker::image {
 // limit is 16383 per side) or a quality out of range.
 absl::StatusOr<std::string> EncodeWebp(const uint8_t* rgb, int width, int height, int quality);
 
-}  // namespace ditserve::worker::image
+}  // namespace ditserve::core::image

@@ -1,10 +1,10 @@
-#include "worker/image/webp_encoder.h"
+#include "core/image/webp_encoder.h"
 
 #include <webp/encode.h>
 
 #include "absl/strings/str_cat.h"
 
-namespace ditserve::worker::image {
+namespace ditserve::core::image {
 
 absl::StatusOr<std::string> EncodeWebp(const uint8_t* rgb, int width, int height, int quality) {
   if (rgb == nullptr || width < 1 || height < 1 || width > WEBP_MAX_DIMENSION ||
@@ -27,4 +27,4 @@ absl::StatusOr<std::string> EncodeWebp(const uint8_t* rgb, int width, int height
   return out;
 }
 
-}  // namespace ditserve::worker::image
+}  // namespace ditserve::core::image

@@ -5,7 +5,7 @@
 
 #include "absl/status/statusor.h"
 
-namespace ditserve::worker::image {
+namespace ditserve::core::image {
 
 // Encodes 8-bit RGB pixels (row-major, width·height·3 bytes) as a PNG with
 // libpng. Deterministic: the same pixels and level give the same bytes.
@@ -19,4 +19,4 @@ absl::StatusOr<std::string> EncodePng(const uint8_t* rgb, int width, int height,
 // Writes `bytes` to `path` (created or truncated).
 absl::Status WriteFile(const std::string& path, const std::string& bytes);
 
-}  // namespace ditserve::worker::image
+}  // namespace ditserve::core::image

@@ -1,4 +1,4 @@
-#include "worker/generation_plan.h"
+#include "core/generation_plan.h"
 
 #include <algorithm>
 #include <numeric>
@@ -9,7 +9,7 @@
 #include "absl/strings/str_join.h"
 #include "util/read_file.h"
 
-namespace ditserve::worker {
+namespace ditserve::core {
 namespace {
 
 absl::StatusOr<nlohmann::json> ReadJson(const std::string& path) {
@@ -244,4 +244,4 @@ std::vector<int> ReplicaRequests(int num_requests, int replicas, int replica) {
   return out;
 }
 
-}  // namespace ditserve::worker
+}  // namespace ditserve::core

@@ -1,4 +1,4 @@
-#include "worker/worker_flags.h"
+#include "core/worker_flags.h"
 
 #include <string>
 #include <vector>
@@ -6,7 +6,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/marshalling.h"
 #include "absl/strings/numbers.h"
-#include "worker/generation_flags.h"
+#include "core/generation_flags.h"
 
 ABSL_FLAG(int, rank, 0, "Global rank of this process in the gang (0 … world_size-1)");
 ABSL_FLAG(int, world_size, 1, "Number of ranks in the gang");
@@ -49,7 +49,7 @@ ABSL_FLAG(std::string, control_address, "",
 ABSL_FLAG(std::vector<std::string>, attn_layer_num_for_pp, {},
           "Transformer blocks per PipeFusion stage, comma-separated (xDiT; default: even)");
 
-namespace ditserve::worker {
+namespace ditserve::core {
 
 WorkerOptions WorkerOptionsFromFlags() {
   WorkerOptions o;
@@ -88,4 +88,4 @@ WorkerOptions WorkerOptionsFromFlags() {
   return o;
 }
 
-}  // namespace ditserve::worker
+}  // namespace ditserve::core

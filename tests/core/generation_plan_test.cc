@@ -1,4 +1,4 @@
-#include "worker/generation_plan.h"
+#include "core/generation_plan.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -10,9 +10,9 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
-#include "worker/worker_options.h"
+#include "core/worker_options.h"
 
-namespace ditserve::worker {
+namespace ditserve::core {
 namespace {
 
 TEST(GenerationPlan, StageBlocksAreEvenAndCoverEveryBlock) {
@@ -286,4 +286,4 @@ TEST(GenerationPlan, RepeatedPromptsAreCollected) {
 }
 
 }  // namespace
-}  // namespace ditserve::worker
+}  // namespace ditserve::core
