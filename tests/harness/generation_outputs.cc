@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 #include <png.h>
 
+#include <cstdio>
+
 #include "absl/strings/str_format.h"
 #include "worker/weights/safetensors.h"
 
@@ -52,6 +54,17 @@ Comparison CompareRuns(const std::string& dir, const std::string& reference_dir,
   const double mse = se / static_cast<double>(x.rgb.size());
   c.psnr = mse == 0 ? INFINITY : 10 * std::log10(255.0 * 255.0 / mse);
   return c;
+}
+
+void ExpectSerialResult(const std::string& name, const std::string& dir, const std::string& serial_dir, int images) {
+  for (int i = 0; i < images; ++i) {
+    const Comparison cmp = CompareRuns(dir, serial_dir, i);
+    std::printf("%-14s image %d: latents max-abs %.3g, %d uint8 values differ (max %d)\n", name.c_str(), i,
+                cmp.latent_max_abs, cmp.differing_values, cmp.max_value_diff);
+    EXPECT_LT(cmp.latent_max_abs, 1e-4) << name << " image " << i;
+    EXPECT_LE(cmp.max_value_diff, 1) << name << " image " << i;
+    EXPECT_LE(cmp.differing_values, 25) << name << " image " << i;
+  }
 }
 
 }  // namespace ditserve::testing

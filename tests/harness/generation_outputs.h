@@ -34,4 +34,11 @@ struct Comparison {
 // missing or the shapes differ.
 Comparison CompareRuns(const std::string& dir, const std::string& reference_dir, int index);
 
+// Images 0 … images-1 of the run `name` in `dir` against the serial run in
+// `serial_dir`, for methods that compute the serial result up to float
+// rounding: latents within 1e-4 (seen: ~5e-7), uint8 values at most 1 apart
+// where a rounding difference moves one across a .5 boundary, at most 25 of
+// them (seen: 0–3). Prints each comparison; records failures.
+void ExpectSerialResult(const std::string& name, const std::string& dir, const std::string& serial_dir, int images);
+
 }  // namespace ditserve::testing

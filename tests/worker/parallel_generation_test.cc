@@ -141,14 +141,7 @@ TEST_F(ParallelGeneration, MatchesSerial) {
     const std::string key = absl::StrJoin(job, " ");
     if (!serial.count(key)) serial[key] = Run(absl::StrCat("serial_", serial.size()), Concat({"--nproc=1"}, job));
     const std::string dir = Run(c.name, Concat(c.degrees, job));
-    for (int i = 0; i < c.prompts; ++i) {
-      const Comparison cmp = testing::CompareRuns(dir, serial[key], i);
-      std::printf("%-12s image %d: latents max-abs %.3g, %d uint8 values differ (max %d)\n", c.name.c_str(), i,
-                  cmp.latent_max_abs, cmp.differing_values, cmp.max_value_diff);
-      EXPECT_LT(cmp.latent_max_abs, 1e-4) << c.name << " image " << i;
-      EXPECT_LE(cmp.max_value_diff, 1) << c.name << " image " << i;
-      EXPECT_LE(cmp.differing_values, 25) << c.name << " image " << i;
-    }
+    testing::ExpectSerialResult(c.name, dir, serial[key], c.prompts);
   }
 }
 
