@@ -21,6 +21,15 @@ ABSL_FLAG(uint64_t, seed, 0, "Seed of the (first) image's initial noise (PyTorch
 ABSL_FLAG(int, max_sequence_length, 0,
           "T5 tokens (prompt truncated beyond); 0: the model's default (Flux: tokenizer_2 model_max_length, 512 for FLUX.1; SD3: 256)");
 ABSL_FLAG(std::string, dtype, "", "Weights and activations: f32 or bf16 (default: f32 on CPU, bf16 on CUDA)");
+ABSL_FLAG(bool, use_fbcache, false,
+          "First-Block-Cache: skip the blocks after the first on steps whose first-block residual barely changed "
+          "(docs/step-caching.md)");
+ABSL_FLAG(bool, use_teacache, false,
+          "TeaCache: skip the blocks on steps whose accumulated, rescaled change of the first block's modulated input "
+          "is under the threshold (docs/step-caching.md)");
+ABSL_FLAG(double, cache_threshold, -1,
+          "Threshold of --use_fbcache (default 0.12, at most 1) or --use_teacache (default 0.4, at most 2); "
+          "0 computes every step. Negative: the method's default");
 
 namespace ditserve::core {
 
@@ -36,6 +45,9 @@ GenerationFlags GenerationFlagsFromCommandLine() {
   f.seed = absl::GetFlag(FLAGS_seed);
   f.max_sequence_length = absl::GetFlag(FLAGS_max_sequence_length);
   f.dtype = absl::GetFlag(FLAGS_dtype);
+  f.use_fbcache = absl::GetFlag(FLAGS_use_fbcache);
+  f.use_teacache = absl::GetFlag(FLAGS_use_teacache);
+  f.cache_threshold = absl::GetFlag(FLAGS_cache_threshold);
   return f;
 }
 
@@ -46,6 +58,25 @@ absl::Status ValidateDtype(const GenerationFlags& flags) {
     return absl::InvalidArgumentError(absl::StrCat("--dtype must be f32 or bf16, got '", flags.dtype, "'"));
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<StepCacheOptions> StepCacheFromFlags(const GenerationFlags& flags) {
+  if (flags.use_fbcache && flags.use_teacache) {
+    return absl::InvalidArgumentError("--use_fbcache and --use_teacache exclude each other: pick one");
+  }
+  StepCacheOptions o;
+  o.method = flags.use_fbcache    ? StepCacheMethod::kFirstBlock
+             : flags.use_teacache ? StepCacheMethod::kTeaCache
+                                  : StepCacheMethod::kNone;
+  if (o.method == StepCacheMethod::kNone) {
+    if (flags.cache_threshold >= 0) {
+      return absl::InvalidArgumentError("--cache_threshold needs --use_fbcache or --use_teacache");
+    }
+    return o;
+  }
+  o.threshold = flags.cache_threshold < 0 ? DefaultStepCacheThreshold(o.method) : flags.cache_threshold;
+  if (absl::Status s = ValidateStepCache(o, MaxStepCacheThreshold(o.method), "--cache_threshold"); !s.ok()) return s;
+  return o;
 }
 
 std::string ResolvedDtype(const GenerationFlags& flags, bool cuda) {

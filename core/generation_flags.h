@@ -10,6 +10,8 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "core/step_cache.h"
 
 namespace ditserve::core {
 
@@ -26,7 +28,16 @@ struct GenerationFlags {
   uint64_t seed = 0;
   int max_sequence_length = 0;  // 0: the model family's default
   std::string dtype;            // "", "f32" or "bf16"
+  // Step caching (core/step_cache.h): xDiT's --use_fbcache / --use_teacache
+  // and the threshold (negative: the method's default).
+  bool use_fbcache = false;
+  bool use_teacache = false;
+  double cache_threshold = -1;
 };
+
+// The step cache the flags ask for: INVALID_ARGUMENT naming the flag for
+// both methods at once, or a threshold out of range (or without a method).
+absl::StatusOr<StepCacheOptions> StepCacheFromFlags(const GenerationFlags& flags);
 
 // INVALID_ARGUMENT naming --dtype unless it is "", "f32" or "bf16".
 absl::Status ValidateDtype(const GenerationFlags& flags);

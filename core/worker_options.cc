@@ -36,6 +36,9 @@ std::vector<std::string> ToWorkerArgs(const WorkerOptions& o) {
       absl::StrCat("--seed=", o.generation.seed),
       absl::StrCat("--max_sequence_length=", o.generation.max_sequence_length),
       absl::StrCat("--dtype=", o.generation.dtype),
+      absl::StrCat("--use_fbcache=", o.generation.use_fbcache ? "true" : "false"),
+      absl::StrCat("--use_teacache=", o.generation.use_teacache ? "true" : "false"),
+      absl::StrCat("--cache_threshold=", o.generation.cache_threshold),
       absl::StrCat("--output_dir=", o.output_dir),
       absl::StrCat("--save_latents=", o.save_latents ? "true" : "false"),
       absl::StrCat("--comm_stats=", o.comm_stats ? "true" : "false"),
@@ -54,6 +57,7 @@ absl::Status ValidateGenerationJob(const WorkerOptions& o) {
   if (o.prompts.size() > 1024) return absl::InvalidArgumentError(absl::StrCat("at most 1024 prompts, got ", o.prompts.size()));
   if (o.output_dir.empty()) return absl::InvalidArgumentError("--output_dir is required with --model");
   if (absl::Status s = ValidateDtype(o.generation); !s.ok()) return s;
+  if (auto cache = StepCacheFromFlags(o.generation); !cache.ok()) return cache.status();
   if (o.threads < 0 || o.threads > 1024) return absl::InvalidArgumentError(absl::StrCat("--threads must be in [0, 1024], got ", o.threads));
   if (o.generation.num_inference_steps < 1 || o.generation.num_inference_steps > 1000) {
     return absl::InvalidArgumentError(absl::StrCat("--num_inference_steps must be in [1, 1000], got ", o.generation.num_inference_steps));
@@ -78,6 +82,11 @@ absl::Status ValidateServing(const WorkerOptions& o) {
   if (!o.prompts.empty() || !o.output_dir.empty() || !o.profile_dir.empty()) {
     return absl::InvalidArgumentError(
         "--prompt, --output_dir and --profile_dir are for a generation job, not with --control_address (serving)");
+  }
+  if (o.generation.use_fbcache || o.generation.use_teacache || o.generation.cache_threshold >= 0) {
+    return absl::InvalidArgumentError(
+        "--use_fbcache, --use_teacache and --cache_threshold are for a generation job; a served request picks its "
+        "step cache (ditserve-server --default_step_cache and the --default_/--max_*_threshold flags)");
   }
   if (absl::Status s = ValidateDtype(o.generation); !s.ok()) return s;
   if (o.threads < 0 || o.threads > 1024) {

@@ -1,5 +1,7 @@
-// ditserve-generate: one image from a Flux diffusers directory, in this
-// process (no gang, no server).
+// ditserve-generate: one image from a diffusers directory, in this process
+// (no gang, no server). Uncached Flux runs on FluxPipeline (the serial
+// reference the gang is checked against); other families, and step
+// caching, run on the gang's pipeline with a world of one.
 //   ditserve-generate --model DIR --prompt "a red circle on a blue background" --output out.png
 
 #include <ATen/Parallel.h>
@@ -18,7 +20,11 @@
 #include "core/generation_flags.h"
 #include "core/generation_plan.h"
 #include "core/image/png_encoder.h"
+#include "parallel/process_groups.h"
+#include "parallel/world_config.h"
 #include "worker/pipelines/flux_pipeline.h"
+#include "worker/pipelines/parallel_pipeline.h"
+#include <torch/csrc/distributed/c10d/HashStore.hpp>
 #include "worker/profile_trace.h"
 
 ABSL_FLAG(int, threads, 0, "CPU threads (0: LibTorch's default)");
@@ -49,7 +55,7 @@ double Since(std::chrono::steady_clock::time_point t) {
 int main(int argc, char** argv) {
   // Tensor work reuses freed memory instead of page-faulting it back in.
   ditserve::util::KeepFreedMemoryForReuse();
-  absl::SetProgramUsageMessage("Generates one image with a Flux model directory.\n"
+  absl::SetProgramUsageMessage("Generates one image with a Flux or SD3 model directory.\n"
                                "  ditserve-generate --model DIR --prompt TEXT --output FILE.png");
   absl::ParseCommandLine(argc, argv);
   const ditserve::core::GenerationFlags g = ditserve::core::GenerationFlagsFromCommandLine();
@@ -69,22 +75,43 @@ int main(int argc, char** argv) {
     return Fail(2, "--device must be cpu or cuda[:N], got '" + absl::GetFlag(FLAGS_device) + "'");
   }
   const std::string dtype_name = ditserve::core::ResolvedDtype(g, device.is_cuda());
-  auto pipe = ditserve::worker::pipelines::FluxPipeline::Load(model, dtype_name == "bf16" ? at::kBFloat16 : at::kFloat,
-                                                              device);
-  if (!pipe.ok()) {
-    // Other families run on the gang's pipeline: a world of one is the
-    // single-process run.
-    const auto family = ditserve::core::ReadModelFamily(model);
-    if (family.ok() && *family != "flux") {
-      return Fail(2, absl::StrCat(model, " is a ", *family, " model; ditserve-generate runs Flux only: use "
-                                  "ditserve-run --nproc 1 --model ", model, " --output_dir DIR"));
-    }
-    return Fail(1, std::string(pipe.status().message()));
+  const at::ScalarType dtype = dtype_name == "bf16" ? at::kBFloat16 : at::kFloat;
+  auto cache = ditserve::core::StepCacheFromFlags(g);
+  if (!cache.ok()) return Fail(2, std::string(cache.status().message()));
+  const auto family = ditserve::core::ReadModelFamily(model);
+  if (!family.ok()) return Fail(2, std::string(family.status().message()));
+  const bool reference = *family == "flux" && cache->method == ditserve::core::StepCacheMethod::kNone;
+
+  // The engine: FluxPipeline, or the gang's pipeline on a world of one.
+  std::unique_ptr<ditserve::worker::pipelines::FluxPipeline> flux;
+  std::unique_ptr<ditserve::parallel::ProcessGroups> groups;
+  std::unique_ptr<ditserve::worker::pipelines::ParallelPipeline> gang;
+  int default_size = 0;
+  if (reference) {
+    auto pipe = ditserve::worker::pipelines::FluxPipeline::Load(model, dtype, device);
+    if (!pipe.ok()) return Fail(1, std::string(pipe.status().message()));
+    flux = *std::move(pipe);
+    default_size = flux->default_size();
+  } else {
+    auto world = ditserve::parallel::WorldConfig::Create(ditserve::parallel::ParallelConfig{}, 0);
+    if (!world.ok()) return Fail(1, std::string(world.status().message()));
+    ditserve::parallel::ProcessGroupsOptions options;
+    options.data_backend = device.is_cuda() ? ditserve::parallel::Backend::kNccl : ditserve::parallel::Backend::kGloo;
+    options.cuda_device = device.is_cuda() ? device.index() : 0;
+    options.check_shapes = false;
+    auto made = ditserve::parallel::ProcessGroups::Create(*world, c10::make_intrusive<c10d::HashStore>(), options);
+    if (!made.ok()) return Fail(1, std::string(made.status().message()));
+    groups = *std::move(made);
+    auto pipe = ditserve::worker::pipelines::ParallelPipeline::Load(model, dtype, device, *groups);
+    if (!pipe.ok()) return Fail(pipe.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1,
+                                std::string(pipe.status().message()));
+    gang = *std::move(pipe);
+    default_size = gang->default_size();
   }
   std::printf("loaded %s in %.2f s\n", model.c_str(), Since(start));
 
-  const ditserve::worker::pipelines::GenerationRequest r = ditserve::worker::pipelines::MakeGenerationRequest(
-      g, ditserve::core::PromptFlag(), g.seed, (*pipe)->default_size());
+  const ditserve::worker::pipelines::GenerationRequest r =
+      ditserve::worker::pipelines::MakeGenerationRequest(g, ditserve::core::PromptFlag(), g.seed, default_size);
   std::unique_ptr<ditserve::worker::ProfileTrace> trace;
   const std::string profile = absl::GetFlag(FLAGS_profile);
   if (!profile.empty()) {
@@ -94,14 +121,32 @@ int main(int argc, char** argv) {
   }
   const auto gen_start = std::chrono::steady_clock::now();
   auto last = gen_start;
-  auto result = (*pipe)->Generate(r, [&](int step, int total) {
+  const auto on_step = [&](int step, int total) {
     std::printf("step %d/%d  %.3f s\n", step, total, Since(last));
     std::fflush(stdout);
     last = std::chrono::steady_clock::now();
     return true;
-  });
+  };
+  absl::StatusOr<ditserve::worker::pipelines::GenerationResult> result;
+  if (flux) {
+    result = flux->Generate(r, on_step);
+  } else if (absl::Status valid = gang->Validate(r); !valid.ok()) {
+    result = valid;
+  } else {
+    auto results = gang->Generate({r}, on_step);
+    if (results.ok()) {
+      result = std::move(results->front());
+    } else {
+      result = results.status();
+    }
+  }
   if (!result.ok()) return Fail(result.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1,
                                 std::string(result.status().message()));
+  if (cache->method != ditserve::core::StepCacheMethod::kNone) {
+    std::printf("step cache %s (threshold %g): %d of %d steps cached\n",
+                std::string(ditserve::core::StepCacheMethodName(cache->method)).c_str(), cache->threshold,
+                result->cached_steps(), r.num_inference_steps);
+  }
   if (trace) {
     if (absl::Status s = trace->StopAndSave(profile); !s.ok()) return Fail(1, std::string(s.message()));
     std::printf("wrote the trace %s\n", profile.c_str());

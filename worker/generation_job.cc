@@ -91,6 +91,15 @@ absl::Status RunGenerationJob(const core::WorkerOptions& o, parallel::ProcessGro
     }
     std::printf("wrote %s.png (%dx%d, seed %llu): %s\n", stem.c_str(), requests[i].width, requests[i].height,
                 static_cast<unsigned long long>(requests[i].seed), requests[i].prompt.c_str());
+    if (requests[i].cache.method != core::StepCacheMethod::kNone) {
+      // One character per step: 1 computed, 0 cached.
+      std::string steps;
+      for (bool computed : (*results)[i].step_computed) steps += computed ? '1' : '0';
+      if (absl::Status s = core::image::WriteFile(stem + ".steps", steps); !s.ok()) return s;
+      std::printf("  step cache %s (threshold %g): %d of %zu steps cached: %s\n",
+                  std::string(core::StepCacheMethodName(requests[i].cache.method)).c_str(),
+                  requests[i].cache.threshold, (*results)[i].cached_steps(), steps.size(), steps.c_str());
+    }
   }
   const pipelines::GenerateTimings& t = (*pipe)->last_timings();
   std::printf("generated %zu images in %.3f s: text encoding %.3f s, denoising %.3f s, vae %.3f s\n",

@@ -37,6 +37,25 @@ TEST(GenerationFlags, DtypeIsCheckedAndResolvedByDevice) {
             "--prompt, --output_dir and --profile_dir are for a generation job, not with --control_address (serving)");
 }
 
+// A served request picks its own step cache: the gang's flags refuse one.
+TEST(WorkerOptions, ServingRefusesTheJobsStepCacheFlags) {
+  WorkerOptions o;
+  o.generation.model = "/nowhere";
+  EXPECT_EQ(ValidateServing(o).message().find("step cache"), std::string::npos);  // fails on the model only
+  o.generation.use_fbcache = true;
+  EXPECT_EQ(ValidateServing(o).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(ValidateServing(o).message().find("--default_step_cache"), std::string::npos);
+  o.generation.use_fbcache = false;
+  o.generation.cache_threshold = 0.1;
+  EXPECT_EQ(ValidateServing(o).code(), absl::StatusCode::kInvalidArgument);
+  o.generation.cache_threshold = -1;
+  o.prompts = {"a cat"};
+  o.output_dir = "/tmp/out";
+  o.generation.use_fbcache = true;
+  o.generation.use_teacache = true;
+  EXPECT_EQ(ValidateGenerationJob(o).message(), "--use_fbcache and --use_teacache exclude each other: pick one");
+}
+
 TEST(WorkerOptions, ToWorkerArgsCarriesEveryField) {
   WorkerOptions o;
   o.rank = 3;
@@ -66,7 +85,8 @@ TEST(WorkerOptions, ToWorkerArgsCarriesEveryField) {
                                  "--negative_prompt=", "--height=0", "--width=0",
                                  "--num_inference_steps=28", "--guidance_scale=-1",
                                  "--true_cfg_scale=1", "--seed=0", "--max_sequence_length=0",
-                                 "--dtype=", "--output_dir=", "--save_latents=false", "--comm_stats=false",
+                                 "--dtype=", "--use_fbcache=false", "--use_teacache=false",
+                                 "--cache_threshold=-1", "--output_dir=", "--save_latents=false", "--comm_stats=false",
                                  "--profile_dir=",
                                  "--num_pipeline_patch=0", "--warmup_steps=1",
                                  "--attn_layer_num_for_pp=", "--control_address="}));
@@ -91,6 +111,8 @@ TEST(WorkerOptions, RoundTripThroughTheWorkerFlags) {
   o.generation.seed = 1234567890123ULL;
   o.generation.max_sequence_length = 256;
   o.generation.dtype = "bf16";
+  o.generation.use_teacache = true;
+  o.generation.cache_threshold = 0.25;
   o.output_dir = "/tmp/out";
   o.save_latents = true;
   o.comm_stats = true;
@@ -124,6 +146,9 @@ TEST(WorkerOptions, RoundTripThroughTheWorkerFlags) {
   EXPECT_EQ(back.generation.seed, 1234567890123ULL);
   EXPECT_EQ(back.generation.max_sequence_length, 256);
   EXPECT_EQ(back.generation.dtype, "bf16");
+  EXPECT_FALSE(back.generation.use_fbcache);
+  EXPECT_TRUE(back.generation.use_teacache);
+  EXPECT_EQ(back.generation.cache_threshold, 0.25);
   EXPECT_EQ(back.output_dir, "/tmp/out");
   EXPECT_TRUE(back.save_latents);
   EXPECT_TRUE(back.comm_stats);

@@ -45,6 +45,11 @@ class FluxFamily final : public ModelFamily {
   int pooled_dim() const override { return config_.pooled_projection_dim; }
   int text_dim() const override { return config_.joint_attention_dim; }
 
+  // TeaCache4FLUX's published coefficients (ali-vilab/TeaCache, fitted on
+  // FLUX.1-dev).
+  core::TeaCachePolynomial TeaCachePolynomial() const override {
+    return {4.98651651e+02, -2.83781631e+02, 5.58554382e+01, -3.82021401e+00, 2.64230861e-01};
+  }
   std::vector<float> Sigmas(int steps, int64_t image_tokens) const override {
     return flux::FluxSigmas(steps, image_tokens, scheduler_);
   }

@@ -91,6 +91,10 @@ GenerationRequest MakeGenerationRequest(const core::GenerationFlags& flags, cons
   r.true_cfg_scale = flags.true_cfg_scale;
   r.seed = seed;
   r.max_sequence_length = flags.max_sequence_length;
+  // Checked by the launchers (StepCacheFromFlags); an invalid choice here
+  // runs uncached and the pipeline's Validate cannot see it, so callers
+  // validate first.
+  r.cache = core::StepCacheFromFlags(flags).value_or(core::StepCacheOptions{});
   return r;
 }
 

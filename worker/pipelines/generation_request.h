@@ -14,10 +14,12 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include <ATen/core/Tensor.h>
 
 #include "core/generation_flags.h"
+#include "core/step_cache.h"
 
 namespace ditserve::worker::pipelines {
 
@@ -36,6 +38,9 @@ struct GenerationRequest {
   uint64_t seed = 0;
   // T5 tokens; 0: the family's default.
   int max_sequence_length = 0;
+  // Step caching (core/step_cache.h). Requests of one batch must agree on
+  // the method; thresholds may differ (each request decides for itself).
+  core::StepCacheOptions cache;
 };
 
 // The request for `prompt` from the generation flags, with `seed`; a height
@@ -46,6 +51,14 @@ GenerationRequest MakeGenerationRequest(const core::GenerationFlags& flags, cons
 struct GenerationResult {
   at::Tensor image;    // uint8 [H, W, 3]
   at::Tensor latents;  // final packed latents [1, S, 4C] float32
+  // Per denoising step, whether the blocks ran (true) or the step cache
+  // stood in for them; every step computes without a cache.
+  std::vector<bool> step_computed;
+  int cached_steps() const {
+    int n = 0;
+    for (bool computed : step_computed) n += computed ? 0 : 1;
+    return n;
+  }
 };
 
 // Called after each denoising step with (step, total); returning false

@@ -19,6 +19,7 @@
 
 #include "absl/status/statusor.h"
 #include "core/generation_plan.h"
+#include "core/step_cache.h"
 #include "worker/models/common/dit_transformer.h"
 #include "worker/models/vae/autoencoder_kl.h"
 #include "worker/pipelines/generation_request.h"
@@ -49,6 +50,10 @@ class ModelFamily {
   virtual absl::Status ValidateRequest(const GenerationRequest& /*request*/) const { return absl::OkStatus(); }
   // The flow-matching sigmas of a run: steps + 1 values, the last 0.
   virtual std::vector<float> Sigmas(int steps, int64_t image_tokens) const = 0;
+  // TeaCache's rescaling polynomial for this family (highest power first):
+  // maps the first block's modulated-input change to the expected change
+  // of the model output (docs/step-caching.md says where each comes from).
+  virtual core::TeaCachePolynomial TeaCachePolynomial() const = 0;
   // The part of the transformer a rank holds, loaded from transformer/
   // (only that part's tensors are read) onto `device`.
   virtual absl::StatusOr<std::unique_ptr<models::DitTransformer>> LoadTransformer(const models::DitPart& part,

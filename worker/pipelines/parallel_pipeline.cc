@@ -17,6 +17,7 @@
 #include "worker/pipelines/flux_components.h"
 #include "worker/pipelines/model_family.h"
 #include "worker/pipelines/pipefusion_attention.h"
+#include "worker/pipelines/step_cache.h"
 #include "worker/pipelines/stop_agreement.h"
 #include "worker/pipelines/usp_joint_attention.h"
 
@@ -40,6 +41,9 @@ constexpr int kTagImage = 0;
 constexpr int kTagText = 1 << 10;
 constexpr int kTagLatents = 2 << 10;
 constexpr int kTagResult = 3 << 10;
+constexpr int kTagStepsComputed = 4 << 10;  // + replica: its requests' per-step decisions, to rank 0
+constexpr int kTagDecision = 5 << 10;       // a step's decisions, stage 0 to each later stage
+constexpr int kTagDelta = 6 << 10;          // + patch: a cached step's anchor change, stage 0 to the last stage
 
 // Everything a rank holds for generation. Not thread-safe.
 struct GangModel {
@@ -95,6 +99,9 @@ class ReplicaRun {
   // [n, S, C] (without the SP padding).
   absl::Status Run(const StepCallback& on_step);
   at::Tensor latents() const { return latents_.narrow(1, 0, S_); }
+  // Per request of this replica, per step run: whether it computed (all
+  // true without a step cache).
+  std::vector<std::vector<bool>> steps_computed() const;
 
  private:
   bool idle() const { return mine_.empty(); }
@@ -124,8 +131,20 @@ class ReplicaRun {
   const models::DitPositions& PositionsFor(int step, int patch);
   absl::Status Step(int step);
   absl::Status RunPatch(int step, int patch, const models::DitConditioning& conditioning);
+  // RunPatch's pieces: stage 0 receives the patch's latents (PipeFusion,
+  // after step 0) and embeds them; a later stage receives the hidden states
+  // of the stage before; every stage runs its blocks; a stage but the last
+  // sends them on; the last stage runs the head and the scheduler step.
+  absl::StatusOr<models::DitHidden> EmbedPatch(int step, int patch);
+  absl::StatusOr<models::DitHidden> ReceiveHidden(int step, int patch);
+  absl::Status RunBlocks(int step, int patch, models::DitHidden& hidden, const models::DitConditioning& conditioning,
+                         models::DitTransformer::BlockSpan span);
+  absl::Status SendHidden(const models::DitHidden& hidden, int patch);
+  absl::Status FinishPatch(int step, int patch, const at::Tensor& x, const models::DitConditioning& conditioning);
+  absl::Status CachedStep(int step, const models::DitConditioning& conditioning);
+  absl::Status DecideStep(int step);
   absl::StatusOr<at::Tensor> Guided(const at::Tensor& velocity);
-  absl::Status CompleteLatents(int step);
+  absl::Status CompleteRanges(at::Tensor& state, int step);
   absl::Status SendLatents(int step, int patch);
   absl::Status Track(absl::StatusOr<std::unique_ptr<parallel::PendingTransfer>> transfer, const char* method,
                      int64_t bytes);
@@ -150,6 +169,8 @@ class ReplicaRun {
   std::unique_ptr<models::JointAttention> attention_;
   PipeFusionAttention* pipefusion_attention_ = nullptr;  // == attention_ when PipeFusion
   std::deque<std::unique_ptr<parallel::PendingTransfer>> sends_;
+  std::unique_ptr<StepCache> cache_;  // every run; active() when a request caches
+  at::Tensor cache_decisions_;        // stage 0: the step's agreed decisions, int32 [n]
 };
 
 void ReplicaRun::Prepare() {
@@ -182,6 +203,11 @@ void ReplicaRun::Prepare() {
     scales.push_back(p_.Guidance(requests_[i]).cfg_scale);
   }
   latents_ = at::cat(noise, 0).to(p_.device, p_.dtype);
+  std::vector<core::StepCacheOptions> caches;
+  for (int i : mine_) caches.push_back(requests_[i].cache);
+  const int branches = cfg_ && !p_.config().use_cfg_parallel ? 2 : 1;
+  cache_ = std::make_unique<StepCache>(std::move(caches), steps_, branches, padded_S_, S_,
+                                       p_.family->TeaCachePolynomial(), p_.device);
   if (padded_S_ > S_) {
     // The padding tokens start at zero; what they compute is never read.
     latents_ = at::constant_pad_nd(latents_, {0, 0, 0, padded_S_ - S_});
@@ -264,55 +290,66 @@ absl::StatusOr<at::Tensor> ReplicaRun::Guided(const at::Tensor& velocity) {
   return uncond + cfg_scale_.to(uncond.scalar_type()) * (cond - uncond);
 }
 
-absl::Status ReplicaRun::RunPatch(int step, int patch, const models::DitConditioning& conditioning) {
+absl::StatusOr<models::DitHidden> ReplicaRun::EmbedPatch(int step, int patch) {
+  const core::TokenRange local = Local(step, patch);
+  if (step > 0 && p_.stages() > 1) {
+    at::Tensor incoming = at::empty({latents_.size(0), local.size(), latents_.size(2)}, latents_.options());
+    CommTimer timer(&p_.stats, "pipefusion");
+    auto recv = p_.groups->group(Dim::kPipeFusion).Recv(incoming, p_.stages() - 1, kTagLatents + patch);
+    if (!recv.ok()) return recv.status();
+    DITSERVE_RETURN_IF_ERROR((*recv)->Wait());
+    latents_.narrow(1, local.begin, local.size()).copy_(incoming);
+  }
+  at::Tensor input = latents_.narrow(1, local.begin, local.size());
+  if (pooled_.size(0) != input.size(0)) input = at::cat({input, input}, 0);  // CFG in one batch
+  return p_.transformer->Embed(input, patch == 0 ? LocalText(sequence_) : at::Tensor(), PositionsFor(step, patch));
+}
+
+absl::StatusOr<models::DitHidden> ReplicaRun::ReceiveHidden(int step, int patch) {
   const core::TokenRange local = Local(step, patch);
   const bool with_text = patch == 0;
   auto& pipe = p_.groups->group(Dim::kPipeFusion);
   const int64_t batch = pooled_.size(0);
   const int64_t dim = p_.transformer->hidden_size();
-  const models::DitPositions& positions = PositionsFor(step, patch);
   models::DitHidden hidden;
-  if (first_stage()) {
-    if (step > 0 && p_.stages() > 1) {
-      at::Tensor incoming = at::empty({latents_.size(0), local.size(), latents_.size(2)}, latents_.options());
-      CommTimer timer(&p_.stats, "pipefusion");
-      auto recv = pipe.Recv(incoming, p_.stages() - 1, kTagLatents + patch);
-      if (!recv.ok()) return recv.status();
-      DITSERVE_RETURN_IF_ERROR((*recv)->Wait());
-      latents_.narrow(1, local.begin, local.size()).copy_(incoming);
-    }
-    at::Tensor input = latents_.narrow(1, local.begin, local.size());
-    if (batch != input.size(0)) input = at::cat({input, input}, 0);  // CFG in one batch
-    hidden = p_.transformer->Embed(input, with_text ? LocalText(sequence_) : at::Tensor(), positions);
-  } else {
-    hidden.x = at::empty({batch, local.size(), dim}, latents_.options());
-    if (with_text) hidden.context = at::empty({batch, T_, dim}, latents_.options());
-    CommTimer timer(&p_.stats, "pipefusion");
-    auto rx = pipe.Recv(hidden.x, p_.stage() - 1, kTagImage + patch);
-    if (!rx.ok()) return rx.status();
-    std::unique_ptr<parallel::PendingTransfer> rc;
-    if (with_text) {
-      auto r = pipe.Recv(hidden.context, p_.stage() - 1, kTagText + patch);
-      if (!r.ok()) return r.status();
-      rc = *std::move(r);
-    }
-    DITSERVE_RETURN_IF_ERROR((*rx)->Wait());
-    if (rc) DITSERVE_RETURN_IF_ERROR(rc->Wait());
+  hidden.x = at::empty({batch, local.size(), dim}, latents_.options());
+  if (with_text) hidden.context = at::empty({batch, T_, dim}, latents_.options());
+  CommTimer timer(&p_.stats, "pipefusion");
+  auto rx = pipe.Recv(hidden.x, p_.stage() - 1, kTagImage + patch);
+  if (!rx.ok()) return rx.status();
+  std::unique_ptr<parallel::PendingTransfer> rc;
+  if (with_text) {
+    auto r = pipe.Recv(hidden.context, p_.stage() - 1, kTagText + patch);
+    if (!r.ok()) return r.status();
+    rc = *std::move(r);
   }
-  if (pipefusion_attention_ != nullptr) {
-    pipefusion_attention_->SetPatch(plan_at(step).Patch(patch));
+  DITSERVE_RETURN_IF_ERROR((*rx)->Wait());
+  if (rc) DITSERVE_RETURN_IF_ERROR(rc->Wait());
+  return hidden;
+}
+
+absl::Status ReplicaRun::SendHidden(const models::DitHidden& hidden, int patch) {
+  auto& pipe = p_.groups->group(Dim::kPipeFusion);
+  DITSERVE_RETURN_IF_ERROR(
+      Track(pipe.Send(hidden.x, p_.stage() + 1, kTagImage + patch), "pipefusion", Bytes(hidden.x)));
+  if (patch == 0) {
+    DITSERVE_RETURN_IF_ERROR(Track(pipe.Send(hidden.context, p_.stage() + 1, kTagText + patch), "pipefusion",
+                                   Bytes(hidden.context)));
   }
-  DITSERVE_RETURN_IF_ERROR(p_.transformer->RunBlocks(hidden, conditioning, positions, *attention_));
-  if (!last_stage()) {
-    DITSERVE_RETURN_IF_ERROR(Track(pipe.Send(hidden.x, p_.stage() + 1, kTagImage + patch), "pipefusion",
-                                   Bytes(hidden.x)));
-    if (with_text) {
-      DITSERVE_RETURN_IF_ERROR(Track(pipe.Send(hidden.context, p_.stage() + 1, kTagText + patch), "pipefusion",
-                                     Bytes(hidden.context)));
-    }
-    return absl::OkStatus();
-  }
-  auto velocity = Guided(p_.transformer->Head(hidden.x, conditioning));
+  return absl::OkStatus();
+}
+
+absl::Status ReplicaRun::RunBlocks(int step, int patch, models::DitHidden& hidden,
+                                   const models::DitConditioning& conditioning,
+                                   models::DitTransformer::BlockSpan span) {
+  if (pipefusion_attention_ != nullptr) pipefusion_attention_->SetPatch(plan_at(step).Patch(patch));
+  return p_.transformer->RunBlockSpan(hidden, conditioning, PositionsFor(step, patch), *attention_, span);
+}
+
+absl::Status ReplicaRun::FinishPatch(int step, int patch, const at::Tensor& x,
+                                     const models::DitConditioning& conditioning) {
+  const core::TokenRange local = Local(step, patch);
+  auto velocity = Guided(p_.transformer->Head(x, conditioning));
   if (!velocity.ok()) return velocity.status();
   at::Tensor slice = latents_.narrow(1, local.begin, local.size());
   slice.copy_(flux::FlowMatchEulerStep(slice, *velocity, sigmas_[step], sigmas_[step + 1]));
@@ -320,6 +357,127 @@ absl::Status ReplicaRun::RunPatch(int step, int patch, const models::DitConditio
   if (p_.stages() > 1 && step + 1 < end_step_ && patches_at(step + 1) == patches_at(step)) {
     DITSERVE_RETURN_IF_ERROR(SendLatents(step + 1, patch));
   }
+  return absl::OkStatus();
+}
+
+absl::Status ReplicaRun::RunPatch(int step, int patch, const models::DitConditioning& conditioning) {
+  absl::StatusOr<models::DitHidden> hidden = first_stage() ? EmbedPatch(step, patch) : ReceiveHidden(step, patch);
+  if (!hidden.ok()) return hidden.status();
+  DITSERVE_RETURN_IF_ERROR(RunBlocks(step, patch, *hidden, conditioning, {}));
+  if (!last_stage()) return SendHidden(*hidden, patch);
+  return FinishPatch(step, patch, hidden->x, conditioning);
+}
+
+// A step of a caching run (step_cache.h). Stage 0 first computes the
+// signal of every patch (under PipeFusion it waits for the whole step's
+// latents: the decision is the whole image's, as one process makes it),
+// decides with the SP and CFG groups, and tells the later stages. Then, if
+// any request computes, the patches run the remaining blocks as usual;
+// if any is cached, stage 0 sends the anchor change to the last stage,
+// which adds it to the blocks' output of the last computed step. A step
+// where no request computes costs stage 0 the signal, the middle stages
+// nothing, and the last stage the head.
+absl::Status ReplicaRun::CachedStep(int step, const models::DitConditioning& conditioning) {
+  StepCache& cache = *cache_;
+  const int M = patches_at(step);
+  const bool first_block = cache.method() == core::StepCacheMethod::kFirstBlock;
+  auto& pipe = p_.groups->group(Dim::kPipeFusion);
+  std::vector<models::DitHidden> hidden(first_stage() ? M : 0);
+  if (first_stage()) {
+    cache.BeginStep();
+    if (pipefusion_attention_ != nullptr) pipefusion_attention_->SetWritableRows(at::Tensor());
+    for (int m = 0; m < M; ++m) {
+      auto embedded = EmbedPatch(step, m);
+      if (!embedded.ok()) return embedded.status();
+      hidden[m] = *std::move(embedded);
+      at::Tensor signal;
+      if (first_block) {
+        const at::Tensor input = hidden[m].x;
+        DITSERVE_RETURN_IF_ERROR(RunBlocks(step, m, hidden[m], conditioning, {0, 1}));
+        signal = hidden[m].x - input;
+      } else {
+        signal = p_.transformer->FirstBlockModulatedInput(hidden[m], conditioning);
+      }
+      cache.AddSignal(signal, hidden[m].x, Local(step, m).begin);
+    }
+    DITSERVE_RETURN_IF_ERROR(DecideStep(step));
+    for (int s = 1; s < p_.stages(); ++s) {
+      const at::Tensor decisions = cache_decisions_.contiguous();
+      DITSERVE_RETURN_IF_ERROR(Track(pipe.Send(decisions, s, kTagDecision), "pipefusion", Bytes(decisions)));
+    }
+  } else {
+    at::Tensor decisions = at::empty({static_cast<int64_t>(mine_.size())}, at::TensorOptions().dtype(at::kInt).device(p_.device));
+    CommTimer timer(&p_.stats, "pipefusion");
+    auto recv = pipe.Recv(decisions, 0, kTagDecision);
+    if (!recv.ok()) return recv.status();
+    DITSERVE_RETURN_IF_ERROR((*recv)->Wait());
+    cache.Agree(step, decisions);
+  }
+  // Cached requests' rows compute along (the batch runs whole) but must
+  // leave PipeFusion's stale K/V as their own run would: unwritten.
+  if (pipefusion_attention_ != nullptr) {
+    pipefusion_attention_->SetWritableRows(cache.all_compute() ? at::Tensor() : cache.row_mask());
+  }
+  for (int m = 0; m < M; ++m) {
+    const core::TokenRange local = Local(step, m);
+    models::DitHidden h;
+    if (first_stage()) h = std::move(hidden[m]);
+    if (cache.any_computes()) {
+      if (!first_stage()) {
+        auto received = ReceiveHidden(step, m);
+        if (!received.ok()) return received.status();
+        h = *std::move(received);
+      }
+      const models::DitTransformer::BlockSpan span{first_stage() && first_block ? 1 : 0, -1};
+      DITSERVE_RETURN_IF_ERROR(RunBlocks(step, m, h, conditioning, span));
+      if (!last_stage()) DITSERVE_RETURN_IF_ERROR(SendHidden(h, m));
+    }
+    at::Tensor delta;
+    if (!cache.all_compute()) {
+      if (first_stage()) {
+        delta = cache.AnchorDelta(local.begin, local.size());
+        if (!last_stage()) {
+          delta = delta.contiguous();
+          DITSERVE_RETURN_IF_ERROR(
+              Track(pipe.Send(delta, p_.stages() - 1, kTagDelta + m), "pipefusion", Bytes(delta)));
+        }
+      } else if (last_stage()) {
+        delta = at::empty({pooled_.size(0), local.size(), p_.transformer->hidden_size()}, latents_.options());
+        CommTimer timer(&p_.stats, "pipefusion");
+        auto recv = pipe.Recv(delta, 0, kTagDelta + m);
+        if (!recv.ok()) return recv.status();
+        DITSERVE_RETURN_IF_ERROR((*recv)->Wait());
+      }
+    }
+    if (last_stage()) {
+      const at::Tensor x = cache.Merge(cache.any_computes() ? h.x : at::Tensor(), delta, local.begin, local.size());
+      DITSERVE_RETURN_IF_ERROR(FinishPatch(step, m, x, conditioning));
+    }
+  }
+  if (first_stage()) cache.CommitStage0();
+  return absl::OkStatus();
+}
+
+// Stage 0: the distances summed over the SP group and the CFG group, each
+// request's decision, and the decisions agreed (any rank computing makes
+// all compute, so a rounding apart cannot split the gang).
+absl::Status ReplicaRun::DecideStep(int step) {
+  StepCache& cache = *cache_;
+  const auto reduce = [&](at::Tensor& t, parallel::ReduceOp op) -> absl::Status {
+    if (p_.sp_size() == 1 && !p_.config().use_cfg_parallel) return absl::OkStatus();
+    at::Tensor on_device = t.to(p_.device);
+    CommTimer timer(&p_.stats, "step_cache");
+    timer.AddBytes(Bytes(on_device));
+    if (p_.sp_size() > 1) DITSERVE_RETURN_IF_ERROR(p_.groups->group(Dim::kSequence).AllReduce(on_device, op));
+    if (p_.config().use_cfg_parallel) DITSERVE_RETURN_IF_ERROR(p_.groups->group(Dim::kCfg).AllReduce(on_device, op));
+    t.copy_(on_device.cpu());
+    return absl::OkStatus();
+  };
+  DITSERVE_RETURN_IF_ERROR(reduce(cache.partial_sums(), parallel::ReduceOp::kSum));
+  at::Tensor decisions = cache.Decide(step);
+  DITSERVE_RETURN_IF_ERROR(reduce(decisions, parallel::ReduceOp::kMax));
+  cache.Agree(step, decisions);
+  cache_decisions_ = decisions.to(p_.device);
   return absl::OkStatus();
 }
 
@@ -353,21 +511,28 @@ absl::Status ReplicaRun::SendLatents(int step, int patch) {
   return Track(p_.groups->group(Dim::kPipeFusion).Send(part, 0, kTagLatents + patch), "pipefusion", Bytes(part));
 }
 
-// Makes every token of latents_ current on this rank (the last stage): each
-// SP rank contributes the ranges it computed at `step`, zeros elsewhere,
-// and a sum over the SP group assembles them exactly.
-absl::Status ReplicaRun::CompleteLatents(int step) {
-  if (p_.sp_size() == 1) return absl::OkStatus();
-  at::Tensor mine = at::zeros_like(latents_);
+// Makes every token of `state` ([rows, padded tokens, ...]) current on this
+// rank: each SP rank contributes the ranges it computed at `step`, zeros
+// elsewhere, and a sum over the SP group assembles them exactly. The last
+// stage does it for the latents when the patch layout changes (and at the
+// end); the step cache's state follows on every stage.
+absl::Status ReplicaRun::CompleteRanges(at::Tensor& state, int step) {
+  if (p_.sp_size() == 1 || !state.defined()) return absl::OkStatus();
+  at::Tensor mine = at::zeros_like(state);
   for (int m = 0; m < patches_at(step); ++m) {
     const core::TokenRange r = Local(step, m);
-    mine.narrow(1, r.begin, r.size()).copy_(latents_.narrow(1, r.begin, r.size()));
+    mine.narrow(1, r.begin, r.size()).copy_(state.narrow(1, r.begin, r.size()));
   }
   CommTimer timer(&p_.stats, "sequence");
   timer.AddBytes(Bytes(mine));
   DITSERVE_RETURN_IF_ERROR(p_.groups->group(Dim::kSequence).AllReduce(mine, parallel::ReduceOp::kSum));
-  latents_ = mine;
+  state = mine;
   return absl::OkStatus();
+}
+
+std::vector<std::vector<bool>> ReplicaRun::steps_computed() const {
+  if (cache_ != nullptr && cache_->active()) return cache_->decisions();
+  return std::vector<std::vector<bool>>(mine_.size(), std::vector<bool>(steps_, true));
 }
 
 absl::Status ReplicaRun::Step(int step) {
@@ -375,6 +540,7 @@ absl::Status ReplicaRun::Step(int step) {
   const models::DitConditioning conditioning =
       p_.transformer->Condition(p_.transformer->TimeEmbedding(sigma, guidance_, pooled_));
   if (pipefusion_attention_ != nullptr && step == 0) pipefusion_attention_->Reset();
+  if (cache_ != nullptr && cache_->active()) return CachedStep(step, conditioning);
   for (int m = 0; m < patches_at(step); ++m) DITSERVE_RETURN_IF_ERROR(RunPatch(step, m, conditioning));
   return absl::OkStatus();
 }
@@ -410,10 +576,15 @@ absl::Status ReplicaRun::Run(const StepCallback& on_step) {
   for (int step = 0; step < end_step_; ++step) {
     if (!idle()) {
       DITSERVE_RETURN_IF_ERROR(Step(step));
-      if (last_stage() && P > 1 && step + 1 < end_step_ && patches_at(step + 1) != patches_at(step)) {
+      if (P > 1 && step + 1 < end_step_ && patches_at(step + 1) != patches_at(step)) {
         // Warmup ends: the next step reads other ranges.
-        DITSERVE_RETURN_IF_ERROR(CompleteLatents(step));
-        for (int m = 0; m < patches_at(step + 1); ++m) DITSERVE_RETURN_IF_ERROR(SendLatents(step + 1, m));
+        if (cache_->active()) {
+          for (at::Tensor* state : cache_->state()) DITSERVE_RETURN_IF_ERROR(CompleteRanges(*state, step));
+        }
+        if (last_stage()) {
+          DITSERVE_RETURN_IF_ERROR(CompleteRanges(latents_, step));
+          for (int m = 0; m < patches_at(step + 1); ++m) DITSERVE_RETURN_IF_ERROR(SendLatents(step + 1, m));
+        }
       }
     }
     if (on_step && !on_step(step + 1, steps_)) want_stop = true;
@@ -425,7 +596,7 @@ absl::Status ReplicaRun::Run(const StepCallback& on_step) {
   if (stopped) {
     return absl::CancelledError(absl::StrCat("cancelled after step ", end_step_, " of ", steps_));
   }
-  if (!idle() && last_stage()) DITSERVE_RETURN_IF_ERROR(CompleteLatents(steps_ - 1));
+  if (!idle() && last_stage()) DITSERVE_RETURN_IF_ERROR(CompleteRanges(latents_, steps_ - 1));
   return absl::OkStatus();
 }
 
@@ -439,6 +610,7 @@ absl::Status GangModel::Validate(const GenerationRequest& r) const {
                                                    "), got ", r.max_sequence_length));
   }
   DITSERVE_RETURN_IF_ERROR(core::ValidateGuidance(geometry(), r.guidance_scale, r.true_cfg_scale));
+  DITSERVE_RETURN_IF_ERROR(core::ValidateStepCache(r.cache, core::MaxStepCacheThreshold(r.cache.method)));
   DITSERVE_RETURN_IF_ERROR(family->ValidateRequest(r));
   return core::ValidateParallelRequest(config(), pipefusion, geometry(), r.height, r.width, Guidance(r).cfg);
 }
@@ -502,10 +674,11 @@ absl::StatusOr<std::vector<GenerationResult>> GangModel::Generate(const std::vec
   };
   for (const GenerationRequest& r : requests) {
     if (r.height != first.height || r.width != first.width || r.num_inference_steps != first.num_inference_steps ||
-        MaxSequenceLength(r) != MaxSequenceLength(first) || !same_guidance(r)) {
+        MaxSequenceLength(r) != MaxSequenceLength(first) || !same_guidance(r) ||
+        r.cache.method != first.cache.method) {
       return absl::InvalidArgumentError(
           "the requests of one batch must agree on height, width, num_inference_steps, max_sequence_length, "
-          "the guidance embedding value and whether CFG runs");
+          "the guidance embedding value, whether CFG runs and the step cache method");
     }
   }
   at::NoGradGuard no_grad;
@@ -569,21 +742,36 @@ absl::StatusOr<std::vector<GenerationResult>> GangModel::Generate(const std::vec
   const int vae_scale = vae_config().scale_factor();
   const int64_t h = 2 * (first.height / (vae_scale * 2)), w = 2 * (first.width / (vae_scale * 2));
   const bool replica_has_work = !core::ReplicaRequests(static_cast<int>(n), replicas, replica).empty();
+  const int steps = first.num_inference_steps;
+  // Per request of a replica, per step: 1 where it computed.
+  const auto steps_tensor = [&](const std::vector<std::vector<bool>>& rows) {
+    at::Tensor t = at::zeros({static_cast<int64_t>(rows.size()), steps}, at::kInt);
+    for (size_t j = 0; j < rows.size(); ++j) {
+      for (size_t k = 0; k < rows[j].size() && k < static_cast<size_t>(steps); ++k) t[j][k] = rows[j][k] ? 1 : 0;
+    }
+    return t.to(device);
+  };
   if (world().rank() != 0 && world().rank() == output_rank(replica) && replica_has_work) {
     CommTimer timer(&stats, "data");
     timer.AddBytes(Bytes(run.latents()));
     auto send = all.Send(run.latents().contiguous(), 0, kTagResult + replica);
     if (!send.ok()) return send.status();
     DITSERVE_RETURN_IF_ERROR((*send)->Wait());
+    auto send_steps = all.Send(steps_tensor(run.steps_computed()), 0, kTagStepsComputed + replica);
+    if (!send_steps.ok()) return send_steps.status();
+    DITSERVE_RETURN_IF_ERROR((*send_steps)->Wait());
   }
   if (world().rank() != 0) return std::vector<GenerationResult>{};
   std::vector<at::Tensor> final_latents(requests.size());
+  std::vector<std::vector<bool>> step_computed(requests.size());
   for (int d = 0; d < replicas; ++d) {
     const std::vector<int> ids = core::ReplicaRequests(static_cast<int>(n), replicas, d);
     if (ids.empty()) continue;
     at::Tensor latents;
+    at::Tensor computed;
     if (output_rank(d) == 0) {
       latents = run.latents();
+      computed = steps_tensor(run.steps_computed());
     } else {
       latents = at::empty({static_cast<int64_t>(ids.size()), h / 2 * (w / 2), 4 * family->latent_channels()},
                           at::TensorOptions().dtype(dtype).device(device));
@@ -591,15 +779,23 @@ absl::StatusOr<std::vector<GenerationResult>> GangModel::Generate(const std::vec
       auto recv = all.Recv(latents, output_rank(d), kTagResult + d);
       if (!recv.ok()) return recv.status();
       DITSERVE_RETURN_IF_ERROR((*recv)->Wait());
+      computed = at::empty({static_cast<int64_t>(ids.size()), steps}, at::TensorOptions().dtype(at::kInt).device(device));
+      auto recv_steps = all.Recv(computed, output_rank(d), kTagStepsComputed + d);
+      if (!recv_steps.ok()) return recv_steps.status();
+      DITSERVE_RETURN_IF_ERROR((*recv_steps)->Wait());
     }
-    for (size_t j = 0; j < ids.size(); ++j) final_latents[ids[j]] = latents.narrow(0, static_cast<int64_t>(j), 1);
+    computed = computed.cpu();
+    for (size_t j = 0; j < ids.size(); ++j) {
+      final_latents[ids[j]] = latents.narrow(0, static_cast<int64_t>(j), 1);
+      for (int k = 0; k < steps; ++k) step_computed[ids[j]].push_back(computed[j][k].item<int>() != 0);
+    }
   }
   timings.denoising_s = lap();
   std::vector<GenerationResult> results;
-  for (const at::Tensor& one : final_latents) {
-    auto image = DecodeLatents(*vae, one, h, w);
+  for (size_t i = 0; i < final_latents.size(); ++i) {
+    auto image = DecodeLatents(*vae, final_latents[i], h, w);
     if (!image.ok()) return image.status();
-    results.push_back(GenerationResult{*image, one.to(at::kFloat).cpu()});
+    results.push_back(GenerationResult{*image, final_latents[i].to(at::kFloat).cpu(), step_computed[i]});
   }
   timings.vae_s = lap();
   return results;

@@ -19,6 +19,14 @@ PipeFusionAttention::PipeFusionAttention(parallel::Communicator& ulysses, parall
     : ulysses_(ulysses), ring_(ring), text_tokens_(text_tokens), image_tokens_(image_tokens),
       real_image_tokens_(real_image_tokens), stats_(stats) {}
 
+void PipeFusionAttention::Write(at::Tensor slot, const at::Tensor& fresh) const {
+  if (!writable_rows_.defined()) {
+    slot.copy_(fresh);
+    return;
+  }
+  slot.copy_(at::where(writable_rows_.view({-1, 1, 1, 1}), fresh, slot));
+}
+
 absl::StatusOr<models::JointAttentionOutputs> PipeFusionAttention::Attend(int layer, const models::Qkv& text,
                                                                          const models::Qkv& image) {
   return AttendBuffered(layer, text, image, text_tokens_);
@@ -76,14 +84,14 @@ absl::StatusOr<models::JointAttentionOutputs> PipeFusionAttention::AttendBuffere
     buf.v = at::zeros_like(buf.k);
     buf.valid = at::zeros({T + image_tokens_}, image.k.options().dtype(at::kBool));
   }
-  buf.k.narrow(1, T + patch_.begin, patch_.size()).copy_(k);
-  buf.v.narrow(1, T + patch_.begin, patch_.size()).copy_(v);
+  Write(buf.k.narrow(1, T + patch_.begin, patch_.size()), k);
+  Write(buf.v.narrow(1, T + patch_.begin, patch_.size()), v);
   const int64_t real_end = std::min(patch_.end, real_image_tokens_);
   if (real_end > patch_.begin) buf.valid.narrow(0, T + patch_.begin, real_end - patch_.begin).fill_(true);
   const int u = ulysses_.rank();
   if (text.q.defined()) {
-    buf.k.narrow(1, 0, T).copy_(text.k.narrow(2, u * Hl, Hl));
-    buf.v.narrow(1, 0, T).copy_(text.v.narrow(2, u * Hl, Hl));
+    Write(buf.k.narrow(1, 0, T), text.k.narrow(2, u * Hl, Hl));
+    Write(buf.v.narrow(1, 0, T), text.v.narrow(2, u * Hl, Hl));
     buf.valid.narrow(0, 0, T).fill_(true);
     queries = at::cat({text.q.narrow(2, u * Hl, Hl), queries}, 1);
   }

@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <map>
+#include <utility>
 
 #include <ATen/core/Tensor.h>
 
@@ -39,6 +40,10 @@ class PipeFusionAttention final : public models::JointAttention {
   // Where the next calls' image tokens sit: the whole patch (all SP ranks
   // together) in full-image token order.
   void SetPatch(core::TokenRange patch) { patch_ = patch; }
+  // Which batch rows the next calls write into the buffers ([B] bool;
+  // undefined: all). The others attend but leave their stale K/V as they
+  // were: rows of a request whose step is cached (step_cache.h).
+  void SetWritableRows(at::Tensor rows) { writable_rows_ = std::move(rows); }
   // Forgets every buffer (a new generation).
   void Reset() { layers_.clear(); }
 
@@ -60,7 +65,11 @@ class PipeFusionAttention final : public models::JointAttention {
   parallel::Communicator& ring_;
   int64_t text_tokens_, image_tokens_, real_image_tokens_;
   CommStats* stats_;
+  // Writes `fresh` into `slot` (a view of a buffer) for the writable rows.
+  void Write(at::Tensor slot, const at::Tensor& fresh) const;
+
   core::TokenRange patch_;
+  at::Tensor writable_rows_;
   std::map<int, LayerBuffer> layers_;
 };
 

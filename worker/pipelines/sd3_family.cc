@@ -63,6 +63,12 @@ class Sd3Family final : public ModelFamily {
   int pooled_dim() const override { return config_.pooled_projection_dim; }
   int text_dim() const override { return config_.joint_attention_dim; }
 
+  // TeaCache publishes no SD3 coefficients. Fitted by bench/fit_teacache.py
+  // on diffusers' StableDiffusion3Pipeline over our sd3.5-medium small
+  // checkpoint (3 prompts x 28 steps, 256², CFG 7): a line (a quartic fits
+  // no better over the narrow range seen, rms 0.00197 against 0.00207, and
+  // diverges outside it). docs/step-caching.md.
+  core::TeaCachePolynomial TeaCachePolynomial() const override { return {1.1362326437433867, 0.0040299410887242575}; }
   std::vector<float> Sigmas(int steps, int64_t image_tokens) const override {
     // StableDiffusion3Pipeline leaves the schedule to the scheduler (mu from
     // the image token count only when the config shifts dynamically).

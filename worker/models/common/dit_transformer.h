@@ -93,8 +93,25 @@ class DitTransformer {
   virtual DitHidden Embed(const at::Tensor& latents, const at::Tensor& text, const DitPositions& positions) const = 0;
   // Runs the held blocks in order. INVALID_ARGUMENT when `conditioning`
   // does not cover them (it must come from this model's Condition).
-  virtual absl::Status RunBlocks(DitHidden& hidden, const DitConditioning& conditioning,
-                                 const DitPositions& positions, JointAttention& attention) const = 0;
+  absl::Status RunBlocks(DitHidden& hidden, const DitConditioning& conditioning, const DitPositions& positions,
+                         JointAttention& attention) const {
+    return RunBlockSpan(hidden, conditioning, positions, attention, BlockSpan{});
+  }
+  // Runs held blocks [span.begin, span.end) (local indices, RunBlocks
+  // order): running [0, k) and then [k, end) is RunBlocks, bit for bit (the
+  // step cache runs the first block alone). INVALID_ARGUMENT as RunBlocks,
+  // or for a span outside the held blocks.
+  struct BlockSpan {
+    int begin = 0;
+    int end = -1;  // -1: through the last held block
+  };
+  virtual absl::Status RunBlockSpan(DitHidden& hidden, const DitConditioning& conditioning,
+                                    const DitPositions& positions, JointAttention& attention,
+                                    BlockSpan span) const = 0;
+  // The first block's modulated image input, norm1(x)·(1 + scale) + shift
+  // with its attention's shift and scale: TeaCache's signal. The part must
+  // hold block 0; `hidden` is Embed's output.
+  virtual at::Tensor FirstBlockModulatedInput(const DitHidden& hidden, const DitConditioning& conditioning) const = 0;
   // Final norm and projection: the model output [B, S, 4C] in packed order;
   // the part must hold the head.
   virtual at::Tensor Head(const at::Tensor& x, const DitConditioning& conditioning) const = 0;

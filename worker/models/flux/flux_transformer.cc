@@ -380,29 +380,46 @@ FluxConditioning FluxTransformer::Condition(const at::Tensor& temb) const {
   return c;
 }
 
-absl::Status FluxTransformer::RunBlocks(FluxHidden& hidden, const FluxConditioning& conditioning,
-                                        const FluxRopeTables& rope, JointAttention& attention) const {
+absl::Status FluxTransformer::RunBlockSpan(FluxHidden& hidden, const FluxConditioning& conditioning,
+                                           const FluxRopeTables& rope, JointAttention& attention,
+                                           BlockSpan span) const {
   Model& m = *impl_->model;
-  const size_t held = m.double_blocks.size() + m.single_blocks.size();
-  if (conditioning.blocks.size() != held || conditioning.blocks_context.size() != held) {
+  const int held = static_cast<int>(m.double_blocks.size() + m.single_blocks.size());
+  if (conditioning.blocks.size() != static_cast<size_t>(held) ||
+      conditioning.blocks_context.size() != static_cast<size_t>(held)) {
     return absl::InvalidArgumentError(absl::StrCat("flux: the conditioning covers ", conditioning.blocks.size(),
                                                    " blocks; this part holds ", held,
                                                    " (it must come from this model's Condition)"));
   }
-  size_t i = 0;
-  for (auto& [index, block] : m.double_blocks) {
-    if (absl::Status s = block->Forward(index, hidden, conditioning.blocks[i], conditioning.blocks_context[i], rope,
-                                        attention);
-        !s.ok()) {
-      return s;
-    }
-    ++i;
+  const int end = span.end < 0 ? held : span.end;
+  if (span.begin < 0 || span.begin > end || end > held) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("flux: blocks [", span.begin, ", ", end, ") are outside the ", held, " held"));
   }
-  for (auto& [index, block] : m.single_blocks) {
-    if (absl::Status s = block->Forward(index, hidden, conditioning.blocks[i], rope, attention); !s.ok()) return s;
-    ++i;
+  const int doubles = static_cast<int>(m.double_blocks.size());
+  for (int i = span.begin; i < end; ++i) {
+    if (i < doubles) {
+      auto& [index, block] = m.double_blocks[i];
+      if (absl::Status s = block->Forward(index, hidden, conditioning.blocks[i], conditioning.blocks_context[i], rope,
+                                          attention);
+          !s.ok()) {
+        return s;
+      }
+    } else {
+      auto& [index, block] = m.single_blocks[i - doubles];
+      if (absl::Status s = block->Forward(index, hidden, conditioning.blocks[i], rope, attention); !s.ok()) return s;
+    }
   }
   return absl::OkStatus();
+}
+
+at::Tensor FluxTransformer::FirstBlockModulatedInput(const FluxHidden& hidden,
+                                                     const FluxConditioning& conditioning) const {
+  // Block 0 is double-stream (6 chunks) unless the model has none (3):
+  // either way shift and scale come first.
+  const bool double_block = !impl_->model->double_blocks.empty();
+  const auto m = conditioning.blocks.front().chunk(double_block ? 6 : 3, 1);
+  return Modulate(hidden.x, m[0], m[1]);
 }
 
 at::Tensor FluxTransformer::Head(const at::Tensor& x, const FluxConditioning& conditioning) const {

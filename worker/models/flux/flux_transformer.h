@@ -86,8 +86,9 @@ class FluxTransformer final : public models::DitTransformer {
                                  int64_t image_end, c10::Device device) const override;
   FluxHidden Embed(const at::Tensor& latents, const at::Tensor& text,
                    const models::DitPositions& positions = {}) const override;
-  absl::Status RunBlocks(FluxHidden& hidden, const FluxConditioning& conditioning, const FluxRopeTables& rope,
-                         models::JointAttention& attention) const override;
+  absl::Status RunBlockSpan(FluxHidden& hidden, const FluxConditioning& conditioning, const FluxRopeTables& rope,
+                            models::JointAttention& attention, BlockSpan span) const override;
+  at::Tensor FirstBlockModulatedInput(const FluxHidden& hidden, const FluxConditioning& conditioning) const override;
   at::Tensor Head(const at::Tensor& x, const FluxConditioning& conditioning) const override;
 
   // Conditioning vector [B, inner_dim] of an already rounded timestep

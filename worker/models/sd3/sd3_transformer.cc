@@ -381,17 +381,23 @@ DitHidden Sd3Transformer::Embed(const at::Tensor& latents, const at::Tensor& tex
   return h;
 }
 
-absl::Status Sd3Transformer::RunBlocks(DitHidden& hidden, const DitConditioning& conditioning,
-                                       const DitPositions& /*positions: added at Embed*/,
-                                       JointAttention& attention) const {
+absl::Status Sd3Transformer::RunBlockSpan(DitHidden& hidden, const DitConditioning& conditioning,
+                                          const DitPositions& /*positions: added at Embed*/,
+                                          JointAttention& attention, BlockSpan span) const {
   Model& m = *impl_->model;
-  const size_t held = m.blocks.size();
-  if (conditioning.blocks.size() != held || conditioning.blocks_context.size() != held) {
+  const int held = static_cast<int>(m.blocks.size());
+  if (conditioning.blocks.size() != static_cast<size_t>(held) ||
+      conditioning.blocks_context.size() != static_cast<size_t>(held)) {
     return absl::InvalidArgumentError(absl::StrCat("sd3: the conditioning covers ", conditioning.blocks.size(),
                                                    " blocks; this part holds ", held,
                                                    " (it must come from this model's Condition)"));
   }
-  for (size_t i = 0; i < held; ++i) {
+  const int end = span.end < 0 ? held : span.end;
+  if (span.begin < 0 || span.begin > end || end > held) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sd3: blocks [", span.begin, ", ", end, ") are outside the ", held, " held"));
+  }
+  for (int i = span.begin; i < end; ++i) {
     const auto& [index, block] = m.blocks[i];
     if (absl::Status s = block->Forward(index, num_blocks() + index, hidden, conditioning.blocks[i],
                                         conditioning.blocks_context[i], attention);
@@ -400,6 +406,15 @@ absl::Status Sd3Transformer::RunBlocks(DitHidden& hidden, const DitConditioning&
     }
   }
   return absl::OkStatus();
+}
+
+at::Tensor Sd3Transformer::FirstBlockModulatedInput(const DitHidden& hidden,
+                                                    const DitConditioning& conditioning) const {
+  // norm1's chunks start with the attention's shift and scale (6 or, with
+  // dual attention, 9 of them).
+  const bool dual = impl_->model->blocks.front().second->dual;
+  const auto m = conditioning.blocks.front().chunk(dual ? 9 : 6, 1);
+  return Modulate(hidden.x, m[0], m[1]);
 }
 
 at::Tensor Sd3Transformer::Head(const at::Tensor& x, const DitConditioning& conditioning) const {

@@ -94,8 +94,11 @@ class Sd3Transformer final : public models::DitTransformer {
   // Joint attention of block i is layer i, the dual (image-only) attention
   // of block i layer num_blocks() + i. The last block consumes the text
   // stream: hidden.context is undefined after it.
-  absl::Status RunBlocks(models::DitHidden& hidden, const models::DitConditioning& conditioning,
-                         const models::DitPositions& positions, models::JointAttention& attention) const override;
+  absl::Status RunBlockSpan(models::DitHidden& hidden, const models::DitConditioning& conditioning,
+                            const models::DitPositions& positions, models::JointAttention& attention,
+                            BlockSpan span) const override;
+  at::Tensor FirstBlockModulatedInput(const models::DitHidden& hidden,
+                                      const models::DitConditioning& conditioning) const override;
   at::Tensor Head(const at::Tensor& x, const models::DitConditioning& conditioning) const override;
 
   // Conditioning vector [B, hidden] of a timestep already in 0…1000
