@@ -25,6 +25,7 @@
 #include "ditserve/v1/generation.grpc.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "proto/grpc_code_names.h"
+#include "proto/step_cache_enum.h"
 
 ABSL_FLAG(std::string, server, "127.0.0.1:50051", "host:port of ditserve-server");
 ABSL_FLAG(std::string, prompt, "", "generate/bench: the prompt");
@@ -39,6 +40,10 @@ ABSL_FLAG(int, num_images, 1, "generate/bench: images per request");
 ABSL_FLAG(std::string, format, "png", "generate/bench: png, jpeg or webp");
 ABSL_FLAG(int, quality, 0, "generate/bench: JPEG/WebP quality 1-100 (WebP 100: lossless; 0: 90)");
 ABSL_FLAG(int, priority, 0, "generate/bench: priority in [-100, 100] (higher runs first)");
+ABSL_FLAG(std::string, step_cache, "",
+          "generate/bench: none, first_block or teacache (empty: the server's default, see info)");
+ABSL_FLAG(double, cache_threshold, -1,
+          "generate/bench: the step cache's threshold (< 0: the server's default for the method)");
 ABSL_FLAG(double, deadline_s, 0, "generate/bench: per-request deadline in seconds (0: none / 600 for bench)");
 ABSL_FLAG(std::string, output, "", "generate: output file (FILE, or FILE_i.ext for several images)");
 ABSL_FLAG(bool, quiet, false, "generate: no progress bar");
@@ -88,6 +93,12 @@ absl::StatusOr<ditserve::v1::GenerateRequest> RequestFromFlags() {
   }
   r.set_quality(absl::GetFlag(FLAGS_quality));
   r.set_priority(absl::GetFlag(FLAGS_priority));
+  if (const std::string cache = absl::GetFlag(FLAGS_step_cache); !cache.empty()) {
+    auto method = ditserve::core::ParseStepCacheMethod(cache);
+    if (!method.ok()) return absl::InvalidArgumentError(absl::StrCat("--step_cache: ", method.status().message()));
+    r.set_step_cache(ditserve::proto::ToProto(*method));
+  }
+  if (absl::GetFlag(FLAGS_cache_threshold) >= 0) r.set_cache_threshold(absl::GetFlag(FLAGS_cache_threshold));
   return r;
 }
 

@@ -89,9 +89,9 @@ int RunGenerate(const std::shared_ptr<grpc::Channel>& channel, const v1::Generat
   const v1::Timings& t = result.timings();
   std::printf(
       "timings: queued %.3f s, text encoding %.3f s, denoising %.3f s, vae %.3f s, encoding "
-      "%.3f s, total %.3f s (batch of %d)\n",
+      "%.3f s, total %.3f s (batch of %d); steps: %d computed, %d cached\n",
       t.queued_s(), t.text_encoding_s(), t.denoising_s(), t.vae_s(), t.encoding_s(), t.total_s(),
-      t.batch_size());
+      t.batch_size(), t.computed_steps(), t.cached_steps());
   return 0;
 }
 

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "proto/step_cache_enum.h"
 #include "server/image_encoding.h"
 #include "server/request_validation.h"
 
@@ -338,6 +339,10 @@ void Dispatcher::Encode(uint64_t id, Active snapshot, std::vector<control::v1::I
     out.set_height(item.height());
     out.set_format(snapshot.params.format);
     out.set_seed(snapshot.params.seed + i);
+    out.set_computed_steps(item.computed_steps());
+    out.set_cached_steps(item.cached_steps());
+    timings.set_computed_steps(timings.computed_steps() + item.computed_steps());
+    timings.set_cached_steps(timings.cached_steps() + item.cached_steps());
   }
   const absl::Time end = absl::Now();
   timings.set_encoding_s(Seconds(end - start));
@@ -353,6 +358,7 @@ void Dispatcher::Encode(uint64_t id, Active snapshot, std::vector<control::v1::I
       metrics_.ImagesGenerated(static_cast<int>(images.size()),
                                static_cast<double>(images.size()) * snapshot.params.height *
                                    snapshot.params.width);
+      metrics_.DenoiseSteps(timings.computed_steps(), timings.cached_steps());
       FinishLocked(id, grpc::Status::OK, std::move(response), actions);
     } else {
       FinishLocked(id, status, {}, actions);
@@ -433,6 +439,8 @@ void Dispatcher::Loop() {
           item.set_guidance_scale(e.params.guidance_scale);
           item.set_true_cfg_scale(e.params.true_cfg_scale);
           item.set_seed(e.params.seed + static_cast<uint64_t>(i));
+          item.set_step_cache(proto::ToProto(e.params.cache.method));
+          item.set_cache_threshold(e.params.cache.threshold);
         }
       }
       metrics_.SetQueueDepth(queue_.size());

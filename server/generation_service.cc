@@ -8,6 +8,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "proto/step_cache_enum.h"
 
 namespace ditserve::server {
 namespace {
@@ -209,6 +210,12 @@ grpc::ServerUnaryReactor* GenerationService::GetInfo(grpc::CallbackServerContext
   l.set_max_images(o.limits.max_images);
   l.set_max_queue_size(o.max_queue_size);
   l.set_max_batch_size(o.max_batch_size);
+  v1::StepCacheInfo& cache = *response->mutable_step_cache();
+  cache.set_default_step_cache(proto::ToProto(o.limits.step_cache.default_method));
+  cache.set_default_first_block_threshold(o.limits.step_cache.default_first_block_threshold);
+  cache.set_max_first_block_threshold(o.limits.step_cache.max_first_block_threshold);
+  cache.set_default_teacache_threshold(o.limits.step_cache.default_teacache_threshold);
+  cache.set_max_teacache_threshold(o.limits.step_cache.max_teacache_threshold);
   if (hello.has_value()) {
     // The gang's own view wins (attach mode: the workers' flags).
     response->set_model(hello->model());

@@ -63,6 +63,14 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(const std::string& bind
                         "Requests accepted and not yet finished (queued, running or encoding)");
   m->images_ = counter("ditserve_images_generated_total", "Images returned to clients");
   m->pixels_ = counter("ditserve_pixels_generated_total", "Pixels of the images returned");
+  auto& steps = BuildCounter()
+                    .Name("ditserve_denoise_steps_total")
+                    .Help("Denoising steps of the images returned, by outcome: computed (the transformer's blocks "
+                          "ran) or cached (step caching reused the last computed step's residual)")
+                    .Labels(constant)
+                    .Register(reg);
+  m->steps_computed_ = &steps.Add({{"outcome", "computed"}});
+  m->steps_cached_ = &steps.Add({{"outcome", "cached"}});
   m->gang_ready_ = gauge("ditserve_gang_ready", "1 when the gang has loaded the model and is attached");
   m->gang_restarts_ = counter("ditserve_gang_restarts_total", "Times the gang failed and was restarted");
   m->comm_bytes_family_ = &BuildCounter()

@@ -50,6 +50,12 @@ class Metrics {
     images_->Increment(images);
     pixels_->Increment(pixels);
   }
+  // One finished request's denoising steps over its images: the steps that
+  // ran the transformer's blocks and the steps step caching skipped.
+  void DenoiseSteps(int computed, int cached) {
+    steps_computed_->Increment(computed);
+    steps_cached_->Increment(cached);
+  }
   void SetGangReady(bool ready) { gang_ready_->Set(ready ? 1 : 0); }
   void GangRestarted() { gang_restarts_->Increment(); }
   // Cumulative per-method totals reported by one gang (`gang_id`); the
@@ -75,6 +81,8 @@ class Metrics {
   prometheus::Gauge* in_flight_ = nullptr;
   prometheus::Counter* images_ = nullptr;
   prometheus::Counter* pixels_ = nullptr;
+  prometheus::Counter* steps_computed_ = nullptr;
+  prometheus::Counter* steps_cached_ = nullptr;
   prometheus::Gauge* gang_ready_ = nullptr;
   prometheus::Counter* gang_restarts_ = nullptr;
   prometheus::Family<prometheus::Counter>* comm_bytes_family_ = nullptr;

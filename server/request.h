@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <string>
 
+#include "core/step_cache.h"
 #include "ditserve/v1/generation.pb.h"
 
 namespace ditserve::server {
@@ -28,10 +29,14 @@ struct GenerationParams {
   // the family's CFG scale > 1 (core::ResolveGuidance), resolved at
   // validation.
   bool cfg = false;
+  // The step cache, resolved against the server's defaults (never
+  // STEP_CACHE_UNSPECIFIED; kNone has threshold 0).
+  core::StepCacheOptions cache;
 };
 
-// Requests that can share one gang call: equal size, steps, guidance scale
-// and CFG use (ParallelPipeline::Generate's contract).
+// Requests that can share one gang call: equal size, steps, guidance scale,
+// CFG use and step-cache method; thresholds may differ, each request
+// decides its own steps (ParallelPipeline::Generate's contract).
 bool Compatible(const GenerationParams& a, const GenerationParams& b);
 
 }  // namespace ditserve::server

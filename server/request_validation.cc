@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/generation_plan.h"
+#include "proto/step_cache_enum.h"
 
 namespace ditserve::server {
 namespace {
@@ -83,6 +84,26 @@ absl::StatusOr<GenerationParams> ValidateRequest(const v1::GenerateRequest& r,
   p.priority = r.priority();
   if (p.priority < -100 || p.priority > 100) {
     return Invalid(absl::StrCat("priority must be in [-100, 100], got ", p.priority));
+  }
+  if (r.step_cache() == v1::STEP_CACHE_UNSPECIFIED) {
+    p.cache.method = limits.step_cache.default_method;
+  } else if (auto method = proto::FromProto(r.step_cache()); method.has_value()) {
+    p.cache.method = *method;
+  } else {
+    return Invalid(absl::StrCat("step_cache must be UNSPECIFIED (0), NONE (1), FIRST_BLOCK (2) or TEACACHE (3), got ",
+                                static_cast<int>(r.step_cache())));
+  }
+  if (p.cache.method == core::StepCacheMethod::kNone) {
+    if (r.has_cache_threshold()) {
+      return Invalid(absl::StrCat("cache_threshold must be unset without a step cache (step_cache ",
+                                  r.step_cache() == v1::STEP_CACHE_NONE ? "NONE" : "UNSPECIFIED: the server's none",
+                                  "), got ", r.cache_threshold()));
+    }
+  } else {
+    p.cache.threshold = r.has_cache_threshold() ? r.cache_threshold() : limits.step_cache.DefaultThreshold(p.cache.method);
+    if (absl::Status s = core::ValidateStepCache(p.cache, limits.step_cache.MaxThreshold(p.cache.method)); !s.ok()) {
+      return s;
+    }
   }
   // The gang's own constraints (core/generation_plan.h), so a request the
   // gang would refuse never waits in the queue.

@@ -1,10 +1,13 @@
 #include "server/server_flags.h"
 
+#include "core/step_cache.h"
+
 #include <string>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
 #include "parallel/parallel_config.h"
+#include "core/step_cache.h"
 #include "core/worker_flags.h"
 
 ABSL_FLAG(std::string, host, "0.0.0.0", "Address the public gRPC API listens on");
@@ -21,6 +24,13 @@ ABSL_FLAG(int, max_steps, 100, "Largest num_inference_steps of a request");
 ABSL_FLAG(int, max_prompt_bytes, 2048, "Largest prompt (and negative prompt) in bytes");
 ABSL_FLAG(int, max_images, 4, "Largest num_images of a request");
 ABSL_FLAG(int, default_steps, 28, "num_inference_steps when a request leaves it 0");
+ABSL_FLAG(std::string, default_step_cache, "none",
+          "Step caching of a request that leaves step_cache unspecified: none, first_block or teacache");
+ABSL_FLAG(double, default_first_block_threshold, 0.12,
+          "First-Block-Cache threshold of a request that names none");
+ABSL_FLAG(double, max_first_block_threshold, 1.0, "Largest First-Block-Cache threshold a request may ask for");
+ABSL_FLAG(double, default_teacache_threshold, 0.4, "TeaCache threshold of a request that names none");
+ABSL_FLAG(double, max_teacache_threshold, 2.0, "Largest TeaCache threshold a request may ask for");
 ABSL_FLAG(int, max_queue_size, 64,
           "Requests waiting for the gang beyond which new ones get RESOURCE_EXHAUSTED");
 ABSL_FLAG(int, max_batch_size, 4,
@@ -50,7 +60,7 @@ namespace ditserve::server {
 namespace {
 
 absl::Status Range(const char* flag, double value, double lo, double hi) {
-  if (value < lo || value > hi) {
+  if (!(value >= lo && value <= hi)) {  // NaN too
     return absl::InvalidArgumentError(
         absl::StrCat("--", flag, " must be in [", lo, ", ", hi, "], got ", value));
   }
@@ -71,6 +81,13 @@ absl::StatusOr<ServerOptions> ServerOptionsFromFlags() {
   o.limits.max_prompt_bytes = absl::GetFlag(FLAGS_max_prompt_bytes);
   o.limits.max_images = absl::GetFlag(FLAGS_max_images);
   o.limits.default_steps = absl::GetFlag(FLAGS_default_steps);
+  auto method = core::ParseStepCacheMethod(absl::GetFlag(FLAGS_default_step_cache));
+  if (!method.ok()) return absl::InvalidArgumentError(absl::StrCat("--default_step_cache: ", method.status().message()));
+  o.limits.step_cache.default_method = *method;
+  o.limits.step_cache.default_first_block_threshold = absl::GetFlag(FLAGS_default_first_block_threshold);
+  o.limits.step_cache.max_first_block_threshold = absl::GetFlag(FLAGS_max_first_block_threshold);
+  o.limits.step_cache.default_teacache_threshold = absl::GetFlag(FLAGS_default_teacache_threshold);
+  o.limits.step_cache.max_teacache_threshold = absl::GetFlag(FLAGS_max_teacache_threshold);
   o.max_queue_size = absl::GetFlag(FLAGS_max_queue_size);
   o.max_batch_size = absl::GetFlag(FLAGS_max_batch_size);
   o.drain_timeout_s = absl::GetFlag(FLAGS_drain_timeout);
@@ -102,6 +119,14 @@ absl::StatusOr<ServerOptions> ServerOptionsFromFlags() {
       {"step_timeout_s", o.step_timeout_s, 0.1, 86400},
       {"shutdown_grace_s", o.shutdown_grace_s, 0, 3600},
       {"restart_backoff_s", o.restart_backoff_s, 0, 3600},
+      {"max_first_block_threshold", o.limits.step_cache.max_first_block_threshold, 0,
+       core::MaxStepCacheThreshold(core::StepCacheMethod::kFirstBlock)},
+      {"default_first_block_threshold", o.limits.step_cache.default_first_block_threshold, 0,
+       o.limits.step_cache.max_first_block_threshold},
+      {"max_teacache_threshold", o.limits.step_cache.max_teacache_threshold, 0,
+       core::MaxStepCacheThreshold(core::StepCacheMethod::kTeaCache)},
+      {"default_teacache_threshold", o.limits.step_cache.default_teacache_threshold, 0,
+       o.limits.step_cache.max_teacache_threshold},
   };
   for (const auto& c : checks) {
     if (absl::Status s = Range(c.flag, c.value, c.lo, c.hi); !s.ok()) return s;

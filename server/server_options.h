@@ -6,9 +6,32 @@
 #include <cstdint>
 #include <string>
 
+#include "core/step_cache.h"
 #include "core/worker_options.h"
 
 namespace ditserve::server {
+
+// Step caching of a request that names no method or no threshold, and the
+// largest threshold a request may ask for (GetInfo reports them).
+struct StepCacheLimits {
+  core::StepCacheMethod default_method = core::StepCacheMethod::kNone;
+  double default_first_block_threshold = core::DefaultStepCacheThreshold(core::StepCacheMethod::kFirstBlock);
+  double max_first_block_threshold = core::MaxStepCacheThreshold(core::StepCacheMethod::kFirstBlock);
+  double default_teacache_threshold = core::DefaultStepCacheThreshold(core::StepCacheMethod::kTeaCache);
+  double max_teacache_threshold = core::MaxStepCacheThreshold(core::StepCacheMethod::kTeaCache);
+
+  // 0 for kNone.
+  double DefaultThreshold(core::StepCacheMethod method) const {
+    return method == core::StepCacheMethod::kFirstBlock ? default_first_block_threshold
+           : method == core::StepCacheMethod::kTeaCache ? default_teacache_threshold
+                                                        : 0;
+  }
+  double MaxThreshold(core::StepCacheMethod method) const {
+    return method == core::StepCacheMethod::kFirstBlock ? max_first_block_threshold
+           : method == core::StepCacheMethod::kTeaCache ? max_teacache_threshold
+                                                        : 0;
+  }
+};
 
 // Limits a request is validated against (INVALID_ARGUMENT names the field
 // and the limit).
@@ -18,6 +41,7 @@ struct Limits {
   int max_prompt_bytes = 2048;
   int max_images = 4;
   int default_steps = 28;
+  StepCacheLimits step_cache;
 };
 
 struct ServerOptions {

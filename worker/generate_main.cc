@@ -79,7 +79,10 @@ int main(int argc, char** argv) {
   auto cache = ditserve::core::StepCacheFromFlags(g);
   if (!cache.ok()) return Fail(2, std::string(cache.status().message()));
   const auto family = ditserve::core::ReadModelFamily(model);
-  if (!family.ok()) return Fail(2, std::string(family.status().message()));
+  if (!family.ok()) {
+    return Fail(family.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1,
+                std::string(family.status().message()));
+  }
   const bool reference = *family == "flux" && cache->method == ditserve::core::StepCacheMethod::kNone;
 
   // The engine: FluxPipeline, or the gang's pipeline on a world of one.

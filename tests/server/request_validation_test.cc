@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <functional>
 
 namespace ditserve::server {
@@ -69,6 +70,97 @@ TEST(RequestValidation, BadInputsNameTheFieldAndTheLimit) {
     EXPECT_NE(p.status().message().find(c.expected), std::string::npos)
         << c.name << ": " << p.status().message();
   }
+}
+
+// Step caching: UNSPECIFIED is the server's default method, an unset
+// threshold the server's default for the method; NONE resolves to
+// threshold 0.
+TEST(RequestValidation, StepCacheDefaultsComeFromTheServer) {
+  v1::GenerateRequest r;
+  r.set_prompt("a red circle");
+  Limits limits = TestLimits();
+  auto p = ValidateRequest(r, limits, ModelShape{16, 128}, 1);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->cache, (core::StepCacheOptions{core::StepCacheMethod::kNone, 0}));
+  limits.step_cache.default_method = core::StepCacheMethod::kFirstBlock;
+  limits.step_cache.default_first_block_threshold = 0.2;
+  p = ValidateRequest(r, limits, ModelShape{16, 128}, 1);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->cache, (core::StepCacheOptions{core::StepCacheMethod::kFirstBlock, 0.2}));
+  r.set_step_cache(v1::STEP_CACHE_TEACACHE);
+  limits.step_cache.default_teacache_threshold = 0.7;
+  EXPECT_EQ(ValidateRequest(r, limits, ModelShape{16, 128}, 1)->cache,
+            (core::StepCacheOptions{core::StepCacheMethod::kTeaCache, 0.7}));
+  r.set_cache_threshold(0);  // computes every step: allowed
+  EXPECT_EQ(ValidateRequest(r, limits, ModelShape{16, 128}, 1)->cache,
+            (core::StepCacheOptions{core::StepCacheMethod::kTeaCache, 0}));
+  r.set_cache_threshold(limits.step_cache.max_teacache_threshold);
+  EXPECT_TRUE(ValidateRequest(r, limits, ModelShape{16, 128}, 1).ok());
+  r.set_step_cache(v1::STEP_CACHE_NONE);
+  r.clear_cache_threshold();
+  EXPECT_EQ(ValidateRequest(r, limits, ModelShape{16, 128}, 1)->cache.method, core::StepCacheMethod::kNone);
+}
+
+TEST(RequestValidation, BadStepCacheNamesTheFieldAndTheLimit) {
+  Limits limits = TestLimits();
+  limits.step_cache.max_first_block_threshold = 0.5;
+  const std::vector<BadCase> cases = {
+      {"unknown method", [](auto& r) { r.set_step_cache(static_cast<v1::StepCache>(9)); },
+       "step_cache must be UNSPECIFIED (0), NONE (1), FIRST_BLOCK (2) or TEACACHE (3), got 9"},
+      {"threshold without cache", [](auto& r) { r.set_step_cache(v1::STEP_CACHE_NONE); r.set_cache_threshold(0.1); },
+       "cache_threshold must be unset without a step cache (step_cache NONE), got 0.1"},
+      {"threshold with the default none", [](auto& r) { r.set_cache_threshold(0.1); },
+       "cache_threshold must be unset without a step cache (step_cache UNSPECIFIED"},
+      {"over the server's max", [](auto& r) { r.set_step_cache(v1::STEP_CACHE_FIRST_BLOCK); r.set_cache_threshold(0.6); },
+       "cache_threshold must be in [0, 0.5] for first_block, got 0.6"},
+      {"negative", [](auto& r) { r.set_step_cache(v1::STEP_CACHE_TEACACHE); r.set_cache_threshold(-0.1); },
+       "cache_threshold must be in [0, 2] for teacache"},
+      {"nan", [](auto& r) { r.set_step_cache(v1::STEP_CACHE_TEACACHE); r.set_cache_threshold(std::nan("")); },
+       "cache_threshold must be in [0, 2] for teacache"},
+  };
+  for (const BadCase& c : cases) {
+    v1::GenerateRequest r;
+    r.set_prompt("ok");
+    c.edit(r);
+    auto p = ValidateRequest(r, limits, ModelShape{16, 128}, 1);
+    ASSERT_FALSE(p.ok()) << c.name;
+    EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument) << c.name;
+    EXPECT_NE(p.status().message().find(c.expected), std::string::npos)
+        << c.name << ": " << p.status().message();
+  }
+}
+
+TEST(StepCacheLimits, DefaultAndMaxByMethod) {
+  StepCacheLimits l;
+  l.default_first_block_threshold = 0.1;
+  l.max_first_block_threshold = 0.3;
+  l.default_teacache_threshold = 0.5;
+  l.max_teacache_threshold = 0.9;
+  EXPECT_EQ(l.DefaultThreshold(core::StepCacheMethod::kFirstBlock), 0.1);
+  EXPECT_EQ(l.MaxThreshold(core::StepCacheMethod::kFirstBlock), 0.3);
+  EXPECT_EQ(l.DefaultThreshold(core::StepCacheMethod::kTeaCache), 0.5);
+  EXPECT_EQ(l.MaxThreshold(core::StepCacheMethod::kTeaCache), 0.9);
+  EXPECT_EQ(l.DefaultThreshold(core::StepCacheMethod::kNone), 0);
+  EXPECT_EQ(l.MaxThreshold(core::StepCacheMethod::kNone), 0);
+}
+
+// One gang call runs one cache method; requests of different thresholds
+// may share it (each decides its own steps).
+TEST(Compatible, NeedsTheSameStepCacheMethodNotThreshold) {
+  GenerationParams a;
+  a.height = a.width = 128;
+  a.num_inference_steps = 4;
+  GenerationParams b = a;
+  EXPECT_TRUE(Compatible(a, b));
+  a.cache = {core::StepCacheMethod::kFirstBlock, 0.1};
+  EXPECT_FALSE(Compatible(a, b));
+  b.cache = {core::StepCacheMethod::kFirstBlock, 0.3};
+  EXPECT_TRUE(Compatible(a, b));
+  b.cache = {core::StepCacheMethod::kTeaCache, 0.1};
+  EXPECT_FALSE(Compatible(a, b));
+  b = a;
+  b.cfg = true;
+  EXPECT_FALSE(Compatible(a, b));
 }
 
 }  // namespace

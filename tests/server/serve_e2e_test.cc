@@ -16,6 +16,7 @@
 #include "ditserve/v1/generation.grpc.pb.h"
 #include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
 #include "tests/harness/binaries.h"
+#include "tests/harness/reference.h"
 #include "tests/server/image_decode.h"
 #include "tests/server/server_process.h"
 #include "util/process_gang.h"
@@ -37,7 +38,8 @@ class ServeE2E : public ::testing::Test {
       auto server = ServerProcess::Start({"--model=" + *model, "--spawn_workers", "--device=cpu",
                                           "--threads=1", "--max_queue_size=2", "--max_steps=1000",
                                           "--max_images=4", "--max_pixels=65536",
-                                          "--max_prompt_bytes=64", "--default_steps=4"});
+                                          "--max_prompt_bytes=64", "--default_steps=4",
+                                          "--max_teacache_threshold=1.5"});
       ASSERT_TRUE(server.ok()) << server.status();
       server_ = server->release();
     }
@@ -87,6 +89,29 @@ class ServeE2E : public ::testing::Test {
     return hog.reader->Finish();
   }
 
+  // The image ditserve-generate draws for Request(steps, seed) with `flags`.
+  absl::StatusOr<testing::DecodedImage> ReferenceImage(int steps, uint64_t seed,
+                                                      const std::vector<std::string>& flags) {
+    const std::string out = absl::StrCat(::testing::TempDir(), "/reference_", getpid(), ".png");
+    util::ChildSpec spec;
+    spec.argv = {testing::BinDir() + "/ditserve-generate", "--model=" + *model_,
+                 "--prompt=a red circle on a blue background", absl::StrCat("--num_inference_steps=", steps),
+                 absl::StrCat("--seed=", seed), "--threads=1", "--output=" + out};
+    spec.argv.insert(spec.argv.end(), flags.begin(), flags.end());
+    spec.output_path = out + ".log";
+    auto gang = util::ProcessGang::Start({spec});
+    if (!gang.ok()) return gang.status();
+    auto r = (*gang)->Wait(absl::Now() + absl::Seconds(300), false, absl::Seconds(1));
+    if (r.exits.empty() || !r.exits[0].ok()) {
+      return absl::InternalError(absl::StrCat("ditserve-generate failed: ", testing::ReadTextFile(spec.output_path)));
+    }
+    std::ifstream in(out, std::ios::binary);
+    const std::string png((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    unlink(out.c_str());
+    unlink(spec.output_path.c_str());
+    return testing::DecodePng(png);
+  }
+
   static std::string* model_;
   static ServerProcess* server_;
   std::unique_ptr<v1::GenerationService::Stub> stub_;
@@ -108,23 +133,9 @@ TEST_F(ServeE2E, PngEqualsDitserveGenerateForTheSameSeed) {
   EXPECT_EQ(decoded->height, image.height());
   EXPECT_EQ(image.width(), 128);  // the tiny model's default size
 
-  const std::string out = absl::StrCat(::testing::TempDir(), "/reference_", getpid(), ".png");
-  util::ChildSpec spec;
-  spec.argv = {testing::BinDir() + "/ditserve-generate", "--model=" + *model_,
-               "--prompt=a red circle on a blue background", "--num_inference_steps=3", "--seed=42",
-               "--threads=1", "--output=" + out};
-  spec.output_path = out + ".log";
-  auto gang = util::ProcessGang::Start({spec});
-  ASSERT_TRUE(gang.ok());
-  auto r = (*gang)->Wait(absl::Now() + absl::Seconds(300), false, absl::Seconds(1));
-  ASSERT_TRUE(r.exits[0].ok()) << r.exits[0].Describe();
-  std::ifstream in(out, std::ios::binary);
-  const std::string reference((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  auto expected = testing::DecodePng(reference);
+  auto expected = ReferenceImage(3, 42, {});
   ASSERT_TRUE(expected.ok()) << expected.status();
   EXPECT_EQ(decoded->rgb, expected->rgb);
-  unlink(out.c_str());
-  unlink((out + ".log").c_str());
 
   const v1::Timings& t = response.timings();
   EXPECT_GT(t.total_s(), 0);
@@ -200,6 +211,10 @@ TEST_F(ServeE2E, BadInputsAreInvalidArgumentAndTheServerStaysUp) {
       {"output_format", [](auto& r) { r.set_output_format(static_cast<v1::ImageFormat>(42)); }},
       {"quality", [](auto& r) { r.set_quality(-5); }},
       {"priority", [](auto& r) { r.set_priority(101); }},
+      {"step_cache", [](auto& r) { r.set_step_cache(static_cast<v1::StepCache>(7)); }},
+      {"cache_threshold", [](auto& r) { r.set_step_cache(v1::STEP_CACHE_NONE); r.set_cache_threshold(0.1); }},
+      {"cache_threshold must be in [0, 1.5]",  // --max_teacache_threshold
+       [](auto& r) { r.set_step_cache(v1::STEP_CACHE_TEACACHE); r.set_cache_threshold(1.6); }},
   };
   for (const Case& c : cases) {
     v1::GenerateRequest r = Request(2, 1);
@@ -284,6 +299,75 @@ TEST_F(ServeE2E, CompatibleQueuedRequestsRunAsOneBatch) {
   }
 }
 
+// Step caching per request: threshold 0 is the uncached image; a threshold
+// that skips steps draws ditserve-generate's cached image for the same
+// flags, and the images, the timings and the metric count the steps.
+TEST_F(ServeE2E, StepCachePerRequestReportsItsSteps) {
+  auto steps_metric = [&](const char* outcome) {
+    auto text = testing::ScrapeMetrics(server_->metrics_port());
+    EXPECT_TRUE(text.ok());
+    return testing::ParseMetrics(text.ok() ? *text : "")
+        .Sum("ditserve_denoise_steps_total", {absl::StrCat("outcome=\"", outcome, "\"")});
+  };
+  const double computed_before = steps_metric("computed");
+  const double cached_before = steps_metric("cached");
+
+  v1::GenerateResponse plain;
+  ASSERT_TRUE(Generate(Request(8, 5), &plain).ok());
+  EXPECT_EQ(plain.images(0).computed_steps(), 8);
+  EXPECT_EQ(plain.images(0).cached_steps(), 0);
+  EXPECT_EQ(plain.timings().computed_steps(), 8);
+  EXPECT_EQ(plain.timings().cached_steps(), 0);
+
+  v1::GenerateRequest zero = Request(8, 5);
+  zero.set_step_cache(v1::STEP_CACHE_FIRST_BLOCK);
+  zero.set_cache_threshold(0);
+  v1::GenerateResponse zero_response;
+  ASSERT_TRUE(Generate(zero, &zero_response).ok());
+  EXPECT_EQ(zero_response.images(0).data(), plain.images(0).data());
+  EXPECT_EQ(zero_response.timings().cached_steps(), 0);
+
+  // The tiny random model: First-Block-Cache at 1.0 skips 5 of these 8,
+  // and the image is ditserve-generate's for the same flags.
+  v1::GenerateRequest cached = Request(8, 5);
+  cached.set_step_cache(v1::STEP_CACHE_FIRST_BLOCK);
+  cached.set_cache_threshold(1.0);
+  v1::GenerateResponse single;
+  ASSERT_TRUE(Generate(cached, &single).ok());
+  EXPECT_GT(single.images(0).cached_steps(), 0);
+  EXPECT_GE(single.images(0).computed_steps(), 2);  // the first and the last step
+  EXPECT_EQ(single.images(0).computed_steps() + single.images(0).cached_steps(), 8);
+  auto decoded = testing::DecodePng(single.images(0).data());
+  ASSERT_TRUE(decoded.ok());
+  auto expected = ReferenceImage(8, 5, {"--use_fbcache", "--cache_threshold=1"});
+  ASSERT_TRUE(expected.ok()) << expected.status();
+  EXPECT_EQ(decoded->rgb, expected->rgb);
+
+  // Two images: each reports its steps and the timings sum them. (A batch
+  // of two rounds a few values apart from one image, cached or not, so
+  // the bytes are checked on one image above.)
+  cached.set_num_images(2);
+  v1::GenerateResponse cached_response;
+  ASSERT_TRUE(Generate(cached, &cached_response).ok());
+  ASSERT_EQ(cached_response.images_size(), 2);
+  int computed = single.images(0).computed_steps(), skipped = single.images(0).cached_steps();
+  int request_computed = 0, request_skipped = 0;
+  for (const v1::Image& image : cached_response.images()) {
+    EXPECT_EQ(image.computed_steps() + image.cached_steps(), 8);
+    EXPECT_GE(image.computed_steps(), 2);
+    EXPECT_GT(image.cached_steps(), 0);
+    request_computed += image.computed_steps();
+    request_skipped += image.cached_steps();
+  }
+  EXPECT_EQ(cached_response.timings().computed_steps(), request_computed);
+  EXPECT_EQ(cached_response.timings().cached_steps(), request_skipped);
+  computed += request_computed;
+  skipped += request_skipped;
+
+  EXPECT_EQ(steps_metric("computed") - computed_before, 8 + 8 + computed);
+  EXPECT_EQ(steps_metric("cached") - cached_before, skipped);
+}
+
 TEST_F(ServeE2E, DeadlinesInTheQueueAndDuringTheRun) {
   {
     auto hog = StartHog();
@@ -317,6 +401,11 @@ TEST_F(ServeE2E, GetInfoDescribesTheModelTheGangAndTheLimits) {
   EXPECT_TRUE(info.gang_ready());
   EXPECT_NE(info.transformer_config_json().find("\"num_attention_heads\""), std::string::npos)
       << info.transformer_config_json();
+  EXPECT_EQ(info.step_cache().default_step_cache(), v1::STEP_CACHE_NONE);
+  EXPECT_DOUBLE_EQ(info.step_cache().default_first_block_threshold(), 0.12);
+  EXPECT_DOUBLE_EQ(info.step_cache().max_first_block_threshold(), 1.0);
+  EXPECT_DOUBLE_EQ(info.step_cache().default_teacache_threshold(), 0.4);
+  EXPECT_DOUBLE_EQ(info.step_cache().max_teacache_threshold(), 1.5);  // the server's flag
 }
 
 TEST_F(ServeE2E, ReflectionListsTheServices) {

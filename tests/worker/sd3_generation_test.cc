@@ -233,13 +233,18 @@ TEST_F(Sd3Generation, InvalidRequestsFailBeforeAnyWork) {
     EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
   }
   EXPECT_FALSE(std::filesystem::exists(*root_ + "/bad"));
-  // ditserve-generate (Flux's single-process pipeline) points to ditserve-run.
+  // ditserve-generate runs SD3 on the gang's pipeline with a world of one:
+  // the same image as ditserve-run --nproc 1.
+  const std::string run_dir = Run("generate_ref", "sd3", {"--prompt=x", "--height=64", "--width=64", "--nproc=1"});
   const RunResult r = RunOne({BinDir() + "/ditserve-generate", "--model=" + Model("sd3"), "--prompt=x",
-                              "--output=" + *root_ + "/x.png"});
-  EXPECT_EQ(r.exit.exit_code, 2) << r.output;
-  EXPECT_NE(r.output.find("is a sd3 model; ditserve-generate runs Flux only: use ditserve-run --nproc 1"),
-            std::string::npos)
-      << r.output;
+                              "--height=64", "--width=64", absl::StrCat("--num_inference_steps=", kSteps),
+                              "--seed=7", "--threads=1", "--output=" + *root_ + "/x.png"});
+  ASSERT_TRUE(r.exit.ok()) << r.output;
+  const testing::RgbImage generated = testing::ReadPng(*root_ + "/x.png");
+  const testing::RgbImage run = testing::ReadPng(run_dir + "/image-000.png");
+  ASSERT_EQ(generated.width, 64);
+  ASSERT_EQ(generated.height, 64);
+  EXPECT_EQ(generated.rgb, run.rgb);
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <random>
 #include <utility>
@@ -12,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "ditserve/v1/control.pb.h"
+#include "proto/step_cache_enum.h"
 #include "worker/serve/control_client.h"
 #include "worker/serve/gang_broadcast.h"
 
@@ -21,7 +23,9 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
-std::vector<pipelines::GenerationRequest> ToRequests(const control::v1::RunBatch& batch) {
+// INVALID_ARGUMENT for a step cache the frontend left unresolved or that
+// this build does not know (every rank decides alike: same batch).
+absl::StatusOr<std::vector<pipelines::GenerationRequest>> ToRequests(const control::v1::RunBatch& batch) {
   std::vector<pipelines::GenerationRequest> out;
   for (const control::v1::Item& item : batch.items()) {
     pipelines::GenerationRequest r;
@@ -33,6 +37,13 @@ std::vector<pipelines::GenerationRequest> ToRequests(const control::v1::RunBatch
     r.guidance_scale = item.guidance_scale();
     r.true_cfg_scale = item.true_cfg_scale();
     r.seed = item.seed();
+    const std::optional<core::StepCacheMethod> method = proto::FromProto(item.step_cache());
+    if (!method.has_value()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("step_cache ", static_cast<int>(item.step_cache()), " is not a method this gang knows"));
+    }
+    r.cache.method = *method;
+    r.cache.threshold = item.cache_threshold();
     out.push_back(std::move(r));
   }
   return out;
@@ -68,7 +79,7 @@ control::v1::Hello MakeHello(const core::WorkerOptions& o, const std::string& de
 // broken; batch-level failures (bad request, cancel) are reported.
 absl::Status RunBatch(const control::v1::RunBatch& batch, GangEngine& engine,
                       ControlClient* client) {
-  const std::vector<pipelines::GenerationRequest> requests = ToRequests(batch);
+  const absl::StatusOr<std::vector<pipelines::GenerationRequest>> requests = ToRequests(batch);
   const Clock::time_point start = Clock::now();
   int last_step = 0;
   auto on_step = [&](int step, int total) {
@@ -86,7 +97,8 @@ absl::Status RunBatch(const control::v1::RunBatch& batch, GangEngine& engine,
     }
     return false;  // every request of the batch was cancelled
   };
-  auto results = engine.Generate(requests, on_step);
+  absl::StatusOr<std::vector<pipelines::GenerationResult>> results =
+      requests.ok() ? engine.Generate(*requests, on_step) : requests.status();
   const Clock::time_point end = Clock::now();
   if (client == nullptr) {
     if (results.ok() || results.status().code() == absl::StatusCode::kCancelled ||
@@ -121,6 +133,9 @@ absl::Status RunBatch(const control::v1::RunBatch& batch, GangEngine& engine,
       out.set_width(static_cast<int>(image.size(1)));
       out.set_rgb(reinterpret_cast<const char*>(image.data_ptr<uint8_t>()),
                   static_cast<size_t>(image.numel()));
+      const int cached = (*results)[i].cached_steps();
+      out.set_computed_steps(static_cast<int>((*results)[i].step_computed.size()) - cached);
+      out.set_cached_steps(cached);
     }
   } else {
     const absl::StatusCode code = results.status().code();
