@@ -1,7 +1,5 @@
 #include "server/server_flags.h"
 
-#include "core/step_cache.h"
-
 #include <string>
 
 #include "absl/flags/flag.h"
@@ -26,11 +24,18 @@ ABSL_FLAG(int, max_images, 4, "Largest num_images of a request");
 ABSL_FLAG(int, default_steps, 28, "num_inference_steps when a request leaves it 0");
 ABSL_FLAG(std::string, default_step_cache, "none",
           "Step caching of a request that leaves step_cache unspecified: none, first_block or teacache");
-ABSL_FLAG(double, default_first_block_threshold, 0.12,
+ABSL_FLAG(double, default_first_block_threshold,
+          ditserve::core::DefaultStepCacheThreshold(ditserve::core::StepCacheMethod::kFirstBlock),
           "First-Block-Cache threshold of a request that names none");
-ABSL_FLAG(double, max_first_block_threshold, 1.0, "Largest First-Block-Cache threshold a request may ask for");
-ABSL_FLAG(double, default_teacache_threshold, 0.4, "TeaCache threshold of a request that names none");
-ABSL_FLAG(double, max_teacache_threshold, 2.0, "Largest TeaCache threshold a request may ask for");
+ABSL_FLAG(double, max_first_block_threshold,
+          ditserve::core::MaxStepCacheThreshold(ditserve::core::StepCacheMethod::kFirstBlock),
+          "Largest First-Block-Cache threshold a request may ask for");
+ABSL_FLAG(double, default_teacache_threshold,
+          ditserve::core::DefaultStepCacheThreshold(ditserve::core::StepCacheMethod::kTeaCache),
+          "TeaCache threshold of a request that names none");
+ABSL_FLAG(double, max_teacache_threshold,
+          ditserve::core::MaxStepCacheThreshold(ditserve::core::StepCacheMethod::kTeaCache),
+          "Largest TeaCache threshold a request may ask for");
 ABSL_FLAG(int, max_queue_size, 64,
           "Requests waiting for the gang beyond which new ones get RESOURCE_EXHAUSTED");
 ABSL_FLAG(int, max_batch_size, 4,
