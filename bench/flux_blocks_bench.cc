@@ -16,9 +16,9 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "worker/models/flux/flow_match_scheduler.h"
+#include "worker/families/flux/flux_components.h"
 #include "worker/models/common/joint_attention.h"
-#include "worker/pipelines/flux_components.h"
+#include "worker/models/flux/flow_match_scheduler.h"
 
 ABSL_FLAG(std::string, model, "", "Flux diffusers directory");
 ABSL_FLAG(int, height, 512, "Image height in pixels");
@@ -42,7 +42,7 @@ int main(int argc, char** argv) {
   at::set_num_threads(1);
   const std::string dir = absl::GetFlag(FLAGS_model);
   const int T = absl::GetFlag(FLAGS_text_tokens), repeats = std::max(1, absl::GetFlag(FLAGS_repeats));
-  auto config = pipelines::LoadTransformerConfig(dir);
+  auto config = families::LoadTransformerConfig(dir);
   if (dir.empty() || !config.ok() || T < 1 || absl::GetFlag(FLAGS_height) % 16 != 0 ||
       absl::GetFlag(FLAGS_width) % 16 != 0) {
     std::fprintf(stderr, "ditserve-bench-blocks: needs --model DIR (a Flux directory), sizes that are multiples "
@@ -66,7 +66,7 @@ int main(int argc, char** argv) {
     part.first_block = b;
     part.end_block = b + 1;
     part.embedders = part.head = false;
-    auto model = pipelines::LoadTransformer(dir, *config, at::kFloat, c10::Device(c10::kCPU), part);
+    auto model = families::LoadTransformer(dir, *config, at::kFloat, c10::Device(c10::kCPU), part);
     if (!model.ok()) {
       std::fprintf(stderr, "ditserve-bench-blocks: %s\n", std::string(model.status().message()).c_str());
       return 1;

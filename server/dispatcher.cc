@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "proto/parallel_config_proto.h"
 #include "proto/step_cache_enum.h"
 #include "server/image_encoding.h"
 #include "server/request_validation.h"
@@ -80,12 +81,7 @@ absl::StatusOr<uint64_t> Dispatcher::SubmitLocked(const v1::GenerateRequest& req
   ModelShape shape;
   shape.size_multiple = hello_->size_multiple();
   shape.default_size = hello_->default_size();
-  const v1::ParallelConfig& gang = hello_->parallel();
-  shape.parallel.data_parallel_degree = std::max(1, gang.data_parallel_degree());
-  shape.parallel.use_cfg_parallel = gang.use_cfg_parallel();
-  shape.parallel.pipefusion_parallel_degree = std::max(1, gang.pipefusion_parallel_degree());
-  shape.parallel.ulysses_degree = std::max(1, gang.ulysses_degree());
-  shape.parallel.ring_degree = std::max(1, gang.ring_degree());
+  shape.parallel = proto::FromProto(hello_->parallel());
   shape.num_pipeline_patch = hello_->num_pipeline_patch();
   shape.family = hello_->model_family();
   if (hello_->has_default_guidance_scale()) shape.default_guidance_scale = hello_->default_guidance_scale();
@@ -428,20 +424,7 @@ void Dispatcher::Loop() {
         a.batch_images = images;
         metrics_.QueueTime(Seconds(now - a.accepted));
         r.request_ids.push_back(e.id);
-        for (int i = 0; i < e.params.num_images; ++i) {
-          control::v1::Item& item = *run.add_items();
-          item.set_request_id(e.id);
-          item.set_prompt(e.params.prompt);
-          item.set_negative_prompt(e.params.negative_prompt);
-          item.set_height(e.params.height);
-          item.set_width(e.params.width);
-          item.set_num_inference_steps(e.params.num_inference_steps);
-          item.set_guidance_scale(e.params.guidance_scale);
-          item.set_true_cfg_scale(e.params.true_cfg_scale);
-          item.set_seed(e.params.seed + static_cast<uint64_t>(i));
-          item.set_step_cache(proto::ToProto(e.params.cache.method));
-          item.set_cache_threshold(e.params.cache.threshold);
-        }
+        for (int i = 0; i < e.params.num_images; ++i) *run.add_items() = ToControlItem(e.params, e.id, i);
       }
       metrics_.SetQueueDepth(queue_.size());
       const uint64_t connection = connection_;

@@ -8,6 +8,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "proto/parallel_config_proto.h"
 #include "proto/step_cache_enum.h"
 
 namespace ditserve::server {
@@ -196,13 +197,7 @@ grpc::ServerUnaryReactor* GenerationService::GetInfo(grpc::CallbackServerContext
   response->set_model(o.worker.generation.model);
   response->set_version("0.1.0");
   response->set_gang_ready(dispatcher_->gang_ready());
-  v1::ParallelConfig& p = *response->mutable_parallel();
-  p.set_world_size(static_cast<int>(o.worker.parallel.world_size()));
-  p.set_data_parallel_degree(o.worker.parallel.data_parallel_degree);
-  p.set_use_cfg_parallel(o.worker.parallel.use_cfg_parallel);
-  p.set_pipefusion_parallel_degree(o.worker.parallel.pipefusion_parallel_degree);
-  p.set_ulysses_degree(o.worker.parallel.ulysses_degree);
-  p.set_ring_degree(o.worker.parallel.ring_degree);
+  proto::ToProto(o.worker.parallel, response->mutable_parallel());
   v1::Limits& l = *response->mutable_limits();
   l.set_max_pixels(o.limits.max_pixels);
   l.set_max_steps(o.limits.max_steps);
@@ -228,7 +223,7 @@ grpc::ServerUnaryReactor* GenerationService::GetInfo(grpc::CallbackServerContext
     response->set_default_guidance_scale(hello->has_default_guidance_scale() ? hello->default_guidance_scale() : 3.5);
     response->set_cfg_scale_field(hello->cfg_scale_field());
     l.set_size_multiple(hello->size_multiple());
-    p = hello->parallel();
+    *response->mutable_parallel() = hello->parallel();
   }
   auto* reactor = context->DefaultReactor();
   reactor->Finish(grpc::Status::OK);

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "core/step_cache.h"
+#include "ditserve/v1/control.pb.h"
 #include "ditserve/v1/generation.pb.h"
 
 namespace ditserve::server {
@@ -38,5 +39,10 @@ struct GenerationParams {
 // CFG use and step-cache method; thresholds may differ, each request
 // decides its own steps (ParallelPipeline::Generate's contract).
 bool Compatible(const GenerationParams& a, const GenerationParams& b);
+
+// The control protocol's Item for image `index` (0 ≤ index < num_images)
+// of admitted request `request_id`: every field the gang generates from,
+// with seed + index (the worker's RequestFromItem is the other half).
+control::v1::Item ToControlItem(const GenerationParams& params, uint64_t request_id, int index);
 
 }  // namespace ditserve::server

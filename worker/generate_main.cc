@@ -16,13 +16,13 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
-#include "util/malloc_tuning.h"
 #include "core/generation_flags.h"
 #include "core/generation_plan.h"
 #include "core/image/png_encoder.h"
 #include "parallel/process_groups.h"
 #include "parallel/world_config.h"
-#include "worker/pipelines/flux_pipeline.h"
+#include "util/malloc_tuning.h"
+#include "worker/families/flux/flux_pipeline.h"
 #include "worker/pipelines/parallel_pipeline.h"
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
 #include "worker/profile_trace.h"
@@ -86,12 +86,12 @@ int main(int argc, char** argv) {
   const bool reference = *family == "flux" && cache->method == ditserve::core::StepCacheMethod::kNone;
 
   // The engine: FluxPipeline, or the gang's pipeline on a world of one.
-  std::unique_ptr<ditserve::worker::pipelines::FluxPipeline> flux;
+  std::unique_ptr<ditserve::worker::families::FluxPipeline> flux;
   std::unique_ptr<ditserve::parallel::ProcessGroups> groups;
   std::unique_ptr<ditserve::worker::pipelines::ParallelPipeline> gang;
   int default_size = 0;
   if (reference) {
-    auto pipe = ditserve::worker::pipelines::FluxPipeline::Load(model, dtype, device);
+    auto pipe = ditserve::worker::families::FluxPipeline::Load(model, dtype, device);
     if (!pipe.ok()) return Fail(1, std::string(pipe.status().message()));
     flux = *std::move(pipe);
     default_size = flux->default_size();

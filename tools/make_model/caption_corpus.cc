@@ -1,11 +1,11 @@
-#include "worker/make_model/caption_corpus.h"
+#include "tools/make_model/caption_corpus.h"
 
 #include <cctype>
 #include <map>
 
-#include "worker/make_model/scene_vocabulary.h"
+#include "tools/make_model/scene_vocabulary.h"
 
-namespace ditserve::worker::make_model {
+namespace ditserve::tools::make_model {
 
 std::vector<std::string> CaptionCorpus() {
   std::vector<std::string> out;
@@ -67,4 +67,4 @@ std::vector<std::pair<std::string, std::string>> LearnBpeMerges(const std::vecto
   return merges;
 }
 
-}  // namespace ditserve::worker::make_model
+}  // namespace ditserve::tools::make_model

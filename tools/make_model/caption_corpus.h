@@ -3,7 +3,7 @@
 #include <string>
 #include <vector>
 
-namespace ditserve::worker::make_model {
+namespace ditserve::tools::make_model {
 
 // The text the model maker carries to build tokenizers from: captions
 // "a {colour} {shape} on a {colour} background" for every combination, and
@@ -16,4 +16,4 @@ std::vector<std::string> CaptionCorpus();
 std::vector<std::pair<std::string, std::string>> LearnBpeMerges(const std::vector<std::string>& corpus,
                                                                 int num_merges);
 
-}  // namespace ditserve::worker::make_model
+}  // namespace ditserve::tools::make_model

@@ -1,4 +1,4 @@
-#include "worker/make_model/directory_writer.h"
+#include "tools/make_model/directory_writer.h"
 
 #include <ATen/ATen.h>
 #include <torch/nn/module.h>
@@ -11,12 +11,12 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "worker/make_model/caption_corpus.h"
+#include "tools/make_model/caption_corpus.h"
 #include "worker/tokenizers/clip_tokenizer.h"
 #include "worker/tokenizers/t5_tokenizer.h"
 #include "worker/weights/safetensors_writer.h"
 
-namespace ditserve::worker::make_model {
+namespace ditserve::tools::make_model {
 namespace {
 
 using json = nlohmann::ordered_json;
@@ -24,14 +24,14 @@ using json = nlohmann::ordered_json;
 // Head h of H attends around offset o_h = 2h - (H - 1) (-3, -1, 1, 3 for
 // four heads): bias(d) = -0.5·|d - o_h| for the relative positions d of
 // each bucket (the largest over the bucket), at least -30.
-void SetLocalT5Attention(NamedTensors& params, const text::T5Config& c) {
+void SetLocalT5Attention(NamedTensors& params, const worker::text::T5Config& c) {
   for (auto& [name, t] : params) {
     if (!absl::EndsWith(name, "relative_attention_bias.weight")) continue;
     at::NoGradGuard no_grad;
     const int64_t span = 2 * c.relative_attention_max_distance + 1;
     const at::Tensor d = at::arange(-c.relative_attention_max_distance, c.relative_attention_max_distance + 1, at::kLong);
     const at::Tensor buckets =
-        text::T5RelativePositionBucket(d, c.relative_attention_num_buckets, c.relative_attention_max_distance);
+        worker::text::T5RelativePositionBucket(d, c.relative_attention_num_buckets, c.relative_attention_max_distance);
     at::Tensor bias = at::full(t.sizes(), -30.0, at::kFloat);  // [buckets, heads]
     const auto b = buckets.accessor<int64_t, 1>();
     for (int64_t h = 0; h < t.size(1); ++h) {
@@ -112,7 +112,7 @@ void InitialiseRandom(NamedTensors& params, at::Generator& generator, double std
 
 absl::StatusOr<ClipVocabulary> WriteClipTokenizer(const std::string& d, const ClipTokenizerSpec& spec) {
   if (absl::Status s = CreateDir(d); !s.ok()) return s;
-  const std::vector<std::string> symbols = tokenizers::ByteLevelSymbols();
+  const std::vector<std::string> symbols = worker::tokenizers::ByteLevelSymbols();
   std::vector<std::string> base;
   if (spec.gpt2_symbol_order) {
     for (int b : Gpt2ByteOrder()) base.push_back(symbols[b]);
@@ -163,7 +163,7 @@ absl::StatusOr<int> WriteT5Tokenizer(const std::string& d, int spm_vocab, int mo
     std::ofstream c(corpus_path);
     for (const auto& line : CaptionCorpus()) c << line << "\n";
   }
-  if (absl::Status s = tokenizers::TrainSentencePiece(absl::StrCat(
+  if (absl::Status s = worker::tokenizers::TrainSentencePiece(absl::StrCat(
           "--input=", corpus_path, " --model_prefix=", d, "/spiece --vocab_size=", spm_vocab,
           " --model_type=unigram --character_coverage=1.0 --pad_id=0 --eos_id=1 --unk_id=2 --bos_id=-1",
           " --num_threads=1 --hard_vocab_limit=false --minloglevel=2"));
@@ -180,19 +180,19 @@ absl::StatusOr<int> WriteT5Tokenizer(const std::string& d, int spm_vocab, int mo
   if (absl::Status s = WriteJson(d + "/tokenizer_config.json", config); !s.ok()) return s;
   if (absl::Status s = WriteJson(d + "/special_tokens_map.json", special); !s.ok()) return s;
   // The trainer may stop short of the asked size on a small corpus.
-  auto spm = tokenizers::T5Tokenizer::Load(d + "/spiece.model");
+  auto spm = worker::tokenizers::T5Tokenizer::Load(d + "/spiece.model");
   if (!spm.ok()) return spm.status();
   return (*spm)->vocab_size();
 }
 
-absl::Status WriteClipTextEncoder(const std::string& d, const text::ClipTextConfig& cc, int64_t pad_id,
+absl::Status WriteClipTextEncoder(const std::string& d, const worker::text::ClipTextConfig& cc, int64_t pad_id,
                                   at::Generator& generator, at::ScalarType dtype) {
   if (absl::Status s = CreateDir(d); !s.ok()) return s;
-  auto clip = text::ClipTextModel::Create(cc, at::kFloat);
+  auto clip = worker::text::ClipTextModel::Create(cc, at::kFloat);
   if (!clip.ok()) return clip.status();
   NamedTensors params = ModuleParameters((*clip)->module());
   InitialiseRandom(params, generator, 0.02);
-  if (absl::Status s = weights::WriteSafetensors(d + "/model.safetensors", Cast(params, dtype)); !s.ok()) return s;
+  if (absl::Status s = worker::weights::WriteSafetensors(d + "/model.safetensors", Cast(params, dtype)); !s.ok()) return s;
   const std::string architecture = cc.with_projection ? "CLIPTextModelWithProjection" : "CLIPTextModel";
   return WriteJson(d + "/config.json",
                    {{"architectures", {architecture}}, {"model_type", "clip_text_model"},
@@ -206,10 +206,10 @@ absl::Status WriteClipTextEncoder(const std::string& d, const text::ClipTextConf
                     {"torch_dtype", TorchDtype(dtype)}});
 }
 
-absl::Status WriteT5Encoder(const std::string& d, const text::T5Config& tc, bool local_attention,
+absl::Status WriteT5Encoder(const std::string& d, const worker::text::T5Config& tc, bool local_attention,
                             at::Generator& generator, at::ScalarType dtype) {
   if (absl::Status s = CreateDir(d); !s.ok()) return s;
-  auto t5 = text::T5Encoder::Create(tc, at::kFloat);
+  auto t5 = worker::text::T5Encoder::Create(tc, at::kFloat);
   if (!t5.ok()) return t5.status();
   NamedTensors params = ModuleParameters((*t5)->module());
   InitialiseRandom(params, generator, 0.05);
@@ -217,7 +217,7 @@ absl::Status WriteT5Encoder(const std::string& d, const text::T5Config& tc, bool
   for (const auto& [name, t] : NamedTensors(params)) {
     if (name == "shared.weight") params.push_back({"encoder.embed_tokens.weight", t});
   }
-  if (absl::Status s = weights::WriteSafetensors(d + "/model.safetensors", Cast(params, dtype)); !s.ok()) return s;
+  if (absl::Status s = worker::weights::WriteSafetensors(d + "/model.safetensors", Cast(params, dtype)); !s.ok()) return s;
   return WriteJson(d + "/config.json",
                    {{"architectures", {"T5EncoderModel"}}, {"model_type", "t5"},
                     {"vocab_size", tc.vocab_size}, {"d_model", tc.d_model}, {"d_kv", tc.d_kv},
@@ -230,10 +230,10 @@ absl::Status WriteT5Encoder(const std::string& d, const text::T5Config& tc, bool
                     {"is_encoder_decoder", true}, {"torch_dtype", TorchDtype(dtype)}});
 }
 
-absl::Status WriteVae(const std::string& dir, const vae::VaeConfig& c, const NamedTensors& params, at::ScalarType dtype) {
+absl::Status WriteVae(const std::string& dir, const worker::vae::VaeConfig& c, const NamedTensors& params, at::ScalarType dtype) {
   const std::string d = dir + "/vae";
   if (absl::Status s = CreateDir(d); !s.ok()) return s;
-  if (absl::Status s = weights::WriteSafetensors(d + "/diffusion_pytorch_model.safetensors", Cast(params, dtype)); !s.ok()) {
+  if (absl::Status s = worker::weights::WriteSafetensors(d + "/diffusion_pytorch_model.safetensors", Cast(params, dtype)); !s.ok()) {
     return s;
   }
   const size_t levels = c.block_out_channels.size();
@@ -251,7 +251,7 @@ absl::Status WriteVae(const std::string& dir, const vae::VaeConfig& c, const Nam
   return WriteJson(d + "/config.json", config);
 }
 
-absl::Status WriteScheduler(const std::string& dir, const flux::FlowMatchSchedulerConfig& c) {
+absl::Status WriteScheduler(const std::string& dir, const worker::flux::FlowMatchSchedulerConfig& c) {
   if (absl::Status s = CreateDir(dir + "/scheduler"); !s.ok()) return s;
   return WriteJson(dir + "/scheduler/scheduler_config.json",
                    {{"_class_name", "FlowMatchEulerDiscreteScheduler"}, {"_diffusers_version", "0.42.1"},
@@ -261,4 +261,4 @@ absl::Status WriteScheduler(const std::string& dir, const flux::FlowMatchSchedul
                     {"use_dynamic_shifting", c.use_dynamic_shifting}});
 }
 
-}  // namespace ditserve::worker::make_model
+}  // namespace ditserve::tools::make_model

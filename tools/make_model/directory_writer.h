@@ -29,7 +29,7 @@ namespace torch::nn {
 class Module;
 }
 
-namespace ditserve::worker::make_model {
+namespace ditserve::tools::make_model {
 
 using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
 
@@ -77,25 +77,25 @@ absl::StatusOr<int> WriteT5Tokenizer(const std::string& subdir, int spm_vocab, i
 // config.with_projection, with seeded random weights (std 0.02) in
 // `dtype`: model.safetensors and config.json. `pad_id`: config.json's
 // pad_token_id.
-absl::Status WriteClipTextEncoder(const std::string& subdir, const text::ClipTextConfig& config, int64_t pad_id,
+absl::Status WriteClipTextEncoder(const std::string& subdir, const worker::text::ClipTextConfig& config, int64_t pad_id,
                                   at::Generator& generator, at::ScalarType dtype);
 
 // A T5EncoderModel (T5 v1.1: gated-gelu) with seeded random weights (std
 // 0.05) in `dtype`. `local_attention`: see TextComponentsSpec in
 // flux_directory_writer.h.
-absl::Status WriteT5Encoder(const std::string& subdir, const text::T5Config& config, bool local_attention,
+absl::Status WriteT5Encoder(const std::string& subdir, const worker::text::T5Config& config, bool local_attention,
                             at::Generator& generator, at::ScalarType dtype);
 
 // vae/: config.json (an AutoencoderKL with DownEncoderBlock2D and
 // UpDecoderBlock2D blocks) and the encoder and decoder weights in `dtype`.
-absl::Status WriteVae(const std::string& dir, const vae::VaeConfig& config, const NamedTensors& params,
+absl::Status WriteVae(const std::string& dir, const worker::vae::VaeConfig& config, const NamedTensors& params,
                       at::ScalarType dtype);
 
 // scheduler/scheduler_config.json (FlowMatchEulerDiscreteScheduler).
-absl::Status WriteScheduler(const std::string& dir, const flux::FlowMatchSchedulerConfig& config);
+absl::Status WriteScheduler(const std::string& dir, const worker::flux::FlowMatchSchedulerConfig& config);
 
 // `j` as diffusers and transformers write JSON (2-space indent, a final
 // newline), keys in insertion order. PERMISSION_DENIED naming the path.
 absl::Status WriteJson(const std::string& path, const nlohmann::ordered_json& j);
 
-}  // namespace ditserve::worker::make_model
+}  // namespace ditserve::tools::make_model

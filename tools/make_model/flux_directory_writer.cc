@@ -1,10 +1,10 @@
-#include "worker/make_model/flux_directory_writer.h"
+#include "tools/make_model/flux_directory_writer.h"
 
 #include <nlohmann/json.hpp>
 
 #include "worker/weights/safetensors_writer.h"
 
-namespace ditserve::worker::make_model {
+namespace ditserve::tools::make_model {
 
 using json = nlohmann::ordered_json;
 
@@ -28,11 +28,11 @@ absl::Status WriteTextComponents(const std::string& d, TextComponentsSpec& spec,
   return WriteT5Encoder(d + "/text_encoder_2", spec.t5, spec.local_t5_attention, generator, dtype);
 }
 
-absl::Status WriteTransformer(const std::string& dir, const flux::FluxTransformerConfig& t, const NamedTensors& params,
+absl::Status WriteTransformer(const std::string& dir, const worker::flux::FluxTransformerConfig& t, const NamedTensors& params,
                               at::ScalarType dtype, int shards) {
   const std::string d = dir + "/transformer";
   if (absl::Status s = CreateDir(d); !s.ok()) return s;
-  if (absl::Status s = weights::WriteSafetensorsCheckpoint(d, "diffusion_pytorch_model", Cast(params, dtype), shards);
+  if (absl::Status s = worker::weights::WriteSafetensorsCheckpoint(d, "diffusion_pytorch_model", Cast(params, dtype), shards);
       !s.ok()) {
     return s;
   }
@@ -61,4 +61,4 @@ absl::Status WriteModelIndex(const std::string& dir) {
                     {"vae", {"diffusers", "AutoencoderKL"}}});
 }
 
-}  // namespace ditserve::worker::make_model
+}  // namespace ditserve::tools::make_model

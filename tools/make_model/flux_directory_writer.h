@@ -11,12 +11,12 @@
 #include <ATen/core/Generator.h>
 
 #include "absl/status/status.h"
-#include "worker/make_model/directory_writer.h"
+#include "tools/make_model/directory_writer.h"
 #include "worker/models/flux/flux_config.h"
 #include "worker/models/text/clip_text_model.h"
 #include "worker/models/text/t5_encoder.h"
 
-namespace ditserve::worker::make_model {
+namespace ditserve::tools::make_model {
 
 // The text side of a Flux directory: tokenizer/ (a byte-level BPE
 // vocabulary and merges learned from CaptionCorpus()), tokenizer_2/spiece.model
@@ -24,8 +24,8 @@ namespace ditserve::worker::make_model {
 // text_encoder_2/ (T5 v1.1) with seeded random weights drawn from
 // `generator` (CLIP first, std 0.02; then T5, std 0.05).
 struct TextComponentsSpec {
-  text::ClipTextConfig clip;  // vocab_size, eos_token_id: set by the writer
-  text::T5Config t5;          // vocab_size: set by the writer
+  worker::text::ClipTextConfig clip;  // vocab_size, eos_token_id: set by the writer
+  worker::text::T5Config t5;          // vocab_size: set by the writer
   int bpe_merges = 200;
   int spm_vocab = 64;
   // tokenizer_2's model_max_length: the T5 length pipelines use by default.
@@ -45,10 +45,10 @@ absl::Status WriteTextComponents(const std::string& dir, TextComponentsSpec& spe
 
 // transformer/: config.json and the weights (sharded into `shards` files
 // with an index when shards > 1), cast to `dtype`.
-absl::Status WriteTransformer(const std::string& dir, const flux::FluxTransformerConfig& config,
+absl::Status WriteTransformer(const std::string& dir, const worker::flux::FluxTransformerConfig& config,
                               const NamedTensors& params, at::ScalarType dtype, int shards = 1);
 
 // model_index.json of a FluxPipeline.
 absl::Status WriteModelIndex(const std::string& dir);
 
-}  // namespace ditserve::worker::make_model
+}  // namespace ditserve::tools::make_model

@@ -1,4 +1,4 @@
-#include "worker/make_model/make_flux_model.h"
+#include "tools/make_model/make_flux_model.h"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -7,18 +7,18 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
-#include "worker/make_model/flux_directory_writer.h"
+#include "tools/make_model/flux_directory_writer.h"
 #include "worker/models/flux/flux_transformer.h"
 #include "worker/models/vae/vae_encoder.h"
 
-namespace ditserve::worker::make_model {
+namespace ditserve::tools::make_model {
 namespace {
 
 struct Preset {
-  flux::FluxTransformerConfig transformer;
-  text::ClipTextConfig clip;
-  text::T5Config t5;
-  vae::VaeConfig vae;
+  worker::flux::FluxTransformerConfig transformer;
+  worker::text::ClipTextConfig clip;
+  worker::text::T5Config t5;
+  worker::vae::VaeConfig vae;
   int bpe_merges = 200;
   int spm_vocab = 64;
 };
@@ -89,26 +89,26 @@ absl::Status MakeFluxModel(const MakeFluxOptions& o) {
   p.transformer.joint_attention_dim = text.t5.d_model;
   p.transformer.pooled_projection_dim = text.clip.hidden_size;
   p.transformer.in_channels = p.transformer.out_channels = 4 * p.vae.latent_channels;
-  auto transformer = flux::FluxTransformer::Create(p.transformer, at::kFloat);
+  auto transformer = worker::flux::FluxTransformer::Create(p.transformer, at::kFloat);
   if (!transformer.ok()) return transformer.status();
   NamedTensors flux_params = ModuleParameters((*transformer)->module());
   InitialiseRandom(flux_params, gen, 0.02);
   if (absl::Status s = WriteTransformer(d, p.transformer, flux_params, dtype, o.shards); !s.ok()) return s;
 
-  auto encoder = vae::VaeEncoder::Create(p.vae, at::kFloat);
+  auto encoder = worker::vae::VaeEncoder::Create(p.vae, at::kFloat);
   if (!encoder.ok()) return encoder.status();
-  auto decoder = vae::VaeDecoder::Create(p.vae, at::kFloat);
+  auto decoder = worker::vae::VaeDecoder::Create(p.vae, at::kFloat);
   if (!decoder.ok()) return decoder.status();
   NamedTensors vae_params = (*encoder)->NamedParameters();
   for (auto& kv : (*decoder)->NamedParameters()) vae_params.push_back(kv);
   InitialiseRandom(vae_params, gen, 0.05);
   if (absl::Status s = WriteVae(d, p.vae, vae_params, dtype); !s.ok()) return s;
 
-  flux::FlowMatchSchedulerConfig scheduler;
+  worker::flux::FlowMatchSchedulerConfig scheduler;
   scheduler.shift = 3.0;
   scheduler.use_dynamic_shifting = true;
   if (absl::Status s = WriteScheduler(d, scheduler); !s.ok()) return s;
   return WriteModelIndex(d);
 }
 
-}  // namespace ditserve::worker::make_model
+}  // namespace ditserve::tools::make_model

@@ -5,7 +5,7 @@
 
 #include "absl/status/status.h"
 
-namespace ditserve::worker::make_model {
+namespace ditserve::tools::make_model {
 
 struct MakeFluxOptions {
   std::string preset = "tiny";  // tiny | small | flux-dev
@@ -24,4 +24,4 @@ struct MakeFluxOptions {
 // byte-identical files. INVALID_ARGUMENT for an unknown preset or dtype.
 absl::Status MakeFluxModel(const MakeFluxOptions& options);
 
-}  // namespace ditserve::worker::make_model
+}  // namespace ditserve::tools::make_model

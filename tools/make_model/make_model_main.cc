@@ -12,8 +12,8 @@
 #include "absl/flags/usage.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "worker/make_model/make_flux_model.h"
-#include "worker/make_model/make_sd3_model.h"
+#include "tools/make_model/make_flux_model.h"
+#include "tools/make_model/make_sd3_model.h"
 
 ABSL_FLAG(std::string, family, "flux", "Model family: flux or sd3 (Stable Diffusion 3 / 3.5)");
 ABSL_FLAG(std::string, variant, "", "sd3 only: sd3 (default), sd3.5-medium or sd3.5-large");
@@ -29,7 +29,7 @@ namespace {
 // The directory `family` names, or INVALID_ARGUMENT; `description` says
 // what was written.
 absl::Status Make(const std::string& family, std::string* description) {
-  namespace mm = ditserve::worker::make_model;
+  namespace mm = ditserve::tools::make_model;
   const std::string variant = absl::GetFlag(FLAGS_variant);
   if (family == "flux") {
     if (!variant.empty()) return absl::InvalidArgumentError("--variant is for --family sd3");

@@ -1,25 +1,25 @@
-#include "worker/make_model/make_sd3_model.h"
+#include "tools/make_model/make_sd3_model.h"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/nn/module.h>
 
 #include "absl/strings/str_cat.h"
-#include "worker/make_model/sd3_directory_writer.h"
+#include "tools/make_model/sd3_directory_writer.h"
 #include "worker/models/sd3/sd3_transformer.h"
 #include "worker/models/vae/vae_encoder.h"
 
-namespace ditserve::worker::make_model {
+namespace ditserve::tools::make_model {
 namespace {
 
 struct Preset {
-  sd3::Sd3TransformerConfig transformer;
+  worker::sd3::Sd3TransformerConfig transformer;
   Sd3TextComponentsSpec text;
-  vae::VaeConfig vae;
+  worker::vae::VaeConfig vae;
 };
 
-text::ClipTextConfig Clip(int hidden, int intermediate, int layers, int heads, const char* act) {
-  text::ClipTextConfig c;
+worker::text::ClipTextConfig Clip(int hidden, int intermediate, int layers, int heads, const char* act) {
+  worker::text::ClipTextConfig c;
   c.hidden_size = hidden;
   c.intermediate_size = intermediate;
   c.num_hidden_layers = layers;
@@ -35,7 +35,7 @@ absl::StatusOr<Preset> GetPreset(const std::string& variant, const std::string& 
         absl::StrCat("--variant must be sd3, sd3.5-medium or sd3.5-large, got '", variant, "'"));
   }
   Preset p;
-  sd3::Sd3TransformerConfig& t = p.transformer;
+  worker::sd3::Sd3TransformerConfig& t = p.transformer;
   // Real layouts: SD3-medium 24 blocks, pos_embed_max_size 192; SD3.5-large
   // 38 blocks, qk_norm, 192; SD3.5-medium 24 blocks, qk_norm, dual
   // attention in blocks 0-12, 384. Here the blocks are few, and the
@@ -106,26 +106,26 @@ absl::Status MakeSd3Model(const MakeSd3Options& o) {
 
   p.transformer.joint_attention_dim = p.text.t5.d_model;
   p.transformer.pooled_projection_dim = p.text.clip_l.projection_dim + p.text.clip_g.projection_dim;
-  auto transformer = sd3::Sd3Transformer::Create(p.transformer, at::kFloat);
+  auto transformer = worker::sd3::Sd3Transformer::Create(p.transformer, at::kFloat);
   if (!transformer.ok()) return transformer.status();
   NamedTensors params = ModuleParameters((*transformer)->module());
   InitialiseRandom(params, gen, 0.02);
   for (auto& kv : ModuleBuffers((*transformer)->module())) params.push_back(kv);  // pos_embed.pos_embed
   if (absl::Status s = WriteSd3Transformer(d, p.transformer, params, dtype, o.shards); !s.ok()) return s;
 
-  auto encoder = vae::VaeEncoder::Create(p.vae, at::kFloat);
+  auto encoder = worker::vae::VaeEncoder::Create(p.vae, at::kFloat);
   if (!encoder.ok()) return encoder.status();
-  auto decoder = vae::VaeDecoder::Create(p.vae, at::kFloat);
+  auto decoder = worker::vae::VaeDecoder::Create(p.vae, at::kFloat);
   if (!decoder.ok()) return decoder.status();
   NamedTensors vae_params = (*encoder)->NamedParameters();
   for (auto& kv : (*decoder)->NamedParameters()) vae_params.push_back(kv);
   InitialiseRandom(vae_params, gen, 0.05);
   if (absl::Status s = WriteVae(d, p.vae, vae_params, dtype); !s.ok()) return s;
 
-  flux::FlowMatchSchedulerConfig scheduler;
+  worker::flux::FlowMatchSchedulerConfig scheduler;
   scheduler.shift = 3.0;
   if (absl::Status s = WriteScheduler(d, scheduler); !s.ok()) return s;
   return WriteSd3ModelIndex(d);
 }
 
-}  // namespace ditserve::worker::make_model
+}  // namespace ditserve::tools::make_model

@@ -5,7 +5,7 @@
 
 #include "absl/status/status.h"
 
-namespace ditserve::worker::make_model {
+namespace ditserve::tools::make_model {
 
 struct MakeSd3Options {
   // The transformer layout: sd3 (SD3-medium: neither qk_norm nor dual
@@ -31,4 +31,4 @@ struct MakeSd3Options {
 // INVALID_ARGUMENT for an unknown variant, preset or dtype.
 absl::Status MakeSd3Model(const MakeSd3Options& options);
 
-}  // namespace ditserve::worker::make_model
+}  // namespace ditserve::tools::make_model

@@ -1,8 +1,8 @@
-#include "worker/make_model/scene_vocabulary.h"
+#include "tools/make_model/scene_vocabulary.h"
 
 #include "absl/strings/str_cat.h"
 
-namespace ditserve::worker::make_model {
+namespace ditserve::tools::make_model {
 
 std::string SceneCaption(int colour, SceneShape shape, int background) {
   return absl::StrCat("a ", std::string(kSceneColours[colour].name), " ",
@@ -10,4 +10,4 @@ std::string SceneCaption(int colour, SceneShape shape, int background) {
                       std::string(kSceneColours[background].name), " background");
 }
 
-}  // namespace ditserve::worker::make_model
+}  // namespace ditserve::tools::make_model

@@ -10,7 +10,7 @@
 #include <string>
 #include <string_view>
 
-namespace ditserve::worker::make_model {
+namespace ditserve::tools::make_model {
 
 struct SceneColour {
   std::string_view name;
@@ -39,4 +39,4 @@ inline constexpr std::array<std::string_view, 3> kSceneShapeNames = {"circle", "
 // kSceneColours).
 std::string SceneCaption(int colour, SceneShape shape, int background);
 
-}  // namespace ditserve::worker::make_model
+}  // namespace ditserve::tools::make_model

@@ -1,10 +1,10 @@
-#include "worker/make_model/sd3_directory_writer.h"
+#include "tools/make_model/sd3_directory_writer.h"
 
 #include <nlohmann/json.hpp>
 
 #include "worker/weights/safetensors_writer.h"
 
-namespace ditserve::worker::make_model {
+namespace ditserve::tools::make_model {
 
 using json = nlohmann::ordered_json;
 
@@ -35,11 +35,11 @@ absl::Status WriteSd3TextComponents(const std::string& d, Sd3TextComponentsSpec&
   return WriteT5Encoder(d + "/text_encoder_3", spec.t5, /*local_attention=*/false, generator, dtype);
 }
 
-absl::Status WriteSd3Transformer(const std::string& dir, const sd3::Sd3TransformerConfig& t,
+absl::Status WriteSd3Transformer(const std::string& dir, const worker::sd3::Sd3TransformerConfig& t,
                                  const NamedTensors& params, at::ScalarType dtype, int shards) {
   const std::string d = dir + "/transformer";
   if (absl::Status s = CreateDir(d); !s.ok()) return s;
-  if (absl::Status s = weights::WriteSafetensorsCheckpoint(d, "diffusion_pytorch_model", Cast(params, dtype), shards);
+  if (absl::Status s = worker::weights::WriteSafetensorsCheckpoint(d, "diffusion_pytorch_model", Cast(params, dtype), shards);
       !s.ok()) {
     return s;
   }
@@ -70,4 +70,4 @@ absl::Status WriteSd3ModelIndex(const std::string& dir) {
                     {"vae", {"diffusers", "AutoencoderKL"}}});
 }
 
-}  // namespace ditserve::worker::make_model
+}  // namespace ditserve::tools::make_model

@@ -11,12 +11,12 @@
 #include <ATen/core/Generator.h>
 
 #include "absl/status/status.h"
-#include "worker/make_model/directory_writer.h"
+#include "tools/make_model/directory_writer.h"
 #include "worker/models/sd3/sd3_config.h"
 #include "worker/models/text/clip_text_model.h"
 #include "worker/models/text/t5_encoder.h"
 
-namespace ditserve::worker::make_model {
+namespace ditserve::tools::make_model {
 
 // tokenizer/ and tokenizer_2/: one byte-level BPE vocabulary and merges
 // learned from CaptionCorpus() (the byte symbols in GPT-2's order, as the
@@ -28,9 +28,9 @@ namespace ditserve::worker::make_model {
 // order (CLIPs std 0.02, T5 std 0.05).
 struct Sd3TextComponentsSpec {
   // vocab_size, eos_token_id and with_projection are set by the writer.
-  text::ClipTextConfig clip_l;
-  text::ClipTextConfig clip_g;
-  text::T5Config t5;  // vocab_size: set by the writer
+  worker::text::ClipTextConfig clip_l;
+  worker::text::ClipTextConfig clip_g;
+  worker::text::T5Config t5;  // vocab_size: set by the writer
   int bpe_merges = 200;
   int spm_vocab = 64;
   int t5_model_max_length = 512;  // tokenizer_3's, as SD3's
@@ -42,11 +42,11 @@ absl::Status WriteSd3TextComponents(const std::string& dir, Sd3TextComponentsSpe
 // and the weights (`params`, with the pos_embed.pos_embed buffer, which
 // diffusers saves), sharded into `shards` files with an index when
 // shards > 1, cast to `dtype`.
-absl::Status WriteSd3Transformer(const std::string& dir, const sd3::Sd3TransformerConfig& config,
+absl::Status WriteSd3Transformer(const std::string& dir, const worker::sd3::Sd3TransformerConfig& config,
                                  const NamedTensors& params, at::ScalarType dtype, int shards = 1);
 
 // model_index.json of a StableDiffusion3Pipeline, naming every component
 // (image_encoder and feature_extractor null, as diffusers writes them).
 absl::Status WriteSd3ModelIndex(const std::string& dir);
 
-}  // namespace ditserve::worker::make_model
+}  // namespace ditserve::tools::make_model

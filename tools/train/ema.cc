@@ -1,11 +1,11 @@
-#include "worker/train/ema.h"
+#include "tools/train/ema.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
 #include <algorithm>
 
-namespace ditserve::worker::train {
+namespace ditserve::tools::train {
 
 Ema::Ema(std::vector<std::pair<std::string, at::Tensor>> params, double decay)
     : params_(std::move(params)), decay_(decay) {
@@ -26,4 +26,4 @@ std::vector<std::pair<std::string, at::Tensor>> Ema::Averaged() const {
   return out;
 }
 
-}  // namespace ditserve::worker::train
+}  // namespace ditserve::tools::train

@@ -11,7 +11,7 @@
 
 #include <ATen/core/Tensor.h>
 
-namespace ditserve::worker::train {
+namespace ditserve::tools::train {
 
 class Ema {
  public:
@@ -30,4 +30,4 @@ class Ema {
   int64_t updates_ = 0;
 };
 
-}  // namespace ditserve::worker::train
+}  // namespace ditserve::tools::train

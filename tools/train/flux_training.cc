@@ -1,4 +1,4 @@
-#include "worker/train/flux_training.h"
+#include "tools/train/flux_training.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
@@ -6,23 +6,23 @@
 #include <torch/optim/adamw.h>
 
 #include "absl/strings/str_cat.h"
+#include "tools/train/scene_batch.h"
 #include "worker/models/flux/flow_match_scheduler.h"
-#include "worker/train/scene_batch.h"
 
-namespace ditserve::worker::train {
+namespace ditserve::tools::train {
 
 struct FluxTrainer::Impl {
-  flux::FluxTransformer* transformer;
-  const vae::VaeEncoder* encoder;
-  const pipelines::FluxTextEncoder* text;
+  worker::flux::FluxTransformer* transformer;
+  const worker::vae::VaeEncoder* encoder;
+  const worker::families::FluxTextEncoder* text;
   FluxTrainOptions options;
   std::unique_ptr<torch::optim::AdamW> optimizer;
   std::unique_ptr<Ema> ema;
-  std::map<std::string, pipelines::FluxTextEmbeddings> captions;
+  std::map<std::string, worker::families::FluxTextEmbeddings> captions;
 };
 
-FluxTrainer::FluxTrainer(flux::FluxTransformer& transformer, const vae::VaeEncoder& encoder,
-                         const pipelines::FluxTextEncoder& text, const FluxTrainOptions& options, double peak_lr)
+FluxTrainer::FluxTrainer(worker::flux::FluxTransformer& transformer, const worker::vae::VaeEncoder& encoder,
+                         const worker::families::FluxTextEncoder& text, const FluxTrainOptions& options, double peak_lr)
     : impl_(std::make_unique<Impl>()) {
   impl_->transformer = &transformer;
   impl_->encoder = &encoder;
@@ -43,7 +43,7 @@ FluxTrainer::~FluxTrainer() = default;
 
 std::vector<std::pair<std::string, at::Tensor>> FluxTrainer::AveragedWeights() const { return impl_->ema->Averaged(); }
 
-absl::StatusOr<pipelines::FluxTextEmbeddings> FluxTrainer::Embed(const std::string& caption) {
+absl::StatusOr<worker::families::FluxTextEmbeddings> FluxTrainer::Embed(const std::string& caption) {
   auto it = impl_->captions.find(caption);
   if (it != impl_->captions.end()) return it->second;
   auto e = impl_->text->Encode(caption, impl_->options.max_sequence_length);
@@ -55,7 +55,7 @@ absl::StatusOr<pipelines::FluxTextEmbeddings> FluxTrainer::Embed(const std::stri
 absl::StatusOr<PhaseReport> FluxTrainer::Train(const PhasePlan& plan, const std::vector<SizeBatch>& sizes,
                                                std::mt19937_64& scenes, at::Generator& generator, std::FILE* out) {
   Impl& p = *impl_;
-  const vae::VaeConfig& vc = p.encoder->config();
+  const worker::vae::VaeConfig& vc = p.encoder->config();
   const int multiple = 2 * vc.scale_factor();
   if (sizes.empty()) return absl::InvalidArgumentError("no image sizes to train at");
   std::vector<at::Tensor> img_ids;
@@ -66,7 +66,7 @@ absl::StatusOr<PhaseReport> FluxTrainer::Train(const PhasePlan& plan, const std:
     }
     if (sb.batch < 1) return absl::InvalidArgumentError(absl::StrCat("batch must be >= 1, got ", sb.batch));
     const int64_t h = sb.image_size / vc.scale_factor();
-    img_ids.push_back(flux::LatentImageIds(h, h));
+    img_ids.push_back(worker::flux::LatentImageIds(h, h));
   }
   std::bernoulli_distribution drop(p.options.caption_dropout);
   return RunPhase(
@@ -80,7 +80,7 @@ absl::StatusOr<PhaseReport> FluxTrainer::Train(const PhasePlan& plan, const std:
           at::NoGradGuard no_grad;
           auto dist = p.encoder->Encode(batch.images);
           if (!dist.ok()) return dist.status();
-          x0 = flux::PackLatents((dist->Sample(generator) - vc.shift_factor) * vc.scaling_factor);
+          x0 = worker::flux::PackLatents((dist->Sample(generator) - vc.shift_factor) * vc.scaling_factor);
         }
         std::vector<at::Tensor> pooled, sequence;
         at::Tensor txt_ids;
@@ -95,7 +95,7 @@ absl::StatusOr<PhaseReport> FluxTrainer::Train(const PhasePlan& plan, const std:
         const at::Tensor noise = at::randn(x0.sizes(), generator, at::TensorOptions().dtype(at::kFloat));
         const at::Tensor sigma = at::sigmoid(at::randn({B}, generator, at::TensorOptions().dtype(at::kFloat)));
         const at::Tensor s = sigma.view({B, 1, 1});
-        flux::FluxInputs in;
+        worker::flux::FluxInputs in;
         in.hidden_states = (1 - s) * x0 + s * noise;
         in.encoder_hidden_states = at::cat(sequence);
         in.pooled_projections = at::cat(pooled);
@@ -117,4 +117,4 @@ absl::StatusOr<PhaseReport> FluxTrainer::Train(const PhasePlan& plan, const std:
       out);
 }
 
-}  // namespace ditserve::worker::train
+}  // namespace ditserve::tools::train

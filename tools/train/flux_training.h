@@ -20,13 +20,13 @@
 #include <ATen/core/Generator.h>
 
 #include "absl/status/statusor.h"
+#include "tools/train/ema.h"
+#include "tools/train/phase_runner.h"
+#include "worker/families/flux/flux_text_encoder.h"
 #include "worker/models/flux/flux_transformer.h"
 #include "worker/models/vae/vae_encoder.h"
-#include "worker/pipelines/flux_text_encoder.h"
-#include "worker/train/ema.h"
-#include "worker/train/phase_runner.h"
 
-namespace ditserve::worker::train {
+namespace ditserve::tools::train {
 
 struct FluxTrainOptions {
   int max_sequence_length = 32;  // T5 tokens, as the pipeline is then run
@@ -40,8 +40,8 @@ struct FluxTrainOptions {
 // outlive it. Not thread-safe.
 class FluxTrainer {
  public:
-  FluxTrainer(flux::FluxTransformer& transformer, const vae::VaeEncoder& encoder,
-              const pipelines::FluxTextEncoder& text, const FluxTrainOptions& options, double peak_lr);
+  FluxTrainer(worker::flux::FluxTransformer& transformer, const worker::vae::VaeEncoder& encoder,
+              const worker::families::FluxTextEncoder& text, const FluxTrainOptions& options, double peak_lr);
   ~FluxTrainer();
 
   // One phase; step i draws `sizes[i % sizes.size()]`: a batch of that many
@@ -59,10 +59,10 @@ class FluxTrainer {
   std::vector<std::pair<std::string, at::Tensor>> AveragedWeights() const;
 
  private:
-  absl::StatusOr<pipelines::FluxTextEmbeddings> Embed(const std::string& caption);
+  absl::StatusOr<worker::families::FluxTextEmbeddings> Embed(const std::string& caption);
 
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
 
-}  // namespace ditserve::worker::train
+}  // namespace ditserve::tools::train

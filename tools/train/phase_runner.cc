@@ -1,12 +1,12 @@
-#include "worker/train/phase_runner.h"
+#include "tools/train/phase_runner.h"
 
 #include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
-#include "worker/train/progress.h"
+#include "tools/train/progress.h"
 
-namespace ditserve::worker::train {
+namespace ditserve::tools::train {
 
 double ScheduledLearningRate(const PhasePlan& plan, int step, int total) {
   const int warmup = std::min(plan.warmup_steps, total / 5);
@@ -46,4 +46,4 @@ absl::StatusOr<PhaseReport> RunPhase(const PhasePlan& plan,
   return report;
 }
 
-}  // namespace ditserve::worker::train
+}  // namespace ditserve::tools::train

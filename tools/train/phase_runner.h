@@ -10,7 +10,7 @@
 
 #include "absl/status/statusor.h"
 
-namespace ditserve::worker::train {
+namespace ditserve::tools::train {
 
 struct PhasePlan {
   std::string name;
@@ -44,4 +44,4 @@ absl::StatusOr<PhaseReport> RunPhase(const PhasePlan& plan,
                                      const std::function<absl::StatusOr<double>(int step, int total, double lr)>& step,
                                      std::FILE* out);
 
-}  // namespace ditserve::worker::train
+}  // namespace ditserve::tools::train

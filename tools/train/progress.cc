@@ -1,10 +1,10 @@
-#include "worker/train/progress.h"
+#include "tools/train/progress.h"
 
 #include <cmath>
 
 #include "absl/strings/str_format.h"
 
-namespace ditserve::worker::train {
+namespace ditserve::tools::train {
 
 std::string FormatDuration(double seconds) {
   const long s = std::lround(std::max(0.0, seconds));
@@ -37,4 +37,4 @@ void PhaseProgress::Step(int step, double loss, double lr) {
   std::fflush(out_);
 }
 
-}  // namespace ditserve::worker::train
+}  // namespace ditserve::tools::train

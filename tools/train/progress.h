@@ -9,7 +9,7 @@
 #include <cstdio>
 #include <string>
 
-namespace ditserve::worker::train {
+namespace ditserve::tools::train {
 
 // "1h02m03s", "2m05s" or "7s".
 std::string FormatDuration(double seconds);
@@ -43,4 +43,4 @@ class PhaseProgress {
   double first_loss_ = -1, last_loss_ = -1;
 };
 
-}  // namespace ditserve::worker::train
+}  // namespace ditserve::tools::train

@@ -1,8 +1,8 @@
-#include "worker/train/scene_batch.h"
+#include "tools/train/scene_batch.h"
 
 #include <ATen/ATen.h>
 
-namespace ditserve::worker::train {
+namespace ditserve::tools::train {
 
 SceneBatch DrawSceneBatch(std::mt19937_64& rng, int batch, int size) {
   SceneBatch out;
@@ -17,4 +17,4 @@ SceneBatch DrawSceneBatch(std::mt19937_64& rng, int batch, int size) {
   return out;
 }
 
-}  // namespace ditserve::worker::train
+}  // namespace ditserve::tools::train

@@ -9,9 +9,9 @@
 
 #include <ATen/core/Tensor.h>
 
-#include "worker/train/shape_scene.h"
+#include "tools/train/shape_scene.h"
 
-namespace ditserve::worker::train {
+namespace ditserve::tools::train {
 
 struct SceneBatch {
   at::Tensor images;  // [B, 3, size, size] float32 in [-1, 1]
@@ -21,4 +21,4 @@ struct SceneBatch {
 // `batch` scenes from RandomShapeScene(rng), rendered at size × size.
 SceneBatch DrawSceneBatch(std::mt19937_64& rng, int batch, int size);
 
-}  // namespace ditserve::worker::train
+}  // namespace ditserve::tools::train

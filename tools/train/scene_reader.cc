@@ -1,4 +1,4 @@
-#include "worker/train/scene_reader.h"
+#include "tools/train/scene_reader.h"
 
 #include <algorithm>
 #include <cmath>
@@ -6,7 +6,7 @@
 
 #include "absl/strings/str_format.h"
 
-namespace ditserve::worker::train {
+namespace ditserve::tools::train {
 namespace {
 
 using make_model::kSceneColours;
@@ -113,4 +113,4 @@ std::string DescribeReading(const SceneReading& r) {
                          std::string(kSceneColours[r.background].name), r.fill_ratio);
 }
 
-}  // namespace ditserve::worker::train
+}  // namespace ditserve::tools::train

@@ -18,9 +18,9 @@
 #include <string>
 #include <vector>
 
-#include "worker/make_model/scene_vocabulary.h"
+#include "tools/make_model/scene_vocabulary.h"
 
-namespace ditserve::worker::train {
+namespace ditserve::tools::train {
 
 struct SceneReading {
   int background = -1;  // index into kSceneColours
@@ -39,4 +39,4 @@ SceneReading ReadScene(const std::vector<uint8_t>& rgb, int height, int width);
 // "red triangle on blue (fill 0.52)".
 std::string DescribeReading(const SceneReading& reading);
 
-}  // namespace ditserve::worker::train
+}  // namespace ditserve::tools::train

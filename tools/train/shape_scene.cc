@@ -1,8 +1,8 @@
-#include "worker/train/shape_scene.h"
+#include "tools/train/shape_scene.h"
 
 #include <cmath>
 
-namespace ditserve::worker::train {
+namespace ditserve::tools::train {
 namespace {
 
 using make_model::kSceneColours;
@@ -67,4 +67,4 @@ std::vector<uint8_t> RenderShapeScene(const ShapeScene& scene, int height, int w
   return rgb;
 }
 
-}  // namespace ditserve::worker::train
+}  // namespace ditserve::tools::train

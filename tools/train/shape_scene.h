@@ -17,9 +17,9 @@
 #include <string>
 #include <vector>
 
-#include "worker/make_model/scene_vocabulary.h"
+#include "tools/make_model/scene_vocabulary.h"
 
-namespace ditserve::worker::train {
+namespace ditserve::tools::train {
 
 struct ShapeScene {
   int colour = 0;      // index into make_model::kSceneColours
@@ -37,4 +37,4 @@ ShapeScene RandomShapeScene(std::mt19937_64& rng);
 // weighted mix of the two colours (4×4 samples per pixel, antialiased).
 std::vector<uint8_t> RenderShapeScene(const ShapeScene& scene, int height, int width);
 
-}  // namespace ditserve::worker::train
+}  // namespace ditserve::tools::train

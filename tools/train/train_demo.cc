@@ -1,4 +1,4 @@
-#include "worker/train/train_demo.h"
+#include "tools/train/train_demo.h"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -16,17 +16,18 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "tools/make_model/flux_directory_writer.h"
+#include "tools/train/flux_training.h"
+#include "tools/train/vae_training.h"
 #include "util/read_file.h"
-#include "worker/make_model/flux_directory_writer.h"
+#include "worker/families/components.h"
+#include "worker/families/flux/flux_components.h"
+#include "worker/families/flux/flux_text_encoder.h"
 #include "worker/models/flux/flux_transformer.h"
 #include "worker/models/vae/vae_encoder.h"
-#include "worker/pipelines/flux_components.h"
-#include "worker/pipelines/flux_text_encoder.h"
-#include "worker/train/flux_training.h"
-#include "worker/train/vae_training.h"
 #include "worker/weights/safetensors.h"
 
-namespace ditserve::worker::train {
+namespace ditserve::tools::train {
 namespace {
 
 // The demo model's sizes (the prototype: a 0.3M-parameter VAE with
@@ -49,8 +50,8 @@ make_model::TextComponentsSpec TextSpec() {
   return s;
 }
 
-vae::VaeConfig VaeSpec() {
-  vae::VaeConfig c;
+worker::vae::VaeConfig VaeSpec() {
+  worker::vae::VaeConfig c;
   c.in_channels = 3;
   c.out_channels = 3;
   c.latent_channels = 4;
@@ -64,8 +65,8 @@ vae::VaeConfig VaeSpec() {
   return c;
 }
 
-flux::FluxTransformerConfig TransformerSpec(const vae::VaeConfig& vae, const make_model::TextComponentsSpec& text) {
-  flux::FluxTransformerConfig c;
+worker::flux::FluxTransformerConfig TransformerSpec(const worker::vae::VaeConfig& vae, const make_model::TextComponentsSpec& text) {
+  worker::flux::FluxTransformerConfig c;
   c.in_channels = c.out_channels = 4 * vae.latent_channels;
   c.num_layers = 2;
   c.num_single_layers = 2;
@@ -118,9 +119,9 @@ nlohmann::ordered_json PhaseJson(const PhaseReport& r) {
 // Where the transformer phases start: the frozen VAE encoder (carrying the
 // latent statistics), the transformer to train, and what the start was.
 struct StartingPoint {
-  std::unique_ptr<vae::VaeEncoder> encoder;
-  flux::FluxTransformerConfig flux_config;
-  std::unique_ptr<flux::FluxTransformer> transformer;
+  std::unique_ptr<worker::vae::VaeEncoder> encoder;
+  worker::flux::FluxTransformerConfig flux_config;
+  std::unique_ptr<worker::flux::FluxTransformer> transformer;
   nlohmann::ordered_json previous;  // init_from's training.json, or null
 };
 
@@ -136,14 +137,14 @@ absl::StatusOr<StartingPoint> TrainFromScratch(const TrainDemoOptions& o, double
   text_spec.t5_model_max_length = o.max_sequence_length;
   if (absl::Status s = make_model::WriteTextComponents(dir, text_spec, gen, dtype); !s.ok()) return s;
 
-  vae::VaeConfig vae_config = VaeSpec();
-  auto encoder = vae::VaeEncoder::Create(vae_config, at::kFloat);
+  worker::vae::VaeConfig vae_config = VaeSpec();
+  auto encoder = worker::vae::VaeEncoder::Create(vae_config, at::kFloat);
   if (!encoder.ok()) return encoder.status();
-  auto decoder = vae::VaeDecoder::Create(vae_config, at::kFloat);
+  auto decoder = worker::vae::VaeDecoder::Create(vae_config, at::kFloat);
   if (!decoder.ok()) return decoder.status();
   StartingPoint start;
   start.flux_config = TransformerSpec(vae_config, text_spec);
-  auto transformer = flux::FluxTransformer::Create(start.flux_config, at::kFloat);
+  auto transformer = worker::flux::FluxTransformer::Create(start.flux_config, at::kFloat);
   if (!transformer.ok()) return transformer.status();
   start.transformer = std::move(*transformer);
   InitialiseTransformer(make_model::ModuleParameters(start.transformer->module()), gen);
@@ -176,7 +177,7 @@ absl::StatusOr<StartingPoint> TrainFromScratch(const TrainDemoOptions& o, double
   std::fprintf(out, "[vae] reconstruction MSE %.5f at 64x64, %.5f at 128x128; latents mean %.4f std %.4f\n",
                report.vae_reconstruction_mse_64, report.vae_reconstruction_mse_128, stats->mean, stats->std);
   // The encoder the transformer phases read carries the latent statistics.
-  auto frozen = vae::VaeEncoder::Create(vae_config, at::kFloat);
+  auto frozen = worker::vae::VaeEncoder::Create(vae_config, at::kFloat);
   if (!frozen.ok()) return frozen.status();
   {
     at::NoGradGuard no_grad;
@@ -198,7 +199,7 @@ absl::StatusOr<StartingPoint> TrainFromScratch(const TrainDemoOptions& o, double
 // written in) becomes the float32 starting point.
 absl::StatusOr<StartingPoint> ContinueFrom(const TrainDemoOptions& o, std::FILE* out) {
   const std::string& from = o.init_from;
-  if (absl::Status s = pipelines::CheckFluxDirectory(from); !s.ok()) {
+  if (absl::Status s = worker::families::CheckFluxDirectory(from); !s.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("--init_from: ", s.message()));
   }
   std::error_code ec;
@@ -213,19 +214,19 @@ absl::StatusOr<StartingPoint> ContinueFrom(const TrainDemoOptions& o, std::FILE*
                           ec);
     if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot copy ", src, ": ", ec.message()));
   }
-  auto vae_config = pipelines::LoadVaeConfig(from);
+  auto vae_config = worker::families::LoadVaeConfig(from);
   if (!vae_config.ok()) return vae_config.status();
-  auto encoder = vae::VaeEncoder::Create(*vae_config, at::kFloat);
+  auto encoder = worker::vae::VaeEncoder::Create(*vae_config, at::kFloat);
   if (!encoder.ok()) return encoder.status();
-  auto ckpt = weights::SafetensorsCheckpoint::Open(from + "/vae");
+  auto ckpt = worker::weights::SafetensorsCheckpoint::Open(from + "/vae");
   if (!ckpt.ok()) return ckpt.status();
   if (absl::Status s = (*encoder)->Load(*ckpt); !s.ok()) return s;
   StartingPoint start;
   start.encoder = std::move(*encoder);
-  auto flux_config = pipelines::LoadTransformerConfig(from);
+  auto flux_config = worker::families::LoadTransformerConfig(from);
   if (!flux_config.ok()) return flux_config.status();
   start.flux_config = *flux_config;
-  auto transformer = pipelines::LoadTransformer(from, start.flux_config, at::kFloat, c10::Device(c10::kCPU));
+  auto transformer = worker::families::LoadTransformer(from, start.flux_config, at::kFloat, c10::Device(c10::kCPU));
   if (!transformer.ok()) return transformer.status();
   start.transformer = std::move(*transformer);
   if (auto text = util::ReadFileToString(from + "/training.json"); text.ok()) {
@@ -276,7 +277,7 @@ absl::StatusOr<TrainDemoReport> TrainDemo(const TrainDemoOptions& o, std::FILE* 
   const double budget = o.minutes * 60;
   auto start = continuing ? ContinueFrom(o, out) : TrainFromScratch(o, budget, gen, scenes, report, out);
   if (!start.ok()) return start.status();
-  auto text = pipelines::FluxTextEncoder::Load(dir, at::kFloat, c10::Device(c10::kCPU));
+  auto text = worker::families::FluxTextEncoder::Load(dir, at::kFloat, c10::Device(c10::kCPU));
   if (!text.ok()) return text.status();
   if ((*text)->default_max_sequence_length() != o.max_sequence_length) {
     return absl::InvalidArgumentError(absl::StrCat("--max_sequence_length ", o.max_sequence_length,
@@ -308,7 +309,7 @@ absl::StatusOr<TrainDemoReport> TrainDemo(const TrainDemoOptions& o, std::FILE* 
   if (absl::Status s = make_model::WriteTransformer(dir, start->flux_config, trainer.AveragedWeights(), dtype); !s.ok()) {
     return s;
   }
-  flux::FlowMatchSchedulerConfig scheduler;
+  worker::flux::FlowMatchSchedulerConfig scheduler;
   scheduler.shift = 1.0;
   scheduler.use_dynamic_shifting = false;
   if (absl::Status s = make_model::WriteScheduler(dir, scheduler); !s.ok()) return s;
@@ -331,4 +332,4 @@ absl::StatusOr<TrainDemoReport> TrainDemo(const TrainDemoOptions& o, std::FILE* 
   return report;
 }
 
-}  // namespace ditserve::worker::train
+}  // namespace ditserve::tools::train

@@ -23,9 +23,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "worker/train/phase_runner.h"
+#include "tools/train/phase_runner.h"
 
-namespace ditserve::worker::train {
+namespace ditserve::tools::train {
 
 struct TrainDemoOptions {
   std::string out_dir;
@@ -66,4 +66,4 @@ struct TrainDemoReport {
 // Progress lines go to `out`.
 absl::StatusOr<TrainDemoReport> TrainDemo(const TrainDemoOptions& options, std::FILE* out);
 
-}  // namespace ditserve::worker::train
+}  // namespace ditserve::tools::train

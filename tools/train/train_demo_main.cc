@@ -12,9 +12,9 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_join.h"
+#include "tools/train/progress.h"
+#include "tools/train/train_demo.h"
 #include "util/malloc_tuning.h"
-#include "worker/train/progress.h"
-#include "worker/train/train_demo.h"
 
 ABSL_FLAG(std::string, out, "", "Directory to write (a diffusers FluxPipeline directory)");
 ABSL_FLAG(std::string, init_from, "",
@@ -63,7 +63,7 @@ int main(int argc, char** argv) {
     Exit(2);
   }
   if (absl::GetFlag(FLAGS_threads) > 0) at::set_num_threads(absl::GetFlag(FLAGS_threads));
-  ditserve::worker::train::TrainDemoOptions o;
+  ditserve::tools::train::TrainDemoOptions o;
   o.out_dir = absl::GetFlag(FLAGS_out);
   o.init_from = absl::GetFlag(FLAGS_init_from);
   o.minutes = absl::GetFlag(FLAGS_minutes);
@@ -82,15 +82,15 @@ int main(int argc, char** argv) {
   o.log_every = absl::GetFlag(FLAGS_log_every);
   o.dtype = absl::GetFlag(FLAGS_dtype);
   o.command_line = absl::StrJoin(argv, argv + argc, " ");
-  auto report = ditserve::worker::train::TrainDemo(o, stdout);
+  auto report = ditserve::tools::train::TrainDemo(o, stdout);
   if (!report.ok()) {
     std::fprintf(stderr, "ditserve-train-demo: %s\n", std::string(report.status().message()).c_str());
     Exit(report.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1);
   }
-  std::printf("wrote %s in %s:", o.out_dir.c_str(), ditserve::worker::train::FormatDuration(report->total_seconds).c_str());
+  std::printf("wrote %s in %s:", o.out_dir.c_str(), ditserve::tools::train::FormatDuration(report->total_seconds).c_str());
   for (const auto& p : report->phases) {
     std::printf(" %s %d steps %s (loss %.4f -> %.4f);", p.name.c_str(), p.steps,
-                ditserve::worker::train::FormatDuration(p.seconds).c_str(), p.first_loss, p.last_loss);
+                ditserve::tools::train::FormatDuration(p.seconds).c_str(), p.first_loss, p.last_loss);
   }
   std::printf("\n");
   Exit(0);

@@ -1,15 +1,15 @@
-#include "worker/train/vae_training.h"
+#include "tools/train/vae_training.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 #include <torch/optim/adamw.h>
 
 #include "core/image/png_encoder.h"
-#include "worker/train/scene_batch.h"
+#include "tools/train/scene_batch.h"
 
-namespace ditserve::worker::train {
+namespace ditserve::tools::train {
 
-absl::StatusOr<PhaseReport> TrainVae(vae::VaeEncoder& encoder, vae::VaeDecoder& decoder, const VaeTrainOptions& o,
+absl::StatusOr<PhaseReport> TrainVae(worker::vae::VaeEncoder& encoder, worker::vae::VaeDecoder& decoder, const VaeTrainOptions& o,
                                      std::mt19937_64& scenes, at::Generator& generator, std::FILE* out) {
   std::vector<at::Tensor> params;
   for (auto& [name, p] : encoder.NamedParameters()) {
@@ -45,7 +45,7 @@ absl::StatusOr<PhaseReport> TrainVae(vae::VaeEncoder& encoder, vae::VaeDecoder& 
       out);
 }
 
-absl::StatusOr<LatentStatistics> MeasureLatents(const vae::VaeEncoder& encoder, int images, int image_size,
+absl::StatusOr<LatentStatistics> MeasureLatents(const worker::vae::VaeEncoder& encoder, int images, int image_size,
                                                 std::mt19937_64& scenes, at::Generator& generator) {
   at::NoGradGuard no_grad;
   std::vector<at::Tensor> samples;
@@ -59,7 +59,7 @@ absl::StatusOr<LatentStatistics> MeasureLatents(const vae::VaeEncoder& encoder, 
   return LatentStatistics{all.mean().item<double>(), all.std().item<double>()};
 }
 
-absl::Status WriteReconstructionPreview(const vae::VaeEncoder& encoder, const vae::VaeDecoder& decoder, int images,
+absl::Status WriteReconstructionPreview(const worker::vae::VaeEncoder& encoder, const worker::vae::VaeDecoder& decoder, int images,
                                         int image_size, std::mt19937_64& scenes, const std::string& path) {
   at::NoGradGuard no_grad;
   const SceneBatch batch = DrawSceneBatch(scenes, images, image_size);
@@ -68,7 +68,7 @@ absl::Status WriteReconstructionPreview(const vae::VaeEncoder& encoder, const va
   auto decoded = decoder.Decode(dist->mean);
   if (!decoded.ok()) return decoded.status();
   // [2, B, 3, S, S] -> rows of B pictures: [2·S, B·S, 3].
-  const at::Tensor grid = vae::ToUint8Rgb(at::cat({batch.images, *decoded}))
+  const at::Tensor grid = worker::vae::ToUint8Rgb(at::cat({batch.images, *decoded}))
                               .view({2, images, image_size, image_size, 3})
                               .permute({0, 2, 1, 3, 4})
                               .reshape({2 * image_size, images * image_size, 3})
@@ -78,7 +78,7 @@ absl::Status WriteReconstructionPreview(const vae::VaeEncoder& encoder, const va
   return core::image::WriteFile(path, *png);
 }
 
-absl::StatusOr<double> ReconstructionError(const vae::VaeEncoder& encoder, const vae::VaeDecoder& decoder, int images,
+absl::StatusOr<double> ReconstructionError(const worker::vae::VaeEncoder& encoder, const worker::vae::VaeDecoder& decoder, int images,
                                            int image_size, std::mt19937_64& scenes) {
   at::NoGradGuard no_grad;
   double sum = 0;
@@ -94,4 +94,4 @@ absl::StatusOr<double> ReconstructionError(const vae::VaeEncoder& encoder, const
   return sum / images;
 }
 
-}  // namespace ditserve::worker::train
+}  // namespace ditserve::tools::train

@@ -13,11 +13,11 @@
 #include <ATen/core/Generator.h>
 
 #include "absl/status/statusor.h"
+#include "tools/train/phase_runner.h"
 #include "worker/models/vae/autoencoder_kl.h"
 #include "worker/models/vae/vae_encoder.h"
-#include "worker/train/phase_runner.h"
 
-namespace ditserve::worker::train {
+namespace ditserve::tools::train {
 
 struct VaeTrainOptions {
   PhasePlan plan;
@@ -29,7 +29,7 @@ struct VaeTrainOptions {
 
 // Trains `encoder` and `decoder` in place (float32, CPU). Scenes come from
 // `scenes`, latent samples from `generator`.
-absl::StatusOr<PhaseReport> TrainVae(vae::VaeEncoder& encoder, vae::VaeDecoder& decoder, const VaeTrainOptions& options,
+absl::StatusOr<PhaseReport> TrainVae(worker::vae::VaeEncoder& encoder, worker::vae::VaeDecoder& decoder, const VaeTrainOptions& options,
                                      std::mt19937_64& scenes, at::Generator& generator, std::FILE* out);
 
 // The mean and standard deviation of latent samples of `images` random
@@ -39,17 +39,17 @@ struct LatentStatistics {
   double mean = 0;
   double std = 1;
 };
-absl::StatusOr<LatentStatistics> MeasureLatents(const vae::VaeEncoder& encoder, int images, int image_size,
+absl::StatusOr<LatentStatistics> MeasureLatents(const worker::vae::VaeEncoder& encoder, int images, int image_size,
                                                 std::mt19937_64& scenes, at::Generator& generator);
 
 // A PNG of `images` fresh scenes (top row) and their reconstructions from
 // the latent means (bottom row), for a look at what the VAE learned.
-absl::Status WriteReconstructionPreview(const vae::VaeEncoder& encoder, const vae::VaeDecoder& decoder, int images,
+absl::Status WriteReconstructionPreview(const worker::vae::VaeEncoder& encoder, const worker::vae::VaeDecoder& decoder, int images,
                                         int image_size, std::mt19937_64& scenes, const std::string& path);
 
 // Mean squared reconstruction error (images in [-1, 1]) of the latent
 // means of `images` fresh scenes: how well the trained VAE reconstructs.
-absl::StatusOr<double> ReconstructionError(const vae::VaeEncoder& encoder, const vae::VaeDecoder& decoder, int images,
+absl::StatusOr<double> ReconstructionError(const worker::vae::VaeEncoder& encoder, const worker::vae::VaeDecoder& decoder, int images,
                                            int image_size, std::mt19937_64& scenes);
 
-}  // namespace ditserve::worker::train
+}  // namespace ditserve::tools::train

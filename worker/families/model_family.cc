@@ -1,6 +1,9 @@
-#include "worker/pipelines/model_family.h"
+#include "worker/families/model_family.h"
 
-namespace ditserve::worker::pipelines {
+#include "worker/families/flux/flux_family.h"
+#include "worker/families/sd3/sd3_family.h"
+
+namespace ditserve::worker::families {
 
 absl::StatusOr<std::unique_ptr<ModelFamily>> OpenModelFamily(const std::string& dir) {
   auto geometry = core::ReadModelGeometry(dir);
@@ -9,4 +12,4 @@ absl::StatusOr<std::unique_ptr<ModelFamily>> OpenModelFamily(const std::string& 
   return OpenFluxFamily(dir, *geometry);
 }
 
-}  // namespace ditserve::worker::pipelines
+}  // namespace ditserve::worker::families

@@ -2,7 +2,7 @@
 
 // A DiT family as the gang's family-neutral ParallelPipeline sees it: what
 // it reads from a diffusers directory and how it loads its pieces. One
-// implementation per family (flux_family.cc, sd3_family.cc); the pipeline,
+// implementation per family, each in its folder (flux/, sd3/); the pipeline,
 // the parallel methods, the serve loop and the server hold no
 // family-specific code. docs/adding-a-model.md is the recipe.
 //
@@ -20,12 +20,14 @@
 #include "absl/status/statusor.h"
 #include "core/generation_plan.h"
 #include "core/step_cache.h"
+#include "worker/families/text_conditioner.h"
 #include "worker/models/common/dit_transformer.h"
 #include "worker/models/vae/autoencoder_kl.h"
 #include "worker/pipelines/generation_request.h"
-#include "worker/pipelines/text_conditioner.h"
 
-namespace ditserve::worker::pipelines {
+namespace ditserve::worker::families {
+
+using pipelines::GenerationRequest;
 
 // Every config is read once, at OpenModelFamily; the loaders read weights
 // only. Immutable; thread-compatible.
@@ -75,8 +77,5 @@ class ModelFamily {
 // unknown pipeline class and the supported ones.
 absl::StatusOr<std::unique_ptr<ModelFamily>> OpenModelFamily(const std::string& dir);
 
-// The families' openers (OpenModelFamily dispatches to them).
-absl::StatusOr<std::unique_ptr<ModelFamily>> OpenFluxFamily(const std::string& dir, const core::ModelGeometry& geometry);
-absl::StatusOr<std::unique_ptr<ModelFamily>> OpenSd3Family(const std::string& dir, const core::ModelGeometry& geometry);
 
-}  // namespace ditserve::worker::pipelines
+}  // namespace ditserve::worker::families

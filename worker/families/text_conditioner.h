@@ -11,7 +11,7 @@
 
 #include "absl/status/statusor.h"
 
-namespace ditserve::worker::pipelines {
+namespace ditserve::worker::families {
 
 struct TextEmbeddings {
   at::Tensor pooled;    // [1, pooled_dim()]
@@ -36,4 +36,4 @@ class TextConditioner {
   virtual absl::StatusOr<TextEmbeddings> Encode(const std::string& prompt, int max_sequence_length) const = 0;
 };
 
-}  // namespace ditserve::worker::pipelines
+}  // namespace ditserve::worker::families

@@ -13,7 +13,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "ditserve/v1/control.pb.h"
-#include "proto/step_cache_enum.h"
+#include "proto/parallel_config_proto.h"
+#include "worker/serve/item_request.h"
 #include "worker/serve/control_client.h"
 #include "worker/serve/gang_broadcast.h"
 
@@ -22,32 +23,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
-
-// INVALID_ARGUMENT for a step cache the frontend left unresolved or that
-// this build does not know (every rank decides alike: same batch).
-absl::StatusOr<std::vector<pipelines::GenerationRequest>> ToRequests(const control::v1::RunBatch& batch) {
-  std::vector<pipelines::GenerationRequest> out;
-  for (const control::v1::Item& item : batch.items()) {
-    pipelines::GenerationRequest r;
-    r.prompt = item.prompt();
-    r.negative_prompt = item.negative_prompt();
-    r.height = item.height();
-    r.width = item.width();
-    r.num_inference_steps = item.num_inference_steps();
-    r.guidance_scale = item.guidance_scale();
-    r.true_cfg_scale = item.true_cfg_scale();
-    r.seed = item.seed();
-    const std::optional<core::StepCacheMethod> method = proto::FromProto(item.step_cache());
-    if (!method.has_value()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("step_cache ", static_cast<int>(item.step_cache()), " is not a method this gang knows"));
-    }
-    r.cache.method = *method;
-    r.cache.threshold = item.cache_threshold();
-    out.push_back(std::move(r));
-  }
-  return out;
-}
 
 control::v1::Hello MakeHello(const core::WorkerOptions& o, const std::string& device,
                              const std::string& dtype, const GangEngine& engine) {
@@ -61,13 +36,7 @@ control::v1::Hello MakeHello(const core::WorkerOptions& o, const std::string& de
   h.set_uses_guidance_embedding(engine.uses_guidance_embedding());
   h.set_dtype(dtype);
   h.set_device(device);
-  ditserve::v1::ParallelConfig& p = *h.mutable_parallel();
-  p.set_world_size(o.world_size);
-  p.set_data_parallel_degree(o.parallel.data_parallel_degree);
-  p.set_use_cfg_parallel(o.parallel.use_cfg_parallel);
-  p.set_pipefusion_parallel_degree(o.parallel.pipefusion_parallel_degree);
-  p.set_ulysses_degree(o.parallel.ulysses_degree);
-  p.set_ring_degree(o.parallel.ring_degree);
+  proto::ToProto(o.parallel, h.mutable_parallel());
   h.set_num_pipeline_patch(o.pipefusion.num_pipeline_patch);
   h.set_transformer_config_json(engine.transformer_config_json());
   h.set_gang_id(std::random_device()() | (uint64_t{std::random_device()()} << 32));
@@ -79,7 +48,7 @@ control::v1::Hello MakeHello(const core::WorkerOptions& o, const std::string& de
 // broken; batch-level failures (bad request, cancel) are reported.
 absl::Status RunBatch(const control::v1::RunBatch& batch, GangEngine& engine,
                       ControlClient* client) {
-  const absl::StatusOr<std::vector<pipelines::GenerationRequest>> requests = ToRequests(batch);
+  const absl::StatusOr<std::vector<pipelines::GenerationRequest>> requests = RequestsFromBatch(batch);
   const Clock::time_point start = Clock::now();
   int last_step = 0;
   auto on_step = [&](int step, int total) {

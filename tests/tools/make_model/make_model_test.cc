@@ -20,7 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "tests/harness/binaries.h"
 #include "tests/harness/reference.h"
-#include "worker/pipelines/flux_pipeline.h"
+#include "worker/families/flux/flux_pipeline.h"
 #include "worker/weights/safetensors.h"
 
 namespace ditserve {
@@ -61,9 +61,9 @@ TEST_F(MakeModel, WritesARealDiffusersDirectory) {
   const absl::Status reference = testing::RunPythonReference(
       testing::DirectoryOf(__FILE__) + "/made_model_reference.py", dir_ + " " + ref, dir_ + "/diffusers.log");
   ASSERT_TRUE(reference.ok()) << reference;
-  auto pipe = worker::pipelines::FluxPipeline::Load(dir_, at::kFloat);
+  auto pipe = worker::families::FluxPipeline::Load(dir_, at::kFloat);
   ASSERT_TRUE(pipe.ok()) << pipe.status();
-  worker::pipelines::FluxRequest r;
+  worker::families::FluxRequest r;
   r.prompt = "a red circle on a blue background";
   r.height = 64;
   r.width = 96;

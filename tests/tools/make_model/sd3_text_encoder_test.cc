@@ -15,14 +15,14 @@
 #include "absl/strings/str_cat.h"
 #include "tests/harness/binaries.h"
 #include "tests/harness/reference.h"
-#include "worker/pipelines/sd3_text_encoder.h"
+#include "worker/families/sd3/sd3_text_encoder.h"
 #include "worker/weights/safetensors.h"
 
 namespace ditserve {
 namespace {
 
 using testing::ReadTextFile;
-using worker::pipelines::Sd3TextEncoder;
+using worker::families::Sd3TextEncoder;
 
 const std::vector<std::string> kPrompts = {
     "a red circle on a blue background",
@@ -122,7 +122,7 @@ TEST_F(Sd3TextEncoderTest, MatchesDiffusersWithoutT5) { ExpectMatchesDiffusers(n
 TEST_F(Sd3TextEncoderTest, Dimensions) {
   auto encoder = Sd3TextEncoder::Load(dir_, at::kFloat, c10::Device(c10::kCPU));
   ASSERT_TRUE(encoder.ok()) << encoder.status();
-  const worker::pipelines::TextConditioner& text = **encoder;
+  const worker::families::TextConditioner& text = **encoder;
   // The tiny preset: CLIP-L 32 + CLIP-G 64 wide (projections as wide), T5
   // d_model 128 (the transformer's joint_attention_dim).
   EXPECT_EQ(text.pooled_dim(), 96);

@@ -1,6 +1,6 @@
 // The committed demo model (models/flux-shapes) draws what it is asked:
 // for 8 prompts × 2 seeds at 64×64 and 128×128 the generated picture is
-// read back (worker/train/scene_reader.h: border colour, centre colour,
+// read back (tools/train/scene_reader.h: border colour, centre colour,
 // fill ratio of the shape's bounding box) and compared with the prompt.
 // The pass rate is printed with every case; the images are written to
 // $TEST_TMPDIR (or /tmp)/flux_shapes_check/ for a look. The same check runs
@@ -21,11 +21,11 @@
 #include "core/image/png_encoder.h"
 #include "parallel/process_groups.h"
 #include "parallel/world_config.h"
-#include "worker/pipelines/flux_pipeline.h"
+#include "tools/train/scene_reader.h"
+#include "worker/families/flux/flux_pipeline.h"
 #include "worker/pipelines/parallel_pipeline.h"
-#include "worker/train/scene_reader.h"
 
-namespace ditserve::worker::train {
+namespace ditserve::tools::train {
 namespace {
 
 using make_model::SceneShape;
@@ -75,14 +75,14 @@ double Psnr(const at::Tensor& a, const at::Tensor& b) {
 class FluxShapesModel : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    auto pipe = pipelines::FluxPipeline::Load(ModelDir(), at::kFloat);
+    auto pipe = worker::families::FluxPipeline::Load(ModelDir(), at::kFloat);
     ASSERT_TRUE(pipe.ok()) << pipe.status();
     pipe_ = std::move(*pipe).release();
   }
   static void TearDownTestSuite() { delete pipe_; }
 
-  static pipelines::FluxRequest Request(const std::string& prompt, int size, uint64_t seed) {
-    pipelines::FluxRequest r;
+  static worker::families::FluxRequest Request(const std::string& prompt, int size, uint64_t seed) {
+    worker::families::FluxRequest r;
     r.prompt = prompt;
     r.height = r.width = size;
     r.num_inference_steps = kSteps;
@@ -96,9 +96,9 @@ class FluxShapesModel : public ::testing::Test {
     if (!out.ok()) return out.status();
     return out->image.contiguous();
   }
-  static pipelines::FluxPipeline* pipe_;
+  static worker::families::FluxPipeline* pipe_;
 };
-pipelines::FluxPipeline* FluxShapesModel::pipe_ = nullptr;
+worker::families::FluxPipeline* FluxShapesModel::pipe_ = nullptr;
 
 // The gang's pipeline on a world of one: the engine that runs step caching.
 class CachedDrawing {
@@ -111,13 +111,13 @@ class CachedDrawing {
     auto groups = parallel::ProcessGroups::Create(*world, c10::make_intrusive<c10d::HashStore>(), options);
     if (!groups.ok()) return groups.status();
     groups_ = *std::move(groups);
-    auto pipe = pipelines::ParallelPipeline::Load(ModelDir(), at::kFloat, c10::Device(c10::kCPU), *groups_);
+    auto pipe = worker::pipelines::ParallelPipeline::Load(ModelDir(), at::kFloat, c10::Device(c10::kCPU), *groups_);
     if (!pipe.ok()) return pipe.status();
     pipe_ = *std::move(pipe);
     return absl::OkStatus();
   }
-  absl::StatusOr<pipelines::GenerationResult> Draw(const pipelines::FluxRequest& flux, core::StepCacheOptions cache) {
-    pipelines::GenerationRequest r = flux;
+  absl::StatusOr<worker::pipelines::GenerationResult> Draw(const worker::families::FluxRequest& flux, core::StepCacheOptions cache) {
+    worker::pipelines::GenerationRequest r = flux;
     r.cache = cache;
     auto out = pipe_->Generate({r});
     if (!out.ok()) return out.status();
@@ -126,7 +126,7 @@ class CachedDrawing {
 
  private:
   std::unique_ptr<parallel::ProcessGroups> groups_;
-  std::unique_ptr<pipelines::ParallelPipeline> pipe_;
+  std::unique_ptr<worker::pipelines::ParallelPipeline> pipe_;
 };
 
 TEST_F(FluxShapesModel, DrawsWhatItIsAsked) {
@@ -232,4 +232,4 @@ TEST_F(FluxShapesModel, OutOfVocabularyPromptStillDraws) {
 }
 
 }  // namespace
-}  // namespace ditserve::worker::train
+}  // namespace ditserve::tools::train

@@ -6,12 +6,12 @@
 
 #include <random>
 
-#include "worker/train/phase_runner.h"
-#include "worker/train/progress.h"
-#include "worker/train/scene_reader.h"
-#include "worker/train/shape_scene.h"
+#include "tools/train/phase_runner.h"
+#include "tools/train/progress.h"
+#include "tools/train/scene_reader.h"
+#include "tools/train/shape_scene.h"
 
-namespace ditserve::worker::train {
+namespace ditserve::tools::train {
 namespace {
 
 using make_model::SceneShape;
@@ -124,4 +124,4 @@ TEST(Progress, FormatsDurations) {
 }
 
 }  // namespace
-}  // namespace ditserve::worker::train
+}  // namespace ditserve::tools::train

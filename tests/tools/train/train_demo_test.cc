@@ -14,7 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "tests/harness/binaries.h"
 #include "tests/harness/reference.h"
-#include "worker/pipelines/flux_pipeline.h"
+#include "worker/families/flux/flux_pipeline.h"
 
 namespace ditserve {
 namespace {
@@ -55,11 +55,11 @@ TEST(TrainDemo, ShortRunLearnsAndWritesALoadableModel) {
     EXPECT_TRUE(std::filesystem::exists(dir + "/" + f)) << f;
   }
   // The ordinary pipeline loads it and draws at the model's sizes.
-  auto pipe = worker::pipelines::FluxPipeline::Load(dir, at::kFloat);
+  auto pipe = worker::families::FluxPipeline::Load(dir, at::kFloat);
   ASSERT_TRUE(pipe.ok()) << pipe.status();
   EXPECT_EQ((*pipe)->default_size(), 128);
   EXPECT_EQ((*pipe)->size_multiple(), 16);
-  worker::pipelines::FluxRequest req;
+  worker::families::FluxRequest req;
   req.prompt = "a red circle on a blue background";
   req.height = req.width = 64;
   req.num_inference_steps = 4;
@@ -91,7 +91,7 @@ TEST(TrainDemo, ShortRunLearnsAndWritesALoadableModel) {
   ASSERT_EQ(continued["phases"].size(), 1u);
   EXPECT_EQ(continued["phases"][0]["phase"], "transformer-128");
   EXPECT_EQ(continued["continued_from"]["seed"], 1);
-  auto continued_pipe = worker::pipelines::FluxPipeline::Load(next, at::kFloat);
+  auto continued_pipe = worker::families::FluxPipeline::Load(next, at::kFloat);
   ASSERT_TRUE(continued_pipe.ok()) << continued_pipe.status();
   EXPECT_TRUE((*continued_pipe)->Generate(req).ok());
   std::filesystem::remove_all(dir);

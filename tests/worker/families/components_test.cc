@@ -1,12 +1,12 @@
-// The shared pieces of the Flux pipelines that need no model directory.
+// The family-neutral components that need no model directory.
 
-#include "worker/pipelines/flux_components.h"
+#include "worker/families/components.h"
 
 #include <gtest/gtest.h>
 
 #include <stdexcept>
 
-namespace ditserve::worker::pipelines {
+namespace ditserve::worker::families {
 namespace {
 
 TEST(MoveToDevice, CpuIsANoOp) {
@@ -30,4 +30,4 @@ TEST(MoveToDevice, ALibTorchErrorBecomesAOneLineFailedPrecondition) {
 }
 
 }  // namespace
-}  // namespace ditserve::worker::pipelines
+}  // namespace ditserve::worker::families

@@ -1,4 +1,4 @@
-#include "worker/pipelines/flux_pipeline.h"
+#include "worker/families/flux/flux_pipeline.h"
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
@@ -10,7 +10,7 @@
 #include "tests/harness/reference.h"
 #include "worker/weights/safetensors.h"
 
-namespace ditserve::worker::pipelines {
+namespace ditserve::worker::families {
 namespace {
 
 
@@ -99,32 +99,5 @@ TEST_F(FluxPipelineTest, SameSeedSameImageAndErrors) {
   EXPECT_EQ(FluxPipeline::Load(empty, at::kFloat).status().message(), absl::StrCat("cannot open ", empty, "/model_index.json"));
 }
 
-// Every generation flag reaches the request; size 0 takes the model's.
-TEST(MakeGenerationRequest, CopiesEveryFlagAndFillsTheDefaultSize) {
-  core::GenerationFlags flags;
-  flags.model = "/models/flux";
-  flags.negative_prompt = "blurry";
-  flags.num_inference_steps = 12;
-  flags.guidance_scale = 4.5;
-  flags.true_cfg_scale = 2.5;
-  flags.seed = 7;
-  flags.max_sequence_length = 64;
-  FluxRequest r = MakeGenerationRequest(flags, "a cat", 9, 256);
-  EXPECT_EQ(r.prompt, "a cat");
-  EXPECT_EQ(r.negative_prompt, "blurry");
-  EXPECT_EQ(r.height, 256);
-  EXPECT_EQ(r.width, 256);
-  EXPECT_EQ(r.num_inference_steps, 12);
-  EXPECT_EQ(r.guidance_scale, 4.5);
-  EXPECT_EQ(r.true_cfg_scale, 2.5);
-  EXPECT_EQ(r.seed, 9u);  // the seed given, not the flag's (images i > 0 use seed + i)
-  EXPECT_EQ(r.max_sequence_length, 64);
-  flags.height = 128;
-  flags.width = 96;
-  r = MakeGenerationRequest(flags, "a dog", 7, 256);
-  EXPECT_EQ(r.height, 128);
-  EXPECT_EQ(r.width, 96);
-}
-
 }  // namespace
-}  // namespace ditserve::worker::pipelines
+}  // namespace ditserve::worker::families

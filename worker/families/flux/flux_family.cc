@@ -1,3 +1,5 @@
+#include "worker/families/flux/flux_family.h"
+
 // The Flux family (diffusers' FluxPipeline): FluxTransformer2DModel, CLIP
 // pooled + T5 sequence, FlowMatchEuler with dynamic shifting, the 16-channel
 // VAE; guidance embedding (FLUX.1-dev) and true CFG with true_cfg_scale.
@@ -6,13 +8,13 @@
 #include "absl/strings/str_cat.h"
 #include "util/read_file.h"
 #include "util/status_macros.h"
+#include "worker/families/components.h"
+#include "worker/families/flux/flux_components.h"
+#include "worker/families/flux/flux_text_encoder.h"
 #include "worker/models/flux/flow_match_scheduler.h"
 #include "worker/models/flux/flux_transformer.h"
-#include "worker/pipelines/flux_components.h"
-#include "worker/pipelines/flux_text_encoder.h"
-#include "worker/pipelines/model_family.h"
 
-namespace ditserve::worker::pipelines {
+namespace ditserve::worker::families {
 namespace {
 
 class FluxFamily final : public ModelFamily {
@@ -57,7 +59,7 @@ class FluxFamily final : public ModelFamily {
   absl::StatusOr<std::unique_ptr<models::DitTransformer>> LoadTransformer(const models::DitPart& part,
                                                                           at::ScalarType dtype,
                                                                           c10::Device device) const override {
-    auto t = pipelines::LoadTransformer(dir_, config_, dtype, device, part);
+    auto t = families::LoadTransformer(dir_, config_, dtype, device, part);
     if (!t.ok()) return t.status();
     return std::unique_ptr<models::DitTransformer>(*std::move(t));
   }
@@ -86,4 +88,4 @@ absl::StatusOr<std::unique_ptr<ModelFamily>> OpenFluxFamily(const std::string& d
   return FluxFamily::Open(dir, geometry);
 }
 
-}  // namespace ditserve::worker::pipelines
+}  // namespace ditserve::worker::families

@@ -1,4 +1,4 @@
-#include "worker/pipelines/flux_pipeline.h"
+#include "worker/families/flux/flux_pipeline.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
@@ -7,13 +7,14 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "util/read_file.h"
+#include "worker/families/components.h"
+#include "worker/families/flux/flux_components.h"
+#include "worker/families/flux/flux_text_encoder.h"
 #include "worker/models/flux/flow_match_scheduler.h"
 #include "worker/models/flux/flux_transformer.h"
 #include "worker/models/vae/autoencoder_kl.h"
-#include "worker/pipelines/flux_components.h"
-#include "worker/pipelines/flux_text_encoder.h"
 
-namespace ditserve::worker::pipelines {
+namespace ditserve::worker::families {
 namespace {
 
 // Blocks until the work queued on `device`'s current stream has run, so that
@@ -77,25 +78,6 @@ absl::StatusOr<std::unique_ptr<FluxPipeline>> FluxPipeline::Load(const std::stri
   if (!vae.ok()) return vae.status();
   impl->vae = *std::move(vae);
   return std::unique_ptr<FluxPipeline>(new FluxPipeline(std::move(impl)));
-}
-
-GenerationRequest MakeGenerationRequest(const core::GenerationFlags& flags, const std::string& prompt, uint64_t seed,
-                                        int default_size) {
-  GenerationRequest r;
-  r.prompt = prompt;
-  r.negative_prompt = flags.negative_prompt;
-  r.height = flags.height == 0 ? default_size : flags.height;
-  r.width = flags.width == 0 ? default_size : flags.width;
-  r.num_inference_steps = flags.num_inference_steps;
-  r.guidance_scale = flags.guidance_scale;
-  r.true_cfg_scale = flags.true_cfg_scale;
-  r.seed = seed;
-  r.max_sequence_length = flags.max_sequence_length;
-  // Checked by the launchers (StepCacheFromFlags); an invalid choice here
-  // runs uncached and the pipeline's Validate cannot see it, so callers
-  // validate first.
-  r.cache = core::StepCacheFromFlags(flags).value_or(core::StepCacheOptions{});
-  return r;
 }
 
 absl::Status ValidateFluxRequest(const FluxRequest& r, int size_multiple) {
@@ -176,4 +158,4 @@ absl::StatusOr<FluxResult> FluxPipeline::Generate(const FluxRequest& r, const St
   return FluxResult{*image, latents.to(at::kFloat).cpu()};
 }
 
-}  // namespace ditserve::worker::pipelines
+}  // namespace ditserve::worker::families

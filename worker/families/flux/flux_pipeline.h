@@ -24,7 +24,11 @@
 #include "absl/status/statusor.h"
 #include "worker/pipelines/generation_request.h"
 
-namespace ditserve::worker::pipelines {
+namespace ditserve::worker::families {
+
+using pipelines::GenerationRequest;
+using pipelines::GenerationResult;
+using pipelines::StepCallback;
 
 using FluxRequest = GenerationRequest;
 using FluxResult = GenerationResult;
@@ -63,4 +67,4 @@ class FluxPipeline {
   std::unique_ptr<Impl> impl_;
 };
 
-}  // namespace ditserve::worker::pipelines
+}  // namespace ditserve::worker::families

@@ -1,6 +1,5 @@
-#include "worker/pipelines/flux_text_encoder.h"
+#include "worker/families/flux/flux_text_encoder.h"
 
-#include "worker/pipelines/flux_components.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
@@ -13,14 +12,14 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "util/read_file.h"
-#include "worker/pipelines/flux_components.h"
+#include "worker/families/components.h"
 #include "worker/models/text/clip_text_model.h"
 #include "worker/models/text/t5_encoder.h"
 #include "worker/tokenizers/clip_tokenizer.h"
 #include "worker/tokenizers/t5_tokenizer.h"
 #include "worker/weights/safetensors.h"
 
-namespace ditserve::worker::pipelines {
+namespace ditserve::worker::families {
 
 struct FluxTextEncoder::Impl {
   std::unique_ptr<tokenizers::ClipTokenizer> clip_tokenizer;
@@ -111,4 +110,4 @@ absl::StatusOr<TextEmbeddings> FluxTextEncoder::Encode(const std::string& prompt
   return TextEmbeddings{clip_out->pooled.to(p.dtype), t5_out->to(p.dtype)};
 }
 
-}  // namespace ditserve::worker::pipelines
+}  // namespace ditserve::worker::families

@@ -11,9 +11,9 @@
 #include <c10/core/Device.h>
 
 #include "absl/status/statusor.h"
-#include "worker/pipelines/text_conditioner.h"
+#include "worker/families/text_conditioner.h"
 
-namespace ditserve::worker::pipelines {
+namespace ditserve::worker::families {
 
 // pooled: [1, pooled_projection_dim] (CLIP pooled output); sequence:
 // [1, max_sequence_length, joint_attention_dim] (T5).
@@ -49,4 +49,4 @@ class FluxTextEncoder final : public TextConditioner {
   std::unique_ptr<Impl> impl_;
 };
 
-}  // namespace ditserve::worker::pipelines
+}  // namespace ditserve::worker::families

@@ -1,3 +1,5 @@
+#include "worker/families/sd3/sd3_family.h"
+
 // The Stable Diffusion 3 / 3.5 family (diffusers' StableDiffusion3Pipeline):
 // SD3Transformer2DModel (joint blocks, qk-norm, dual attention), two CLIPs
 // with projection + T5, FlowMatchEuler with the config's shift, the
@@ -11,15 +13,14 @@
 #include "absl/strings/str_cat.h"
 #include "util/read_file.h"
 #include "util/status_macros.h"
+#include "worker/families/components.h"
+#include "worker/families/sd3/sd3_text_encoder.h"
 #include "worker/models/flux/flow_match_scheduler.h"
 #include "worker/models/sd3/sd3_transformer.h"
-#include "worker/pipelines/flux_components.h"
-#include "worker/pipelines/model_family.h"
-#include "worker/pipelines/sd3_text_encoder.h"
 #include "worker/weights/load_module.h"
 #include "worker/weights/safetensors.h"
 
-namespace ditserve::worker::pipelines {
+namespace ditserve::worker::families {
 namespace {
 
 class Sd3Family final : public ModelFamily {
@@ -117,4 +118,4 @@ absl::StatusOr<std::unique_ptr<ModelFamily>> OpenSd3Family(const std::string& di
   return Sd3Family::Open(dir, geometry);
 }
 
-}  // namespace ditserve::worker::pipelines
+}  // namespace ditserve::worker::families

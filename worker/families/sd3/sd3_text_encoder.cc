@@ -1,4 +1,4 @@
-#include "worker/pipelines/sd3_text_encoder.h"
+#include "worker/families/sd3/sd3_text_encoder.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
@@ -13,14 +13,14 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "util/read_file.h"
+#include "worker/families/components.h"
 #include "worker/models/text/clip_text_model.h"
 #include "worker/models/text/t5_encoder.h"
-#include "worker/pipelines/flux_components.h"
 #include "worker/tokenizers/clip_tokenizer.h"
 #include "worker/tokenizers/t5_tokenizer.h"
 #include "worker/weights/safetensors.h"
 
-namespace ditserve::worker::pipelines {
+namespace ditserve::worker::families {
 namespace {
 
 absl::StatusOr<nlohmann::json> ReadJsonObject(const std::string& path) {
@@ -193,4 +193,4 @@ absl::StatusOr<TextEmbeddings> Sd3TextEncoder::Encode(const std::string& prompt,
   return TextEmbeddings{at::cat({l->text_embeds, g->text_embeds}, -1).to(p.dtype), at::cat({padded, t5}, -2)};
 }
 
-}  // namespace ditserve::worker::pipelines
+}  // namespace ditserve::worker::families

@@ -26,9 +26,9 @@
 #include <c10/core/Device.h>
 
 #include "absl/status/statusor.h"
-#include "worker/pipelines/text_conditioner.h"
+#include "worker/families/text_conditioner.h"
 
-namespace ditserve::worker::pipelines {
+namespace ditserve::worker::families {
 
 // Immutable after Load; Encode is thread-compatible.
 class Sd3TextEncoder final : public TextConditioner {
@@ -74,4 +74,4 @@ class Sd3TextEncoder final : public TextConditioner {
   std::unique_ptr<Impl> impl_;
 };
 
-}  // namespace ditserve::worker::pipelines
+}  // namespace ditserve::worker::families

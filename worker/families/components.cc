@@ -1,0 +1,61 @@
+#include "worker/families/components.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "util/read_file.h"
+#include "worker/weights/safetensors.h"
+
+namespace ditserve::worker::families {
+
+absl::Status MoveToDevice(absl::string_view what, c10::Device device, const std::function<void()>& move) {
+  if (device.is_cpu()) return absl::OkStatus();
+  try {
+    move();
+  } catch (const std::exception& e) {
+    const std::string text = e.what();
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot move ", what, " to ", device.str(), ": ", text.substr(0, text.find('\n'))));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<flux::FlowMatchSchedulerConfig> LoadSchedulerConfig(const std::string& dir) {
+  auto text = util::ReadFileToString(dir + "/scheduler/scheduler_config.json");
+  if (!text.ok()) return text.status();
+  return flux::ParseFlowMatchSchedulerConfig(*text);
+}
+
+absl::StatusOr<vae::VaeConfig> LoadVaeConfig(const std::string& dir) {
+  auto text = util::ReadFileToString(dir + "/vae/config.json");
+  if (!text.ok()) return text.status();
+  return vae::ParseVaeConfig(*text);
+}
+
+absl::StatusOr<std::unique_ptr<vae::VaeDecoder>> LoadVaeDecoder(const std::string& dir, const vae::VaeConfig& config,
+                                                                at::ScalarType dtype, c10::Device device) {
+  auto vae = vae::VaeDecoder::Create(config, dtype);
+  if (!vae.ok()) return vae.status();
+  auto ckpt = weights::SafetensorsCheckpoint::Open(dir + "/vae");
+  if (!ckpt.ok()) return ckpt.status();
+  if (absl::Status s = (*vae)->Load(*ckpt); !s.ok()) return absl::InvalidArgumentError(absl::StrCat("vae: ", s.message()));
+  if (absl::Status s = MoveToDevice("the VAE", device, [&] { (*vae)->To(device); }); !s.ok()) return s;
+  return vae;
+}
+
+at::Tensor InitialLatents(uint64_t seed, int64_t channels, int64_t h, int64_t w) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  return flux::PackLatents(at::randn({1, channels, h, w}, gen, at::TensorOptions().dtype(at::kFloat)));
+}
+
+absl::StatusOr<at::Tensor> DecodeLatents(const vae::VaeDecoder& vae, const at::Tensor& packed, int64_t h, int64_t w) {
+  const double sf = vae.config().scaling_factor, shift = vae.config().shift_factor;
+  const at::Tensor z = flux::UnpackLatents(packed, h, w) / sf + shift;
+  auto image = vae.Decode(z);
+  if (!image.ok()) return image.status();
+  return vae::ToUint8Rgb(*image)[0];
+}
+
+}  // namespace ditserve::worker::families

@@ -1,0 +1,43 @@
+#pragma once
+
+// Family-neutral pieces of a diffusers directory, loaded one by one, that
+// every family and the gang's ParallelPipeline share: the device move, the
+// flow-matching scheduler config, the VAE, the initial noise and the
+// decode. Errors name the file or component at fault.
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "worker/models/flux/flow_match_scheduler.h"
+#include "worker/models/vae/autoencoder_kl.h"
+
+namespace ditserve::worker::families {
+
+// Runs `move`, which moves the component named `what` to `device` (nothing
+// to do on CPU); an exception from LibTorch becomes FAILED_PRECONDITION
+// "cannot move <what> to <device>: <its first line>".
+absl::Status MoveToDevice(absl::string_view what, c10::Device device, const std::function<void()>& move);
+
+// scheduler/scheduler_config.json of a flow-matching family (Flux, SD3).
+absl::StatusOr<flux::FlowMatchSchedulerConfig> LoadSchedulerConfig(const std::string& dir);
+absl::StatusOr<vae::VaeConfig> LoadVaeConfig(const std::string& dir);
+absl::StatusOr<std::unique_ptr<vae::VaeDecoder>> LoadVaeDecoder(const std::string& dir, const vae::VaeConfig& config,
+                                                                at::ScalarType dtype, c10::Device device);
+
+// The initial noise of a request: [1, C, h, w] float32 normals from PyTorch's
+// CPU generator seeded with `seed` (as torch.randn with a CPU generator),
+// packed to [1, h/2·w/2, 4C].
+at::Tensor InitialLatents(uint64_t seed, int64_t channels, int64_t h, int64_t w);
+
+// Packed latents [1, S, 4C] of an (h × w) latent image -> uint8 [H, W, 3],
+// with the VAE config's scaling and shift undone first.
+absl::StatusOr<at::Tensor> DecodeLatents(const vae::VaeDecoder& vae, const at::Tensor& packed, int64_t h, int64_t w);
+
+}  // namespace ditserve::worker::families

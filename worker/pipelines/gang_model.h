@@ -1,0 +1,81 @@
+#pragma once
+
+// What one rank of the gang holds for generation (ParallelPipeline's
+// state), shared by the pipeline's call orchestration
+// (parallel_pipeline.cc) and the denoising loop of a replica
+// (replica_run.cc). Internal to worker/pipelines.
+
+#include <memory>
+#include <string>
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+
+#include "absl/status/statusor.h"
+#include "core/generation_plan.h"
+#include "parallel/process_groups.h"
+#include "parallel/world_config.h"
+#include "worker/families/model_family.h"
+#include "worker/families/text_conditioner.h"
+#include "worker/models/common/dit_transformer.h"
+#include "worker/models/vae/autoencoder_kl.h"
+#include "worker/pipelines/comm_stats.h"
+#include "worker/pipelines/generation_request.h"
+#include "worker/pipelines/parallel_pipeline.h"
+
+namespace ditserve::worker::pipelines {
+
+class ReplicaRun;
+
+// Everything a rank holds for generation. Not thread-safe.
+struct GangModel {
+  std::string dir;
+  parallel::ProcessGroups* groups = nullptr;
+  core::PipeFusionOptions pipefusion;
+  std::unique_ptr<families::ModelFamily> family;
+  std::unique_ptr<families::TextConditioner> text;                 // world rank 0 only
+  std::unique_ptr<vae::VaeDecoder> vae;                   // world rank 0 only
+  std::unique_ptr<models::DitTransformer> transformer;   // this stage's blocks
+  at::ScalarType dtype = at::kFloat;
+  c10::Device device = c10::Device(c10::kCPU);
+  CommStats stats;
+  GenerateTimings timings;
+  // Rank 0's text conditioner's, shared at load.
+  int default_max_sequence_length = 512;
+  int max_sequence_length_limit = 512;
+
+  const core::ModelGeometry& geometry() const { return family->geometry(); }
+  const vae::VaeConfig& vae_config() const { return family->vae_config(); }
+  int MaxSequenceLength(const GenerationRequest& r) const {
+    return r.max_sequence_length > 0 ? r.max_sequence_length : default_max_sequence_length;
+  }
+  core::ResolvedGuidance Guidance(const GenerationRequest& r) const {
+    return core::ResolveGuidance(geometry(), r.guidance_scale, r.true_cfg_scale);
+  }
+
+  const parallel::WorldConfig& world() const { return groups->world(); }
+  const parallel::ParallelConfig& config() const { return world().config(); }
+  int stage() const { return world().rank_in(parallel::Dim::kPipeFusion); }
+  int stages() const { return config().pipefusion_parallel_degree; }
+  int sp_rank() const {
+    return world().rank_in(parallel::Dim::kUlysses) + config().ulysses_degree * world().rank_in(parallel::Dim::kRing);
+  }
+  int sp_size() const { return config().sequence_parallel_degree(); }
+
+  absl::Status Validate(const GenerationRequest& r) const;
+  absl::Status AgreeOnCall(int64_t rows, int64_t T, const GenerationRequest& first) const;
+  // Rank 0's text token count for the call, known on every rank after.
+  absl::StatusOr<int64_t> AgreeOnTextTokens(const GenerationRequest& first);
+  // Generate's phases: the prompts' embeddings on every rank ([rows,
+  // pooled dim], [rows, T, text dim]), and every replica's final latents
+  // and step decisions on rank 0.
+  absl::Status EncodePrompts(const std::vector<GenerationRequest>& requests, int64_t rows, int64_t T,
+                             at::Tensor& pooled, at::Tensor& sequence);
+  absl::Status CollectLatents(const std::vector<GenerationRequest>& requests, const ReplicaRun& run,
+                              std::vector<at::Tensor>& final_latents, std::vector<std::vector<bool>>& step_computed);
+  absl::StatusOr<std::vector<GenerationResult>> Generate(const std::vector<GenerationRequest>& requests,
+                                                         const StepCallback& on_step);
+};
+
+
+}  // namespace ditserve::worker::pipelines

@@ -1,0 +1,88 @@
+#include "worker/pipelines/pipefusion_link.h"
+
+#include "util/status_macros.h"
+
+namespace ditserve::worker::pipelines {
+namespace {
+
+// Message tags; patch-indexed messages add the patch (< 1024).
+constexpr int kTagImage = 0;
+constexpr int kTagText = 1 << 10;
+constexpr int kTagLatents = 2 << 10;
+constexpr int kTagDecision = 5 << 10;
+constexpr int kTagDelta = 6 << 10;
+
+int64_t Bytes(const at::Tensor& t) { return t.numel() * static_cast<int64_t>(t.element_size()); }
+
+}  // namespace
+
+absl::Status PipeFusionLink::Send(const at::Tensor& tensor, int to, int tag) {
+  const at::Tensor contiguous = tensor.contiguous();
+  auto transfer = group_.Send(contiguous, to, tag);
+  if (!transfer.ok()) return transfer.status();
+  stats_->Add("pipefusion", Bytes(contiguous), 0);
+  sends_.push_back(*std::move(transfer));
+  return Drain(kMaxInFlight);
+}
+
+absl::Status PipeFusionLink::Receive(at::Tensor& tensor, int from, int tag) {
+  CommTimer timer(stats_, "pipefusion");
+  auto transfer = group_.Recv(tensor, from, tag);
+  if (!transfer.ok()) return transfer.status();
+  return (*transfer)->Wait();
+}
+
+absl::Status PipeFusionLink::SendHidden(const models::DitHidden& hidden, int patch) {
+  DITSERVE_RETURN_IF_ERROR(Send(hidden.x, stage_ + 1, kTagImage + patch));
+  if (patch == 0) DITSERVE_RETURN_IF_ERROR(Send(hidden.context, stage_ + 1, kTagText + patch));
+  return absl::OkStatus();
+}
+
+absl::Status PipeFusionLink::ReceiveHidden(models::DitHidden& hidden, int patch) {
+  // Both receives are posted before either is waited for.
+  CommTimer timer(stats_, "pipefusion");
+  auto image = group_.Recv(hidden.x, stage_ - 1, kTagImage + patch);
+  if (!image.ok()) return image.status();
+  std::unique_ptr<parallel::PendingTransfer> text;
+  if (patch == 0) {
+    auto t = group_.Recv(hidden.context, stage_ - 1, kTagText + patch);
+    if (!t.ok()) return t.status();
+    text = *std::move(t);
+  }
+  DITSERVE_RETURN_IF_ERROR((*image)->Wait());
+  if (text) DITSERVE_RETURN_IF_ERROR(text->Wait());
+  return absl::OkStatus();
+}
+
+absl::Status PipeFusionLink::SendLatents(const at::Tensor& part, int patch) {
+  return Send(part, 0, kTagLatents + patch);
+}
+
+absl::Status PipeFusionLink::ReceiveLatents(at::Tensor& part, int patch) {
+  return Receive(part, stages_ - 1, kTagLatents + patch);
+}
+
+absl::Status PipeFusionLink::SendDecisions(const at::Tensor& decisions) {
+  for (int s = 1; s < stages_; ++s) DITSERVE_RETURN_IF_ERROR(Send(decisions, s, kTagDecision));
+  return absl::OkStatus();
+}
+
+absl::Status PipeFusionLink::ReceiveDecisions(at::Tensor& decisions) { return Receive(decisions, 0, kTagDecision); }
+
+absl::Status PipeFusionLink::SendDelta(const at::Tensor& delta, int patch) {
+  return Send(delta, stages_ - 1, kTagDelta + patch);
+}
+
+absl::Status PipeFusionLink::ReceiveDelta(at::Tensor& delta, int patch) { return Receive(delta, 0, kTagDelta + patch); }
+
+absl::Status PipeFusionLink::Drain(size_t keep) {
+  while (sends_.size() > keep) {
+    CommTimer timer(stats_, "pipefusion");
+    absl::Status s = sends_.front()->Wait();
+    sends_.pop_front();
+    DITSERVE_RETURN_IF_ERROR(s);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace ditserve::worker::pipelines

@@ -1,0 +1,385 @@
+#include "worker/pipelines/replica_run.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <tuple>
+
+#include "absl/strings/str_cat.h"
+#include "util/status_macros.h"
+#include "worker/families/components.h"
+#include "worker/models/flux/flow_match_scheduler.h"
+#include "worker/pipelines/cfg_guidance.h"
+#include "worker/pipelines/stop_agreement.h"
+#include "worker/pipelines/usp_joint_attention.h"
+
+namespace ditserve::worker::pipelines {
+namespace {
+
+int64_t Bytes(const at::Tensor& t) { return t.numel() * static_cast<int64_t>(t.element_size()); }
+
+}  // namespace
+
+using parallel::Dim;
+
+void ReplicaRun::Prepare() {
+  const GenerationRequest& r = requests_.front();
+  const int scale = p_.vae_config().scale_factor();
+  h_ = 2 * (r.height / (scale * 2));
+  w_ = 2 * (r.width / (scale * 2));
+  rows_ = h_ / 2;
+  cols_ = w_ / 2;
+  S_ = rows_ * cols_;
+  padded_rows_ = core::PaddedRows(rows_, p_.sp_size());
+  padded_S_ = padded_rows_ * cols_;
+  T_ = all_sequence_.size(1);
+  padded_T_ = text_sharded() ? (T_ + p_.sp_size() - 1) / p_.sp_size() * p_.sp_size() : T_;
+  whole_ = core::PatchPlan::Balanced(padded_rows_, cols_, 1, p_.sp_size(), T_);
+  pipelined_ = core::PatchPlan::Balanced(padded_rows_, cols_, p_.stages() > 1 ? p_.pipefusion.patches(p_.config()) : 1,
+                                   p_.sp_size(), T_);
+  steps_ = r.num_inference_steps;
+  end_step_ = steps_;
+  const core::ResolvedGuidance guidance = p_.Guidance(r);
+  cfg_ = guidance.cfg;
+  sigmas_ = p_.family->Sigmas(steps_, S_);
+  if (idle()) return;
+  const int64_t n = static_cast<int64_t>(mine_.size());
+  const int64_t channels = p_.family->latent_channels();
+  std::vector<at::Tensor> noise;
+  std::vector<double> scales;
+  for (int i : mine_) {
+    noise.push_back(families::InitialLatents(requests_[i].seed, channels, h_, w_));
+    scales.push_back(p_.Guidance(requests_[i]).cfg_scale);
+  }
+  latents_ = at::cat(noise, 0).to(p_.device, p_.dtype);
+  std::vector<core::StepCacheOptions> caches;
+  for (int i : mine_) caches.push_back(requests_[i].cache);
+  const int branches = cfg_ && !p_.config().use_cfg_parallel ? 2 : 1;
+  cache_ = std::make_unique<StepCache>(std::move(caches), steps_, branches, padded_S_, S_,
+                                       p_.family->TeaCachePolynomial(), p_.device);
+  if (padded_S_ > S_) {
+    // The padding tokens start at zero; what they compute is never read.
+    latents_ = at::constant_pad_nd(latents_, {0, 0, 0, padded_S_ - S_});
+  }
+  const at::Tensor index = at::tensor(std::vector<int64_t>(mine_.begin(), mine_.end()), at::kLong).to(p_.device);
+  const int64_t total = static_cast<int64_t>(requests_.size());
+  const auto rows_of = [&](int branch) {
+    const at::Tensor rows = index + branch * total;
+    return std::pair{all_pooled_.index_select(0, rows), all_sequence_.index_select(0, rows)};
+  };
+  if (p_.config().use_cfg_parallel) {
+    std::tie(pooled_, sequence_) = rows_of(p_.world().rank_in(Dim::kCfg));
+  } else if (cfg_) {
+    auto [cp, cs] = rows_of(0);
+    auto [up, us] = rows_of(1);
+    pooled_ = at::cat({cp, up}, 0);
+    sequence_ = at::cat({cs, us}, 0);
+  } else {
+    std::tie(pooled_, sequence_) = rows_of(0);
+  }
+  if (padded_T_ > T_) sequence_ = at::constant_pad_nd(sequence_, {0, 0, 0, padded_T_ - T_});
+  if (cfg_) cfg_scale_ = at::tensor(scales, at::kDouble).to(at::kFloat).view({n, 1, 1}).to(p_.device);
+  if (guidance.embedded) guidance_ = at::full({pooled_.size(0)}, guidance.embedded_scale, at::kFloat).to(p_.device);
+  if (p_.stages() > 1) {
+    link_ = std::make_unique<PipeFusionLink>(p_.groups->group(Dim::kPipeFusion), p_.stage(), p_.stages(), &p_.stats);
+  }
+  MakeAttention();
+}
+
+void ReplicaRun::MakeAttention() {
+  auto& g = *p_.groups;
+  if (p_.stages() > 1) {
+    auto a = std::make_unique<PipeFusionAttention>(g.group(Dim::kUlysses), g.group(Dim::kRing), T_, padded_S_, S_,
+                                                   &p_.stats);
+    pipefusion_attention_ = a.get();
+    attention_ = std::move(a);
+  } else if (p_.sp_size() > 1) {
+    // Which of this rank's text and image tokens are real; every SP rank
+    // passes masks when anything is padded (the exchanges carry them), none
+    // when not.
+    at::Tensor text_valid, image_valid;
+    if (padded_S_ > S_ || padded_T_ > T_) {
+      const core::TokenRange local = whole_.Local(0, p_.sp_rank());
+      const int64_t t = LocalTextTokens();
+      image_valid = at::arange(local.begin, local.end, at::kLong).lt(S_).to(p_.device);
+      text_valid = at::arange(p_.sp_rank() * t, (p_.sp_rank() + 1) * t, at::kLong).lt(T_).to(p_.device);
+    }
+    attention_ = std::make_unique<UspJointAttention>(g.group(Dim::kUlysses), g.group(Dim::kRing), text_valid,
+                                                     image_valid, &p_.stats);
+  } else {
+    attention_ = std::make_unique<models::SerialJointAttention>();
+  }
+}
+
+absl::StatusOr<models::DitHidden> ReplicaRun::EmbedPatch(int step, int patch) {
+  const core::TokenRange local = Local(step, patch);
+  if (step > 0 && p_.stages() > 1) {
+    at::Tensor incoming = at::empty({latents_.size(0), local.size(), latents_.size(2)}, latents_.options());
+    DITSERVE_RETURN_IF_ERROR(link_->ReceiveLatents(incoming, patch));
+    latents_.narrow(1, local.begin, local.size()).copy_(incoming);
+  }
+  at::Tensor input = latents_.narrow(1, local.begin, local.size());
+  if (pooled_.size(0) != input.size(0)) input = at::cat({input, input}, 0);  // CFG in one batch
+  return p_.transformer->Embed(input, patch == 0 ? LocalText(sequence_) : at::Tensor(), PositionsFor(step, patch));
+}
+
+absl::StatusOr<models::DitHidden> ReplicaRun::ReceiveHidden(int step, int patch) {
+  const int64_t batch = pooled_.size(0);
+  const int64_t dim = p_.transformer->hidden_size();
+  models::DitHidden hidden;
+  hidden.x = at::empty({batch, Local(step, patch).size(), dim}, latents_.options());
+  if (patch == 0) hidden.context = at::empty({batch, T_, dim}, latents_.options());
+  DITSERVE_RETURN_IF_ERROR(link_->ReceiveHidden(hidden, patch));
+  return hidden;
+}
+
+absl::Status ReplicaRun::RunBlocks(int step, int patch, models::DitHidden& hidden,
+                                   const models::DitConditioning& conditioning,
+                                   models::DitTransformer::BlockSpan span) {
+  if (pipefusion_attention_ != nullptr) pipefusion_attention_->SetPatch(plan_at(step).Patch(patch));
+  return p_.transformer->RunBlockSpan(hidden, conditioning, PositionsFor(step, patch), *attention_, span);
+}
+
+absl::Status ReplicaRun::FinishPatch(int step, int patch, const at::Tensor& x,
+                                     const models::DitConditioning& conditioning) {
+  const core::TokenRange local = Local(step, patch);
+  const at::Tensor head = p_.transformer->Head(x, conditioning);
+  auto velocity = cfg_ ? CombineCfg(head, cfg_scale_,
+                                    p_.config().use_cfg_parallel ? &p_.groups->group(Dim::kCfg) : nullptr, &p_.stats)
+                       : absl::StatusOr<at::Tensor>(head);
+  if (!velocity.ok()) return velocity.status();
+  at::Tensor slice = latents_.narrow(1, local.begin, local.size());
+  slice.copy_(flux::FlowMatchEulerStep(slice, *velocity, sigmas_[step], sigmas_[step + 1]));
+  // The next step reads this patch in the same layout: send it right away.
+  if (p_.stages() > 1 && step + 1 < end_step_ && patches_at(step + 1) == patches_at(step)) {
+    DITSERVE_RETURN_IF_ERROR(SendLatents(step + 1, patch));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ReplicaRun::RunPatch(int step, int patch, const models::DitConditioning& conditioning) {
+  absl::StatusOr<models::DitHidden> hidden = first_stage() ? EmbedPatch(step, patch) : ReceiveHidden(step, patch);
+  if (!hidden.ok()) return hidden.status();
+  DITSERVE_RETURN_IF_ERROR(RunBlocks(step, patch, *hidden, conditioning, {}));
+  if (!last_stage()) return link_->SendHidden(*hidden, patch);
+  return FinishPatch(step, patch, hidden->x, conditioning);
+}
+
+// A step of a caching run (step_cache.h). Stage 0 first computes the
+// signal of every patch (under PipeFusion it waits for the whole step's
+// latents: the decision is the whole image's, as one process makes it),
+// decides with the SP and CFG groups, and tells the later stages. Then, if
+// any request computes, the patches run the remaining blocks as usual;
+// if any is cached, stage 0 sends the anchor change to the last stage,
+// which adds it to the blocks' output of the last computed step. A step
+// where no request computes costs stage 0 the signal, the middle stages
+// nothing, and the last stage the head.
+absl::Status ReplicaRun::CachedStep(int step, const models::DitConditioning& conditioning) {
+  StepCache& cache = *cache_;
+  const int M = patches_at(step);
+  const bool first_block = cache.method() == core::StepCacheMethod::kFirstBlock;
+  std::vector<models::DitHidden> hidden(first_stage() ? M : 0);
+  if (first_stage()) {
+    cache.BeginStep();
+    if (pipefusion_attention_ != nullptr) pipefusion_attention_->SetWritableRows(at::Tensor());
+    for (int m = 0; m < M; ++m) {
+      auto embedded = EmbedPatch(step, m);
+      if (!embedded.ok()) return embedded.status();
+      hidden[m] = *std::move(embedded);
+      at::Tensor signal;
+      if (first_block) {
+        const at::Tensor input = hidden[m].x;
+        DITSERVE_RETURN_IF_ERROR(RunBlocks(step, m, hidden[m], conditioning, {0, 1}));
+        signal = hidden[m].x - input;
+      } else {
+        signal = p_.transformer->FirstBlockModulatedInput(hidden[m], conditioning);
+      }
+      cache.AddSignal(signal, hidden[m].x, Local(step, m).begin);
+    }
+    DITSERVE_RETURN_IF_ERROR(DecideStep(step));
+    if (link_) DITSERVE_RETURN_IF_ERROR(link_->SendDecisions(cache_decisions_));
+  } else {
+    at::Tensor decisions = at::empty({static_cast<int64_t>(mine_.size())}, at::TensorOptions().dtype(at::kInt).device(p_.device));
+    DITSERVE_RETURN_IF_ERROR(link_->ReceiveDecisions(decisions));
+    cache.Agree(step, decisions);
+  }
+  // Cached requests' rows compute along (the batch runs whole) but must
+  // leave PipeFusion's stale K/V as their own run would: unwritten.
+  if (pipefusion_attention_ != nullptr) {
+    pipefusion_attention_->SetWritableRows(cache.all_compute() ? at::Tensor() : cache.row_mask());
+  }
+  for (int m = 0; m < M; ++m) {
+    const core::TokenRange local = Local(step, m);
+    models::DitHidden h;
+    if (first_stage()) h = std::move(hidden[m]);
+    if (cache.any_computes()) {
+      if (!first_stage()) {
+        auto received = ReceiveHidden(step, m);
+        if (!received.ok()) return received.status();
+        h = *std::move(received);
+      }
+      const models::DitTransformer::BlockSpan span{first_stage() && first_block ? 1 : 0, -1};
+      DITSERVE_RETURN_IF_ERROR(RunBlocks(step, m, h, conditioning, span));
+      if (!last_stage()) DITSERVE_RETURN_IF_ERROR(link_->SendHidden(h, m));
+    }
+    at::Tensor delta;
+    if (!cache.all_compute()) {
+      if (first_stage()) {
+        delta = cache.AnchorDelta(local.begin, local.size());
+        if (!last_stage()) DITSERVE_RETURN_IF_ERROR(link_->SendDelta(delta, m));
+      } else if (last_stage()) {
+        delta = at::empty({pooled_.size(0), local.size(), p_.transformer->hidden_size()}, latents_.options());
+        DITSERVE_RETURN_IF_ERROR(link_->ReceiveDelta(delta, m));
+      }
+    }
+    if (last_stage()) {
+      const at::Tensor x = cache.Merge(cache.any_computes() ? h.x : at::Tensor(), delta, local.begin, local.size());
+      DITSERVE_RETURN_IF_ERROR(FinishPatch(step, m, x, conditioning));
+    }
+  }
+  if (first_stage()) cache.CommitStage0();
+  return absl::OkStatus();
+}
+
+// Stage 0: the distances summed over the SP group and the CFG group, each
+// request's decision, and the decisions agreed (any rank computing makes
+// all compute, so a rounding apart cannot split the gang).
+absl::Status ReplicaRun::DecideStep(int step) {
+  StepCache& cache = *cache_;
+  const auto reduce = [&](at::Tensor& t, parallel::ReduceOp op) -> absl::Status {
+    if (p_.sp_size() == 1 && !p_.config().use_cfg_parallel) return absl::OkStatus();
+    at::Tensor on_device = t.to(p_.device);
+    CommTimer timer(&p_.stats, "step_cache");
+    timer.AddBytes(Bytes(on_device));
+    if (p_.sp_size() > 1) DITSERVE_RETURN_IF_ERROR(p_.groups->group(Dim::kSequence).AllReduce(on_device, op));
+    if (p_.config().use_cfg_parallel) DITSERVE_RETURN_IF_ERROR(p_.groups->group(Dim::kCfg).AllReduce(on_device, op));
+    t.copy_(on_device.cpu());
+    return absl::OkStatus();
+  };
+  DITSERVE_RETURN_IF_ERROR(reduce(cache.partial_sums(), parallel::ReduceOp::kSum));
+  at::Tensor decisions = cache.Decide(step);
+  DITSERVE_RETURN_IF_ERROR(reduce(decisions, parallel::ReduceOp::kMax));
+  cache.Agree(step, decisions);
+  cache_decisions_ = decisions.to(p_.device);
+  return absl::OkStatus();
+}
+
+const models::DitPositions& ReplicaRun::PositionsFor(int step, int patch) {
+  std::vector<models::DitPositions>& tables = patches_at(step) == 1 ? positions_whole_ : positions_pipelined_;
+  if (tables.empty()) tables.resize(patches_at(step));
+  models::DitPositions& r = tables[patch];
+  if (!r.image_cos.defined() && !r.image_embedding.defined()) {
+    const core::TokenRange local = Local(step, patch);
+    const int64_t end = std::min(local.end, S_), begin = std::min(local.begin, end);
+    r = p_.transformer->Positions(patch == 0 ? LocalTextTokens() : 0, rows_, cols_, begin, end, p_.device);
+    // SP padding tokens (beyond S_) get zero positions: their outputs are
+    // never read and their keys are masked.
+    const auto pad = [&](at::Tensor& table) {
+      if (table.defined() && table.size(0) < local.size()) {
+        std::vector<int64_t> widths(2 * table.dim(), 0);
+        widths.back() = local.size() - table.size(0);  // dim 0, at the end
+        table = at::constant_pad_nd(table, widths);
+      }
+    };
+    pad(r.image_cos);
+    pad(r.image_sin);
+    pad(r.image_embedding);
+  }
+  return r;
+}
+
+absl::Status ReplicaRun::SendLatents(int step, int patch) {
+  const core::TokenRange local = Local(step, patch);
+  return link_->SendLatents(latents_.narrow(1, local.begin, local.size()), patch);
+}
+
+// Makes every token of `state` ([rows, padded tokens, ...]) current on this
+// rank: each SP rank contributes the ranges it computed at `step`, zeros
+// elsewhere, and a sum over the SP group assembles them exactly. The last
+// stage does it for the latents when the patch layout changes (and at the
+// end); the step cache's state follows on every stage.
+absl::Status ReplicaRun::CompleteRanges(at::Tensor& state, int step) {
+  if (p_.sp_size() == 1 || !state.defined()) return absl::OkStatus();
+  at::Tensor mine = at::zeros_like(state);
+  for (int m = 0; m < patches_at(step); ++m) {
+    const core::TokenRange r = Local(step, m);
+    mine.narrow(1, r.begin, r.size()).copy_(state.narrow(1, r.begin, r.size()));
+  }
+  CommTimer timer(&p_.stats, "sequence");
+  timer.AddBytes(Bytes(mine));
+  DITSERVE_RETURN_IF_ERROR(p_.groups->group(Dim::kSequence).AllReduce(mine, parallel::ReduceOp::kSum));
+  state = mine;
+  return absl::OkStatus();
+}
+
+std::vector<std::vector<bool>> ReplicaRun::steps_computed() const {
+  if (cache_ != nullptr && cache_->active()) return cache_->decisions();
+  return std::vector<std::vector<bool>>(mine_.size(), std::vector<bool>(steps_, true));
+}
+
+absl::Status ReplicaRun::Step(int step) {
+  const at::Tensor sigma = at::full({pooled_.size(0)}, sigmas_[step], at::kFloat).to(p_.device);
+  const models::DitConditioning conditioning =
+      p_.transformer->Condition(p_.transformer->TimeEmbedding(sigma, guidance_, pooled_));
+  if (pipefusion_attention_ != nullptr && step == 0) pipefusion_attention_->Reset();
+  if (cache_ != nullptr && cache_->active()) return CachedStep(step, conditioning);
+  for (int m = 0; m < patches_at(step); ++m) DITSERVE_RETURN_IF_ERROR(RunPatch(step, m, conditioning));
+  return absl::OkStatus();
+}
+
+absl::Status ReplicaRun::Run(const StepCallback& on_step) {
+  Prepare();
+  // Cancellation: after each step every rank votes (its on_step answers,
+  // OR-ed), and the gang agrees on vote #j asynchronously (StopAgreement).
+  // A stop at #j means every rank runs steps < j + delay. Without
+  // PipeFusion the ranks move in lockstep: delay 1, decision #j read at the
+  // end of step j. With it, stages are up to lag = ceil((P−1)/M) steps
+  // apart: decision #j is read at the end of step j + lag (so the read
+  // never waits for a slower stage) and governs step j + lag + 2 (so the
+  // last stage knows a step ahead whether stage 0 will consume its latents).
+  const int P = p_.stages();
+  const int M = patches_at(steps_ - 1);
+  const int delay = P == 1 ? 1 : (P - 1 + M - 1) / M + 2;
+  const int read_ahead = P == 1 ? 0 : 1;
+  bool want_stop = false, stopped = false;
+  int read = 0;  // decisions read
+  StopAgreement agreement(p_.groups->control());
+  const auto read_until = [&](int index) -> absl::Status {
+    for (; read <= index && read < agreement.posted(); ++read) {
+      auto stop = agreement.Decision(read);
+      if (!stop.ok()) return stop.status();
+      if (*stop && !stopped) {
+        stopped = true;
+        end_step_ = std::min(end_step_, read + delay);
+      }
+    }
+    return absl::OkStatus();
+  };
+  for (int step = 0; step < end_step_; ++step) {
+    if (!idle()) {
+      DITSERVE_RETURN_IF_ERROR(Step(step));
+      if (P > 1 && step + 1 < end_step_ && patches_at(step + 1) != patches_at(step)) {
+        // Warmup ends: the next step reads other ranges.
+        if (cache_->active()) {
+          for (at::Tensor* state : cache_->state()) DITSERVE_RETURN_IF_ERROR(CompleteRanges(*state, step));
+        }
+        if (last_stage()) {
+          DITSERVE_RETURN_IF_ERROR(CompleteRanges(latents_, step));
+          for (int m = 0; m < patches_at(step + 1); ++m) DITSERVE_RETURN_IF_ERROR(SendLatents(step + 1, m));
+        }
+      }
+    }
+    if (on_step && !on_step(step + 1, steps_)) want_stop = true;
+    agreement.Post(want_stop);
+    DITSERVE_RETURN_IF_ERROR(read_until(step + read_ahead + 1 - delay));
+  }
+  DITSERVE_RETURN_IF_ERROR(read_until(agreement.posted() - 1));
+  if (link_) DITSERVE_RETURN_IF_ERROR(link_->Drain(0));
+  if (stopped) {
+    return absl::CancelledError(absl::StrCat("cancelled after step ", end_step_, " of ", steps_));
+  }
+  if (!idle() && last_stage()) DITSERVE_RETURN_IF_ERROR(CompleteRanges(latents_, steps_ - 1));
+  return absl::OkStatus();
+}
+
+}  // namespace ditserve::worker::pipelines
