@@ -12,12 +12,16 @@
 namespace ditserve::core {
 namespace {
 
+absl::StatusOr<nlohmann::json> ParseJsonObject(const std::string& text, const std::string& path) {
+  nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return absl::InvalidArgumentError(absl::StrCat(path, " is not a JSON object"));
+  return j;
+}
+
 absl::StatusOr<nlohmann::json> ReadJson(const std::string& path) {
   auto text = util::ReadFileToString(path);
   if (!text.ok()) return text.status();
-  nlohmann::json j = nlohmann::json::parse(*text, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) return absl::InvalidArgumentError(absl::StrCat(path, " is not a JSON object"));
-  return j;
+  return ParseJsonObject(*text, path);
 }
 
 absl::StatusOr<int> PositiveInt(const nlohmann::json& j, const char* key, const std::string& path) {
@@ -49,8 +53,11 @@ absl::StatusOr<ModelGeometry> ReadModelGeometry(const std::string& model_dir) {
   if (!family.ok()) return family.status();
   g.family = *family;
   const std::string tpath = model_dir + "/transformer/config.json";
-  auto t = ReadJson(tpath);
+  auto ttext = util::ReadFileToString(tpath);
+  if (!ttext.ok()) return ttext.status();
+  auto t = ParseJsonObject(*ttext, tpath);
   if (!t.ok()) return t.status();
+  g.transformer_config_json = *std::move(ttext);
   auto heads = PositiveInt(*t, "num_attention_heads", tpath);
   if (!heads.ok()) return heads.status();
   auto layers = PositiveInt(*t, "num_layers", tpath);

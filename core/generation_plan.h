@@ -52,6 +52,9 @@ struct ModelGeometry {
   int size_multiple = 16;    // pixels per token row: 2 × the VAE's downscale
   int default_size = 1024;   // vae sample_size
   std::string family = "flux";  // GetInfo.model_family: "flux" or "sd3"
+  // transformer/config.json's text, verbatim: read once per load, here;
+  // the family parses its own fields from it (and GetInfo reports it).
+  std::string transformer_config_json;
   bool guidance_embeds = false;  // the transformer takes a guidance value
   double default_guidance_scale = 3.5;  // a request's guidance_scale when unset
   CfgScaleField cfg_scale = CfgScaleField::kTrueCfgScale;

@@ -209,6 +209,8 @@ TEST(GenerationPlan, ReadsTheGeometryFromTheConfigs) {
   EXPECT_EQ(g->num_blocks, 57);
   EXPECT_EQ(g->size_multiple, 16);
   EXPECT_EQ(g->default_size, 1024);
+  // The text verbatim, for the family to parse without reading it again.
+  EXPECT_EQ(g->transformer_config_json, R"({"num_attention_heads": 24, "num_layers": 19, "num_single_layers": 38})");
   std::ofstream(dir + "/transformer/config.json") << R"({"num_attention_heads": 0})";
   EXPECT_EQ(ReadModelGeometry(dir).status().message(),
             dir + "/transformer/config.json: num_attention_heads must be an integer in [1, 1048576]");

@@ -24,8 +24,7 @@ class FluxFamily final : public ModelFamily {
     auto f = std::unique_ptr<FluxFamily>(new FluxFamily());
     f->dir_ = dir;
     f->geometry_ = geometry;
-    auto json = util::ReadFileToString(dir + "/transformer/config.json");
-    if (!json.ok()) return json.status();
+    const std::string* json = &geometry.transformer_config_json;  // read once, by ReadModelGeometry
     f->transformer_config_json_ = *json;
     auto tc = flux::ParseFluxTransformerConfig(*json);
     if (!tc.ok()) return tc.status();

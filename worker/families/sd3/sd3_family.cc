@@ -35,8 +35,7 @@ class Sd3Family final : public ModelFamily {
     auto f = std::unique_ptr<Sd3Family>(new Sd3Family());
     f->dir_ = dir;
     f->geometry_ = geometry;
-    auto json = util::ReadFileToString(dir + "/transformer/config.json");
-    if (!json.ok()) return json.status();
+    const std::string* json = &geometry.transformer_config_json;  // read once, by ReadModelGeometry
     f->transformer_config_json_ = *json;
     auto tc = sd3::ParseSd3TransformerConfig(*json);
     if (!tc.ok()) return absl::InvalidArgumentError(absl::StrCat(dir, "/transformer/config.json: ", tc.status().message()));
