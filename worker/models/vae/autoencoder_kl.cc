@@ -6,48 +6,11 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "worker/models/vae/decoder_modules.h"
 #include "worker/models/vae/vae_blocks.h"
 #include "worker/weights/load_module.h"
 
 namespace ditserve::worker::vae {
-namespace {
-
-using torch::nn::Conv2d;
-using torch::nn::GroupNorm;
-using torch::nn::ModuleList;
-
-struct Decoder : torch::nn::Module {
-  explicit Decoder(const VaeConfig& c) {
-    const int groups = c.norm_num_groups;
-    std::vector<int> rev(c.block_out_channels.rbegin(), c.block_out_channels.rend());
-    conv_in = register_module("conv_in", VaeConv(c.latent_channels, rev[0], 3));
-    mid_block = register_module("mid_block", std::make_shared<VaeMidBlock>(rev[0], groups, c.mid_block_add_attention));
-    up_blocks = register_module("up_blocks", ModuleList());
-    int out = rev[0];
-    for (size_t i = 0; i < rev.size(); ++i) {
-      up_blocks->push_back(std::make_shared<VaeResnetStack>(
-          out, rev[i], c.layers_per_block + 1, groups, i + 1 < rev.size() ? VaeResample::kUp : VaeResample::kNone));
-      out = rev[i];
-    }
-    conv_norm_out = register_module("conv_norm_out", VaeNorm(groups, c.block_out_channels[0]));
-    conv_out = register_module("conv_out", VaeConv(c.block_out_channels[0], c.out_channels, 3));
-  }
-
-  absl::StatusOr<at::Tensor> forward(const at::Tensor& z) {
-    auto mid = mid_block->forward(conv_in->forward(z));
-    if (!mid.ok()) return mid.status();
-    at::Tensor x = *mid;
-    for (const auto& block : *up_blocks) x = block->as<VaeResnetStack>()->forward(x);
-    return conv_out->forward(at::silu(conv_norm_out->forward(x)));
-  }
-
-  Conv2d conv_in{nullptr}, conv_out{nullptr};
-  std::shared_ptr<VaeMidBlock> mid_block;
-  ModuleList up_blocks{nullptr};
-  GroupNorm conv_norm_out{nullptr};
-};
-
-}  // namespace
 
 absl::StatusOr<VaeConfig> ParseVaeConfig(const std::string& json_text) {
   const nlohmann::json j = nlohmann::json::parse(json_text, nullptr, false);
@@ -117,12 +80,6 @@ absl::StatusOr<VaeConfig> ParseVaeConfig(const std::string& json_text) {
   }
   return c;
 }
-
-struct VaeDecoder::Impl {
-  VaeConfig config;
-  std::shared_ptr<Decoder> decoder;
-  Conv2d post_quant_conv{nullptr};
-};
 
 VaeDecoder::VaeDecoder(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 VaeDecoder::~VaeDecoder() = default;

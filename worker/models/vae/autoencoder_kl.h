@@ -14,6 +14,7 @@
 #include <c10/core/Device.h>
 
 #include "absl/status/statusor.h"
+#include "worker/models/vae/band_exchange.h"
 #include "worker/weights/safetensors.h"
 
 namespace ditserve::worker::vae {
@@ -62,6 +63,16 @@ class VaeDecoder {
   // (not clamped), float32. Builds an autograd graph when grad mode is on
   // (training); callers that only infer hold an at::NoGradGuard.
   absl::StatusOr<at::Tensor> Decode(const at::Tensor& latents) const;
+
+  // Collective over `exchange`'s ranks: this rank's band of rows of the
+  // latents [B, C, rows, w] (bands in rank order, each ≥ 1 row) decoded to
+  // its band of the image, float32 [B, out_channels, rows·f, w·f] with f the
+  // scale factor. The bands stacked equal Decode of the whole latents to
+  // float rounding (group norms reduce their sums in float64 across ranks;
+  // not an approximation). `peak_bytes`, when set, gets the largest
+  // activation this rank held.
+  absl::StatusOr<at::Tensor> DecodeBand(const at::Tensor& latent_band, VaeBandExchange& exchange,
+                                        int64_t* peak_bytes = nullptr) const;
 
  private:
   struct Impl;
