@@ -2,10 +2,12 @@
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
+#include <torch/nn/module.h>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "util/read_file.h"
+#include "worker/weights/load_module.h"
 #include "worker/weights/safetensors.h"
 
 namespace ditserve::worker::families {
@@ -43,6 +45,30 @@ absl::StatusOr<std::unique_ptr<vae::VaeDecoder>> LoadVaeDecoder(const std::strin
   if (absl::Status s = (*vae)->Load(*ckpt); !s.ok()) return absl::InvalidArgumentError(absl::StrCat("vae: ", s.message()));
   if (absl::Status s = MoveToDevice("the VAE", device, [&] { (*vae)->To(device); }); !s.ok()) return s;
   return vae;
+}
+
+absl::Status LoadTransformerWeights(const std::string& dir, models::DitTransformer& transformer, c10::Device device) {
+  auto ckpt = weights::SafetensorsCheckpoint::Open(dir + "/transformer");
+  if (!ckpt.ok()) return ckpt.status();
+  const models::DitPart& held = transformer.part();
+  weights::LoadOptions options;
+  options.partial =
+      held.first_block != 0 || held.end_block != transformer.num_blocks() || !held.embedders || !held.head;
+  if (absl::Status s = weights::LoadModuleWeights(transformer.module(), *ckpt, options); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("transformer: ", s.message()));
+  }
+  return MoveToDevice("the model", device, [&] { transformer.module().to(device); });
+}
+
+absl::Status CheckTextWidths(const std::string& dir, int joint_attention_dim, int pooled_projection_dim,
+                             const TextConditioner& text) {
+  if (joint_attention_dim == text.sequence_dim() && pooled_projection_dim == text.pooled_dim()) {
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(absl::StrCat(dir, ": transformer joint_attention_dim ", joint_attention_dim,
+                                                 " / pooled_projection_dim ", pooled_projection_dim,
+                                                 " do not match the text encoders' ", text.sequence_dim(), " / ",
+                                                 text.pooled_dim()));
 }
 
 at::Tensor InitialLatents(uint64_t seed, int64_t channels, int64_t h, int64_t w) {

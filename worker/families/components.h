@@ -15,6 +15,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "worker/families/text_conditioner.h"
+#include "worker/models/common/dit_transformer.h"
 #include "worker/models/flux/flow_match_scheduler.h"
 #include "worker/models/vae/autoencoder_kl.h"
 
@@ -30,6 +32,18 @@ absl::StatusOr<flux::FlowMatchSchedulerConfig> LoadSchedulerConfig(const std::st
 absl::StatusOr<vae::VaeConfig> LoadVaeConfig(const std::string& dir);
 absl::StatusOr<std::unique_ptr<vae::VaeDecoder>> LoadVaeDecoder(const std::string& dir, const vae::VaeConfig& config,
                                                                 at::ScalarType dtype, c10::Device device);
+
+// Fills `transformer`'s parameters from dir/transformer/ and moves it to
+// `device`. The load is partial (only the held tensors are read, the rest
+// of the checkpoint is not checked) exactly when the transformer holds a
+// part of the model (transformer.part(), a PipeFusion stage).
+absl::Status LoadTransformerWeights(const std::string& dir, models::DitTransformer& transformer, c10::Device device);
+
+// INVALID_ARGUMENT naming both when the transformer's text widths
+// (joint_attention_dim, pooled_projection_dim) are not the loaded text
+// conditioner's.
+absl::Status CheckTextWidths(const std::string& dir, int joint_attention_dim, int pooled_projection_dim,
+                             const TextConditioner& text);
 
 // The initial noise of a request: [1, C, h, w] float32 normals from PyTorch's
 // CPU generator seeded with `seed` (as torch.randn with a CPU generator),

@@ -9,7 +9,7 @@ absl::StatusOr<at::Tensor> CombineCfg(const at::Tensor& velocity, const at::Tens
   at::Tensor both = velocity;
   if (cfg_group != nullptr) {
     CommTimer timer(stats, "cfg");
-    timer.AddBytes(velocity.numel() * static_cast<int64_t>(velocity.element_size()));
+    timer.AddBytes(static_cast<int64_t>(velocity.nbytes()));
     auto gathered = cfg_group->AllGather(velocity.contiguous(), 0);
     if (!gathered.ok()) return gathered.status();
     both = *gathered;

@@ -19,8 +19,6 @@ namespace {
 
 using parallel::Dim;
 
-int64_t Bytes(const at::Tensor& t) { return t.numel() * static_cast<int64_t>(t.element_size()); }
-
 // Every rank passes whether it failed; all learn whether any did. Control
 // group, so it works whatever the data plane is.
 absl::StatusOr<bool> AnyRankFailed(parallel::Communicator& control, bool failed) {
@@ -126,7 +124,9 @@ absl::Status GangModel::EncodePrompts(const std::vector<GenerationRequest>& requ
   if (*failed) return absl::AbortedError("rank 0 failed to encode the prompts");
   if (world().world_size() > 1) {
     CommTimer timer(&stats, "embeddings");
-    if (world().rank() == 0) timer.AddBytes((Bytes(pooled) + Bytes(sequence)) * (world().world_size() - 1));
+    if (world().rank() == 0) {
+      timer.AddBytes(static_cast<int64_t>(pooled.nbytes() + sequence.nbytes()) * (world().world_size() - 1));
+    }
     auto& all = groups->group(Dim::kWorld);
     DITSERVE_RETURN_IF_ERROR(all.Broadcast(pooled, 0));
     DITSERVE_RETURN_IF_ERROR(all.Broadcast(sequence, 0));
@@ -162,7 +162,7 @@ absl::Status GangModel::CollectLatents(const std::vector<GenerationRequest>& req
   };
   if (world().rank() != 0 && world().rank() == output_rank(replica) && replica_has_work) {
     CommTimer timer(&stats, "data");
-    timer.AddBytes(Bytes(run.latents()));
+    timer.AddBytes(static_cast<int64_t>(run.latents().nbytes()));
     auto send = all.Send(run.latents().contiguous(), 0, kTagResult + replica);
     if (!send.ok()) return send.status();
     DITSERVE_RETURN_IF_ERROR((*send)->Wait());

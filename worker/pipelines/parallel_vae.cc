@@ -16,8 +16,6 @@ namespace {
 // pipeline's result tags (3 << 10, 4 << 10 + replica).
 constexpr int kTagHalo = 8 << 10;
 
-int64_t Bytes(const at::Tensor& t) { return t.numel() * static_cast<int64_t>(t.element_size()); }
-
 }  // namespace
 
 std::pair<int64_t, int64_t> BandRows(int64_t rows, int ranks, int rank) {
@@ -42,12 +40,12 @@ absl::StatusOr<at::Tensor> GangBandExchange::WithHalo(const at::Tensor& x) {
   if (r > 0) {
     DITSERVE_RETURN_IF_ERROR(post(group_.Recv(above, r - 1, tag)));
     DITSERVE_RETURN_IF_ERROR(post(group_.Send(first, r - 1, tag + 1)));
-    timer.AddBytes(Bytes(first));
+    timer.AddBytes(static_cast<int64_t>(first.nbytes()));
   }
   if (r + 1 < n) {
     DITSERVE_RETURN_IF_ERROR(post(group_.Recv(below, r + 1, tag + 1)));
     DITSERVE_RETURN_IF_ERROR(post(group_.Send(last, r + 1, tag)));
-    timer.AddBytes(Bytes(last));
+    timer.AddBytes(static_cast<int64_t>(last.nbytes()));
   }
   for (auto& p : pending) DITSERVE_RETURN_IF_ERROR(p->Wait());
   return at::cat({above, x, below}, 2);
@@ -55,7 +53,7 @@ absl::StatusOr<at::Tensor> GangBandExchange::WithHalo(const at::Tensor& x) {
 
 absl::Status GangBandExchange::Sum(at::Tensor& t) {
   CommTimer timer(stats_, "vae");
-  timer.AddBytes(Bytes(t));
+  timer.AddBytes(static_cast<int64_t>(t.nbytes()));
   return group_.AllReduce(t, parallel::ReduceOp::kSum);
 }
 
@@ -66,7 +64,7 @@ absl::StatusOr<at::Tensor> GangBandExchange::GatherBands(const at::Tensor& x) {
   const at::Tensor rows = counts->cpu();
   const int64_t most = rows.max().item<int64_t>();
   const at::Tensor padded = at::constant_pad_nd(x, {0, 0, 0, most - x.size(2)}).contiguous();
-  timer.AddBytes(Bytes(padded));
+  timer.AddBytes(static_cast<int64_t>(padded.nbytes()));
   auto all = group_.AllGather(padded, 2);
   if (!all.ok()) return all.status();
   std::vector<at::Tensor> bands;

@@ -9,8 +9,6 @@
 namespace ditserve::worker::pipelines {
 namespace {
 
-int64_t Bytes(const at::Tensor& t) { return t.numel() * static_cast<int64_t>(t.element_size()); }
-
 }  // namespace
 
 PipeFusionAttention::PipeFusionAttention(parallel::Communicator& ulysses, parallel::Communicator& ring,
@@ -60,7 +58,7 @@ absl::StatusOr<models::JointAttentionOutputs> PipeFusionAttention::AttendBuffere
   if (U > 1) {
     const at::Tensor qkv = at::stack({image.q, image.k, image.v}, 0);
     CommTimer timer(stats_, "pipefusion_ulysses");
-    timer.AddBytes(Bytes(qkv) * (U - 1) / U);
+    timer.AddBytes(static_cast<int64_t>(qkv.nbytes()) * (U - 1) / U);
     auto a2a = ulysses_.AllToAll(qkv, 3, 2);
     if (!a2a.ok()) return a2a.status();
     queries = (*a2a)[0];
@@ -69,7 +67,7 @@ absl::StatusOr<models::JointAttentionOutputs> PipeFusionAttention::AttendBuffere
   if (R > 1) {
     if (!kv.defined()) kv = at::stack({k, v}, 0);
     CommTimer timer(stats_, "pipefusion_ring");
-    timer.AddBytes(Bytes(kv) * (R - 1));
+    timer.AddBytes(static_cast<int64_t>(kv.nbytes()) * (R - 1));
     auto gathered = ring_.AllGather(kv.contiguous(), 2);
     if (!gathered.ok()) return gathered.status();
     kv = *gathered;  // [2, B, patch, H/U, D]
@@ -108,7 +106,7 @@ absl::StatusOr<models::JointAttentionOutputs> PipeFusionAttention::AttendBuffere
     result.text = out.narrow(1, 0, T).contiguous();
     if (U > 1) {
       CommTimer timer(stats_, "pipefusion_ulysses");
-      timer.AddBytes(Bytes(result.text) * (U - 1));
+      timer.AddBytes(static_cast<int64_t>(result.text.nbytes()) * (U - 1));
       auto heads = ulysses_.AllGather(result.text, 2);
       if (!heads.ok()) return heads.status();
       result.text = *heads;
@@ -117,7 +115,7 @@ absl::StatusOr<models::JointAttentionOutputs> PipeFusionAttention::AttendBuffere
   if (U > 1) {
     CommTimer timer(stats_, "pipefusion_ulysses");
     image_out = image_out.contiguous();
-    timer.AddBytes(Bytes(image_out) * (U - 1) / U);
+    timer.AddBytes(static_cast<int64_t>(image_out.nbytes()) * (U - 1) / U);
     auto back = ulysses_.AllToAll(image_out, 1, 2);
     if (!back.ok()) return back.status();
     image_out = *back;

@@ -12,15 +12,13 @@ constexpr int kTagLatents = 2 << 10;
 constexpr int kTagDecision = 5 << 10;
 constexpr int kTagDelta = 6 << 10;
 
-int64_t Bytes(const at::Tensor& t) { return t.numel() * static_cast<int64_t>(t.element_size()); }
-
 }  // namespace
 
 absl::Status PipeFusionLink::Send(const at::Tensor& tensor, int to, int tag) {
   const at::Tensor contiguous = tensor.contiguous();
   auto transfer = group_.Send(contiguous, to, tag);
   if (!transfer.ok()) return transfer.status();
-  stats_->Add("pipefusion", Bytes(contiguous), 0);
+  stats_->Add("pipefusion", static_cast<int64_t>(contiguous.nbytes()), 0);
   sends_.push_back(*std::move(transfer));
   return Drain(kMaxInFlight);
 }

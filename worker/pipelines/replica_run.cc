@@ -16,8 +16,6 @@
 namespace ditserve::worker::pipelines {
 namespace {
 
-int64_t Bytes(const at::Tensor& t) { return t.numel() * static_cast<int64_t>(t.element_size()); }
-
 }  // namespace
 
 using parallel::Dim;
@@ -250,7 +248,7 @@ absl::Status ReplicaRun::DecideStep(int step) {
     if (p_.sp_size() == 1 && !p_.config().use_cfg_parallel) return absl::OkStatus();
     at::Tensor on_device = t.to(p_.device);
     CommTimer timer(&p_.stats, "step_cache");
-    timer.AddBytes(Bytes(on_device));
+    timer.AddBytes(static_cast<int64_t>(on_device.nbytes()));
     if (p_.sp_size() > 1) DITSERVE_RETURN_IF_ERROR(p_.groups->group(Dim::kSequence).AllReduce(on_device, op));
     if (p_.config().use_cfg_parallel) DITSERVE_RETURN_IF_ERROR(p_.groups->group(Dim::kCfg).AllReduce(on_device, op));
     t.copy_(on_device.cpu());
@@ -306,7 +304,7 @@ absl::Status ReplicaRun::CompleteRanges(at::Tensor& state, int step) {
     mine.narrow(1, r.begin, r.size()).copy_(state.narrow(1, r.begin, r.size()));
   }
   CommTimer timer(&p_.stats, "sequence");
-  timer.AddBytes(Bytes(mine));
+  timer.AddBytes(static_cast<int64_t>(mine.nbytes()));
   DITSERVE_RETURN_IF_ERROR(p_.groups->group(Dim::kSequence).AllReduce(mine, parallel::ReduceOp::kSum));
   state = mine;
   return absl::OkStatus();

@@ -1,7 +1,6 @@
 #include "worker/families/flux/flux_components.h"
 
 #include <ATen/ATen.h>
-#include <torch/nn/module.h>
 
 #include <filesystem>
 
@@ -11,8 +10,6 @@
 #include "absl/strings/str_cat.h"
 #include "util/read_file.h"
 #include "worker/families/components.h"
-#include "worker/weights/load_module.h"
-#include "worker/weights/safetensors.h"
 
 namespace ditserve::worker::families {
 
@@ -49,17 +46,7 @@ absl::StatusOr<std::unique_ptr<flux::FluxTransformer>> LoadTransformer(const std
                                                                        const flux::FluxPart& part) {
   auto transformer = flux::FluxTransformer::Create(config, dtype, part, models::ParameterInit::kUninitialized);
   if (!transformer.ok()) return transformer.status();
-  auto ckpt = weights::SafetensorsCheckpoint::Open(dir + "/transformer");
-  if (!ckpt.ok()) return ckpt.status();
-  weights::LoadOptions options;
-  options.partial = part.first_block != 0 || part.end_block != (*transformer)->num_blocks() || !part.embedders ||
-                    !part.head;
-  if (absl::Status s = weights::LoadModuleWeights((*transformer)->module(), *ckpt, options); !s.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("transformer: ", s.message()));
-  }
-  if (absl::Status s = MoveToDevice("the model", device, [&] { (*transformer)->module().to(device); }); !s.ok()) {
-    return s;
-  }
+  if (absl::Status s = LoadTransformerWeights(dir, **transformer, device); !s.ok()) return s;
   return transformer;
 }
 

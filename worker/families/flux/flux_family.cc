@@ -66,12 +66,7 @@ class FluxFamily final : public ModelFamily {
   absl::StatusOr<std::unique_ptr<TextConditioner>> LoadText(at::ScalarType dtype, c10::Device device) const override {
     auto text = FluxTextEncoder::Load(dir_, dtype, device);
     if (!text.ok()) return text.status();
-    if (config_.joint_attention_dim != (*text)->sequence_dim() || config_.pooled_projection_dim != (*text)->pooled_dim()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          dir_, ": transformer joint_attention_dim ", config_.joint_attention_dim, " / pooled_projection_dim ",
-          config_.pooled_projection_dim, " do not match the text encoders' ", (*text)->sequence_dim(), " / ",
-          (*text)->pooled_dim()));
-    }
+    DITSERVE_RETURN_IF_ERROR(CheckTextWidths(dir_, config_.joint_attention_dim, config_.pooled_projection_dim, **text));
     return std::unique_ptr<TextConditioner>(*std::move(text));
   }
 

@@ -5,7 +5,6 @@
 // with projection + T5, FlowMatchEuler with the config's shift, the
 // 16-channel VAE with scaling and shift; classic CFG with guidance_scale.
 
-#include <torch/nn/module.h>
 
 #include <filesystem>
 
@@ -17,8 +16,6 @@
 #include "worker/families/sd3/sd3_text_encoder.h"
 #include "worker/models/flux/flow_match_scheduler.h"
 #include "worker/models/sd3/sd3_transformer.h"
-#include "worker/weights/load_module.h"
-#include "worker/weights/safetensors.h"
 
 namespace ditserve::worker::families {
 namespace {
@@ -80,28 +77,14 @@ class Sd3Family final : public ModelFamily {
                                                                           c10::Device device) const override {
     auto transformer = sd3::Sd3Transformer::Create(config_, dtype, part, models::ParameterInit::kUninitialized);
     if (!transformer.ok()) return transformer.status();
-    auto ckpt = weights::SafetensorsCheckpoint::Open(dir_ + "/transformer");
-    if (!ckpt.ok()) return ckpt.status();
-    const models::DitPart& held = (*transformer)->part();
-    weights::LoadOptions options;
-    options.partial = held.first_block != 0 || held.end_block != (*transformer)->num_blocks() || !held.embedders ||
-                      !held.head;
-    if (absl::Status s = weights::LoadModuleWeights((*transformer)->module(), *ckpt, options); !s.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat("transformer: ", s.message()));
-    }
-    DITSERVE_RETURN_IF_ERROR(MoveToDevice("the model", device, [&] { (*transformer)->module().to(device); }));
+    DITSERVE_RETURN_IF_ERROR(LoadTransformerWeights(dir_, **transformer, device));
     return std::unique_ptr<models::DitTransformer>(*std::move(transformer));
   }
 
   absl::StatusOr<std::unique_ptr<TextConditioner>> LoadText(at::ScalarType dtype, c10::Device device) const override {
     auto text = Sd3TextEncoder::Load(dir_, dtype, device);
     if (!text.ok()) return text.status();
-    if (config_.joint_attention_dim != (*text)->sequence_dim() || config_.pooled_projection_dim != (*text)->pooled_dim()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          dir_, ": transformer joint_attention_dim ", config_.joint_attention_dim, " / pooled_projection_dim ",
-          config_.pooled_projection_dim, " do not match the text encoders' ", (*text)->sequence_dim(), " / ",
-          (*text)->pooled_dim()));
-    }
+    DITSERVE_RETURN_IF_ERROR(CheckTextWidths(dir_, config_.joint_attention_dim, config_.pooled_projection_dim, **text));
     return std::unique_ptr<TextConditioner>(*std::move(text));
   }
 

@@ -102,7 +102,7 @@ class BandWalk {
 
  private:
   const at::Tensor& Track(const at::Tensor& t) {
-    peak_bytes_ = std::max<int64_t>(peak_bytes_, t.numel() * static_cast<int64_t>(t.element_size()));
+    peak_bytes_ = std::max(peak_bytes_, static_cast<int64_t>(t.nbytes()));
     return t;
   }
 
