@@ -30,6 +30,18 @@ ABSL_FLAG(bool, use_teacache, false,
 ABSL_FLAG(double, cache_threshold, -1,
           "Threshold of --use_fbcache (default 0.12, at most 1) or --use_teacache (default 0.4, at most 2); "
           "0 computes every step. Negative: the method's default");
+ABSL_FLAG(bool, use_parallel_vae, false,
+          "Every rank of the gang decodes a band of the image's rows, exchanging halo rows, group-norm sums and "
+          "attention tokens (xDiT): equal to the one-rank decode, the largest activation ~1/ranks (one rank: one band)");
+ABSL_FLAG(bool, vae_tiling, false,
+          "Decode in overlapping tiles blended together, as diffusers' enable_tiling (an approximation; the largest "
+          "activation is a tile's, whatever the image size)");
+ABSL_FLAG(int, vae_tile_size, 0,
+          "Tile size in pixels with --vae_tiling, a multiple of 4 latent rows (32 px for 8x VAEs); 0: the VAE's "
+          "sample_size");
+ABSL_FLAG(int64_t, vae_memory_cap_mb, 0,
+          "Largest activation (MiB) the VAE decode may hold on a rank: a size whose decode would exceed it is "
+          "rejected before any step runs (INVALID_ARGUMENT); 0: no cap");
 
 namespace ditserve::core {
 
@@ -48,6 +60,10 @@ GenerationFlags GenerationFlagsFromCommandLine() {
   f.use_fbcache = absl::GetFlag(FLAGS_use_fbcache);
   f.use_teacache = absl::GetFlag(FLAGS_use_teacache);
   f.cache_threshold = absl::GetFlag(FLAGS_cache_threshold);
+  f.vae.parallel = absl::GetFlag(FLAGS_use_parallel_vae);
+  f.vae.tiling = absl::GetFlag(FLAGS_vae_tiling);
+  f.vae.tile_size = absl::GetFlag(FLAGS_vae_tile_size);
+  f.vae.memory_cap_mb = absl::GetFlag(FLAGS_vae_memory_cap_mb);
   return f;
 }
 

@@ -12,6 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "core/step_cache.h"
+#include "core/vae_decode_options.h"
 
 namespace ditserve::core {
 
@@ -33,6 +34,9 @@ struct GenerationFlags {
   bool use_fbcache = false;
   bool use_teacache = false;
   double cache_threshold = -1;
+  // The VAE decode: --use_parallel_vae, --vae_tiling, --vae_tile_size,
+  // --vae_memory_cap_mb.
+  VaeDecodeOptions vae;
 };
 
 // The step cache the flags ask for: INVALID_ARGUMENT naming the flag for

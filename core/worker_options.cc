@@ -39,6 +39,10 @@ std::vector<std::string> ToWorkerArgs(const WorkerOptions& o) {
       absl::StrCat("--use_fbcache=", o.generation.use_fbcache ? "true" : "false"),
       absl::StrCat("--use_teacache=", o.generation.use_teacache ? "true" : "false"),
       absl::StrCat("--cache_threshold=", o.generation.cache_threshold),
+      absl::StrCat("--use_parallel_vae=", o.generation.vae.parallel ? "true" : "false"),
+      absl::StrCat("--vae_tiling=", o.generation.vae.tiling ? "true" : "false"),
+      absl::StrCat("--vae_tile_size=", o.generation.vae.tile_size),
+      absl::StrCat("--vae_memory_cap_mb=", o.generation.vae.memory_cap_mb),
       absl::StrCat("--output_dir=", o.output_dir),
       absl::StrCat("--save_latents=", o.save_latents ? "true" : "false"),
       absl::StrCat("--comm_stats=", o.comm_stats ? "true" : "false"),
@@ -73,6 +77,7 @@ absl::Status ValidateGenerationJob(const WorkerOptions& o) {
     return absl::InvalidArgumentError(absl::StrCat("--", s.message()));
   }
   if (absl::Status s = ValidateParallelModel(o.parallel, o.pipefusion, *geometry); !s.ok()) return s;
+  if (absl::Status s = ValidateVaeDecodeOptions(o.generation.vae, *geometry); !s.ok()) return s;
   const bool cfg = ResolveGuidance(*geometry, o.generation.guidance_scale, o.generation.true_cfg_scale).cfg;
   return ValidateParallelRequest(o.parallel, o.pipefusion, *geometry, o.generation.height == 0 ? geometry->default_size : o.generation.height,
                                  o.generation.width == 0 ? geometry->default_size : o.generation.width, cfg);
@@ -94,6 +99,7 @@ absl::Status ValidateServing(const WorkerOptions& o) {
   }
   auto geometry = ReadModelGeometry(o.generation.model);
   if (!geometry.ok()) return geometry.status();
+  if (absl::Status s = ValidateVaeDecodeOptions(o.generation.vae, *geometry); !s.ok()) return s;
   return ValidateParallelModel(o.parallel, o.pipefusion, *geometry);
 }
 

@@ -278,6 +278,7 @@ void Dispatcher::OnBatchDone(uint64_t connection, control::v1::BatchDone done) {
     } else {
       metrics_.Denoising(done.denoising_s());
       metrics_.Vae(done.vae_s());
+      metrics_.SetVaePeakActivation(static_cast<double>(done.vae_peak_activation_bytes()));
       std::map<uint64_t, std::vector<control::v1::ItemImage>> images;
       for (control::v1::ItemImage& image : *done.mutable_images()) {
         images[image.request_id()].push_back(std::move(image));

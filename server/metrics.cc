@@ -85,6 +85,8 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(const std::string& bind
                                  .Register(reg);
   m->frontend_memory_ = gauge("ditserve_frontend_resident_memory_bytes",
                               "Resident memory of the ditserve-server process");
+  m->vae_peak_ = gauge("ditserve_vae_peak_activation_bytes",
+                       "Largest VAE activation (feature map) rank 0 held in the last gang call");
   m->gang_memory_ = gauge("ditserve_gang_resident_memory_bytes",
                           "Resident memory of the spawned gang's ranks, summed (0 unless --spawn_workers)");
   // Every request code series exists from the start (at 0), so rates work.

@@ -43,6 +43,8 @@ class Metrics {
   void Denoising(double seconds) { denoising_->Observe(seconds); }
   void Step(double seconds) { step_->Observe(seconds); }
   void Vae(double seconds) { vae_->Observe(seconds); }
+  // Rank 0's largest VAE activation in the last gang call (bytes).
+  void SetVaePeakActivation(double bytes) { vae_peak_->Set(bytes); }
   void Encoding(double seconds) { encoding_->Observe(seconds); }
   void SetQueueDepth(int n) { queue_depth_->Set(n); }
   void SetInFlight(int n) { in_flight_->Set(n); }
@@ -78,6 +80,7 @@ class Metrics {
   prometheus::Histogram* vae_ = nullptr;
   prometheus::Histogram* encoding_ = nullptr;
   prometheus::Gauge* queue_depth_ = nullptr;
+  prometheus::Gauge* vae_peak_ = nullptr;
   prometheus::Gauge* in_flight_ = nullptr;
   prometheus::Counter* images_ = nullptr;
   prometheus::Counter* pixels_ = nullptr;

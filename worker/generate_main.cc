@@ -83,7 +83,9 @@ int main(int argc, char** argv) {
     return Fail(family.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1,
                 std::string(family.status().message()));
   }
-  const bool reference = *family == "flux" && cache->method == ditserve::core::StepCacheMethod::kNone;
+  // The VAE options run on the gang's pipeline (its decode plan and checks).
+  const bool plain_decode = !g.vae.parallel && !g.vae.tiling && g.vae.memory_cap_mb == 0;
+  const bool reference = *family == "flux" && cache->method == ditserve::core::StepCacheMethod::kNone && plain_decode;
 
   // The engine: FluxPipeline, or the gang's pipeline on a world of one.
   std::unique_ptr<ditserve::worker::families::FluxPipeline> flux;
@@ -105,7 +107,7 @@ int main(int argc, char** argv) {
     auto made = ditserve::parallel::ProcessGroups::Create(*world, c10::make_intrusive<c10d::HashStore>(), options);
     if (!made.ok()) return Fail(1, std::string(made.status().message()));
     groups = *std::move(made);
-    auto pipe = ditserve::worker::pipelines::ParallelPipeline::Load(model, dtype, device, *groups);
+    auto pipe = ditserve::worker::pipelines::ParallelPipeline::Load(model, dtype, device, *groups, {}, g.vae);
     if (!pipe.ok()) return Fail(pipe.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1,
                                 std::string(pipe.status().message()));
     gang = *std::move(pipe);
@@ -159,6 +161,11 @@ int main(int argc, char** argv) {
                                                 static_cast<int>(img.size(0)));
   if (!png.ok()) return Fail(1, std::string(png.status().message()));
   if (absl::Status s = ditserve::core::image::WriteFile(output, *png); !s.ok()) return Fail(1, std::string(s.message()));
+  if (gang && gang->last_timings().vae_peak_activation_bytes > 0) {
+    const int64_t peak = gang->last_timings().vae_peak_activation_bytes;
+    std::printf("vae peak activation %lld bytes (%.2f MiB)\n", static_cast<long long>(peak),
+                static_cast<double>(peak) / (1 << 20));
+  }
   std::printf("wrote %s (%dx%d, seed %llu) in %.2f s\n", output.c_str(), r.width, r.height,
               static_cast<unsigned long long>(r.seed), Since(gen_start));
   Exit(0);

@@ -27,7 +27,8 @@ absl::Status RunGenerationJob(const core::WorkerOptions& o, parallel::ProcessGro
   const auto start = std::chrono::steady_clock::now();
   const at::ScalarType dtype =
       core::ResolvedDtype(o.generation, device.is_cuda()) == "bf16" ? at::kBFloat16 : at::kFloat;
-  auto pipe = pipelines::ParallelPipeline::Load(o.generation.model, dtype, device, groups, o.pipefusion);
+  auto pipe = pipelines::ParallelPipeline::Load(o.generation.model, dtype, device, groups, o.pipefusion,
+                                                o.generation.vae);
   if (!pipe.ok()) return pipe.status();
   if (leader) {
     std::printf("loaded %s on %d ranks (%s) in %.2f s\n", o.generation.model.c_str(), groups.world().world_size(),
@@ -72,6 +73,12 @@ absl::Status RunGenerationJob(const core::WorkerOptions& o, parallel::ProcessGro
                 groups.world().rank(), method.c_str(), static_cast<long long>(e.bytes_sent),
                 static_cast<long long>(e.calls), e.seconds,
                 static_cast<long long>(e.bytes_sent / std::max(1, o.generation.num_inference_steps)), e.wait_seconds);
+  }
+  // Every rank that decoded reports its largest VAE activation (one line
+  // each, naming its rank).
+  if (const int64_t peak = (*pipe)->last_timings().vae_peak_activation_bytes; peak > 0) {
+    std::printf("rank %d vae peak activation %lld bytes (%.2f MiB)\n", groups.world().rank(),
+                static_cast<long long>(peak), static_cast<double>(peak) / (1 << 20));
   }
   if (!leader) return absl::OkStatus();
   std::error_code ec;

@@ -121,7 +121,7 @@ int main(int argc, char** argv) {
     const std::string dtype = ditserve::core::ResolvedDtype(options.generation, device->is_cuda());
     auto engine = ditserve::worker::serve::GangEngine::Load(
         options.generation.model, dtype == "bf16" ? at::kBFloat16 : at::kFloat, *device, **groups,
-        options.pipefusion);
+        options.pipefusion, options.generation.vae);
     if (!engine.ok()) {
       return Fail(engine.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1,
                   absl::StrCat("rank ", options.rank, ": ", engine.status().message()));

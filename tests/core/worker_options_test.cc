@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "absl/flags/parse.h"
 #include "core/worker_flags.h"
 
@@ -86,10 +88,21 @@ TEST(WorkerOptions, ToWorkerArgsCarriesEveryField) {
                                  "--num_inference_steps=28", "--guidance_scale=-1",
                                  "--true_cfg_scale=1", "--seed=0", "--max_sequence_length=0",
                                  "--dtype=", "--use_fbcache=false", "--use_teacache=false",
-                                 "--cache_threshold=-1", "--output_dir=", "--save_latents=false", "--comm_stats=false",
+                                 "--cache_threshold=-1", "--use_parallel_vae=false", "--vae_tiling=false",
+                                 "--vae_tile_size=0", "--vae_memory_cap_mb=0", "--output_dir=",
+                                 "--save_latents=false", "--comm_stats=false",
                                  "--profile_dir=",
                                  "--num_pipeline_patch=0", "--warmup_steps=1",
                                  "--attn_layer_num_for_pp=", "--control_address="}));
+}
+
+// --use_parallel_vae travels too (the round trip below takes the tiling
+// side of the pair that excludes each other).
+TEST(WorkerOptions, ParallelVaeFlagTravels) {
+  WorkerOptions o;
+  o.generation.vae.parallel = true;
+  const std::vector<std::string> args = ToWorkerArgs(o);
+  EXPECT_NE(std::find(args.begin(), args.end(), "--use_parallel_vae=true"), args.end());
 }
 
 // What the launcher emits, a worker parses back to the same options.
@@ -113,6 +126,9 @@ TEST(WorkerOptions, RoundTripThroughTheWorkerFlags) {
   o.generation.dtype = "bf16";
   o.generation.use_teacache = true;
   o.generation.cache_threshold = 0.25;
+  o.generation.vae.tiling = true;
+  o.generation.vae.tile_size = 256;
+  o.generation.vae.memory_cap_mb = 12288;
   o.output_dir = "/tmp/out";
   o.save_latents = true;
   o.comm_stats = true;
@@ -149,6 +165,10 @@ TEST(WorkerOptions, RoundTripThroughTheWorkerFlags) {
   EXPECT_FALSE(back.generation.use_fbcache);
   EXPECT_TRUE(back.generation.use_teacache);
   EXPECT_EQ(back.generation.cache_threshold, 0.25);
+  EXPECT_FALSE(back.generation.vae.parallel);
+  EXPECT_TRUE(back.generation.vae.tiling);
+  EXPECT_EQ(back.generation.vae.tile_size, 256);
+  EXPECT_EQ(back.generation.vae.memory_cap_mb, 12288);
   EXPECT_EQ(back.output_dir, "/tmp/out");
   EXPECT_TRUE(back.save_latents);
   EXPECT_TRUE(back.comm_stats);

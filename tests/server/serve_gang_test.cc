@@ -92,6 +92,37 @@ TEST(ServeGang, Ulysses2EqualsSerial) {
   GenerateMatchesSerial({"--ulysses_degree=2"}, 1);
 }
 
+// --use_parallel_vae through the server: every rank decodes a band of the
+// image, which equals the serial pipeline's; the VAE phase shows in the
+// response's timings and the Prometheus stage histogram, and the peak
+// gauge is the 2-rank band's. The tiny preset at 128 px: 16 latent rows,
+// 8 per rank; the band's largest map is the last level's 8 channels × (64 +
+// 2 halo) rows × 128 columns in float32, against 8 × 128 × 128 whole.
+TEST(ServeGang, ParallelVaeOverTwoRanksEqualsSerial) {
+  auto model = testing::TinyModel();
+  ASSERT_TRUE(model.ok()) << model.status();
+  auto server = ServerProcess::Start({"--model=" + *model, "--spawn_workers", "--device=cpu", "--threads=1",
+                                      "--ulysses_degree=2", "--use_parallel_vae"});
+  ASSERT_TRUE(server.ok()) << server.status();
+  ASSERT_TRUE((*server)->WaitHealth("SERVING", absl::Seconds(300)).ok()) << (*server)->Log();
+  auto stub = v1::GenerationService::NewStub((*server)->channel());
+  grpc::ClientContext context;
+  v1::GenerateResponse response;
+  const grpc::Status status = stub->Generate(&context, Request(3, 21), &response);
+  ASSERT_TRUE(status.ok()) << status.error_message() << "\n" << (*server)->Log();
+  ASSERT_EQ(response.images_size(), 1);
+  auto got = testing::DecodePng(response.images(0).data());
+  ASSERT_TRUE(got.ok());
+  ExpectClose(*got, Reference(*model, 3, 21));
+  EXPECT_GT(response.timings().vae_s(), 0);
+  auto text = testing::ScrapeMetrics((*server)->metrics_port());
+  ASSERT_TRUE(text.ok()) << text.status();
+  const testing::MetricsText m = testing::ParseMetrics(*text);
+  EXPECT_EQ(m.Sum("ditserve_vae_seconds_count"), 1);
+  EXPECT_GT(m.Sum("ditserve_vae_seconds_sum"), 0);
+  EXPECT_EQ(m.Sum("ditserve_vae_peak_activation_bytes"), 8 * 66 * 128 * 4);
+}
+
 TEST(ServeGang, DataParallel2TimesUlysses2SplitsABatchOfTwo) {
   GenerateMatchesSerial({"--data_parallel_degree=2", "--ulysses_degree=2"}, 2);
 }

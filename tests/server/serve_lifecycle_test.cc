@@ -255,6 +255,7 @@ TEST(ServeLifecycle, MetricsArePresentWithTheirTypesAndCountTheRequests) {
       {"ditserve_communication_seconds_total", "counter"},
       {"ditserve_frontend_resident_memory_bytes", "gauge"},
       {"ditserve_gang_resident_memory_bytes", "gauge"},
+      {"ditserve_vae_peak_activation_bytes", "gauge"},
   };
   for (const auto& [name, type] : documented) {
     auto it = m.types.find(name);
@@ -275,6 +276,13 @@ TEST(ServeLifecycle, MetricsArePresentWithTheirTypesAndCountTheRequests) {
   EXPECT_EQ(m.Sum("ditserve_requests_in_flight"), 0);
   EXPECT_EQ(m.Sum("ditserve_gang_ready"), 1);
   EXPECT_GT(m.Sum("ditserve_frontend_resident_memory_bytes"), 0);
+  EXPECT_EQ(m.Sum("ditserve_vae_seconds_count"), 4);
+  // The tiny preset's VAE (block_out_channels {8, 8, 16, 16}, two resnets
+  // per level) on 8 × 8 latents: its largest map is a 3×3 convolution's
+  // input at the last level, 8 channels × (64 + 2 padding rows) × 64 in
+  // float32 (worker/models/vae DecodeActivationBytes; tests/worker/models/
+  // vae_test checks the closed form against the measured walk).
+  EXPECT_EQ(m.Sum("ditserve_vae_peak_activation_bytes"), 8 * 66 * 64 * 4);
   // Only bounded labels: model, parallel, code, method, le.
   for (const auto& [series, value] : m.samples) {
     if (series.rfind("ditserve_", 0) != 0) continue;  // prometheus-cpp's own exposer_* series

@@ -37,6 +37,11 @@ using testing::RunOne;
 using testing::RunResult;
 
 constexpr int kSteps = 4;
+// The tiny model's (random weights) tiled decode against its whole decode,
+// tiles of 64 px (8 latent rows) at 256 px: measured 23.1 dB
+// (docs/benchmarks.md has the trained demo model's: 33.8 dB with its
+// sample_size, 128-px tiles, at 256 px).
+constexpr double kTiledPsnrBound = 20;
 
 class ParallelGeneration : public ::testing::Test {
  protected:
@@ -175,6 +180,108 @@ TEST_F(ParallelGeneration, PipeFusionStaysCloseToSerial) {
     EXPECT_LT(cmp.latent_max_abs, 0.05);
     EXPECT_GT(cmp.psnr, 30);
   }
+}
+
+// The largest VAE activation each rank reports ("rank N vae peak activation
+// B bytes"), by rank.
+std::map<int, int64_t> VaePeaks(const std::string& output) {
+  std::map<int, int64_t> peaks;
+  for (absl::string_view line : absl::StrSplit(output, '\n')) {
+    const size_t at = line.find("rank ");
+    if (at == absl::string_view::npos || line.find(" vae peak activation ") == absl::string_view::npos) continue;
+    const std::vector<absl::string_view> words = absl::StrSplit(line.substr(at), ' ');
+    int rank = 0;
+    int64_t bytes = 0;
+    if (words.size() > 5 && absl::SimpleAtoi(words[1], &rank) && absl::SimpleAtoi(words[5], &bytes)) {
+      peaks[rank] = bytes;
+    }
+  }
+  return peaks;
+}
+
+// --use_parallel_vae decodes the same latents to the image rank 0 alone
+// decodes (exact to float rounding, not an approximation), whatever the DiT's
+// parallel method, and each rank's largest activation is about 1/N of the
+// one-rank decode's. 128 px: 16 latent rows, 3 ranks get 6, 5 and 5.
+TEST_F(ParallelGeneration, ParallelVaeDecodesTheSameImage) {
+  const std::vector<Case> cases = {
+      {"u2", {"--nproc=2", "--ulysses_degree=2"}},
+      {"dp2", {"--nproc=2", "--data_parallel_degree=2"}, 3},
+      {"pf2_sync", {"--nproc=2", "--pipefusion_parallel_degree=2", absl::StrCat("--warmup_steps=", kSteps)}},
+      {"cfg2u2", {"--nproc=4", "--use_cfg_parallel", "--ulysses_degree=2"}, 1, true},
+      {"dp3", {"--nproc=3", "--data_parallel_degree=3"}, 1},                    // 6, 5 and 5 rows
+      {"u2_80px", {"--nproc=2", "--ulysses_degree=2"}, 1, false, 12, 80},  // 10 × 16 latents: 5 rows each
+  };
+  const std::string serial = Run("vae_serial", Concat({"--nproc=1"}, JobFlags(Case{})));
+  const std::map<int, int64_t> serial_peak = VaePeaks(last_output_);
+  ASSERT_EQ(serial_peak.size(), 1u) << last_output_;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    const std::vector<std::string> job = JobFlags(c);
+    const std::string whole = Run(c.name + "_whole_vae", Concat(c.degrees, job));
+    const std::string banded = Run(c.name + "_parallel_vae", Concat(Concat(c.degrees, job), {"--use_parallel_vae"}));
+    const std::map<int, int64_t> peaks = VaePeaks(last_output_);
+    int ranks = 0;
+    ASSERT_TRUE(absl::SimpleAtoi(c.degrees[0].substr(std::string("--nproc=").size()), &ranks));
+    EXPECT_EQ(static_cast<int>(peaks.size()), ranks) << last_output_;
+    for (int i = 0; i < c.prompts; ++i) {
+      const std::string stem = absl::StrCat("/image-00", i);
+      EXPECT_EQ(ReadTextFile(banded + stem + ".latents.safetensors"), ReadTextFile(whole + stem + ".latents.safetensors"));
+      // The decode in bands is the whole decode to float rounding (≤ 1e-4,
+      // tests/worker/pipelines/parallel_vae_test). LibTorch's CPU GEMMs
+      // (the attention's, the convolutions') round differently for other
+      // shapes and buffer alignments, so a value within ~1e-4 of a .5
+      // boundary can land one uint8 level apart: seen 0–2 of 49,152 values.
+      const Comparison cmp = testing::CompareRuns(banded, whole, i);
+      std::printf("%-8s image %d: %d uint8 values differ from the whole decode\n", c.name.c_str(), i,
+                  cmp.differing_values);
+      EXPECT_LE(cmp.max_value_diff, 1) << "image " << i;
+      EXPECT_LE(cmp.differing_values, 25) << "image " << i;
+    }
+    if (c.height == 0) {
+      for (const auto& [rank, bytes] : peaks) {
+        std::printf("%-8s rank %d: vae peak %lld bytes, %.2f of the one-rank decode's\n", c.name.c_str(), rank,
+                    static_cast<long long>(bytes), static_cast<double>(bytes) / serial_peak.begin()->second);
+        // A band of ceil(16 / N) rows plus two halo rows, against 16 rows.
+        EXPECT_LE(bytes, serial_peak.begin()->second * (16 / ranks + 1 + 2) / 16) << rank;
+      }
+    }
+  }
+}
+
+// --vae_tiling under --vae_memory_cap_mb: at 256 px the tiny model's whole
+// decode holds an 8 × (256 + 2) × 256 float map (2 MiB), over a 1 MiB cap, so the
+// request fails before any step; tiles of 64 px hold at most the joined
+// image (768 KiB) and decode it, close to the whole decode.
+TEST_F(ParallelGeneration, VaeTilingFitsUnderAMemoryCap) {
+  const std::vector<std::string> job = {"--nproc=1", "--max_sequence_length=12", "--prompt=a red circle",
+                                        "--height=256", "--width=256"};
+  const std::string whole = Run("tiles_whole", job);
+  EXPECT_EQ(VaePeaks(last_output_)[0], 8 * (256 + 2) * 256 * 4) << last_output_;  // with the padding rows
+  Run("tiles_capped", Concat(job, {"--vae_memory_cap_mb=1"}), /*expect_ok=*/false);
+  EXPECT_NE(last_output_.find("height 256 × width 256: the VAE decode's largest activation would be 2.0 MiB on a "
+                              "rank, over --vae_memory_cap_mb=1 (--vae_tiling, or --use_parallel_vae on more ranks, "
+                              "lowers it)"),
+            std::string::npos)
+      << last_output_;
+  EXPECT_EQ(last_output_.find("step 1/"), std::string::npos) << "no step runs for a request that cannot decode";
+  const std::string tiled =
+      Run("tiles_tiled", Concat(job, {"--vae_memory_cap_mb=1", "--vae_tiling", "--vae_tile_size=64"}));
+  const int64_t peak = VaePeaks(last_output_)[0];
+  EXPECT_EQ(peak, 3 * 256 * 256 * 4) << last_output_;
+  EXPECT_LE(peak, 1 << 20);
+  EXPECT_EQ(ReadTextFile(tiled + "/image-000.latents.safetensors"), ReadTextFile(whole + "/image-000.latents.safetensors"));
+  const Comparison cmp = testing::CompareRuns(tiled, whole, 0);
+  std::printf("tiles of 64 px against the whole decode: PSNR %.1f dB, max difference %d\n", cmp.psnr,
+              cmp.max_value_diff);
+  EXPECT_GT(cmp.psnr, kTiledPsnrBound);
+  EXPECT_GT(cmp.differing_values, 0) << "tiling is an approximation: the test would not see a tiled decode";
+  // Bad tile sizes and combinations fail with the flag's name.
+  Run("tiles_bad", Concat(job, {"--vae_tiling", "--vae_tile_size=48"}), false);
+  EXPECT_NE(last_output_.find("--vae_tile_size must be a multiple of 32 pixels"), std::string::npos) << last_output_;
+  Run("tiles_both", Concat(job, {"--vae_tiling", "--use_parallel_vae"}), false);
+  EXPECT_NE(last_output_.find("--use_parallel_vae and --vae_tiling exclude each other"), std::string::npos)
+      << last_output_;
 }
 
 // A world of one is the single-process pipeline: ditserve-generate's image

@@ -31,7 +31,7 @@ absl::StatusOr<PhaseReport> TrainVae(worker::vae::VaeEncoder& encoder, worker::v
         const SceneBatch batch = DrawSceneBatch(scenes, o.batch, o.image_size);
         auto dist = encoder.Encode(batch.images);
         if (!dist.ok()) return dist.status();
-        auto image = decoder.Decode(dist->Sample(generator));
+        auto image = decoder.Forward(dist->Sample(generator));
         if (!image.ok()) return image.status();
         const at::Tensor diff = *image - batch.images;
         const at::Tensor mse = diff.pow(2).mean();
@@ -65,7 +65,7 @@ absl::Status WriteReconstructionPreview(const worker::vae::VaeEncoder& encoder, 
   const SceneBatch batch = DrawSceneBatch(scenes, images, image_size);
   auto dist = encoder.Encode(batch.images);
   if (!dist.ok()) return dist.status();
-  auto decoded = decoder.Decode(dist->mean);
+  auto decoded = decoder.Forward(dist->mean);
   if (!decoded.ok()) return decoded.status();
   // [2, B, 3, S, S] -> rows of B pictures: [2·S, B·S, 3].
   const at::Tensor grid = worker::vae::ToUint8Rgb(at::cat({batch.images, *decoded}))
@@ -87,7 +87,7 @@ absl::StatusOr<double> ReconstructionError(const worker::vae::VaeEncoder& encode
     const SceneBatch batch = DrawSceneBatch(scenes, n, image_size);
     auto dist = encoder.Encode(batch.images);
     if (!dist.ok()) return dist.status();
-    auto image = decoder.Decode(dist->mean);
+    auto image = decoder.Forward(dist->mean);
     if (!image.ok()) return image.status();
     sum += (*image - batch.images).pow(2).mean().item<double>() * n;
   }

@@ -76,10 +76,12 @@ at::Tensor InitialLatents(uint64_t seed, int64_t channels, int64_t h, int64_t w)
   return flux::PackLatents(at::randn({1, channels, h, w}, gen, at::TensorOptions().dtype(at::kFloat)));
 }
 
+at::Tensor VaeLatents(const vae::VaeConfig& config, const at::Tensor& packed, int64_t h, int64_t w) {
+  return flux::UnpackLatents(packed, h, w) / config.scaling_factor + config.shift_factor;
+}
+
 absl::StatusOr<at::Tensor> DecodeLatents(const vae::VaeDecoder& vae, const at::Tensor& packed, int64_t h, int64_t w) {
-  const double sf = vae.config().scaling_factor, shift = vae.config().shift_factor;
-  const at::Tensor z = flux::UnpackLatents(packed, h, w) / sf + shift;
-  auto image = vae.Decode(z);
+  auto image = vae.Decode(VaeLatents(vae.config(), packed, h, w));
   if (!image.ok()) return image.status();
   return vae::ToUint8Rgb(*image)[0];
 }

@@ -50,8 +50,12 @@ absl::Status CheckTextWidths(const std::string& dir, int joint_attention_dim, in
 // packed to [1, h/2·w/2, 4C].
 at::Tensor InitialLatents(uint64_t seed, int64_t channels, int64_t h, int64_t w);
 
-// Packed latents [1, S, 4C] of an (h × w) latent image -> uint8 [H, W, 3],
-// with the VAE config's scaling and shift undone first.
+// Packed latents [B, S, 4C] of an (h × w) latent image -> the VAE's input
+// [B, C, h, w]: unpacked, the config's scaling and shift undone.
+at::Tensor VaeLatents(const vae::VaeConfig& config, const at::Tensor& packed, int64_t h, int64_t w);
+
+// Packed latents [1, S, 4C] of an (h × w) latent image -> uint8 [H, W, 3]
+// (VaeLatents, then the whole decode).
 absl::StatusOr<at::Tensor> DecodeLatents(const vae::VaeDecoder& vae, const at::Tensor& packed, int64_t h, int64_t w);
 
 }  // namespace ditserve::worker::families

@@ -12,13 +12,18 @@
 #include <c10/core/Device.h>
 
 #include "absl/status/statusor.h"
+#include <optional>
+#include <vector>
+
 #include "core/generation_plan.h"
+#include "core/vae_decode_options.h"
 #include "parallel/process_groups.h"
 #include "parallel/world_config.h"
 #include "worker/families/model_family.h"
 #include "worker/families/text_conditioner.h"
 #include "worker/models/common/dit_transformer.h"
 #include "worker/models/vae/autoencoder_kl.h"
+#include "worker/models/vae/tiled_decode.h"
 #include "worker/pipelines/comm_stats.h"
 #include "worker/pipelines/generation_request.h"
 #include "worker/pipelines/parallel_pipeline.h"
@@ -34,7 +39,9 @@ struct GangModel {
   core::PipeFusionOptions pipefusion;
   std::unique_ptr<families::ModelFamily> family;
   std::unique_ptr<families::TextConditioner> text;                 // world rank 0 only
-  std::unique_ptr<vae::VaeDecoder> vae;                   // world rank 0 only
+  std::unique_ptr<vae::VaeDecoder> vae;  // world rank 0; every rank with --use_parallel_vae
+  core::VaeDecodeOptions vae_options;
+  std::optional<vae::TileGeometry> tiles;  // with --vae_tiling
   std::unique_ptr<models::DitTransformer> transformer;   // this stage's blocks
   at::ScalarType dtype = at::kFloat;
   c10::Device device = c10::Device(c10::kCPU);
@@ -63,6 +70,15 @@ struct GangModel {
   int sp_size() const { return config().sequence_parallel_degree(); }
 
   absl::Status Validate(const GenerationRequest& r) const;
+  // The request's size against the VAE decode's plan: a latent row per rank
+  // with --use_parallel_vae, the largest activation under
+  // --vae_memory_cap_mb. INVALID_ARGUMENT naming the fields and the limit.
+  absl::Status ValidateVaeDecode(const GenerationRequest& r) const;
+  // The largest activation one rank holds decoding an (h × w) latent image
+  // with this plan: DecodeActivationBytes of the whole image, this gang's
+  // largest band (and the gathered image) or the largest tile (and the
+  // joined image).
+  int64_t PlannedVaePeakBytes(int64_t h, int64_t w) const;
   absl::Status AgreeOnCall(int64_t rows, int64_t T, const GenerationRequest& first) const;
   // Rank 0's text token count for the call, known on every rank after.
   absl::StatusOr<int64_t> AgreeOnTextTokens(const GenerationRequest& first);
@@ -73,6 +89,12 @@ struct GangModel {
                              at::Tensor& pooled, at::Tensor& sequence);
   absl::Status CollectLatents(const std::vector<GenerationRequest>& requests, const ReplicaRun& run,
                               std::vector<at::Tensor>& final_latents, std::vector<std::vector<bool>>& step_computed);
+  // Collective with --use_parallel_vae (rank 0's final latents broadcast,
+  // each rank decoding its band), else rank 0's alone: one uint8 [H, W, 3]
+  // image per final latent on rank 0, none elsewhere. Sets
+  // timings.vae_peak_activation_bytes.
+  absl::StatusOr<std::vector<at::Tensor>> DecodeImages(const std::vector<at::Tensor>& final_latents, size_t count,
+                                                       int64_t h, int64_t w);
   absl::StatusOr<std::vector<GenerationResult>> Generate(const std::vector<GenerationRequest>& requests,
                                                          const StepCallback& on_step);
 };

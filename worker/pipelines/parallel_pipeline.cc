@@ -45,6 +45,7 @@ absl::Status GangModel::Validate(const GenerationRequest& r) const {
   DITSERVE_RETURN_IF_ERROR(core::ValidateGuidance(geometry(), r.guidance_scale, r.true_cfg_scale));
   DITSERVE_RETURN_IF_ERROR(core::ValidateStepCache(r.cache, core::MaxStepCacheThreshold(r.cache.method)));
   DITSERVE_RETURN_IF_ERROR(family->ValidateRequest(r));
+  DITSERVE_RETURN_IF_ERROR(ValidateVaeDecode(r));
   return core::ValidateParallelRequest(config(), pipefusion, geometry(), r.height, r.width, Guidance(r).cfg);
 }
 
@@ -67,7 +68,9 @@ absl::Status GangModel::AgreeOnCall(int64_t rows, int64_t T, const GenerationReq
        static_cast<int64_t>(dtype), static_cast<int64_t>(pc.data_parallel_degree),
        static_cast<int64_t>(pc.use_cfg_parallel), static_cast<int64_t>(pc.pipefusion_parallel_degree),
        static_cast<int64_t>(pc.ulysses_degree), static_cast<int64_t>(pc.ring_degree),
-       static_cast<int64_t>(pipefusion.patches(pc)), static_cast<int64_t>(pipefusion.warmup_steps)},
+       static_cast<int64_t>(pipefusion.patches(pc)), static_cast<int64_t>(pipefusion.warmup_steps),
+       static_cast<int64_t>(vae_options.parallel), static_cast<int64_t>(vae_options.tiling),
+       static_cast<int64_t>(tiles ? tiles->latent_tile : 0), vae_options.memory_cap_mb},
       at::kLong);
   auto all = groups->control().AllGather(geometry.unsqueeze(0), 0);
   if (!all.ok()) return all.status();
@@ -82,7 +85,7 @@ absl::Status GangModel::AgreeOnCall(int64_t rows, int64_t T, const GenerationReq
           "rank ", world().rank(), " derives the call's geometry (prompt rows, text tokens, height, width, steps, ",
           "max_sequence_length, ",
           "hidden size, heads, in channels, pooled dim, text dim, dtype, dp, cfg parallel, pipefusion, ulysses, "
-          "ring, patches, warmup) ",
+          "ring, patches, warmup, parallel vae, vae tiling, vae tile, vae memory cap) ",
           text(geometry), " but rank ", r, " derives ", text((*all)[r]),
           ": do all ranks load the same model with the same flags?"));
     }
@@ -247,17 +250,17 @@ absl::StatusOr<std::vector<GenerationResult>> GangModel::Generate(const std::vec
   std::vector<at::Tensor> final_latents;
   std::vector<std::vector<bool>> step_computed;
   DITSERVE_RETURN_IF_ERROR(CollectLatents(requests, run, final_latents, step_computed));
-  if (world().rank() != 0) return std::vector<GenerationResult>{};
   timings.denoising_s = lap();
   const int vae_scale = vae_config().scale_factor();
   const int64_t h = 2 * (first.height / (vae_scale * 2)), w = 2 * (first.width / (vae_scale * 2));
+  auto images = DecodeImages(final_latents, requests.size(), h, w);
+  if (!images.ok()) return images.status();
+  timings.vae_s = lap();
+  if (world().rank() != 0) return std::vector<GenerationResult>{};
   std::vector<GenerationResult> results;
   for (size_t i = 0; i < final_latents.size(); ++i) {
-    auto image = families::DecodeLatents(*vae, final_latents[i], h, w);
-    if (!image.ok()) return image.status();
-    results.push_back(GenerationResult{*image, final_latents[i].to(at::kFloat).cpu(), step_computed[i]});
+    results.push_back(GenerationResult{(*images)[i], final_latents[i].to(at::kFloat).cpu(), step_computed[i]});
   }
-  timings.vae_s = lap();
   return results;
 }
 
@@ -279,8 +282,10 @@ const GenerateTimings& ParallelPipeline::last_timings() const { return impl_->ti
 absl::StatusOr<std::unique_ptr<ParallelPipeline>> ParallelPipeline::Load(const std::string& dir, at::ScalarType dtype,
                                                                           c10::Device device,
                                                                           parallel::ProcessGroups& groups,
-                                                                          const core::PipeFusionOptions& pipefusion) {
+                                                                          const core::PipeFusionOptions& pipefusion,
+                                                                          const core::VaeDecodeOptions& vae_options) {
   auto impl = std::make_unique<Impl>();
+  impl->vae_options = vae_options;
   impl->dir = dir;
   impl->groups = &groups;
   impl->pipefusion = pipefusion;
@@ -291,6 +296,12 @@ absl::StatusOr<std::unique_ptr<ParallelPipeline>> ParallelPipeline::Load(const s
     if (!family.ok()) return family.status();
     impl->family = *std::move(family);
     DITSERVE_RETURN_IF_ERROR(core::ValidateParallelModel(impl->config(), pipefusion, impl->geometry()));
+    DITSERVE_RETURN_IF_ERROR(core::ValidateVaeDecodeOptions(vae_options, impl->geometry()));
+    if (vae_options.tiling) {
+      auto tiles = vae::MakeTileGeometry(impl->vae_config(), core::EffectiveTileSize(vae_options, impl->geometry()));
+      if (!tiles.ok()) return tiles.status();
+      impl->tiles = *tiles;
+    }
     const core::BlockRange blocks = core::StageBlocks(pipefusion, impl->geometry().num_blocks, impl->stages(), impl->stage());
     const models::DitPart part{blocks.first, blocks.end, impl->stage() == 0, impl->stage() == impl->stages() - 1};
     auto transformer = impl->family->LoadTransformer(part, dtype, device);
@@ -300,6 +311,8 @@ absl::StatusOr<std::unique_ptr<ParallelPipeline>> ParallelPipeline::Load(const s
       auto text = impl->family->LoadText(dtype, device);
       if (!text.ok()) return text.status();
       impl->text = *std::move(text);
+    }
+    if (groups.world().rank() == 0 || vae_options.parallel) {
       auto vae = families::LoadVaeDecoder(dir, impl->vae_config(), dtype, device);
       if (!vae.ok()) return vae.status();
       impl->vae = *std::move(vae);

@@ -12,8 +12,10 @@
 // Where the work happens (documented in docs/parallel-generation.md):
 // - World rank 0 loads the tokenizers, both text encoders and the VAE; it
 //   encodes every prompt once and broadcasts the embeddings, and it decodes
-//   every final latent once. Other ranks load only the transformer weights
-//   of their PipeFusion stage.
+//   every final latent once (whole, or in tiles with --vae_tiling). Other
+//   ranks load only the transformer weights of their PipeFusion stage, and
+//   the VAE with --use_parallel_vae, where every rank decodes a band of
+//   each image's rows.
 // - The requests of one Generate call are split across the data-parallel
 //   replicas (request i goes to replica i mod dp); each replica runs its
 //   share as one batch; final latents travel to rank 0 for decoding.
@@ -29,6 +31,7 @@
 #include "absl/status/statusor.h"
 #include "parallel/process_groups.h"
 #include "core/generation_plan.h"
+#include "core/vae_decode_options.h"
 #include "worker/pipelines/comm_stats.h"
 #include "worker/pipelines/generation_request.h"
 
@@ -39,6 +42,10 @@ struct GenerateTimings {
   double text_encoding_s = 0;  // encoding every prompt and broadcasting the embeddings
   double denoising_s = 0;      // every step, until the final latents are on rank 0
   double vae_s = 0;            // decoding every image
+  // This rank's largest VAE activation in the call (DecodeActivationBytes
+  // of its plan: the whole image, its band, or a tile); 0 when it decoded
+  // nothing.
+  int64_t vae_peak_activation_bytes = 0;
 };
 
 class ParallelPipeline {
@@ -46,10 +53,12 @@ class ParallelPipeline {
   // Collective. Loads what this rank needs of `dir` in `dtype` on `device`.
   // `groups` must outlive the pipeline. Invalid combinations of the model
   // and the parallel configuration (heads not divisible by the Ulysses
-  // degree, more stages than blocks, …) are INVALID_ARGUMENT naming the flag.
+  // degree, more stages than blocks, …) or the VAE options are
+  // INVALID_ARGUMENT naming the flag.
   static absl::StatusOr<std::unique_ptr<ParallelPipeline>> Load(
       const std::string& dir, at::ScalarType dtype, c10::Device device,
-      parallel::ProcessGroups& groups, const core::PipeFusionOptions& pipefusion = {});
+      parallel::ProcessGroups& groups, const core::PipeFusionOptions& pipefusion = {},
+      const core::VaeDecodeOptions& vae = {});
   ~ParallelPipeline();
 
   int size_multiple() const;

@@ -19,10 +19,11 @@ absl::StatusOr<std::unique_ptr<GangEngine>> GangEngine::Load(const std::string& 
                                                              at::ScalarType dtype,
                                                              c10::Device device,
                                                              parallel::ProcessGroups& groups,
-                                                             const core::PipeFusionOptions& pipefusion) {
+                                                             const core::PipeFusionOptions& pipefusion,
+                                                             const core::VaeDecodeOptions& vae) {
   auto impl = std::make_unique<Impl>();
   try {
-    auto pipeline = pipelines::ParallelPipeline::Load(dir, dtype, device, groups, pipefusion);
+    auto pipeline = pipelines::ParallelPipeline::Load(dir, dtype, device, groups, pipefusion, vae);
     if (!pipeline.ok()) return pipeline.status();
     impl->pipeline = *std::move(pipeline);
   } catch (const std::exception& e) {
@@ -54,7 +55,7 @@ absl::StatusOr<std::vector<pipelines::GenerationResult>> GangEngine::Generate(
 
 PhaseTimes GangEngine::last_phase_times() const {
   const pipelines::GenerateTimings& t = impl_->pipeline->last_timings();
-  return PhaseTimes{t.text_encoding_s, t.denoising_s, t.vae_s};
+  return PhaseTimes{t.text_encoding_s, t.denoising_s, t.vae_s, t.vae_peak_activation_bytes};
 }
 
 std::vector<CommTotals> GangEngine::comm_totals() const {

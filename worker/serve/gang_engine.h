@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "parallel/process_groups.h"
 #include "core/generation_plan.h"
+#include "core/vae_decode_options.h"
 #include "worker/pipelines/generation_request.h"
 
 namespace ditserve::worker::serve {
@@ -30,6 +31,7 @@ struct PhaseTimes {
   double text_encoding_s = 0;
   double denoising_s = 0;
   double vae_s = 0;
+  int64_t vae_peak_activation_bytes = 0;  // rank 0's largest VAE activation
 };
 
 class GangEngine {
@@ -41,7 +43,8 @@ class GangEngine {
                                                           at::ScalarType dtype,
                                                           c10::Device device,
                                                           parallel::ProcessGroups& groups,
-                                                          const core::PipeFusionOptions& pipefusion);
+                                                          const core::PipeFusionOptions& pipefusion,
+                                                          const core::VaeDecodeOptions& vae = {});
   ~GangEngine();
 
   int size_multiple() const;

@@ -85,6 +85,7 @@ absl::Status RunBatch(const control::v1::RunBatch& batch, GangEngine& engine,
     done.set_text_encoding_s(phases.text_encoding_s);
     done.set_denoising_s(phases.denoising_s);
     done.set_vae_s(phases.vae_s);
+    done.set_vae_peak_activation_bytes(phases.vae_peak_activation_bytes);
   }
   for (const CommTotals& c : engine.comm_totals()) {
     control::v1::CommStat& stat = *done.add_comm();

@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "tests/harness/reference.h"
+#include "worker/models/vae/tiled_decode.h"
 #include "worker/models/vae/vae_encoder.h"
 
 namespace ditserve::worker::vae {
@@ -44,6 +45,43 @@ void CompareWithDiffusers(const std::string& variant) {
   const double err = (*image - want).abs().max().item<double>();
   std::printf("%s: max-abs error %.3g (image max %.3g)\n", variant.c_str(), err, want.abs().max().item<double>());
   EXPECT_LT(err, 1e-4);
+  auto forward = (*decoder)->Forward(*io->Get("latents"));  // the training path
+  ASSERT_TRUE(forward.ok()) << forward.status();
+  EXPECT_LT((*forward - want).abs().max().item<double>(), 1e-4);
+
+  // Tiled as diffusers' enable_tiling, at two tile sizes; with tiles larger
+  // than the latents it is the whole decode.
+  const at::Tensor tiled_z = *io->Get("tiled_latents");
+  for (int tile : {16, 32}) {
+    auto tiles = MakeTileGeometry(*config, tile);
+    ASSERT_TRUE(tiles.ok()) << tiles.status();
+    ASSERT_TRUE(NeedsTiling(*tiles, 11, 9));
+    int64_t peak = 0;
+    auto tiled = DecodeTiled(**decoder, tiled_z, *tiles, &peak);
+    ASSERT_TRUE(tiled.ok()) << tiled.status();
+    const at::Tensor want_tiled = *io->Get(absl::StrCat("expected_tiled_", tile));
+    ASSERT_EQ(tiled->sizes(), want_tiled.sizes());
+    const double tiled_err = (*tiled - want_tiled).abs().max().item<double>();
+    std::printf("%s: tiles of %d px: max-abs error against diffusers' tiled decode %.3g\n", variant.c_str(), tile,
+                tiled_err);
+    EXPECT_LT(tiled_err, 1e-4) << tile;
+    // The tiles do change the image (else this would not test tiling).
+    EXPECT_GT((*tiled - *io->Get("expected_untiled")).abs().max().item<double>(), 1e-2) << tile;
+    const int64_t t = tile / 4;
+    EXPECT_EQ(peak, std::max<int64_t>(3 * 44 * 36 * 4, DecodeActivationBytes(*config, {1, t, t, t}, 4, 2)));
+  }
+  auto big_tiles = MakeTileGeometry(*config, 64);
+  ASSERT_TRUE(big_tiles.ok());
+  EXPECT_FALSE(NeedsTiling(*big_tiles, 11, 9));
+  auto untiled = DecodeTiled(**decoder, tiled_z, *big_tiles);
+  ASSERT_TRUE(untiled.ok());
+  EXPECT_LT((*untiled - *io->Get("expected_untiled")).abs().max().item<double>(), 1e-4);
+
+  // The whole decode is one band holding every row: its measured peak is
+  // the closed form's.
+  int64_t whole_peak = 0;
+  ASSERT_TRUE((*decoder)->Decode(*io->Get("latents"), &whole_peak).ok());
+  EXPECT_EQ(whole_peak, DecodeActivationBytes(*config, {2, 6, 6, 5}, 4, 2));
 
   // The encoder: the mean and log-variance of diffusers' latent_dist.
   auto encoder = VaeEncoder::Create(*config, at::kFloat);
@@ -63,7 +101,7 @@ void CompareWithDiffusers(const std::string& variant) {
   // Training: the gradients of the same loss equal diffusers' autograd's.
   dist = (*encoder)->Encode(*io->Get("rgb"));
   ASSERT_TRUE(dist.ok());
-  auto rec = (*decoder)->Decode(dist->mean);
+  auto rec = (*decoder)->Forward(dist->mean);
   ASSERT_TRUE(rec.ok());
   const at::Tensor loss = (*rec - *io->Get("rgb")).pow(2).mean() + 0.1 * dist->Kl().mean();
   EXPECT_NEAR(loss.item<double>(), io->Get("loss")->item<double>(), 1e-5);
@@ -109,7 +147,7 @@ TEST(VaeEncoder, GradientsFlowThroughEncoderAndDecoder) {
   const auto loss = [&]() {
     auto d = (*encoder)->Encode(image);
     EXPECT_TRUE(d.ok());
-    auto out = (*decoder)->Decode(d->mean);
+    auto out = (*decoder)->Forward(d->mean);
     EXPECT_TRUE(out.ok());
     return (*out - image).pow(2).mean() + 0.1 * d->Kl().mean();
   };
@@ -139,6 +177,38 @@ TEST(VaeEncoder, GradientsFlowThroughEncoderAndDecoder) {
     ++checked;
   }
   EXPECT_EQ(checked, 3);
+}
+
+// The closed form against shapes worked by hand: the decoder of
+// block_out_channels {8, 16}, one resnet per level plus one (two), 4 latent
+// channels, on latents 1 × 3 × 5. Its largest map is the last level's
+// resnets' halo'd input, 8 (or 16 for the first resnet's input, which is the
+// upsampled 16-channel map) channels × (6 + halo) rows × 10 columns.
+TEST(VaeDecoder, ActivationBytesClosedForm) {
+  VaeConfig c;
+  c.latent_channels = 4;
+  c.block_out_channels = {8, 16};
+  c.layers_per_block = 1;
+  c.norm_num_groups = 4;
+  EXPECT_EQ(DecodeActivationBytes(c, {1, 3, 3, 5}, 4, 0), 16 * 6 * 10 * 4);
+  EXPECT_EQ(DecodeActivationBytes(c, {1, 3, 3, 5}, 4, 2), 16 * 8 * 10 * 4);
+  EXPECT_EQ(DecodeActivationBytes(c, {2, 3, 3, 5}, 2, 2), 2 * 16 * 8 * 10 * 2);
+  // A band of one row of three: the gathered attention input (16 × 3 × 5)
+  // is smaller than the band's upsampled maps (16 × (2 + 2) × 10).
+  EXPECT_EQ(DecodeActivationBytes(c, {1, 1, 3, 5}, 4, 2), 16 * 4 * 10 * 4);
+}
+
+TEST(VaeDecoder, TileSizeErrors) {
+  VaeConfig c;  // scale factor 8
+  EXPECT_EQ(MakeTileGeometry(c, 16).status().message(),
+            "--vae_tile_size must be a multiple of 32 pixels in [32, 65536] (four latent rows of this VAE), got 16");
+  EXPECT_FALSE(MakeTileGeometry(c, 40).ok());
+  auto t = MakeTileGeometry(c, 512);
+  ASSERT_TRUE(t.ok());
+  EXPECT_EQ(t->latent_tile, 64);
+  EXPECT_EQ(t->stride, 48);
+  EXPECT_EQ(t->blend, 128);
+  EXPECT_EQ(t->keep, 384);
 }
 
 TEST(VaeDecoder, ToUint8RgbRoundsAsDiffusers) {

@@ -60,11 +60,22 @@ DITSERVE_SCENARIO(parallel_vae_equals_serial) {
   DITSERVE_RETURN_IF_ERROR(parallel::Check(parallel->sizes() == whole->sizes(), "the image's shape"));
   const double diff = (*parallel - *whole).abs().max().item<double>();
   DITSERVE_RETURN_IF_ERROR(parallel::Check(diff <= 1e-4, absl::StrCat("max |parallel - serial| = ", diff)));
-  DITSERVE_RETURN_IF_ERROR(parallel::Check(
-      at::equal(vae::ToUint8Rgb(*parallel), vae::ToUint8Rgb(*whole)), "the 8-bit images differ"));
-  // A band's largest activation is a fraction of the whole image's.
-  const int64_t whole_peak = 2 * 16 * (h * 4 + 2) * (w * 4) * 4;  // the last resnets' halo'd input, whole height
-  DITSERVE_RETURN_IF_ERROR(parallel::Check(peak > 0 && peak < whole_peak, absl::StrCat("peak ", peak, " bytes")));
+  // The 8-bit images: equal but where a value within float rounding of a
+  // .5 boundary rounds the other way (LibTorch's CPU GEMMs round
+  // differently for other shapes and alignments): at most one level, on at
+  // most 0.05 % of the values.
+  const at::Tensor levels =
+      (vae::ToUint8Rgb(*parallel).to(at::kInt) - vae::ToUint8Rgb(*whole).to(at::kInt)).abs();
+  const int64_t differing = levels.ne(0).sum().item<int64_t>();
+  DITSERVE_RETURN_IF_ERROR(parallel::Check(levels.max().item<int>() <= 1 && differing * 2000 <= levels.numel(),
+                                           absl::StrCat(differing, " of ", levels.numel(), " 8-bit values differ")));
+  // The band's measured largest activation is the closed form's for its
+  // rows, and a fraction of the whole image's.
+  const auto [first, end] = BandRows(h, ctx.world_size, ctx.rank);
+  const int64_t expected = vae::DecodeActivationBytes(vae->config(), {2, end - first, h, w}, 4, 2);
+  DITSERVE_RETURN_IF_ERROR(parallel::Check(peak == expected, absl::StrCat("peak ", peak, " bytes, closed form ", expected)));
+  const int64_t whole_peak = vae::DecodeActivationBytes(vae->config(), {2, h, h, w}, 4, 0);
+  DITSERVE_RETURN_IF_ERROR(parallel::Check(peak < whole_peak, absl::StrCat("peak ", peak, " of ", whole_peak, " bytes")));
   return absl::OkStatus();
 }
 

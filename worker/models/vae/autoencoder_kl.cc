@@ -114,12 +114,19 @@ absl::Status VaeDecoder::Load(const weights::SafetensorsCheckpoint& checkpoint) 
   return absl::OkStatus();
 }
 
+at::ScalarType VaeDecoder::dtype() const { return impl_->decoder->conv_in->weight.scalar_type(); }
+
 void VaeDecoder::To(c10::Device device) {
   impl_->decoder->to(device);
   if (impl_->post_quant_conv) impl_->post_quant_conv->to(device);
 }
 
-absl::StatusOr<at::Tensor> VaeDecoder::Decode(const at::Tensor& latents) const {
+absl::StatusOr<at::Tensor> VaeDecoder::Decode(const at::Tensor& latents, int64_t* peak_bytes) const {
+  SingleBandExchange whole;
+  return DecodeBand(latents, whole, peak_bytes);
+}
+
+absl::StatusOr<at::Tensor> VaeDecoder::Forward(const at::Tensor& latents) const {
   const VaeConfig& c = impl_->config;
   if (!latents.defined() || latents.dim() != 4 || latents.size(1) != c.latent_channels) {
     return absl::InvalidArgumentError(absl::StrCat("vae: latents must be [B, ", c.latent_channels, ", h, w]"));

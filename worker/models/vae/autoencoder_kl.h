@@ -5,6 +5,7 @@
 // "decoder." (and "post_quant_conv." when the config uses it). The encoder
 // half is VaeEncoder (vae_encoder.h).
 
+#include <cstdint>
 #include <memory>
 #include <utility>
 #include <string>
@@ -49,6 +50,8 @@ class VaeDecoder {
   ~VaeDecoder();
 
   const VaeConfig& config() const;
+  // The dtype of the weights, and of the activations of a decode.
+  at::ScalarType dtype() const;
   // Decoder parameters named as the checkpoint keys under "decoder." (and
   // post_quant_conv, if any, under "post_quant_conv."), for writing checkpoints.
   std::vector<std::pair<std::string, at::Tensor>> NamedParameters();
@@ -60,9 +63,17 @@ class VaeDecoder {
 
   // Raw VAE latents [B, latent_channels, h, w] (already unscaled:
   // z / scaling_factor + shift_factor) -> image [B, 3, 8h, 8w] in [-1, 1]
-  // (not clamped), float32. Builds an autograd graph when grad mode is on
-  // (training); callers that only infer hold an at::NoGradGuard.
-  absl::StatusOr<at::Tensor> Decode(const at::Tensor& latents) const;
+  // (not clamped), float32, for inference (callers hold an
+  // at::NoGradGuard): DecodeBand of one band holding every row, so a whole
+  // decode and a decode in bands across ranks do the same arithmetic (group
+  // norms from float64 sums) and give the same image. `peak_bytes`, when
+  // set, gets the largest activation held.
+  absl::StatusOr<at::Tensor> Decode(const at::Tensor& latents, int64_t* peak_bytes = nullptr) const;
+
+  // The same map through the decoder modules' forward (LibTorch's group
+  // norm), building an autograd graph when grad mode is on: for training.
+  // Equal to Decode to float rounding.
+  absl::StatusOr<at::Tensor> Forward(const at::Tensor& latents) const;
 
   // Collective over `exchange`'s ranks: this rank's band of rows of the
   // latents [B, C, rows, w] (bands in rank order, each ≥ 1 row) decoded to
@@ -79,6 +90,24 @@ class VaeDecoder {
   explicit VaeDecoder(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
+
+// The shape of one decode's latents as a rank sees it: `band_rows` of the
+// `rows` latent rows (all of them for a whole decode), `cols` columns.
+struct DecodeShape {
+  int64_t batch = 1;
+  int64_t band_rows = 0;
+  int64_t rows = 0;
+  int64_t cols = 0;
+};
+
+// Bytes of the largest activation (feature map) a decode of `shape` holds
+// at `element_bytes` per element: what Decode and DecodeBand report as
+// their peak when `halo_rows` is 2 (each 3×3 convolution's input carries a
+// row from each neighbour, or of zero padding), Forward's largest feature
+// map when it is 0. A closed form over the decoder's layers (no tensors are
+// made).
+int64_t DecodeActivationBytes(const VaeConfig& config, const DecodeShape& shape, int64_t element_bytes,
+                              int64_t halo_rows);
 
 // [B, 3, H, W] in [-1, 1] -> uint8 [B, H, W, 3] as diffusers' postprocess:
 // round(clamp(x/2 + 0.5, 0, 1) · 255).

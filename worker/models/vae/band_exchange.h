@@ -30,4 +30,14 @@ class VaeBandExchange {
   virtual absl::StatusOr<at::Tensor> GatherBands(const at::Tensor& x) = 0;
 };
 
+// The one-rank case: the band is the whole image (zero halo rows, the sums
+// and bands are this rank's own). DecodeBand with it is a whole decode
+// that measures its largest activation as the banded decode does.
+class SingleBandExchange final : public VaeBandExchange {
+ public:
+  absl::StatusOr<at::Tensor> WithHalo(const at::Tensor& x) override;
+  absl::Status Sum(at::Tensor&) override { return absl::OkStatus(); }
+  absl::StatusOr<at::Tensor> GatherBands(const at::Tensor& x) override { return x; }
+};
+
 }  // namespace ditserve::worker::vae

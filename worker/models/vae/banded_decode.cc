@@ -30,20 +30,29 @@ class BandWalk {
   }
 
   // GroupNorm over every band: per (sample, group) sums, sums of squares
-  // and counts in float64, summed over the ranks.
+  // and counts in float64 (one group at a time, so no float64 copy of the
+  // whole map is made), summed over the ranks; then, as LibTorch's CPU
+  // group norm, y = x·a + b per channel with a = γ·rstd, b = β − a·mean.
   absl::StatusOr<at::Tensor> Norm(const GroupNorm& norm, const at::Tensor& x) {
     const int64_t B = x.size(0), C = x.size(1), G = norm->options.num_groups();
-    const at::Tensor grouped = x.to(at::kDouble).reshape({B, G, -1});
-    at::Tensor stats = at::stack({grouped.sum(2), grouped.pow(2).sum(2),
-                                  at::full({B, G}, static_cast<double>(grouped.size(2)), grouped.options())});
+    const at::Tensor grouped = x.reshape({B, G, -1});
+    at::Tensor stats = at::empty({3, B, G}, x.options().dtype(at::kDouble));
+    for (int64_t g = 0; g < G; ++g) {
+      const at::Tensor part = grouped.select(1, g).to(at::kDouble);  // [B, elements of the group]
+      stats[0].select(1, g).copy_(part.sum(1));
+      stats[1].select(1, g).copy_(part.pow(2).sum(1));
+    }
+    stats[2].fill_(static_cast<double>(grouped.size(2)));
     if (absl::Status s = exchange_.Sum(stats); !s.ok()) return s;
-    const at::Tensor mean = stats[0] / stats[2];
+    const at::Tensor mean = stats[0] / stats[2];                                   // [B, G]
     const at::Tensor var = (stats[1] / stats[2] - mean * mean).clamp_min(0);
-    const at::Tensor normalized =
-        ((grouped - mean.unsqueeze(2)) / (var.unsqueeze(2) + norm->options.eps()).sqrt()).view(x.sizes());
-    const at::Tensor scale = norm->weight.to(at::kDouble).view({1, C, 1, 1});
-    const at::Tensor shift = norm->bias.to(at::kDouble).view({1, C, 1, 1});
-    return Track((normalized * scale + shift).to(x.scalar_type()));
+    const at::Tensor rstd = (var + norm->options.eps()).rsqrt();
+    const auto per_channel = [&](const at::Tensor& t) {  // [B, G] -> [B, C, 1, 1]
+      return t.repeat_interleave(C / G, 1).view({B, C, 1, 1});
+    };
+    const at::Tensor a = per_channel(rstd) * norm->weight.to(at::kDouble).view({1, C, 1, 1});
+    const at::Tensor b = norm->bias.to(at::kDouble).view({1, C, 1, 1}) - a * per_channel(mean);
+    return Track((x.to(at::kFloat) * a.to(at::kFloat) + b.to(at::kFloat)).to(x.scalar_type()));
   }
 
   absl::StatusOr<at::Tensor> Resnet(VaeResnet& r, const at::Tensor& x) {
@@ -111,6 +120,59 @@ class BandWalk {
 };
 
 }  // namespace
+
+absl::StatusOr<at::Tensor> SingleBandExchange::WithHalo(const at::Tensor& x) {
+  return at::constant_pad_nd(x, {0, 0, 1, 1});
+}
+
+// Walks the decoder's layers as BandWalk does, taking the larger of every
+// tensor BandWalk tracks: each 3×3 convolution's halo'd input and output,
+// each norm's output, the resnets' sums, the gathered attention input, the
+// upsampled maps.
+int64_t DecodeActivationBytes(const VaeConfig& c, const DecodeShape& shape, int64_t element_bytes,
+                              int64_t halo_rows) {
+  int64_t rows = shape.band_rows, all_rows = shape.rows, cols = shape.cols, most = 0;
+  const auto map = [&](int64_t channels, int64_t r) {
+    most = std::max(most, shape.batch * channels * r * cols * element_bytes);
+  };
+  const auto conv = [&](int64_t in, int64_t out) {
+    map(in, rows + halo_rows);
+    map(out, rows);
+  };
+  const auto resnet = [&](int64_t in, int64_t out) {
+    map(in, rows);  // norm1
+    conv(in, out);
+    map(out, rows);  // norm2
+    conv(out, out);
+  };
+  const int64_t top = c.block_out_channels.back();
+  conv(c.latent_channels, top);
+  resnet(top, top);
+  if (c.mid_block_add_attention) {
+    map(top, rows);
+    map(top, all_rows);
+  }
+  resnet(top, top);
+  int64_t in = top;
+  const int levels = static_cast<int>(c.block_out_channels.size());
+  for (int i = 0; i < levels; ++i) {
+    const int64_t out = c.block_out_channels[levels - 1 - i];
+    for (int j = 0; j <= c.layers_per_block; ++j) {
+      resnet(in, out);
+      in = out;
+    }
+    if (i + 1 < levels) {
+      rows *= 2;
+      all_rows *= 2;
+      cols *= 2;
+      map(out, rows);  // nearest ×2
+      conv(out, out);
+    }
+  }
+  map(in, rows);  // conv_norm_out
+  conv(in, c.out_channels);
+  return most;
+}
 
 absl::StatusOr<at::Tensor> VaeDecoder::DecodeBand(const at::Tensor& latent_band, VaeBandExchange& exchange,
                                                   int64_t* peak_bytes) const {
