@@ -21,6 +21,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "client/bench.h"
+#include "client/connection.h"
 #include "client/generate_command.h"
 #include "ditserve/v1/generation.grpc.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -52,6 +53,12 @@ ABSL_FLAG(int, requests, 0, "bench: requests to send (0: run for --duration)");
 ABSL_FLAG(double, duration, 10, "bench: seconds to run when --requests is 0");
 ABSL_FLAG(bool, json, false, "bench/info/health: print JSON");
 ABSL_FLAG(std::string, service, "", "health: service name to check (\"\": the server)");
+ABSL_FLAG(std::string, tls_ca_file, "",
+          "PEM CAs to verify the server's certificate with: the channel speaks TLS");
+ABSL_FLAG(std::string, tls_cert_file, "", "PEM client certificate for servers that require one (mTLS)");
+ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of --tls_cert_file");
+ABSL_FLAG(std::string, auth_token_file, "",
+          "File whose first line is the bearer token sent with every call (authorization: Bearer …)");
 ABSL_FLAG(double, wait_ready_s, 0,
           "Before the command, wait up to this many seconds for the server to report SERVING");
 
@@ -62,12 +69,6 @@ int Fail(int code, const std::string& message) {
   return code;
 }
 
-std::shared_ptr<grpc::Channel> Connect() {
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(1 << 30);
-  return grpc::CreateCustomChannel(absl::GetFlag(FLAGS_server), grpc::InsecureChannelCredentials(),
-                                   args);
-}
 
 // The request the generate and bench commands send, from the flags.
 absl::StatusOr<ditserve::v1::GenerateRequest> RequestFromFlags() {
@@ -103,8 +104,8 @@ absl::StatusOr<ditserve::v1::GenerateRequest> RequestFromFlags() {
 }
 
 // Polls grpc.health.v1 Check("") until SERVING or `timeout` passes.
-bool WaitReady(absl::Duration timeout) {
-  auto stub = grpc::health::v1::Health::NewStub(Connect());
+bool WaitReady(const std::shared_ptr<grpc::Channel>& channel, absl::Duration timeout) {
+  auto stub = grpc::health::v1::Health::NewStub(channel);
   const absl::Time deadline = absl::Now() + timeout;
   while (true) {
     grpc::ClientContext context;
@@ -119,8 +120,8 @@ bool WaitReady(absl::Duration timeout) {
   }
 }
 
-int Health() {
-  auto stub = grpc::health::v1::Health::NewStub(Connect());
+int Health(const std::shared_ptr<grpc::Channel>& channel) {
+  auto stub = grpc::health::v1::Health::NewStub(channel);
   grpc::ClientContext context;
   context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
   grpc::health::v1::HealthCheckRequest request;
@@ -140,8 +141,8 @@ int Health() {
   return response.status() == grpc::health::v1::HealthCheckResponse::SERVING ? 0 : 1;
 }
 
-int Info() {
-  auto stub = ditserve::v1::GenerationService::NewStub(Connect());
+int Info(const std::shared_ptr<grpc::Channel>& channel) {
+  auto stub = ditserve::v1::GenerationService::NewStub(channel);
   grpc::ClientContext context;
   context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
   ditserve::v1::GetInfoResponse info;
@@ -163,7 +164,7 @@ int Info() {
   return 0;
 }
 
-int Bench() {
+int Bench(const std::shared_ptr<grpc::Channel>& channel) {
   auto request = RequestFromFlags();
   if (!request.ok()) return Fail(2, std::string(request.status().message()));
   ditserve::client::BenchOptions options;
@@ -179,7 +180,7 @@ int Bench() {
   if (options.requests == 0 && absl::GetFlag(FLAGS_duration) <= 0) {
     return Fail(2, "--duration must be > 0 when --requests is 0");
   }
-  const ditserve::client::BenchResult result = ditserve::client::RunBench(Connect(), options);
+  const ditserve::client::BenchResult result = ditserve::client::RunBench(channel, options);
   std::printf("%s", absl::GetFlag(FLAGS_json) ? ditserve::client::FormatBenchJson(options, result).c_str()
                                               : ditserve::client::FormatBench(options, result).c_str());
   return result.ok == result.sent ? 0 : 1;
@@ -198,14 +199,21 @@ int main(int argc, char** argv) {
   std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
   if (rest.size() != 2) return Fail(2, "expected one command: generate, health, info or bench");
   const std::string command = rest[1];
+  auto channel = ditserve::client::Connect({absl::GetFlag(FLAGS_server), absl::GetFlag(FLAGS_tls_ca_file),
+                                            absl::GetFlag(FLAGS_tls_cert_file), absl::GetFlag(FLAGS_tls_key_file),
+                                            absl::GetFlag(FLAGS_auth_token_file)});
+  if (!channel.ok()) {
+    return Fail(channel.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1,
+                std::string(channel.status().message()));
+  }
   if (const double wait = absl::GetFlag(FLAGS_wait_ready_s); wait > 0 &&
-      !WaitReady(absl::Seconds(wait))) {
+      !WaitReady(*channel, absl::Seconds(wait))) {
     return Fail(1, absl::StrCat(absl::GetFlag(FLAGS_server), " was not SERVING within ",
                                 wait, " s (--wait_ready_s)"));
   }
-  if (command == "health") return Health();
-  if (command == "info") return Info();
-  if (command == "bench") return Bench();
+  if (command == "health") return Health(*channel);
+  if (command == "info") return Info(*channel);
+  if (command == "bench") return Bench(*channel);
   if (command == "generate") {
     auto request = RequestFromFlags();
     if (!request.ok()) return Fail(2, std::string(request.status().message()));
@@ -214,7 +222,7 @@ int main(int argc, char** argv) {
     options.output = absl::GetFlag(FLAGS_output);
     options.deadline_s = absl::GetFlag(FLAGS_deadline_s);
     options.progress = !absl::GetFlag(FLAGS_quiet);
-    return ditserve::client::RunGenerate(Connect(), *request, options);
+    return ditserve::client::RunGenerate(*channel, *request, options);
   }
   return Fail(2, absl::StrCat("unknown command '", command, "': generate, health, info or bench"));
 }

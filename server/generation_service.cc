@@ -176,25 +176,59 @@ class StreamCall final : public grpc::ServerWriteReactor<v1::GenerateStreamRespo
   const uint64_t id_;  // 0: refused
 };
 
+// A stream refused before any work (its status set at construction).
+class RefusedStream final : public grpc::ServerWriteReactor<v1::GenerateStreamResponse> {
+ public:
+  explicit RefusedStream(const grpc::Status& status) { Finish(status); }
+  void OnDone() override { delete this; }
+};
+
+// The last path component: GetInfo names the model, not where it lives.
+std::string ModelName(const std::string& path) {
+  std::string p = path;
+  while (p.size() > 1 && p.back() == '/') p.pop_back();
+  const size_t slash = p.rfind('/');
+  return slash == std::string::npos ? p : p.substr(slash + 1);
+}
+
 }  // namespace
+
+grpc::Status GenerationService::Authenticate(const grpc::CallbackServerContext& context) const {
+  if (tokens_ == nullptr) return grpc::Status::OK;
+  auto caller = tokens_->Authenticate(AuthorizationOf(context));
+  if (!caller.ok()) return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, std::string(caller.status().message()));
+  return grpc::Status::OK;
+}
 
 grpc::ServerUnaryReactor* GenerationService::Generate(grpc::CallbackServerContext* context,
                                                       const v1::GenerateRequest* request,
                                                       v1::GenerateResponse* response) {
+  if (grpc::Status auth = Authenticate(*context); !auth.ok()) {
+    auto* reactor = context->DefaultReactor();
+    reactor->Finish(auth);
+    return reactor;
+  }
   return new UnaryCall(dispatcher_, context, request, response);
 }
 
 grpc::ServerWriteReactor<v1::GenerateStreamResponse>* GenerationService::GenerateStream(
     grpc::CallbackServerContext* context, const v1::GenerateRequest* request) {
+  if (grpc::Status auth = Authenticate(*context); !auth.ok()) return new RefusedStream(auth);
   return new StreamCall(dispatcher_, context, request);
 }
 
 grpc::ServerUnaryReactor* GenerationService::GetInfo(grpc::CallbackServerContext* context,
                                                      const v1::GetInfoRequest*,
                                                      v1::GetInfoResponse* response) {
+  if (grpc::Status auth = Authenticate(*context); !auth.ok()) {
+    auto* reactor = context->DefaultReactor();
+    reactor->Finish(auth);
+    return reactor;
+  }
   auto hello = dispatcher_->gang_info();
   const ServerOptions& o = options_;
-  response->set_model(o.worker.generation.model);
+  const auto model = [&](const std::string& path) { return o.info_model_path ? path : ModelName(path); };
+  response->set_model(model(o.worker.generation.model));
   response->set_version("0.1.0");
   response->set_gang_ready(dispatcher_->gang_ready());
   proto::ToProto(o.worker.parallel, response->mutable_parallel());
@@ -213,7 +247,7 @@ grpc::ServerUnaryReactor* GenerationService::GetInfo(grpc::CallbackServerContext
   cache.set_max_teacache_threshold(o.limits.step_cache.max_teacache_threshold);
   if (hello.has_value()) {
     // The gang's own view wins (attach mode: the workers' flags).
-    response->set_model(hello->model());
+    response->set_model(model(hello->model()));
     response->set_model_family(hello->model_family());
     response->set_default_size(hello->default_size());
     response->set_uses_guidance_embedding(hello->uses_guidance_embedding());

@@ -11,15 +11,18 @@
 
 #include "ditserve/v1/generation.grpc.pb.h"
 #include "server/dispatcher.h"
+#include "server/public_security.h"
 #include "server/server_options.h"
 
 namespace ditserve::server {
 
 class GenerationService final : public v1::GenerationService::CallbackService {
  public:
-  // `dispatcher` must outlive the server this service is registered with.
-  GenerationService(Dispatcher* dispatcher, const ServerOptions& options)
-      : dispatcher_(dispatcher), options_(options) {}
+  // `dispatcher` (and `tokens`, when set) must outlive the server this
+  // service is registered with. With `tokens`, every call needs a bearer
+  // token it accepts (UNAUTHENTICATED otherwise, before any work).
+  GenerationService(Dispatcher* dispatcher, const ServerOptions& options, BearerTokens* tokens = nullptr)
+      : dispatcher_(dispatcher), options_(options), tokens_(tokens) {}
 
   grpc::ServerUnaryReactor* Generate(grpc::CallbackServerContext* context,
                                      const v1::GenerateRequest* request,
@@ -31,8 +34,13 @@ class GenerationService final : public v1::GenerationService::CallbackService {
                                     v1::GetInfoResponse* response) override;
 
  private:
+  // OK, or UNAUTHENTICATED when tokens are required and the call has none
+  // they accept.
+  grpc::Status Authenticate(const grpc::CallbackServerContext& context) const;
+
   Dispatcher* dispatcher_;
   const ServerOptions options_;
+  BearerTokens* tokens_;
 };
 
 }  // namespace ditserve::server

@@ -60,6 +60,18 @@ ABSL_FLAG(double, restart_backoff_s, 1,
           "Seconds before restarting a failed gang (doubles per failure in a row, up to 30)");
 ABSL_FLAG(int, nproc, 0,
           "Ranks of the spawned gang (as ditserve-run; 0: the product of the parallel degrees)");
+ABSL_FLAG(std::string, tls_cert_file, "",
+          "PEM certificate chain of the public gRPC port: with --tls_key_file the port speaks TLS only");
+ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of --tls_cert_file");
+ABSL_FLAG(std::string, tls_client_ca_file, "",
+          "PEM CAs that must have signed every client's certificate (mTLS; needs --tls_cert_file)");
+ABSL_FLAG(std::string, auth_tokens_file, "",
+          "File of accepted bearer tokens, one per line (optionally followed by the caller's name); every "
+          "GenerationService call then needs 'authorization: Bearer <token>'. Re-read on change and on SIGHUP. "
+          "Health and reflection stay open");
+ABSL_FLAG(bool, info_model_path, false,
+          "GetInfo.model is the model directory's path (default: its name only, so callers do not learn the "
+          "server's filesystem)");
 
 namespace ditserve::server {
 namespace {
@@ -81,6 +93,11 @@ absl::StatusOr<ServerOptions> ServerOptionsFromFlags() {
   o.metrics_port = absl::GetFlag(FLAGS_metrics_port);
   o.control_address = absl::GetFlag(FLAGS_control_listen);
   o.print_ports = absl::GetFlag(FLAGS_print_ports);
+  o.tls_cert_file = absl::GetFlag(FLAGS_tls_cert_file);
+  o.tls_key_file = absl::GetFlag(FLAGS_tls_key_file);
+  o.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca_file);
+  o.auth_tokens_file = absl::GetFlag(FLAGS_auth_tokens_file);
+  o.info_model_path = absl::GetFlag(FLAGS_info_model_path);
   o.limits.max_pixels = absl::GetFlag(FLAGS_max_pixels);
   o.limits.max_steps = absl::GetFlag(FLAGS_max_steps);
   o.limits.max_prompt_bytes = absl::GetFlag(FLAGS_max_prompt_bytes);

@@ -28,6 +28,8 @@ namespace {
 
 volatile std::sig_atomic_t g_signal = 0;  // written by the handler only
 void OnSignal(int sig) { g_signal = sig; }
+volatile std::sig_atomic_t g_reload = 0;  // SIGHUP: re-read the tokens file
+void OnHangup(int) { g_reload = 1; }
 
 int Fail(int code, const std::string& message) {
   std::fprintf(stderr, "ditserve-server: %s\n", message.c_str());
@@ -137,11 +139,22 @@ int main(int argc, char** argv) {
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  server::GenerationService service(dispatcher.get(), options);
+  std::unique_ptr<server::BearerTokens> tokens;
+  if (!options.auth_tokens_file.empty()) {
+    auto loaded = server::BearerTokens::Load(options.auth_tokens_file);
+    if (!loaded.ok()) return Fail(2, std::string(loaded.status().message()));
+    tokens = *std::move(loaded);
+  }
+  auto credentials = server::PublicServerCredentials(
+      {options.tls_cert_file, options.tls_key_file, options.tls_client_ca_file});
+  if (!credentials.ok()) {
+    return Fail(credentials.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1,
+                std::string(credentials.status().message()));
+  }
+  server::GenerationService service(dispatcher.get(), options, tokens.get());
   int port = 0;
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(absl::StrCat(options.host, ":", options.port),
-                           grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(absl::StrCat(options.host, ":", options.port), *credentials, &port);
   builder.RegisterService(&service);
   builder.SetMaxReceiveMessageSize(4 << 20);  // requests are prompts and numbers
   builder.SetMaxSendMessageSize(1 << 30);     // responses carry encoded images
@@ -158,6 +171,7 @@ int main(int argc, char** argv) {
   if (supervisor) supervisor->Start(control_address);
   std::signal(SIGTERM, OnSignal);
   std::signal(SIGINT, OnSignal);
+  std::signal(SIGHUP, OnHangup);
   std::fprintf(stderr,
                "ditserve-server: serving on %s:%d, /metrics on port %d, control %s (%s)\n",
                options.host.c_str(), port, (*metrics)->port(), control_address.c_str(),
@@ -170,6 +184,15 @@ int main(int argc, char** argv) {
 
   absl::Time next_sample = absl::Now();
   while (g_signal == 0) {
+    if (g_reload != 0) {
+      g_reload = 0;
+      if (tokens) {
+        const absl::Status reloaded = tokens->Reload();
+        std::fprintf(stderr, "ditserve-server: SIGHUP: %s\n",
+                     reloaded.ok() ? "re-read --auth_tokens_file"
+                                   : absl::StrCat(reloaded.message(), " (kept the previous tokens)").c_str());
+      }
+    }
     if (absl::Now() >= next_sample) {
       (*metrics)->SetMemory(server::ResidentBytes(0),
                             supervisor ? supervisor->gang_resident_bytes() : 0);

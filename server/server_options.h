@@ -53,6 +53,14 @@ struct ServerOptions {
   std::string control_address = "127.0.0.1:0";
   // Prints the ports actually bound as one line of JSON on stdout.
   bool print_ports = false;
+  // Who may call (server/public_security.h): TLS files for the public port,
+  // the bearer tokens file, and whether GetInfo names the model's path
+  // (default: its directory name only).
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_client_ca_file;
+  std::string auth_tokens_file;
+  bool info_model_path = false;
 
   Limits limits;
   int max_queue_size = 64;

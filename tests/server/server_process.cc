@@ -63,8 +63,8 @@ absl::StatusOr<std::string> TinyModel() {
   return *dir;
 }
 
-absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
-    const std::vector<std::string>& args) {
+absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(const std::vector<std::string>& args,
+                                                                    std::shared_ptr<grpc::ChannelCredentials> credentials) {
   std::unique_ptr<ServerProcess> s(new ServerProcess());
   static int counter = 0;
   s->log_path_ = absl::StrCat(::testing::TempDir(), "/ditserve_server_", getpid(), "_", counter++, ".log");
@@ -101,7 +101,7 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
   if (s->port_ <= 0) return absl::DeadlineExceededError("ditserve-server printed no ports");
   grpc::ChannelArguments channel_args;
   channel_args.SetMaxReceiveMessageSize(1 << 30);
-  s->channel_ = grpc::CreateCustomChannel(s->address(), grpc::InsecureChannelCredentials(), channel_args);
+  s->channel_ = grpc::CreateCustomChannel(s->address(), credentials, channel_args);
   return s;
 }
 

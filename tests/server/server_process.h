@@ -28,7 +28,11 @@ class ServerProcess {
  public:
   // Starts ditserve-server with `args` plus --port 0 --metrics_port 0
   // --control_listen 127.0.0.1:0 --print_ports and waits for the ports line.
-  static absl::StatusOr<std::unique_ptr<ServerProcess>> Start(const std::vector<std::string>& args);
+  // `credentials` make channel() (and the health checks): TLS for a server
+  // started with --tls_cert_file.
+  static absl::StatusOr<std::unique_ptr<ServerProcess>> Start(
+      const std::vector<std::string>& args,
+      std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials());
   ~ServerProcess();
 
   std::string address() const;  // 127.0.0.1:PORT
