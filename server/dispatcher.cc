@@ -59,10 +59,10 @@ void Dispatcher::Run(Actions& actions) {
 
 absl::StatusOr<uint64_t> Dispatcher::Submit(const v1::GenerateRequest& request,
                                             absl::Time deadline,
-                                            std::shared_ptr<ResponseSink> sink) {
+                                            std::shared_ptr<ResponseSink> sink, const std::string& caller) {
   const absl::Time now = absl::Now();
   absl::MutexLock lock(&mu_);
-  auto id = SubmitLocked(request, deadline, std::move(sink), now);
+  auto id = SubmitLocked(request, deadline, std::move(sink), caller, now);
   // Refused requests count too (their latency is the refusal's, ~0).
   if (!id.ok()) metrics_.RequestFinished(ToGrpcStatus(id.status()).error_code(), Seconds(absl::Now() - now));
   return id;
@@ -71,7 +71,7 @@ absl::StatusOr<uint64_t> Dispatcher::Submit(const v1::GenerateRequest& request,
 absl::StatusOr<uint64_t> Dispatcher::SubmitLocked(const v1::GenerateRequest& request,
                                                   absl::Time deadline,
                                                   std::shared_ptr<ResponseSink> sink,
-                                                  absl::Time now) {
+                                                  const std::string& caller, absl::Time now) {
   if (draining_ || stopping_) {
     return absl::UnavailableError("the server is shutting down (draining); retry on another replica");
   }
@@ -88,6 +88,7 @@ absl::StatusOr<uint64_t> Dispatcher::SubmitLocked(const v1::GenerateRequest& req
   shape.guidance_scale_is_cfg = hello_->cfg_scale_field() == "guidance_scale";
   auto params = ValidateRequest(request, options_.limits, shape, RandomSeed());
   if (!params.ok()) return params.status();
+  if (absl::Status s = CheckCallerLimitsLocked(caller); !s.ok()) return s;
   const uint64_t id = next_id_++;
   QueueEntry entry;
   entry.id = id;
@@ -99,11 +100,35 @@ absl::StatusOr<uint64_t> Dispatcher::SubmitLocked(const v1::GenerateRequest& req
   a.sink = std::move(sink);
   a.accepted = now;
   a.deadline = deadline;
+  a.caller = caller;
   active_.emplace(id, std::move(a));
   metrics_.SetQueueDepth(queue_.size());
   metrics_.SetInFlight(static_cast<int>(active_.size()));
   wake_.Signal();
   return id;
+}
+
+absl::Status Dispatcher::CheckCallerLimitsLocked(const std::string& caller) const {
+  if (caller.empty() || (options_.max_requests_per_caller == 0 && options_.max_queued_per_caller == 0)) {
+    return absl::OkStatus();
+  }
+  int outstanding = 0, queued = 0;
+  for (const auto& [id, a] : active_) {
+    if (a.caller != caller) continue;
+    ++outstanding;
+    queued += a.state == State::kQueued ? 1 : 0;
+  }
+  if (options_.max_requests_per_caller > 0 && outstanding >= options_.max_requests_per_caller) {
+    return absl::ResourceExhaustedError(absl::StrCat("caller '", caller, "' has ", outstanding,
+                                                     " requests in flight, its limit (--max_requests_per_caller); "
+                                                     "retry when one finishes"));
+  }
+  if (options_.max_queued_per_caller > 0 && queued >= options_.max_queued_per_caller) {
+    return absl::ResourceExhaustedError(absl::StrCat("caller '", caller, "' has ", queued,
+                                                     " requests waiting, its limit (--max_queued_per_caller); "
+                                                     "retry when one starts"));
+  }
+  return absl::OkStatus();
 }
 
 bool Dispatcher::FinishLocked(uint64_t id, const grpc::Status& status,

@@ -52,6 +52,11 @@ struct DispatcherOptions {
   int png_compression_level = 1;
   // A running batch that reports no step for this long means a hung gang.
   absl::Duration step_timeout = absl::Seconds(300);
+  // Per named caller (a bearer token's name; unnamed callers are not
+  // limited): requests accepted and not finished, and requests waiting in
+  // the queue. 0: no limit.
+  int max_requests_per_caller = 0;
+  int max_queued_per_caller = 0;
 };
 
 class Dispatcher final : public GangEvents {
@@ -72,11 +77,13 @@ class Dispatcher final : public GangEvents {
   void SetChannel(GangChannel* channel);
 
   // Validates and enqueues. Not accepted (returned error, `sink` untouched):
-  // INVALID_ARGUMENT, RESOURCE_EXHAUSTED (queue full), UNAVAILABLE
-  // (draining, or no gang has ever attached so the model is unknown).
-  // Accepted: the request id; `sink` gets exactly one Finish.
+  // INVALID_ARGUMENT, RESOURCE_EXHAUSTED (queue full, or `caller` at its
+  // per-caller limit), UNAVAILABLE (draining, or no gang has ever attached
+  // so the model is unknown). Accepted: the request id; `sink` gets
+  // exactly one Finish. `caller`: the authenticated caller's name, "" when
+  // the server takes no tokens.
   absl::StatusOr<uint64_t> Submit(const v1::GenerateRequest& request, absl::Time deadline,
-                                  std::shared_ptr<ResponseSink> sink);
+                                  std::shared_ptr<ResponseSink> sink, const std::string& caller = "");
   // The client went away or its deadline passed: finish with `why` (if not
   // finished yet) and stop the gang's work on it.
   void Abandon(uint64_t id, const absl::Status& why);
@@ -108,6 +115,7 @@ class Dispatcher final : public GangEvents {
     absl::Time deadline;
     absl::Time dispatched;
     int batch_images = 0;
+    std::string caller;  // "" when unnamed
   };
   struct Running {
     uint64_t batch_id = 0;
@@ -122,8 +130,11 @@ class Dispatcher final : public GangEvents {
 
   void Loop();
   absl::StatusOr<uint64_t> SubmitLocked(const v1::GenerateRequest& request, absl::Time deadline,
-                                        std::shared_ptr<ResponseSink> sink, absl::Time now)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+                                        std::shared_ptr<ResponseSink> sink, const std::string& caller,
+                                        absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // RESOURCE_EXHAUSTED naming the caller and the flag when `caller` is at
+  // a per-caller limit.
+  absl::Status CheckCallerLimitsLocked(const std::string& caller) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Removes `id` and schedules its Finish. Returns false if not outstanding.
   bool FinishLocked(uint64_t id, const grpc::Status& status, v1::GenerateResponse response,
                     Actions& actions) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

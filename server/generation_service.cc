@@ -33,8 +33,9 @@ absl::Status AbandonReason(const grpc::CallbackServerContext* context) {
 // Submits the call's request; on refusal finishes `sink` with the error.
 // Returns the request id, 0 when refused.
 uint64_t SubmitOrFinish(Dispatcher* dispatcher, const grpc::CallbackServerContext* context,
-                        const v1::GenerateRequest& request, const std::shared_ptr<ResponseSink>& sink) {
-  auto id = dispatcher->Submit(request, DeadlineOf(context), sink);
+                        const v1::GenerateRequest& request, const std::shared_ptr<ResponseSink>& sink,
+                        const std::string& caller) {
+  auto id = dispatcher->Submit(request, DeadlineOf(context), sink, caller);
   if (id.ok()) return *id;
   sink->Finish(ToGrpcStatus(id.status()), {});
   return 0;
@@ -66,10 +67,10 @@ class UnaryCall final : public grpc::ServerUnaryReactor {
   };
 
   UnaryCall(Dispatcher* dispatcher, grpc::CallbackServerContext* context,
-            const v1::GenerateRequest* request, v1::GenerateResponse* response)
+            const v1::GenerateRequest* request, v1::GenerateResponse* response, const std::string& caller)
       : dispatcher_(dispatcher),
         context_(context),
-        id_(SubmitOrFinish(dispatcher, context, *request, std::make_shared<Sink>(this, response))) {}
+        id_(SubmitOrFinish(dispatcher, context, *request, std::make_shared<Sink>(this, response), caller)) {}
 
   void OnCancel() override {
     if (id_ != 0) dispatcher_->Abandon(id_, AbandonReason(context_));
@@ -157,11 +158,11 @@ class StreamCall final : public grpc::ServerWriteReactor<v1::GenerateStreamRespo
   };
 
   StreamCall(Dispatcher* dispatcher, grpc::CallbackServerContext* context,
-             const v1::GenerateRequest* request)
+             const v1::GenerateRequest* request, const std::string& caller)
       : dispatcher_(dispatcher),
         context_(context),
         sink_(std::make_shared<Sink>(this)),
-        id_(SubmitOrFinish(dispatcher, context, *request, sink_)) {}
+        id_(SubmitOrFinish(dispatcher, context, *request, sink_, caller)) {}
 
   void OnWriteDone(bool ok) override { sink_->WriteDone(ok); }
   void OnCancel() override {
@@ -193,28 +194,31 @@ std::string ModelName(const std::string& path) {
 
 }  // namespace
 
-grpc::Status GenerationService::Authenticate(const grpc::CallbackServerContext& context) const {
+grpc::Status GenerationService::Authenticate(const grpc::CallbackServerContext& context, std::string* caller) const {
   if (tokens_ == nullptr) return grpc::Status::OK;
-  auto caller = tokens_->Authenticate(AuthorizationOf(context));
-  if (!caller.ok()) return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, std::string(caller.status().message()));
+  auto name = tokens_->Authenticate(AuthorizationOf(context));
+  if (!name.ok()) return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, std::string(name.status().message()));
+  if (caller != nullptr) *caller = *std::move(name);
   return grpc::Status::OK;
 }
 
 grpc::ServerUnaryReactor* GenerationService::Generate(grpc::CallbackServerContext* context,
                                                       const v1::GenerateRequest* request,
                                                       v1::GenerateResponse* response) {
-  if (grpc::Status auth = Authenticate(*context); !auth.ok()) {
+  std::string caller;
+  if (grpc::Status auth = Authenticate(*context, &caller); !auth.ok()) {
     auto* reactor = context->DefaultReactor();
     reactor->Finish(auth);
     return reactor;
   }
-  return new UnaryCall(dispatcher_, context, request, response);
+  return new UnaryCall(dispatcher_, context, request, response, caller);
 }
 
 grpc::ServerWriteReactor<v1::GenerateStreamResponse>* GenerationService::GenerateStream(
     grpc::CallbackServerContext* context, const v1::GenerateRequest* request) {
-  if (grpc::Status auth = Authenticate(*context); !auth.ok()) return new RefusedStream(auth);
-  return new StreamCall(dispatcher_, context, request);
+  std::string caller;
+  if (grpc::Status auth = Authenticate(*context, &caller); !auth.ok()) return new RefusedStream(auth);
+  return new StreamCall(dispatcher_, context, request, caller);
 }
 
 grpc::ServerUnaryReactor* GenerationService::GetInfo(grpc::CallbackServerContext* context,

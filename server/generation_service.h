@@ -34,9 +34,10 @@ class GenerationService final : public v1::GenerationService::CallbackService {
                                     v1::GetInfoResponse* response) override;
 
  private:
-  // OK, or UNAUTHENTICATED when tokens are required and the call has none
-  // they accept.
-  grpc::Status Authenticate(const grpc::CallbackServerContext& context) const;
+  // OK (and the caller's name in `caller`, when tokens are required), or
+  // UNAUTHENTICATED when tokens are required and the call has none they
+  // accept.
+  grpc::Status Authenticate(const grpc::CallbackServerContext& context, std::string* caller = nullptr) const;
 
   Dispatcher* dispatcher_;
   const ServerOptions options_;

@@ -69,6 +69,12 @@ ABSL_FLAG(std::string, auth_tokens_file, "",
           "File of accepted bearer tokens, one per line (optionally followed by the caller's name); every "
           "GenerationService call then needs 'authorization: Bearer <token>'. Re-read on change and on SIGHUP. "
           "Health and reflection stay open");
+ABSL_FLAG(int, max_requests_per_caller, 0,
+          "With --auth_tokens_file: requests one caller (token name) may have accepted and unfinished; beyond, "
+          "RESOURCE_EXHAUSTED (0: no limit)");
+ABSL_FLAG(int, max_queued_per_caller, 0,
+          "With --auth_tokens_file: requests one caller may have waiting in the queue, so one caller cannot fill it "
+          "(0: no limit)");
 ABSL_FLAG(bool, info_model_path, false,
           "GetInfo.model is the model directory's path (default: its name only, so callers do not learn the "
           "server's filesystem)");
@@ -98,6 +104,8 @@ absl::StatusOr<ServerOptions> ServerOptionsFromFlags() {
   o.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca_file);
   o.auth_tokens_file = absl::GetFlag(FLAGS_auth_tokens_file);
   o.info_model_path = absl::GetFlag(FLAGS_info_model_path);
+  o.max_requests_per_caller = absl::GetFlag(FLAGS_max_requests_per_caller);
+  o.max_queued_per_caller = absl::GetFlag(FLAGS_max_queued_per_caller);
   o.limits.max_pixels = absl::GetFlag(FLAGS_max_pixels);
   o.limits.max_steps = absl::GetFlag(FLAGS_max_steps);
   o.limits.max_prompt_bytes = absl::GetFlag(FLAGS_max_prompt_bytes);
@@ -135,6 +143,8 @@ absl::StatusOr<ServerOptions> ServerOptionsFromFlags() {
       {"default_steps", double(o.limits.default_steps), 1, double(o.limits.max_steps)},
       {"max_queue_size", double(o.max_queue_size), 0, 1 << 20},
       {"max_batch_size", double(o.max_batch_size), 1, 256},
+      {"max_requests_per_caller", double(o.max_requests_per_caller), 0, 1 << 20},
+      {"max_queued_per_caller", double(o.max_queued_per_caller), 0, 1 << 20},
       {"drain_timeout", o.drain_timeout_s, 0, 86400},
       {"encode_threads", double(o.encode_threads), 1, 256},
       {"png_compression_level", double(o.png_compression_level), 0, 9},
@@ -152,6 +162,10 @@ absl::StatusOr<ServerOptions> ServerOptionsFromFlags() {
   };
   for (const auto& c : checks) {
     if (absl::Status s = Range(c.flag, c.value, c.lo, c.hi); !s.ok()) return s;
+  }
+  if ((o.max_requests_per_caller > 0 || o.max_queued_per_caller > 0) && o.auth_tokens_file.empty()) {
+    return absl::InvalidArgumentError(
+        "--max_requests_per_caller and --max_queued_per_caller limit named callers: they need --auth_tokens_file");
   }
   const long long world = o.worker.parallel.world_size();
   const int nproc = absl::GetFlag(FLAGS_nproc);

@@ -96,6 +96,8 @@ int main(int argc, char** argv) {
   dopt.limits = options.limits;
   dopt.max_queue_size = options.max_queue_size;
   dopt.max_batch_size = options.max_batch_size;
+  dopt.max_requests_per_caller = options.max_requests_per_caller;
+  dopt.max_queued_per_caller = options.max_queued_per_caller;
   dopt.encode_threads = options.encode_threads;
   dopt.png_compression_level = options.png_compression_level;
   dopt.step_timeout = absl::Seconds(options.step_timeout_s);

@@ -65,6 +65,8 @@ struct ServerOptions {
   Limits limits;
   int max_queue_size = 64;
   int max_batch_size = 4;  // images per gang call (docs/serving.md: Batching)
+  int max_requests_per_caller = 0;  // per token name, accepted and unfinished; 0: none
+  int max_queued_per_caller = 0;    // per token name, waiting; 0: none
   double drain_timeout_s = 30;
   int encode_threads = 2;
   int png_compression_level = 1;  // zlib level of PNG responses (0–9)

@@ -182,6 +182,13 @@ TEST(ServeSecurity, BadSecurityFlagsFailWithTheFlagsName) {
   EXPECT_NE(std::string(half.status().message()).find("--tls_cert_file and --tls_key_file go together"),
             std::string::npos)
       << half.status();
+  auto unnamed = ServerProcess::Start({"--model=" + *model, "--max_queued_per_caller=2"});
+  ASSERT_FALSE(unnamed.ok());
+  EXPECT_NE(std::string(unnamed.status().message())
+                .find("--max_requests_per_caller and --max_queued_per_caller limit named callers: they need "
+                      "--auth_tokens_file"),
+            std::string::npos)
+      << unnamed.status();
   auto missing = ServerProcess::Start({"--model=" + *model, "--auth_tokens_file=/nonexistent/tokens"});
   ASSERT_FALSE(missing.ok());
   EXPECT_NE(std::string(missing.status().message()).find("--auth_tokens_file: cannot read /nonexistent/tokens"),
