@@ -30,6 +30,9 @@ ABSL_FLAG(bool, use_teacache, false,
 ABSL_FLAG(double, cache_threshold, -1,
           "Threshold of --use_fbcache (default 0.12, at most 1) or --use_teacache (default 0.4, at most 2); "
           "0 computes every step. Negative: the method's default");
+ABSL_FLAG(std::string, model_root, "",
+          "Only serve models under this directory: --model, and every file and symlink in it, must resolve inside "
+          "it (PERMISSION_DENIED otherwise); empty: no confinement");
 ABSL_FLAG(bool, use_parallel_vae, false,
           "Every rank of the gang decodes a band of the image's rows, exchanging halo rows, group-norm sums and "
           "attention tokens (xDiT): equal to the one-rank decode, the largest activation ~1/ranks (one rank: one band)");
@@ -60,6 +63,7 @@ GenerationFlags GenerationFlagsFromCommandLine() {
   f.use_fbcache = absl::GetFlag(FLAGS_use_fbcache);
   f.use_teacache = absl::GetFlag(FLAGS_use_teacache);
   f.cache_threshold = absl::GetFlag(FLAGS_cache_threshold);
+  f.model_root = absl::GetFlag(FLAGS_model_root);
   f.vae.parallel = absl::GetFlag(FLAGS_use_parallel_vae);
   f.vae.tiling = absl::GetFlag(FLAGS_vae_tiling);
   f.vae.tile_size = absl::GetFlag(FLAGS_vae_tile_size);

@@ -37,6 +37,9 @@ struct GenerationFlags {
   // The VAE decode: --use_parallel_vae, --vae_tiling, --vae_tile_size,
   // --vae_memory_cap_mb.
   VaeDecodeOptions vae;
+  // --model_root: every model file must resolve under it (core/model_root.h);
+  // empty: no confinement.
+  std::string model_root;
 };
 
 // The step cache the flags ask for: INVALID_ARGUMENT naming the flag for

@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/model_root.h"
 
 namespace ditserve::core {
 
@@ -39,6 +40,7 @@ std::vector<std::string> ToWorkerArgs(const WorkerOptions& o) {
       absl::StrCat("--use_fbcache=", o.generation.use_fbcache ? "true" : "false"),
       absl::StrCat("--use_teacache=", o.generation.use_teacache ? "true" : "false"),
       absl::StrCat("--cache_threshold=", o.generation.cache_threshold),
+      absl::StrCat("--model_root=", o.generation.model_root),
       absl::StrCat("--use_parallel_vae=", o.generation.vae.parallel ? "true" : "false"),
       absl::StrCat("--vae_tiling=", o.generation.vae.tiling ? "true" : "false"),
       absl::StrCat("--vae_tile_size=", o.generation.vae.tile_size),
@@ -71,6 +73,7 @@ absl::Status ValidateGenerationJob(const WorkerOptions& o) {
         "--max_sequence_length must be in [0, 512] (0: the model's default), got ", o.generation.max_sequence_length));
   }
   if (o.generation.true_cfg_scale < 1.0) return absl::InvalidArgumentError(absl::StrCat("--true_cfg_scale must be >= 1, got ", o.generation.true_cfg_scale));
+  if (absl::Status s = ConfineModel(o.generation.model, o.generation.model_root); !s.ok()) return s;
   auto geometry = ReadModelGeometry(o.generation.model);
   if (!geometry.ok()) return geometry.status();
   if (absl::Status s = ValidateGuidance(*geometry, o.generation.guidance_scale, o.generation.true_cfg_scale); !s.ok()) {
@@ -97,6 +100,7 @@ absl::Status ValidateServing(const WorkerOptions& o) {
   if (o.threads < 0 || o.threads > 1024) {
     return absl::InvalidArgumentError(absl::StrCat("--threads must be in [0, 1024], got ", o.threads));
   }
+  if (absl::Status s = ConfineModel(o.generation.model, o.generation.model_root); !s.ok()) return s;
   auto geometry = ReadModelGeometry(o.generation.model);
   if (!geometry.ok()) return geometry.status();
   if (absl::Status s = ValidateVaeDecodeOptions(o.generation.vae, *geometry); !s.ok()) return s;

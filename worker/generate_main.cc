@@ -17,6 +17,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "core/generation_flags.h"
+#include "core/model_root.h"
 #include "core/generation_plan.h"
 #include "core/image/png_encoder.h"
 #include "parallel/process_groups.h"
@@ -64,6 +65,9 @@ int main(int argc, char** argv) {
   if (model.empty()) return Fail(2, "--model is required");
   if (output.empty()) return Fail(2, "--output is required");
   if (absl::Status s = ditserve::core::ValidateDtype(g); !s.ok()) return Fail(2, std::string(s.message()));
+  if (absl::Status s = ditserve::core::ConfineModel(model, g.model_root); !s.ok()) {
+    return Fail(s.code() == absl::StatusCode::kPermissionDenied ? 2 : 1, std::string(s.message()));
+  }
   if (absl::GetFlag(FLAGS_threads) < 0) return Fail(2, "--threads must be >= 0");
   if (absl::GetFlag(FLAGS_threads) > 0) at::set_num_threads(absl::GetFlag(FLAGS_threads));
 

@@ -88,7 +88,7 @@ TEST(WorkerOptions, ToWorkerArgsCarriesEveryField) {
                                  "--num_inference_steps=28", "--guidance_scale=-1",
                                  "--true_cfg_scale=1", "--seed=0", "--max_sequence_length=0",
                                  "--dtype=", "--use_fbcache=false", "--use_teacache=false",
-                                 "--cache_threshold=-1", "--use_parallel_vae=false", "--vae_tiling=false",
+                                 "--cache_threshold=-1", "--model_root=", "--use_parallel_vae=false", "--vae_tiling=false",
                                  "--vae_tile_size=0", "--vae_memory_cap_mb=0", "--output_dir=",
                                  "--save_latents=false", "--comm_stats=false",
                                  "--profile_dir=",
@@ -126,6 +126,7 @@ TEST(WorkerOptions, RoundTripThroughTheWorkerFlags) {
   o.generation.dtype = "bf16";
   o.generation.use_teacache = true;
   o.generation.cache_threshold = 0.25;
+  o.generation.model_root = "/models";
   o.generation.vae.tiling = true;
   o.generation.vae.tile_size = 256;
   o.generation.vae.memory_cap_mb = 12288;
@@ -165,6 +166,7 @@ TEST(WorkerOptions, RoundTripThroughTheWorkerFlags) {
   EXPECT_FALSE(back.generation.use_fbcache);
   EXPECT_TRUE(back.generation.use_teacache);
   EXPECT_EQ(back.generation.cache_threshold, 0.25);
+  EXPECT_EQ(back.generation.model_root, "/models");
   EXPECT_FALSE(back.generation.vae.parallel);
   EXPECT_TRUE(back.generation.vae.tiling);
   EXPECT_EQ(back.generation.vae.tile_size, 256);
