@@ -45,6 +45,7 @@ KUSTOMIZATIONS = [
     "deploy/kubernetes/base",
     "deploy/kubernetes/overlays/cpu",
     "deploy/kubernetes/overlays/multi-node",
+    "deploy/kubernetes/overlays/tls",
     "deploy/kubernetes/prometheus-adapter",
 ]
 ADAPTER_CONFIG = "deploy/kubernetes/prometheus-adapter/config.yaml"
@@ -56,7 +57,7 @@ CRD_SCHEMAS = {
 }
 # Environment variables LeaderWorkerSet injects into every container.
 LWS_VARS = {"LWS_LEADER_ADDRESS", "LWS_GROUP_SIZE", "LWS_WORKER_INDEX", "LWS_NAME"}
-BINARIES = ["ditserve-server", "ditserve-run", "ditserve-worker", "ditserve-make-model"]
+BINARIES = ["ditserve-server", "ditserve-run", "ditserve-worker", "ditserve-make-model", "ditserve-client"]
 SHUTDOWN_GRACE_DEFAULT = 10.0
 DRAIN_TIMEOUT_DEFAULT = 30.0
 MARGIN_S = 5.0
@@ -237,8 +238,19 @@ def container_problems(where, c, spec, bin_flags, env_vars):
         if ports.get("metrics") != metrics_port:
             problems.append(f"{where}: container port 'metrics' is {ports.get('metrics')}, "
                             f"--metrics_port is {metrics_port}")
+        tls = "tls_cert_file" in flags
+        mounts = [m["mountPath"].rstrip("/") + "/" for m in c.get("volumeMounts", [])]
+        for f in ("tls_cert_file", "tls_key_file", "tls_client_ca_file", "auth_tokens_file"):
+            if isinstance(flags.get(f), str) and not any(flags[f].startswith(m) for m in mounts):
+                problems.append(f"{where}: --{f} {flags[f]} is not under a volume mount")
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             p = c.get(probe)
+            if tls:
+                # The kubelet's gRPC probe speaks no TLS: ditserve-client
+                # health over the server's TLS (and mTLS) instead.
+                problems += [f"{where}: {probe}: {m}" for m in
+                             tls_probe_problems(p, grpc_port, flags, mounts, bin_flags)]
+                continue
             if not p or "grpc" not in p:
                 problems.append(f"{where}: {probe} must be a native gRPC probe (grpc.health.v1)")
             elif p["grpc"].get("port") != grpc_port:
@@ -256,6 +268,29 @@ def container_problems(where, c, spec, bin_flags, env_vars):
         if prestop_sleep(c) <= 0:
             problems.append(f"{where}: no preStop sleep: the Service would still route to a draining pod")
     return problems, flags
+
+
+def tls_probe_problems(probe, grpc_port, server_flags, mounts, bin_flags):
+    """A TLS server's probe: exec of ditserve-client health on its port, with a CA, and
+    with a client certificate when the server requires one (mTLS)."""
+    command = ((probe or {}).get("exec") or {}).get("command") or []
+    if not command or command[0] != "ditserve-client" or command[-1] != "health":
+        return ["a TLS server needs an exec probe running `ditserve-client ... health` (the kubelet's gRPC "
+                "probe speaks no TLS)"]
+    flags, bad = parse_args(command[1:-1])
+    problems = [f"argument {b!r} is not --flag or --flag=value" for b in bad]
+    known = (bin_flags or {}).get("ditserve-client")
+    problems += [f"ditserve-client has no flag --{f}" for f in flags if known is not None and f not in known]
+    if flags.get("server") != f"127.0.0.1:{grpc_port}":
+        problems.append(f"probes --server {flags.get('server')}, the server listens on 127.0.0.1:{grpc_port}")
+    if "tls_ca_file" not in flags:
+        problems.append("no --tls_ca_file: the probe cannot verify the server")
+    if "tls_client_ca_file" in server_flags and "tls_cert_file" not in flags:
+        problems.append("the server requires client certificates (--tls_client_ca_file) but the probe has none")
+    for f in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
+        if isinstance(flags.get(f), str) and not any(flags[f].startswith(m) for m in mounts):
+            problems.append(f"--{f} {flags[f]} is not under a volume mount")
+    return problems
 
 
 def consistency_problems(objs, bin_flags, adapter):
@@ -460,7 +495,7 @@ class ManifestTest(unittest.TestCase):
         self.assertEqual(found, [], "\n".join(found))
         kinds = {o["kind"] for objs in self.renders.values() for o in objs}
         for k in ("Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler",
-                  "ServiceMonitor", "LeaderWorkerSet", "ConfigMap"):
+                  "ServiceMonitor", "LeaderWorkerSet", "ConfigMap", "NetworkPolicy"):
             self.assertIn(k, kinds)
 
     def test_core_schema_violation(self):
@@ -557,6 +592,24 @@ class ManifestTest(unittest.TestCase):
         found = self.problems(r)
         for fragment in ("containers run different images", "image 'ditserve' has no tag or digest"):
             self.assertTrue(any(fragment in p for p in found), f"{fragment!r} not in {found}")
+
+    def test_tls_server_needs_a_tls_probe(self):
+        r = self.fresh()
+        d = self.find(r["deploy/kubernetes/overlays/tls"], "Deployment")
+        c = d["spec"]["template"]["spec"]["containers"][0]
+        c["readinessProbe"] = {"grpc": {"port": 50051}, "periodSeconds": 5}
+        self.expect(r, "a TLS server needs an exec probe")
+        r = self.fresh()
+        c = self.find(r["deploy/kubernetes/overlays/tls"], "Deployment")["spec"]["template"]["spec"]["containers"][0]
+        c["livenessProbe"]["exec"]["command"] = [a for a in c["livenessProbe"]["exec"]["command"]
+                                                 if not a.startswith("--tls_cert_file")]
+        self.expect(r, "the server requires client certificates (--tls_client_ca_file) but the probe has none")
+
+    def test_tls_files_must_be_mounted(self):
+        r = self.fresh()
+        c = self.find(r["deploy/kubernetes/overlays/tls"], "Deployment")["spec"]["template"]["spec"]["containers"][0]
+        c["volumeMounts"] = [m for m in c["volumeMounts"] if m["name"] != "tokens"]
+        self.expect(r, "--auth_tokens_file /etc/ditserve/tokens/tokens is not under a volume mount")
 
     def test_undefined_variable(self):
         r = self.fresh()
