@@ -75,6 +75,9 @@ ABSL_FLAG(int, max_requests_per_caller, 0,
 ABSL_FLAG(int, max_queued_per_caller, 0,
           "With --auth_tokens_file: requests one caller may have waiting in the queue, so one caller cannot fill it "
           "(0: no limit)");
+ABSL_FLAG(bool, enable_reflection, true,
+          "Serve gRPC server reflection on the public port (grpcurl lists the API); false removes it. Reflection "
+          "and health take no bearer token");
 ABSL_FLAG(bool, info_model_path, false,
           "GetInfo.model is the model directory's path (default: its name only, so callers do not learn the "
           "server's filesystem)");
@@ -104,6 +107,7 @@ absl::StatusOr<ServerOptions> ServerOptionsFromFlags() {
   o.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca_file);
   o.auth_tokens_file = absl::GetFlag(FLAGS_auth_tokens_file);
   o.info_model_path = absl::GetFlag(FLAGS_info_model_path);
+  o.enable_reflection = absl::GetFlag(FLAGS_enable_reflection);
   o.max_requests_per_caller = absl::GetFlag(FLAGS_max_requests_per_caller);
   o.max_queued_per_caller = absl::GetFlag(FLAGS_max_queued_per_caller);
   o.limits.max_pixels = absl::GetFlag(FLAGS_max_pixels);

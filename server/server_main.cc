@@ -3,14 +3,18 @@
 // attaches) and the public service, optionally spawn the gang, then wait
 // for SIGTERM/SIGINT and drain. Torch-free.
 
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/impl/server_builder_option.h>
+#include <grpcpp/impl/server_builder_plugin.h>
 
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
@@ -28,6 +32,21 @@ namespace {
 
 volatile std::sig_atomic_t g_signal = 0;  // written by the handler only
 void OnSignal(int sig) { g_signal = sig; }
+// A builder option that removes one plugin (by name) from the builder.
+class WithoutPlugin final : public grpc::ServerBuilderOption {
+ public:
+  explicit WithoutPlugin(std::string name) : name_(std::move(name)) {}
+  void UpdateArguments(grpc::ChannelArguments*) override {}
+  void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>* plugins) override {
+    plugins->erase(std::remove_if(plugins->begin(), plugins->end(),
+                                  [&](const std::unique_ptr<grpc::ServerBuilderPlugin>& p) { return p->name() == name_; }),
+                   plugins->end());
+  }
+
+ private:
+  const std::string name_;
+};
+
 volatile std::sig_atomic_t g_reload = 0;  // SIGHUP: re-read the tokens file
 void OnHangup(int) { g_reload = 1; }
 
@@ -158,6 +177,9 @@ int main(int argc, char** argv) {
   grpc::ServerBuilder builder;
   builder.AddListeningPort(absl::StrCat(options.host, ":", options.port), *credentials, &port);
   builder.RegisterService(&service);
+  // grpc++_reflection registers its plugin with every builder when it is
+  // linked; --enable_reflection=false takes it out of this one.
+  if (!options.enable_reflection) builder.SetOption(std::make_unique<WithoutPlugin>("proto_server_reflection"));
   builder.SetMaxReceiveMessageSize(4 << 20);  // requests are prompts and numbers
   builder.SetMaxSendMessageSize(1 << 30);     // responses carry encoded images
   std::unique_ptr<grpc::Server> public_server = builder.BuildAndStart();

@@ -61,6 +61,7 @@ struct ServerOptions {
   std::string tls_client_ca_file;
   std::string auth_tokens_file;
   bool info_model_path = false;
+  bool enable_reflection = true;  // gRPC server reflection on the public port
 
   Limits limits;
   int max_queue_size = 64;

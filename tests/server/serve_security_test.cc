@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "ditserve/v1/generation.grpc.pb.h"
+#include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
 #include "tests/harness/binaries.h"
 #include "tests/server/server_process.h"
 
@@ -172,6 +173,26 @@ TEST(ServeSecurity, InfoModelPathFlag) {
   v1::GetInfoResponse info;
   ASSERT_TRUE(GetInfo((*server)->channel(), "", &info).ok());
   EXPECT_EQ(info.model(), *model);
+}
+
+// --enable_reflection=false: reflection is not served (UNIMPLEMENTED).
+TEST(ServeSecurity, ReflectionCanBeTurnedOff) {
+  auto model = testing::TinyModel();
+  ASSERT_TRUE(model.ok()) << model.status();
+  auto server = ServerProcess::Start({"--model=" + *model, "--enable_reflection=false"});
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto stub = grpc::reflection::v1alpha::ServerReflection::NewStub((*server)->channel());
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
+  auto stream = stub->ServerReflectionInfo(&context);
+  grpc::reflection::v1alpha::ServerReflectionRequest request;
+  request.set_list_services("");
+  stream->Write(request);
+  stream->WritesDone();
+  grpc::reflection::v1alpha::ServerReflectionResponse response;
+  while (stream->Read(&response)) {
+  }
+  EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::UNIMPLEMENTED);
 }
 
 TEST(ServeSecurity, BadSecurityFlagsFailWithTheFlagsName) {
