@@ -35,14 +35,15 @@ from observability_e2e import BIN, Processes, wait_for  # noqa: E402
 
 def container_argv(c, mounts):
     """command + args with every mount path replaced by its local directory."""
-    argv = [os.path.join(BIN, c["command"][0])] + list(c.get("command", [])[1:]) + list(c.get("args", []))
+    binary = os.path.join(BIN, c["command"][0])  # a local path: never rewritten (it may lie under /tmp)
+    argv = list(c.get("command", [])[1:]) + list(c.get("args", []))
     if not mounts:
-        return argv
+        return [binary] + argv
     # One pass, longest mount path first, so that a replaced path (under
     # the local temporary directory, itself under /tmp) is not replaced again.
     paths = sorted(mounts, key=len, reverse=True)
     pattern = re.compile(r"(=|^)(" + "|".join(re.escape(p) for p in paths) + r")(?=/|$)")
-    return [pattern.sub(lambda m: m.group(1) + mounts[m.group(2)], a, count=1) for a in argv]
+    return [binary] + [pattern.sub(lambda m: m.group(1) + mounts[m.group(2)], a, count=1) for a in argv]
 
 
 class CpuPodTest(unittest.TestCase):

@@ -139,6 +139,10 @@ absl::StatusOr<std::shared_ptr<const SafetensorsFile>> SafetensorsFile::Open(con
     close(fd);
     return absl::InternalError(absl::StrCat("cannot stat ", path));
   }
+  if (!S_ISREG(st.st_mode)) {  // a directory, a device, a FIFO: never a checkpoint
+    close(fd);
+    return absl::InvalidArgumentError(absl::StrCat(path, " is not a regular file"));
+  }
   std::shared_ptr<SafetensorsFile> file(new SafetensorsFile());
   file->path_ = path;
   file->size_ = static_cast<size_t>(st.st_size);
@@ -226,7 +230,8 @@ absl::StatusOr<SafetensorsCheckpoint> SafetensorsCheckpoint::Open(const std::str
     for (auto it = index["weight_map"].begin(); it != index["weight_map"].end(); ++it) {
       if (!it.value().is_string()) return absl::InvalidArgumentError(absl::StrCat(target, ": weight_map values must be file names"));
       const std::string file = it.value().get<std::string>();
-      if (file.find('/') != std::string::npos) {
+      if (file.empty() || file == "." || file == ".." || file.find('/') != std::string::npos ||
+          file.find('\0') != std::string::npos) {
         return absl::InvalidArgumentError(absl::StrCat(target, ": shard name '", file, "' must be a plain file name"));
       }
       weight_map[it.key()] = (dir / file).string();

@@ -211,6 +211,18 @@ TEST(SafetensorsCheckpoint, ShardsFromAnIndex) {
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(bad.status().message().find("'z'"), std::string::npos) << bad.status();
   EXPECT_EQ(SafetensorsCheckpoint::Open(TempPath("nowhere")).status().code(), absl::StatusCode::kNotFound);
+  // Shard names that are not plain file names, among them "" (the index's
+  // own directory: found by tests/fuzz/safetensors_index_fuzz, which then
+  // got INTERNAL from mmap), ".", ".." and names with a slash.
+  for (const char* name : {"", ".", "..", "../model-00001-of-00002.safetensors", "sub/x.safetensors"}) {
+    index["weight_map"] = {{"x.weight", name}};
+    WriteBytes(dir + "/model.safetensors.index.json", index.dump());
+    auto refused = SafetensorsCheckpoint::Open(dir + "/model.safetensors.index.json");
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << "'" << name << "': " << refused.status();
+    EXPECT_NE(refused.status().message().find("must be a plain file name"), std::string::npos) << refused.status();
+  }
+  // A directory is not a checkpoint file.
+  EXPECT_EQ(SafetensorsFile::Open(dir).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 // A module whose parameter names are diffusers-style keys.
