@@ -7,6 +7,7 @@
 #include "parallel/parallel_config.h"
 #include "core/step_cache.h"
 #include "core/worker_flags.h"
+#include "planner/auto_parallel.h"
 
 ABSL_FLAG(std::string, host, "0.0.0.0", "Address the public gRPC API listens on");
 ABSL_FLAG(int, port, 50051, "Port of the public gRPC API (0: pick a free one)");
@@ -60,6 +61,10 @@ ABSL_FLAG(double, restart_backoff_s, 1,
           "Seconds before restarting a failed gang (doubles per failure in a row, up to 30)");
 ABSL_FLAG(int, nproc, 0,
           "Ranks of the spawned gang (as ditserve-run; 0: the product of the parallel degrees)");
+ABSL_FLAG(std::string, parallel, "manual",
+          "manual: the degree flags; auto: the planner picks the degrees for --nproc ranks from --hardware, "
+          "for a request of the model's default size and --default_steps (logged with its prediction)");
+ABSL_FLAG(std::string, hardware, "", "Hardware profile for --parallel auto (hardware/*.json)");
 ABSL_FLAG(std::string, tls_cert_file, "",
           "PEM certificate chain of the public gRPC port: with --tls_key_file the port speaks TLS only");
 ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of --tls_cert_file");
@@ -171,8 +176,35 @@ absl::StatusOr<ServerOptions> ServerOptionsFromFlags() {
     return absl::InvalidArgumentError(
         "--max_requests_per_caller and --max_queued_per_caller limit named callers: they need --auth_tokens_file");
   }
-  const long long world = o.worker.parallel.world_size();
   const int nproc = absl::GetFlag(FLAGS_nproc);
+  const std::string parallel_mode = absl::GetFlag(FLAGS_parallel);
+  if (parallel_mode != "manual" && parallel_mode != "auto") {
+    return absl::InvalidArgumentError(absl::StrCat("--parallel must be manual or auto, got '", parallel_mode, "'"));
+  }
+  if (parallel_mode == "auto") {
+    if (!(o.worker.parallel == parallel::ParallelConfig{})) {
+      return absl::InvalidArgumentError(
+          "--parallel auto chooses the degrees: drop --ulysses_degree, --ring_degree, --pipefusion_parallel_degree, "
+          "--use_cfg_parallel and --data_parallel_degree");
+    }
+    if (!o.spawn_workers || o.worker.generation.model.empty() || nproc < 1) {
+      return absl::InvalidArgumentError("--parallel auto needs --spawn_workers, --model and --nproc N");
+    }
+    planner::AutoParallelRequest a;
+    a.model_dir = o.worker.generation.model;
+    a.hardware_path = absl::GetFlag(FLAGS_hardware);
+    a.world_size = nproc;
+    a.steps = o.limits.default_steps;
+    a.pipefusion = o.worker.pipefusion;
+    a.parallel_vae = o.worker.generation.vae.parallel;
+    auto choice = planner::ChooseParallelConfig(a);
+    if (!choice.ok()) return choice.status();
+    o.worker.parallel = choice->config;
+    o.parallel_choice = absl::StrCat("--parallel auto chose ", choice->config.ToString(), " (", choice->why, ")");
+  } else if (!absl::GetFlag(FLAGS_hardware).empty()) {
+    return absl::InvalidArgumentError("--hardware is for --parallel auto");
+  }
+  const long long world = o.worker.parallel.world_size();
   if (nproc != 0 && nproc != world) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--nproc ", nproc, " must equal the product of the parallel degrees (", world, ")"));

@@ -99,6 +99,7 @@ int main(int argc, char** argv) {
   if (!parsed.ok()) return Fail(2, std::string(parsed.status().message()));
   const ditserve::server::ServerOptions options = *std::move(parsed);
   namespace server = ditserve::server;
+  if (!options.parallel_choice.empty()) std::fprintf(stderr, "ditserve-server: %s\n", options.parallel_choice.c_str());
 
   const std::string parallel = absl::StrCat(
       "dp", options.worker.parallel.data_parallel_degree, "_cfg",

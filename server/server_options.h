@@ -76,6 +76,9 @@ struct ServerOptions {
   // The gang. spawn_workers: start W = product of the degrees ranks of
   // worker_binary (default: ditserve-worker next to ditserve-server).
   bool spawn_workers = false;
+  // --parallel auto: the planner's choice and why, for the startup log
+  // (empty with --parallel manual).
+  std::string parallel_choice;
   std::string worker_binary;
   double shutdown_grace_s = 10;
   double restart_backoff_s = 1;

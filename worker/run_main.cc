@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <climits>
 #include <cstdio>
@@ -18,6 +19,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "parallel/parallel_config.h"
+#include "planner/auto_parallel.h"
 #include "parallel/shm_segment.h"
 #include "util/free_port.h"
 #include "util/process_gang.h"
@@ -29,6 +31,10 @@ ABSL_FLAG(int, nnodes, 1, "Machines in the gang (each runs ditserve-run with the
 ABSL_FLAG(int, node_rank, 0, "Index of this machine (0 … nnodes-1); node 0 hosts rank 0");
 ABSL_FLAG(std::string, worker_binary, "",
           "Path of ditserve-worker (default: next to this executable)");
+ABSL_FLAG(std::string, parallel, "manual",
+          "manual: the degree flags; auto: the planner picks the degrees for --nproc x --nnodes ranks from "
+          "--hardware (logged with its prediction)");
+ABSL_FLAG(std::string, hardware, "", "Hardware profile for --parallel auto (hardware/*.json)");
 ABSL_FLAG(double, shutdown_grace_s, 10,
           "When a rank fails or a signal arrives, seconds between SIGTERM and SIGKILL for the "
           "other ranks");
@@ -66,6 +72,38 @@ int main(int argc, char** argv) {
   }
   if (grace_s < 0) return Fail(2, "--shutdown_grace_s must be >= 0");
   const int world = nproc * nnodes;
+  const std::string parallel_mode = absl::GetFlag(FLAGS_parallel);
+  if (parallel_mode != "manual" && parallel_mode != "auto") {
+    return Fail(2, absl::StrCat("--parallel must be manual or auto, got '", parallel_mode, "'"));
+  }
+  if (parallel_mode == "auto") {
+    if (!(base.parallel == ditserve::parallel::ParallelConfig{})) {
+      return Fail(2, "--parallel auto chooses the degrees: drop --ulysses_degree, --ring_degree, "
+                     "--pipefusion_parallel_degree, --use_cfg_parallel and --data_parallel_degree");
+    }
+    if (base.generation.model.empty()) return Fail(2, "--parallel auto needs --model");
+    ditserve::planner::AutoParallelRequest a;
+    a.model_dir = base.generation.model;
+    a.hardware_path = absl::GetFlag(FLAGS_hardware);
+    a.world_size = world;
+    a.nodes = nnodes;
+    a.height = base.generation.height;
+    a.width = base.generation.width;
+    a.steps = base.generation.num_inference_steps;
+    a.images = std::max<int>(1, static_cast<int>(base.prompts.size()));
+    a.guidance_scale = base.generation.guidance_scale;
+    a.true_cfg_scale = base.generation.true_cfg_scale;
+    a.max_sequence_length = base.generation.max_sequence_length;
+    a.pipefusion = base.pipefusion;
+    a.parallel_vae = base.generation.vae.parallel;
+    auto choice = ditserve::planner::ChooseParallelConfig(a);
+    if (!choice.ok()) return Fail(2, std::string(choice.status().message()));
+    base.parallel = choice->config;
+    std::fprintf(stderr, "ditserve-run: --parallel auto chose %s (%s)\n", base.parallel.ToString().c_str(),
+                 choice->why.c_str());
+  } else if (!absl::GetFlag(FLAGS_hardware).empty()) {
+    return Fail(2, "--hardware is for --parallel auto");
+  }
   if (absl::Status s = ditserve::parallel::Validate(base.parallel, world); !s.ok()) {
     return Fail(2, absl::StrCat(s.message(), " (--nproc ", nproc, " x --nnodes ", nnodes, ")"));
   }

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "ditserve/v1/generation.grpc.pb.h"
+#include "planner/auto_parallel.h"
 #include "tests/harness/binaries.h"
 #include "tests/server/image_decode.h"
 #include "tests/server/server_process.h"
@@ -85,6 +86,58 @@ void GenerateMatchesSerial(const std::vector<std::string>& gang_flags, int batch
     auto got = testing::DecodePng(response.images(i).data());
     ASSERT_TRUE(got.ok());
     ExpectClose(*got, Reference(*model, 3, 21 + i));
+  }
+}
+
+// --parallel auto: the server starts the gang the planner picks for --nproc
+// ranks (the same choice ChooseParallelConfig makes here, logged), and the
+// gang's image equals the serial pipeline's. Bad combinations exit 2.
+TEST(ServeGang, ParallelAutoStartsThePlannersChoice) {
+  auto model = testing::TinyModel();
+  ASSERT_TRUE(model.ok()) << model.status();
+  const char* source = std::getenv("DITSERVE_SOURCE_DIR");
+  const std::string hardware = std::string(source ? source : ".") + "/hardware/cpu-dev.json";
+  planner::AutoParallelRequest a;
+  a.model_dir = *model;
+  a.hardware_path = hardware;
+  a.world_size = 2;
+  a.steps = 28;  // --default_steps
+  auto expected = planner::ChooseParallelConfig(a);
+  ASSERT_TRUE(expected.ok()) << expected.status();
+  auto server = ServerProcess::Start({"--model=" + *model, "--spawn_workers", "--device=cpu", "--threads=1",
+                                      "--nproc=2", "--parallel=auto", "--hardware=" + hardware});
+  ASSERT_TRUE(server.ok()) << server.status();
+  ASSERT_TRUE((*server)->WaitHealth("SERVING", absl::Seconds(300)).ok()) << (*server)->Log();
+  EXPECT_NE((*server)->Log().find("--parallel auto chose " + expected->config.ToString() + " ("), std::string::npos)
+      << (*server)->Log();
+  auto stub = v1::GenerationService::NewStub((*server)->channel());
+  grpc::ClientContext context;
+  v1::GenerateResponse response;
+  const grpc::Status status = stub->Generate(&context, Request(3, 21), &response);
+  ASSERT_TRUE(status.ok()) << status.error_message() << "\n" << (*server)->Log();
+  auto got = testing::DecodePng(response.images(0).data());
+  ASSERT_TRUE(got.ok());
+  ExpectClose(*got, Reference(*model, 3, 21));
+
+  const std::string bin = testing::BinDir() + "/ditserve-server";
+  const std::vector<std::pair<std::vector<std::string>, std::string>> bad = {
+      {{"--parallel=auto", "--nproc=2", "--ulysses_degree=2", "--hardware=" + hardware}, "chooses the degrees"},
+      {{"--parallel=auto", "--nproc=2"}, "needs --hardware"},
+      {{"--parallel=auto", "--hardware=" + hardware}, "needs --spawn_workers, --model and --nproc N"},
+      {{"--parallel=fastest", "--nproc=2"}, "--parallel must be manual or auto"},
+      {{"--hardware=" + hardware}, "--hardware is for --parallel auto"},
+      {{"--parallel=auto", "--nproc=2", "--hardware=/nonexistent.json"}, "cannot read the hardware profile"},
+  };
+  for (const auto& [flags, message] : bad) {
+    std::vector<std::string> argv = {bin, "--model=" + *model, "--spawn_workers", "--device=cpu", "--port=0",
+                                     "--metrics_port=0"};
+    if (flags[0].rfind("--parallel=auto", 0) == 0 && flags.size() == 2 && flags[1].rfind("--hardware", 0) == 0) {
+      argv = {bin, "--port=0", "--metrics_port=0"};  // no --spawn_workers, no --model
+    }
+    argv.insert(argv.end(), flags.begin(), flags.end());
+    const auto r = testing::RunCommand(argv, {}, absl::Seconds(60));
+    EXPECT_EQ(r.exit_code, 2) << message << "\n" << r.output;
+    EXPECT_NE(r.output.find(message), std::string::npos) << r.output;
   }
 }
 
