@@ -457,9 +457,10 @@ class ShmEngine {
       const int64_t piece = std::min<int64_t>(layout_.slot_bytes, m.bytes - m.moved);
       ch.slots[n % kSlots] = SlotHeader{m.tag, m.dtype, m.bytes, m.moved, piece};
       char* data = slot_data(rank_, peer, n);
-      if (m.buffer.defined()) {
+      // An empty message has no storage (a null data pointer): nothing to copy.
+      if (m.buffer.defined() && piece > 0) {
         std::memcpy(data, static_cast<const char*>(m.buffer.const_data_ptr()) + m.moved, piece);
-      } else if (piece > 0) {
+      } else if (!m.buffer.defined() && piece > 0) {
         // The whole message in one piece: pack straight from the caller's strides.
         at::from_blob(data, m.tensor.sizes(), m.tensor.options()).copy_(m.tensor);
       }
@@ -501,7 +502,7 @@ class ShmEngine {
         if (m.bytes > 0) {
           m.tensor.copy_(at::from_blob(const_cast<char*>(data), m.tensor.sizes(), m.tensor.options()));
         }
-      } else {
+      } else if (h.piece_bytes > 0) {  // an empty message has no storage to copy into
         char* into = m.buffer.defined() ? static_cast<char*>(m.buffer.data_ptr())
                                         : static_cast<char*>(m.tensor.data_ptr());
         std::memcpy(into + h.offset, data, h.piece_bytes);
