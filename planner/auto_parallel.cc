@@ -11,7 +11,7 @@ absl::StatusOr<AutoParallelChoice> ChooseParallelConfig(const AutoParallelReques
   if (!hw.ok()) return hw.status();
   auto geometry = core::ReadModelGeometry(a.model_dir);
   if (!geometry.ok()) return geometry.status();
-  auto model = ModelFromDirectory(a.model_dir, a.max_sequence_length);
+  auto model = ModelFromGeometry(*geometry, a.model_dir, a.max_sequence_length);
   if (!model.ok()) return model.status();
   PlanRequest r;
   r.height = a.height > 0 ? a.height : geometry->default_size;

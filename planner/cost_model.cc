@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "core/generation_plan.h"
 
 namespace ditserve::planner {
 namespace {
@@ -129,26 +130,51 @@ Work BlockWork(const ModelShape& m, const LayerGroup& g, const DeviceProfile& d,
   return w;
 }
 
-// One pass of blocks [first, end) (in running order) over a chunk.
-Work BlocksWork(const ModelShape& m, const DeviceProfile& d, const ParallelConfig& c, const Links& links,
-                const Chunk& k, int first, int end) {
-  Work work;
+// Calls f(group, n) for each group with n > 0 of its blocks inside
+// [first, end) (blocks in running order).
+template <typename F>
+void ForBlocksIn(const ModelShape& m, int first, int end, F&& f) {
   int index = 0;
   for (const LayerGroup& g : m.layers) {
     const int lo = std::max(first, index), hi = std::min(end, index + g.count);
-    if (hi > lo) work += BlockWork(m, g, d, c, links, k) * (hi - lo);
+    if (hi > lo) f(g, hi - lo);
     index += g.count;
   }
+}
+
+// One pass of blocks [first, end) over a chunk.
+Work BlocksWork(const ModelShape& m, const DeviceProfile& d, const ParallelConfig& c, const Links& links,
+                const Chunk& k, int first, int end) {
+  Work work;
+  ForBlocksIn(m, first, end, [&](const LayerGroup& g, int n) { work += BlockWork(m, g, d, c, links, k) * n; });
   return work;
 }
 
-// Stage s's blocks, as core::StageBlocks splits them (even, earlier stages
-// taking the remainder).
-std::pair<int, int> StageRange(int blocks, int stages, int s) {
-  const int base = blocks / stages, extra = blocks % stages;
-  const int first = s * base + std::min(s, extra);
-  return {first, first + base + (s < extra ? 1 : 0)};
+// The request's sizes as both the traffic and the timing see them.
+struct Sizes {
+  double image_tokens = 0;  // I
+  double text_tokens = 0;   // T
+  bool joint = false;       // text in the self-attention
+  double attention_tokens = 0;  // p: I + T (joint) or I
+  double images = 0;        // per data-parallel replica
+  double branches = 1;      // CFG's two passes, or one
+  double batch = 0;         // rows on one rank: images × branches unless CFG is split
+  double out_bytes = 0;     // the transformer's output for one image: I·c·b
+};
+
+Sizes SizesOf(const ModelShape& m, const ParallelConfig& c, const PlanRequest& r, int element_bytes) {
+  Sizes z;
+  z.image_tokens = static_cast<double>(m.image_tokens(r.height, r.width));
+  z.text_tokens = TextTokens(m, r);
+  z.joint = JointText(m);
+  z.attention_tokens = z.joint ? z.image_tokens + z.text_tokens : z.image_tokens;
+  z.images = std::ceil(static_cast<double>(r.images) / c.data_parallel_degree);
+  z.branches = r.cfg ? 2 : 1;
+  z.batch = z.images * (c.use_cfg_parallel ? 1 : z.branches);
+  z.out_bytes = z.image_tokens * m.output_width * element_bytes;
+  return z;
 }
+
 
 // Conv FLOPs of a k×k convolution producing `out` channels over h × w.
 double ConvFlops(double in, double out, double h, double w, double k) { return 2 * k * k * in * out * h * w; }
@@ -201,32 +227,23 @@ double VaeLargestMapElements(const VaeShape& vae, int height, int width) {
 std::map<std::string, double> TrafficOfRank(const ModelShape& m, const ParallelConfig& c, const PlanRequest& r,
                                             int element_bytes, int rank) {
   std::map<std::string, double> bytes;
-  const double b = element_bytes, hs = m.hidden;
-  const double I = static_cast<double>(m.image_tokens(r.height, r.width)), T = TextTokens(m, r);
-  const bool joint = JointText(m);
-  const double p = joint ? I + T : I;
+  const Sizes z = SizesOf(m, c, r, element_bytes);
+  const double b = element_bytes, hs = m.hidden, I = z.image_tokens, T = z.text_tokens, p = z.attention_tokens;
+  const double images = z.images, branches = z.branches, batch = z.batch, out = z.out_bytes;
+  const bool joint = z.joint;
   const int U = c.ulysses_degree, R = c.ring_degree, P = c.pipefusion_parallel_degree;
   const int world = static_cast<int>(c.world_size());
   const int replicas = c.data_parallel_degree;
-  const double images = std::ceil(static_cast<double>(r.images) / replicas);
-  const double branches = r.cfg ? 2 : 1;
-  const double batch = images * (c.use_cfg_parallel ? 1 : branches);
-  const double out = I * m.output_width * b;
   // Rank 0 sends every prompt's text states (sequence and pooled) to the
   // other ranks once.
   if (world > 1) {
     bytes["embeddings"] = rank == 0 ? r.images * branches * (T * m.text_width + m.pooled_width) * b * (world - 1) : 0;
   }
-  int attention_layers = 0;
-  for (const LayerGroup& g : m.layers) attention_layers += g.self_attention ? g.count : 0;
   const int pp_rank = (rank / (U * R)) % P;
-  const auto [first, end] = StageRange(m.num_blocks(), P, pp_rank);
-  int held_layers = 0, index = 0;
-  for (const LayerGroup& g : m.layers) {
-    const int lo = std::max(first, index), hi = std::min(end, index + g.count);
-    if (hi > lo && g.self_attention) held_layers += hi - lo;
-    index += g.count;
-  }
+  // The engine's split: even, earlier stages taking the remainder.
+  const core::BlockRange stage = core::StageBlocks({}, m.num_blocks(), P, pp_rank);
+  int held_layers = 0;  // this rank's blocks with a self-attention
+  ForBlocksIn(m, stage.first, stage.end, [&](const LayerGroup& g, int n) { held_layers += g.self_attention ? n : 0; });
   const double steps = r.steps;
   const int N = U * R;
   const int cfg_rank = (rank / (N * P)) % c.cfg_degree();
@@ -283,15 +300,12 @@ Prediction Predict(const ModelShape& m, const HardwareProfile& hw, const Paralle
   } else if (rows < static_cast<long long>(M) * N || cols < 1) {
     pred.invalid = absl::StrCat(rows, " token rows cannot give ", M, " patch(es) × ", N, " SP ranks a row each");
   }
-  const double b = d.element_bytes, hs = m.hidden;
-  const double I = static_cast<double>(m.image_tokens(r.height, r.width)), T = TextTokens(m, r);
-  const bool joint = JointText(m);
-  const double p = joint ? I + T : I;
-  const double images = std::ceil(static_cast<double>(r.images) / c.data_parallel_degree);
-  const double branches = r.cfg ? 2 : 1;
-  const double batch = images * (c.use_cfg_parallel ? 1 : branches);
+  if (!pred.invalid.empty()) return pred;
+  const Sizes z = SizesOf(m, c, r, d.element_bytes);
+  const double b = d.element_bytes, hs = m.hidden, I = z.image_tokens, T = z.text_tokens, p = z.attention_tokens;
+  const double images = z.images, branches = z.branches, batch = z.batch, out_bytes = z.out_bytes;
+  const bool joint = z.joint;
   const Links links = LinksOf(hw, c, r);
-  const double out_bytes = I * m.output_width * b;
 
   // A step's fixed work and CFG's gather.
   const Work step_fixed{c.use_cfg_parallel ? LinkSeconds(*links.cfg, batch * out_bytes, 1) : 0, kStepKernels};
@@ -311,7 +325,7 @@ Prediction Predict(const ModelShape& m, const HardwareProfile& hw, const Paralle
     double slowest = 0, warm = 0, fill = 0;
     const double patch_send = batch * (p / M) * hs * b / N;
     for (int s = 0; s < P; ++s) {
-      const auto [first, end] = StageRange(blocks, P, s);
+      const auto [first, end] = core::StageBlocks({}, blocks, P, s);
       const double t_patch = BlocksWork(m, d, c, links, patch, first, end).Seconds(d);
       const double send = s + 1 < P ? LinkSeconds(*links.pipefusion, patch_send, 1) : 0;
       slowest = std::max(slowest, t_patch + std::max(0.0, send - t_patch));

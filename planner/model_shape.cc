@@ -7,7 +7,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "core/generation_plan.h"
 
 namespace ditserve::planner {
 namespace {
@@ -186,18 +185,23 @@ absl::StatusOr<ModelShape> PresetModel(const std::string& name) {
 absl::StatusOr<ModelShape> ModelFromDirectory(const std::string& model_dir, int max_sequence_length) {
   auto geometry = core::ReadModelGeometry(model_dir);
   if (!geometry.ok()) return geometry.status();
+  return ModelFromGeometry(*geometry, model_dir, max_sequence_length);
+}
+
+absl::StatusOr<ModelShape> ModelFromGeometry(const core::ModelGeometry& geometry, const std::string& model_dir,
+                                             int max_sequence_length) {
   const std::string vae_path = model_dir + "/vae/config.json";
   std::ifstream vae_file(vae_path);
   if (!vae_file) return absl::NotFoundError(absl::StrCat("cannot read ", vae_path));
   std::stringstream vae_text;
   vae_text << vae_file.rdbuf();
-  const auto t = nlohmann::json::parse(geometry->transformer_config_json, nullptr, false);
+  const auto t = nlohmann::json::parse(geometry.transformer_config_json, nullptr, false);
   const auto v = nlohmann::json::parse(vae_text.str(), nullptr, false);
   if (t.is_discarded() || !t.is_object()) return absl::InvalidArgumentError("transformer/config.json is not a JSON object");
   if (v.is_discarded() || !v.is_object()) return absl::InvalidArgumentError(absl::StrCat(vae_path, " is not a JSON object"));
   ModelShape m;
   m.name = model_dir;
-  m.family = geometry->family;
+  m.family = geometry.family;
   try {
     m.heads = t.at("num_attention_heads").get<int>();
     m.head_dim = t.at("attention_head_dim").get<int>();
@@ -214,7 +218,7 @@ absl::StatusOr<ModelShape> ModelFromDirectory(const std::string& model_dir, int 
     m.text_encoder_params += TextEncoderParams(absl::StrCat(model_dir, "/", encoder, "/config.json"));
   }
   m.vae.downscale = 1 << (m.vae.block_out_channels.size() - 1);
-  m.patch_size = geometry->size_multiple / m.vae.downscale;
+  m.patch_size = geometry.size_multiple / m.vae.downscale;
   const double h = m.hidden;
   const int t5 = max_sequence_length;
   if (m.family == "flux") {

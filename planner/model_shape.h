@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "core/generation_plan.h"
 
 namespace ditserve::planner {
 
@@ -79,5 +80,9 @@ std::vector<std::string> PresetNames();
 // `max_sequence_length` > 0 sets the T5 part. NOT_FOUND / INVALID_ARGUMENT
 // name the file.
 absl::StatusOr<ModelShape> ModelFromDirectory(const std::string& model_dir, int max_sequence_length = 0);
+// The same from a geometry the caller has read already (its transformer
+// config text; the VAE and text-encoder configs are read from model_dir).
+absl::StatusOr<ModelShape> ModelFromGeometry(const core::ModelGeometry& geometry, const std::string& model_dir,
+                                             int max_sequence_length = 0);
 
 }  // namespace ditserve::planner
