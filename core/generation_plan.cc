@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/aspect_ratio_bins.h"
 #include "util/read_file.h"
 
 namespace ditserve::core {
@@ -43,8 +44,10 @@ absl::StatusOr<std::string> ReadModelFamily(const std::string& model_dir) {
   const std::string name = (*index)["_class_name"].get<std::string>();
   if (name == "FluxPipeline") return std::string("flux");
   if (name == "StableDiffusion3Pipeline") return std::string("sd3");
+  if (name == "PixArtAlphaPipeline" || name == "PixArtSigmaPipeline") return std::string("pixart");
   return absl::InvalidArgumentError(absl::StrCat(model_dir, ": pipeline class ", name,
-                                                 " is not supported (supported: FluxPipeline, StableDiffusion3Pipeline)"));
+                                                 " is not supported (supported: FluxPipeline, StableDiffusion3Pipeline, "
+                                                 "PixArtAlphaPipeline, PixArtSigmaPipeline)"));
 }
 
 absl::StatusOr<ModelGeometry> ReadModelGeometry(const std::string& model_dir) {
@@ -70,6 +73,16 @@ absl::StatusOr<ModelGeometry> ReadModelGeometry(const std::string& model_dir) {
     g.num_blocks += *singles;
     g.guidance_embeds = t->contains("guidance_embeds") && (*t)["guidance_embeds"].is_boolean() &&
                         (*t)["guidance_embeds"].get<bool>();
+  } else if (g.family == "pixart") {
+    // PixArt{Alpha,Sigma}Pipeline: classic CFG at 4.5; sin-cos positions
+    // interpolate to any grid.
+    g.default_guidance_scale = 4.5;
+    g.cfg_scale = CfgScaleField::kGuidanceScale;
+    if (auto tok = ReadJson(model_dir + "/tokenizer/tokenizer_config.json");
+        tok.ok() && tok->contains("model_max_length") && (*tok)["model_max_length"].is_number_integer() &&
+        (*tok)["model_max_length"].get<int64_t>() > 0) {
+      g.max_sequence_length = static_cast<int>(std::min<int64_t>((*tok)["model_max_length"].get<int64_t>(), 512));
+    }
   } else {  // sd3
     g.default_guidance_scale = 7.0;
     g.cfg_scale = CfgScaleField::kGuidanceScale;
@@ -85,12 +98,25 @@ absl::StatusOr<ModelGeometry> ReadModelGeometry(const std::string& model_dir) {
     return absl::InvalidArgumentError(absl::StrCat(vpath, ": block_out_channels must be a list of 1 to 8 sizes"));
   }
   g.size_multiple = 2 << ((*v)["block_out_channels"].size() - 1);
-  if (v->contains("sample_size")) {
+  if (g.family == "pixart") {
+    // The pipeline's default: the transformer's sample_size in pixels.
+    auto size = PositiveInt(*t, "sample_size", tpath);
+    if (!size.ok()) return size.status();
+    g.default_size = *size * (g.size_multiple / 2);
+    if (AspectRatioBins(*size) != nullptr) g.aspect_ratio_bins = *size;
+  } else if (v->contains("sample_size")) {
     auto size = PositiveInt(*v, "sample_size", vpath);
     if (!size.ok()) return size.status();
     g.default_size = *size;
   }
   return g;
+}
+
+ImageSize GenerationSize(const ModelGeometry& model, int height, int width) {
+  const std::vector<AspectRatioBin>* bins = AspectRatioBins(model.aspect_ratio_bins);
+  if (bins == nullptr || height <= 0 || width <= 0) return {height, width};
+  const AspectRatioBin b = ClosestBin(*bins, height, width);
+  return {b.height, b.width};
 }
 
 ResolvedGuidance ResolveGuidance(const ModelGeometry& model, double guidance_scale, double true_cfg_scale) {
@@ -164,6 +190,9 @@ absl::Status ValidateParallelRequest(const parallel::ParallelConfig& config, con
                                                      ", 8192], got ", value));
     }
   }
+  const ImageSize generated = GenerationSize(model, height, width);
+  height = generated.height;
+  width = generated.width;
   const int rows = height / multiple;
   const int patches = pf.patches(config);
   const int sp = config.sequence_parallel_degree();

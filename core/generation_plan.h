@@ -51,7 +51,7 @@ struct ModelGeometry {
   int num_blocks = 0;        // the transformer blocks in running order
   int size_multiple = 16;    // pixels per token row: 2 × the VAE's downscale
   int default_size = 1024;   // vae sample_size
-  std::string family = "flux";  // GetInfo.model_family: "flux" or "sd3"
+  std::string family = "flux";  // GetInfo.model_family: "flux", "sd3" or "pixart"
   // transformer/config.json's text, verbatim: read once per load, here;
   // the family parses its own fields from it (and GetInfo reports it).
   std::string transformer_config_json;
@@ -61,7 +61,23 @@ struct ModelGeometry {
   // Token rows and columns the model can place (SD3's pos_embed_max_size);
   // 0: no limit.
   int max_token_rows = 0;
+  // The largest max_sequence_length a request may ask for (PixArt: its
+  // tokenizer's model_max_length; 512 elsewhere).
+  int max_sequence_length = 512;
+  // PixArt's resolution binning (core/aspect_ratio_bins.h): the transformer
+  // sample_size whose aspect-ratio table applies (32, 64, 128 or 256);
+  // 0: none (generation at the requested size).
+  int aspect_ratio_bins = 0;
 };
+
+// The size a request of height × width is generated at: the closest
+// aspect-ratio bin when the model bins (the decoded image is resized back
+// to height × width), else height × width.
+struct ImageSize {
+  int height = 0;
+  int width = 0;
+};
+ImageSize GenerationSize(const ModelGeometry& model, int height, int width);
 
 // The family of a diffusers directory from model_index.json's _class_name:
 // "flux" (FluxPipeline) or "sd3" (StableDiffusion3Pipeline).
@@ -96,7 +112,8 @@ absl::Status ValidateGuidance(const ModelGeometry& model, double guidance_scale,
 absl::Status ValidateParallelModel(const parallel::ParallelConfig& config, const PipeFusionOptions& pipefusion,
                                    const ModelGeometry& model);
 
-// Request-level checks: the token rows (height / size_multiple, padded to
+// Request-level checks: height and width multiples of size_multiple; at
+// the generation size (GenerationSize), the token rows (padded to
 // ulysses × ring) give every pipeline patch at least one band per SP rank;
 // the token grid fits the model's max_token_rows; --use_cfg_parallel
 // needs CFG (`cfg`, see ResolveGuidance). INVALID_ARGUMENT naming the flag

@@ -79,6 +79,11 @@ absl::Status ValidateGenerationJob(const WorkerOptions& o) {
   if (absl::Status s = ValidateGuidance(*geometry, o.generation.guidance_scale, o.generation.true_cfg_scale); !s.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("--", s.message()));
   }
+  if (o.generation.max_sequence_length > geometry->max_sequence_length) {
+    return absl::InvalidArgumentError(absl::StrCat("--max_sequence_length must be in [0, ", geometry->max_sequence_length,
+                                                   "] for this model (its tokenizer's model_max_length), got ",
+                                                   o.generation.max_sequence_length));
+  }
   if (absl::Status s = ValidateParallelModel(o.parallel, o.pipefusion, *geometry); !s.ok()) return s;
   if (absl::Status s = ValidateVaeDecodeOptions(o.generation.vae, *geometry); !s.ok()) return s;
   const bool cfg = ResolveGuidance(*geometry, o.generation.guidance_scale, o.generation.true_cfg_scale).cfg;

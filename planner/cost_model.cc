@@ -234,10 +234,11 @@ std::map<std::string, double> TrafficOfRank(const ModelShape& m, const ParallelC
   const int U = c.ulysses_degree, R = c.ring_degree, P = c.pipefusion_parallel_degree;
   const int world = static_cast<int>(c.world_size());
   const int replicas = c.data_parallel_degree;
-  // Rank 0 sends every prompt's text states (sequence and pooled) to the
-  // other ranks once.
+  // Rank 0 sends every prompt's text states (sequence and pooled, and for
+  // a cross-attention model the text's padding mask) to the other ranks once.
   if (world > 1) {
-    bytes["embeddings"] = rank == 0 ? r.images * branches * (T * m.text_width + m.pooled_width) * b * (world - 1) : 0;
+    const double per_row = T * m.text_width + m.pooled_width + (joint ? 0 : T);
+    bytes["embeddings"] = rank == 0 ? r.images * branches * per_row * b * (world - 1) : 0;
   }
   const int pp_rank = (rank / (U * R)) % P;
   // The engine's split: even, earlier stages taking the remainder.
@@ -258,9 +259,10 @@ std::map<std::string, double> TrafficOfRank(const ModelShape& m, const ParallelC
     }
     if (c.use_cfg_parallel) bytes["cfg"] = steps * images * out / N;
   } else {
-    // Patch by patch: the image tokens are split over the SP group, the
-    // text (joint models: with patch 0) is held whole by every SP rank.
-    bytes["pipefusion"] = last_stage ? (steps - 1) * images * out / N : steps * batch * (joint_text + I / N) * hs * b;
+    // Patch by patch: the image tokens are split over the SP group; the
+    // text stream (the joint text, or a cross-attention model's caption
+    // projection) travels whole with patch 0.
+    bytes["pipefusion"] = last_stage ? (steps - 1) * images * out / N : steps * batch * (T + I / N) * hs * b;
     if (U > 1) {
       bytes["pipefusion_ulysses"] = steps * held_layers * batch *
                                     (4.0 * (U - 1) / U * (I / N) * hs * b + (U - 1) * joint_text * (hs / U) * b);
@@ -268,9 +270,16 @@ std::map<std::string, double> TrafficOfRank(const ModelShape& m, const ParallelC
     if (R > 1) bytes["pipefusion_ring"] = steps * held_layers * batch * 2.0 * (R - 1) * (I / N) * hs * b;
     if (N > 1 && last_stage) {
       // The last stage assembles the latents over its SP group when the
-      // patch layout changes after warmup, and at the end.
+      // patch layout changes after warmup, and at the end; with a multistep
+      // solver its float32 history too at the change.
       const bool relayout = r.warmup_steps > 0 && r.steps > r.warmup_steps;
-      bytes["sequence"] = images * out * (relayout ? 2 : 1);
+      int history = 0;
+      if (m.scheduler) {
+        auto schedule = core::MakeDiscreteSchedule(*m.scheduler, r.steps);
+        if (schedule.ok()) history = schedule->history_depth();
+      }
+      bytes["sequence"] = images * out * (relayout ? 2 : 1) +
+                          (relayout ? images * z.image_tokens * m.output_width * 4.0 * history : 0);
     }
     bytes["data"] = last_stage && rank % N == 0 && cfg_rank == 0 ? images * out : 0;
     if (c.use_cfg_parallel && last_stage) bytes["cfg"] = steps * images * out / N;

@@ -174,7 +174,7 @@ absl::StatusOr<ModelShape> PresetModel(const std::string& name) {
   }
   if (name == "pixart-sigma") {
     // PixArt-Σ XL/2 1024: 28 blocks, T5-XXL states projected to 1152.
-    ModelShape m = CrossDit(name, "pixart", 16, 72, 2, 32, 300, 4096, 0.61e9, 4.76e9);
+    ModelShape m = CrossDit(name, "pixart", 16, 72, 2, 16, 300, 4096, 0.61e9, 4.76e9);
     m.layers = {CrossBlock("block", 28, m.hidden, m.hidden, 8, false)};
     return m;
   }
@@ -208,8 +208,12 @@ absl::StatusOr<ModelShape> ModelFromGeometry(const core::ModelGeometry& geometry
     m.vae.latent_channels = v.at("latent_channels").get<int>();
     m.vae.block_out_channels = v.at("block_out_channels").get<std::vector<int>>();
     m.vae.layers_per_block = v.value("layers_per_block", 2);
-    m.text_width = t.at("joint_attention_dim").get<int>();
-    m.pooled_width = t.at("pooled_projection_dim").get<int>();
+    if (m.family == "pixart") {
+      m.text_width = t.at("caption_channels").get<int>();  // T5's width; no pooled vector
+    } else {
+      m.text_width = t.at("joint_attention_dim").get<int>();
+      m.pooled_width = t.at("pooled_projection_dim").get<int>();
+    }
   } catch (const nlohmann::json::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat(model_dir, ": a config lacks a field the planner needs: ", e.what()));
   }
@@ -221,6 +225,26 @@ absl::StatusOr<ModelShape> ModelFromGeometry(const core::ModelGeometry& geometry
   m.patch_size = geometry.size_multiple / m.vae.downscale;
   const double h = m.hidden;
   const int t5 = max_sequence_length;
+  if (m.family == "pixart") {
+    // Self-attention, cross-attention to the caption projection (its K/V
+    // from hidden-wide states) and a 4h feed-forward. CFG by default; T5
+    // 300 (Σ) or 120 (α).
+    const int layers = t.value("num_layers", 28);
+    m.output_width = m.vae.latent_channels * 4;  // the prediction; the variance channels are dropped
+    m.text_tokens = t5 > 0 ? t5 : geometry.max_sequence_length;
+    m.default_cfg = true;
+    m.layers = {CrossBlock("block", layers, h, h, 8, false)};
+    m.transformer_params = layers * 16 * h * h + m.text_width * h;
+    std::ifstream scheduler_file(model_dir + "/scheduler/scheduler_config.json");
+    std::stringstream scheduler_text;
+    scheduler_text << scheduler_file.rdbuf();
+    auto scheduler = core::ParseDiscreteSchedulerConfig(scheduler_text.str());
+    if (!scheduler.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(model_dir, "/scheduler/", scheduler.status().message()));
+    }
+    m.scheduler = *scheduler;
+    return m;
+  }
   if (m.family == "flux") {
     const int doubles = t.value("num_layers", 19), singles = t.value("num_single_layers", 38);
     m.output_width = t.value("in_channels", 64);

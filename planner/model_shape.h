@@ -6,10 +6,12 @@
 // Torch-free: built from a diffusers directory's config files or from a
 // named preset of a published model (no weights are read).
 
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "core/denoising_schedule.h"
 #include "core/generation_plan.h"
 
 namespace ditserve::planner {
@@ -61,6 +63,10 @@ struct ModelShape {
   double text_encoder_params = 0;  // of all text encoders together
   VaeShape vae;
   std::vector<LayerGroup> layers;
+  // A discrete-time scheduler's config (PixArt's directory), whose solver
+  // history (float32, one image's output per kept step) the engine
+  // assembles with the latents; none for flow matching.
+  std::optional<core::DiscreteSchedulerConfig> scheduler;
 
   int num_blocks() const;
   int pixels_per_token() const { return vae.downscale * patch_size; }

@@ -10,6 +10,7 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "core/aspect_ratio_bins.h"
 #include "core/worker_options.h"
 
 namespace ditserve::core {
@@ -215,9 +216,26 @@ TEST(GenerationPlan, ReadsTheGeometryFromTheConfigs) {
   EXPECT_EQ(ReadModelGeometry(dir).status().message(),
             dir + "/transformer/config.json: num_attention_heads must be an integer in [1, 1048576]");
   EXPECT_EQ(ReadModelGeometry(dir + "/nope").status().code(), absl::StatusCode::kNotFound);
-  std::ofstream(dir + "/model_index.json") << R"({"_class_name": "PixArtAlphaPipeline"})";
+  std::ofstream(dir + "/model_index.json") << R"({"_class_name": "HunyuanDiTPipeline"})";
   EXPECT_EQ(ReadModelGeometry(dir).status().message(),
-            dir + ": pipeline class PixArtAlphaPipeline is not supported (supported: FluxPipeline, StableDiffusion3Pipeline)");
+            dir + ": pipeline class HunyuanDiTPipeline is not supported (supported: FluxPipeline, "
+                  "StableDiffusion3Pipeline, PixArtAlphaPipeline, PixArtSigmaPipeline)");
+  // PixArt: CFG 4.5 on guidance_scale, the default size from the
+  // transformer's sample_size, the T5 limit from the tokenizer.
+  std::ofstream(dir + "/model_index.json") << R"({"_class_name": "PixArtSigmaPipeline"})";
+  std::ofstream(dir + "/transformer/config.json")
+      << R"({"num_attention_heads": 16, "num_layers": 28, "sample_size": 128})";
+  std::filesystem::create_directories(dir + "/tokenizer");
+  std::ofstream(dir + "/tokenizer/tokenizer_config.json") << R"({"model_max_length": 300})";
+  g = ReadModelGeometry(dir);
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_EQ(g->family, "pixart");
+  EXPECT_EQ(g->num_blocks, 28);
+  EXPECT_EQ(g->default_size, 1024);
+  EXPECT_EQ(g->default_guidance_scale, 4.5);
+  EXPECT_EQ(g->cfg_scale, CfgScaleField::kGuidanceScale);
+  EXPECT_EQ(g->max_sequence_length, 300);
+  EXPECT_EQ(g->max_token_rows, 0);
   std::ofstream(dir + "/model_index.json") << R"({"_class_name": "StableDiffusion3Pipeline"})";
   std::ofstream(dir + "/transformer/config.json")
       << R"({"num_attention_heads": 24, "num_layers": 24, "pos_embed_max_size": 192})";
@@ -285,6 +303,39 @@ TEST(GenerationPlan, RepeatedPromptsAreCollected) {
   EXPECT_STREQ(argv[3], "--");
   EXPECT_STREQ(argv[4], "--prompt=positional");
   EXPECT_EQ(argv[5], nullptr);
+}
+
+}  // namespace
+}  // namespace ditserve::core
+
+namespace ditserve::core {
+namespace {
+
+// PixArt's resolution binning: the bin of the nearest height/width ratio
+// (diffusers' classify_height_width_bin, first of equals), none without a
+// table for the sample size.
+TEST(GenerationPlan, ResolutionBinsPickTheNearestAspectRatio) {
+  ModelGeometry g;
+  EXPECT_EQ(GenerationSize(g, 400, 720).height, 400);  // no bins
+  g.aspect_ratio_bins = 128;  // ASPECT_RATIO_1024_BIN
+  const auto size = [&](int h, int w) {
+    const ImageSize s = GenerationSize(g, h, w);
+    return std::pair{s.height, s.width};
+  };
+  EXPECT_EQ(size(1024, 1024), (std::pair{1024, 1024}));
+  EXPECT_EQ(size(48, 80), (std::pair{768, 1280}));    // 0.6
+  EXPECT_EQ(size(400, 720), (std::pair{768, 1344}));  // 0.556: 0.57 is nearer than 0.52
+  EXPECT_EQ(size(4096, 256), (std::pair{2048, 512}));  // beyond the table: its last bin (4.0)
+  g.aspect_ratio_bins = 32;  // ASPECT_RATIO_256_BIN
+  EXPECT_EQ(size(512, 512), (std::pair{256, 256}));
+  g.aspect_ratio_bins = 256;  // ASPECT_RATIO_2048_BIN
+  EXPECT_EQ(size(1024, 1024), (std::pair{2048, 2048}));
+  EXPECT_EQ(AspectRatioBins(16), nullptr);
+  ASSERT_NE(AspectRatioBins(64), nullptr);
+  EXPECT_EQ(AspectRatioBins(64)->size(), 33u);
+  EXPECT_EQ(AspectRatioBins(256)->size(), 40u);
+  // The checks run at the generation size: 48x80 passes as 768x1280.
+  EXPECT_TRUE(ValidateParallelRequest({}, {}, g, 48, 80, false).ok());
 }
 
 }  // namespace

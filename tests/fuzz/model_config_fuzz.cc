@@ -2,15 +2,19 @@
 // its first two NUL bytes, becomes model_index.json, transformer/config.json
 // and vae/config.json of a directory that ReadModelGeometry reads. OK, or
 // INVALID_ARGUMENT / NOT_FOUND naming the file, never a crash; an OK
-// geometry is one the engine can plan with.
+// geometry is one the engine can plan with. The second part is also read
+// as a scheduler_config.json: a config that parses gives, for a few step
+// counts, a schedule of that many finite steps or INVALID_ARGUMENT.
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <fstream>
 #include <string>
 
+#include "core/denoising_schedule.h"
 #include "core/generation_plan.h"
 
 namespace {
@@ -37,6 +41,26 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       b == std::string::npos ? "" : bytes.substr(b + 1)};
   const char* files[3] = {"/model_index.json", "/transformer/config.json", "/vae/config.json"};
   for (int i = 0; i < 3; ++i) std::ofstream(Dir() + files[i], std::ios::binary) << parts[i];
+  if (auto scheduler = ditserve::core::ParseDiscreteSchedulerConfig(parts[1]); scheduler.ok()) {
+    for (int steps : {1, 2, 7, 50, 999}) {
+      auto schedule = ditserve::core::MakeDiscreteSchedule(*scheduler, steps);
+      if (!schedule.ok()) {
+        if (schedule.status().code() != absl::StatusCode::kInvalidArgument) std::abort();
+        continue;
+      }
+      if (schedule->steps() != steps || !std::isfinite(schedule->init_noise_sigma)) std::abort();
+      for (const auto& u : schedule->updates) {
+        for (double c : {u.sample, u.output, u.history_sample, u.history_output}) {
+          if (!std::isfinite(c)) std::abort();
+        }
+        for (double c : u.history) {
+          if (!std::isfinite(c)) std::abort();
+        }
+      }
+    }
+  } else if (scheduler.status().code() != absl::StatusCode::kInvalidArgument) {
+    std::abort();
+  }
   auto geometry = ditserve::core::ReadModelGeometry(Dir());
   if (!geometry.ok()) {
     const absl::StatusCode c = geometry.status().code();

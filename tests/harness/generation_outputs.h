@@ -39,6 +39,13 @@ Comparison CompareRuns(const std::string& dir, const std::string& reference_dir,
 // rounding: latents within 1e-4 (seen: ~5e-7), uint8 values at most 1 apart
 // where a rounding difference moves one across a .5 boundary, at most 25 of
 // them (seen: 0–3). Prints each comparison; records failures.
-void ExpectSerialResult(const std::string& name, const std::string& dir, const std::string& serial_dir, int images);
+// `latent_scale` multiplies the latent bound for latents far from unit size
+// (a random DDPM-trained model's final latents reach hundreds, where float32
+// rounding alone is ~1e-5 per operation): pass the serial latents' largest
+// magnitude there, 1 elsewhere.
+void ExpectSerialResult(const std::string& name, const std::string& dir, const std::string& serial_dir, int images,
+                        double latent_scale = 1.0);
+// The largest |value| of image `index`'s saved latents in `dir`.
+double MaxAbsLatent(const std::string& dir, int index);
 
 }  // namespace ditserve::testing

@@ -27,25 +27,33 @@ class PlannerTraffic : public ::testing::Test {
     std::filesystem::create_directories(*dir_);
     const auto made = RunOne({BinDir() + "/ditserve-make-model", "--family=flux", "--preset=tiny", "--out=" + Model()});
     ASSERT_EQ(made.exit.exit_code, 0) << made.output;
+    const auto pixart =
+        RunOne({BinDir() + "/ditserve-make-model", "--family=pixart-sigma", "--preset=tiny", "--out=" + Model("pixart")});
+    ASSERT_EQ(pixart.exit.exit_code, 0) << pixart.output;
   }
   static void TearDownTestSuite() {
     std::filesystem::remove_all(*dir_);
     delete dir_;
   }
-  static std::string Model() { return *dir_ + "/tiny"; }
+  static std::string Model(const std::string& family = "flux") {
+    return family == "flux" ? *dir_ + "/tiny" : *dir_ + "/" + family;
+  }
 
   struct Case {
     std::string name;
     parallel::ParallelConfig config;
     bool cfg = false;
     int images = 1;
+    // "flux" (true CFG from a negative prompt) or "pixart" (cross-
+    // attention; CFG 4.5 by default, `cfg` false turns it off).
+    std::string family = "flux";
   };
 
   // Runs the case and compares every rank's bytes by method.
   void Check(const Case& c) {
     const int steps = 3, height = 128, width = 96;
     const int world = static_cast<int>(c.config.world_size());
-    std::vector<std::string> argv = {BinDir() + "/ditserve-run", "--model=" + Model(), "--device=cpu", "--threads=1",
+    std::vector<std::string> argv = {BinDir() + "/ditserve-run", "--model=" + Model(c.family), "--device=cpu", "--threads=1",
                                      "--comm_stats", absl::StrCat("--nproc=", world),
                                      absl::StrCat("--num_inference_steps=", steps), absl::StrCat("--height=", height),
                                      absl::StrCat("--width=", width), "--seed=1",
@@ -57,7 +65,9 @@ class PlannerTraffic : public ::testing::Test {
                                      c.config.use_cfg_parallel ? "--use_cfg_parallel" : "--nouse_cfg_parallel",
                                      "--prompt=a red circle"};
     if (c.images > 1) argv.push_back("--prompt=a green square");
-    if (c.cfg) {
+    if (c.family == "pixart") {
+      argv.push_back(c.cfg ? "--guidance_scale=4.5" : "--guidance_scale=1");
+    } else if (c.cfg) {
       argv.push_back("--negative_prompt=blurry");
       argv.push_back("--true_cfg_scale=3");
     }
@@ -77,7 +87,7 @@ class PlannerTraffic : public ::testing::Test {
       }
     }
     ASSERT_EQ(static_cast<int>(measured.size()), world) << run.output;
-    auto model = ModelFromDirectory(Model());
+    auto model = ModelFromDirectory(Model(c.family));
     ASSERT_TRUE(model.ok()) << model.status();
     PlanRequest r;
     r.height = height;
@@ -125,6 +135,15 @@ TEST_F(PlannerTraffic, Cfg2PipeFusion2) { Check({"cfg2pp2", Config(1, true, 2, 1
 TEST_F(PlannerTraffic, SerialCfgOnPipeFusion2) { Check({"pp2cfg", Config(1, false, 2, 1, 1), true}); }
 TEST_F(PlannerTraffic, PipeFusion2Ring2) { Check({"pp2r2", Config(1, false, 2, 1, 2)}); }
 TEST_F(PlannerTraffic, Cfg2Ulysses2) { Check({"cfg2u2", Config(1, true, 1, 2, 1), true}); }
+// PixArt-Σ (cross-attention): the text whole on every rank and never in the
+// self-attention exchanges, its mask broadcast with the embeddings, the
+// caption projection carried with PipeFusion's patch 0.
+TEST_F(PlannerTraffic, PixArtUlysses2Ring2) { Check({"px_u2r2", Config(1, false, 1, 2, 2), true, 1, "pixart"}); }
+TEST_F(PlannerTraffic, PixArtPipeFusion2Ulysses2) {
+  Check({"px_pp2u2", Config(1, false, 2, 2, 1), true, 1, "pixart"});
+}
+TEST_F(PlannerTraffic, PixArtCfg2PipeFusion2) { Check({"px_cfg2pp2", Config(1, true, 2, 1, 1), true, 1, "pixart"}); }
+TEST_F(PlannerTraffic, PixArtDataParallel2NoCfg) { Check({"px_dp2", Config(2, false, 1, 1, 1), false, 2, "pixart"}); }
 // ditserve-run --parallel auto: runs the configuration ChooseParallelConfig
 // picks for the request (CFG on, two ranks), and says so; bad flags exit 2.
 TEST_F(PlannerTraffic, ParallelAutoRunsThePlannersChoice) {

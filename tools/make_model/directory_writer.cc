@@ -15,6 +15,7 @@
 #include "worker/tokenizers/clip_tokenizer.h"
 #include "worker/tokenizers/t5_tokenizer.h"
 #include "worker/weights/safetensors_writer.h"
+#include "worker/models/vae/vae_encoder.h"
 
 namespace ditserve::tools::make_model {
 namespace {
@@ -249,6 +250,18 @@ absl::Status WriteVae(const std::string& dir, const worker::vae::VaeConfig& c, c
   config["use_post_quant_conv"] = c.use_post_quant_conv;
   config["use_quant_conv"] = c.use_quant_conv;
   return WriteJson(d + "/config.json", config);
+}
+
+absl::Status WriteRandomVae(const std::string& dir, const worker::vae::VaeConfig& config, at::Generator& generator,
+                            at::ScalarType dtype) {
+  auto encoder = worker::vae::VaeEncoder::Create(config, at::kFloat);
+  if (!encoder.ok()) return encoder.status();
+  auto decoder = worker::vae::VaeDecoder::Create(config, at::kFloat);
+  if (!decoder.ok()) return decoder.status();
+  NamedTensors params = (*encoder)->NamedParameters();
+  for (auto& kv : (*decoder)->NamedParameters()) params.push_back(kv);
+  InitialiseRandom(params, generator, 0.05);
+  return WriteVae(dir, config, params, dtype);
 }
 
 absl::Status WriteScheduler(const std::string& dir, const worker::flux::FlowMatchSchedulerConfig& c) {

@@ -91,6 +91,11 @@ absl::Status WriteT5Encoder(const std::string& subdir, const worker::text::T5Con
 absl::Status WriteVae(const std::string& dir, const worker::vae::VaeConfig& config, const NamedTensors& params,
                       at::ScalarType dtype);
 
+// vae/ with seeded random weights (std 0.05, drawn from `generator`:
+// encoder, then decoder) in `dtype`, via WriteVae.
+absl::Status WriteRandomVae(const std::string& dir, const worker::vae::VaeConfig& config, at::Generator& generator,
+                            at::ScalarType dtype);
+
 // scheduler/scheduler_config.json (FlowMatchEulerDiscreteScheduler).
 absl::Status WriteScheduler(const std::string& dir, const worker::flux::FlowMatchSchedulerConfig& config);
 

@@ -9,7 +9,6 @@
 #include "absl/strings/str_cat.h"
 #include "tools/make_model/flux_directory_writer.h"
 #include "worker/models/flux/flux_transformer.h"
-#include "worker/models/vae/vae_encoder.h"
 
 namespace ditserve::tools::make_model {
 namespace {
@@ -95,14 +94,7 @@ absl::Status MakeFluxModel(const MakeFluxOptions& o) {
   InitialiseRandom(flux_params, gen, 0.02);
   if (absl::Status s = WriteTransformer(d, p.transformer, flux_params, dtype, o.shards); !s.ok()) return s;
 
-  auto encoder = worker::vae::VaeEncoder::Create(p.vae, at::kFloat);
-  if (!encoder.ok()) return encoder.status();
-  auto decoder = worker::vae::VaeDecoder::Create(p.vae, at::kFloat);
-  if (!decoder.ok()) return decoder.status();
-  NamedTensors vae_params = (*encoder)->NamedParameters();
-  for (auto& kv : (*decoder)->NamedParameters()) vae_params.push_back(kv);
-  InitialiseRandom(vae_params, gen, 0.05);
-  if (absl::Status s = WriteVae(d, p.vae, vae_params, dtype); !s.ok()) return s;
+  if (absl::Status s = WriteRandomVae(d, p.vae, gen, dtype); !s.ok()) return s;
 
   worker::flux::FlowMatchSchedulerConfig scheduler;
   scheduler.shift = 3.0;

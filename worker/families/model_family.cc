@@ -1,6 +1,7 @@
 #include "worker/families/model_family.h"
 
 #include "worker/families/flux/flux_family.h"
+#include "worker/families/pixart/pixart_family.h"
 #include "worker/families/sd3/sd3_family.h"
 
 namespace ditserve::worker::families {
@@ -9,6 +10,7 @@ absl::StatusOr<std::unique_ptr<ModelFamily>> OpenModelFamily(const std::string& 
   auto geometry = core::ReadModelGeometry(dir);
   if (!geometry.ok()) return geometry.status();
   if (geometry->family == "sd3") return OpenSd3Family(dir, *geometry);
+  if (geometry->family == "pixart") return OpenPixArtFamily(dir, *geometry);
   return OpenFluxFamily(dir, *geometry);
 }
 

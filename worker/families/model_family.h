@@ -18,6 +18,7 @@
 #include <c10/core/Device.h>
 
 #include "absl/status/statusor.h"
+#include "core/denoising_schedule.h"
 #include "core/generation_plan.h"
 #include "core/step_cache.h"
 #include "worker/families/text_conditioner.h"
@@ -50,8 +51,17 @@ class ModelFamily {
   // (steps, sequence length, size, guidance: ValidateGuidance): INVALID_
   // ARGUMENT naming the field and the limit. None for Flux and SD3.
   virtual absl::Status ValidateRequest(const GenerationRequest& /*request*/) const { return absl::OkStatus(); }
-  // The flow-matching sigmas of a run: steps + 1 values, the last 0.
-  virtual std::vector<float> Sigmas(int steps, int64_t image_tokens) const = 0;
+  // The denoising schedule of a run of `steps` steps over `image_tokens`
+  // image tokens (core/denoising_schedule.h): the model times, the input
+  // scales and the scheduler's updates, from scheduler/ as the family's
+  // diffusers pipeline drives it. INVALID_ARGUMENT when the scheduler
+  // cannot place `steps` steps.
+  virtual absl::StatusOr<core::DenoisingSchedule> Schedule(int steps, int64_t image_tokens) const = 0;
+  // True when the text enters through cross-attention (PixArt,
+  // HunyuanDiT): every rank then holds the whole text (it is not split over
+  // the SP group) and its padding mask travels with it. False for the
+  // MMDiT families (Flux, SD3), whose text joins the image in attention.
+  virtual bool cross_attention() const { return false; }
   // TeaCache's rescaling polynomial for this family (highest power first):
   // maps the first block's modulated-input change to the expected change
   // of the model output (docs/step-caching.md says where each comes from).

@@ -16,6 +16,10 @@ namespace ditserve::worker::families {
 struct TextEmbeddings {
   at::Tensor pooled;    // [1, pooled_dim()]
   at::Tensor sequence;  // [1, SequenceTokens(max_sequence_length), sequence_dim()]
+  // [1, SequenceTokens(…)], 1 for a real token and 0 for padding, in the
+  // sequence's dtype: the families whose text enters through cross-
+  // attention (PixArt) give it; undefined elsewhere (no mask).
+  at::Tensor mask;
 };
 
 // Immutable after loading; Encode is thread-compatible.

@@ -83,18 +83,20 @@ struct GangModel {
   // Rank 0's text token count for the call, known on every rank after.
   absl::StatusOr<int64_t> AgreeOnTextTokens(const GenerationRequest& first);
   // Generate's phases: the prompts' embeddings on every rank ([rows,
-  // pooled dim], [rows, T, text dim]), and every replica's final latents
-  // and step decisions on rank 0.
+  // pooled dim], [rows, T, text dim] and, for a cross-attention family,
+  // the text mask [rows, T]), and every replica's final latents and step
+  // decisions on rank 0.
   absl::Status EncodePrompts(const std::vector<GenerationRequest>& requests, int64_t rows, int64_t T,
-                             at::Tensor& pooled, at::Tensor& sequence);
+                             at::Tensor& pooled, at::Tensor& sequence, at::Tensor& mask);
   absl::Status CollectLatents(const std::vector<GenerationRequest>& requests, const ReplicaRun& run,
                               std::vector<at::Tensor>& final_latents, std::vector<std::vector<bool>>& step_computed);
   // Collective with --use_parallel_vae (rank 0's final latents broadcast,
   // each rank decoding its band), else rank 0's alone: one uint8 [H, W, 3]
-  // image per final latent on rank 0, none elsewhere. Sets
-  // timings.vae_peak_activation_bytes.
+  // image per final latent on rank 0, none elsewhere, resized to
+  // out_height × out_width when that is not the decoded size (PixArt's
+  // resolution binning). Sets timings.vae_peak_activation_bytes.
   absl::StatusOr<std::vector<at::Tensor>> DecodeImages(const std::vector<at::Tensor>& final_latents, size_t count,
-                                                       int64_t h, int64_t w);
+                                                       int64_t h, int64_t w, int64_t out_height, int64_t out_width);
   absl::StatusOr<std::vector<GenerationResult>> Generate(const std::vector<GenerationRequest>& requests,
                                                          const StepCallback& on_step);
 };

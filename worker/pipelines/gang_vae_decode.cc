@@ -55,7 +55,12 @@ absl::Status GangModel::ValidateVaeDecode(const GenerationRequest& r) const {
 }
 
 absl::StatusOr<std::vector<at::Tensor>> GangModel::DecodeImages(const std::vector<at::Tensor>& final_latents,
-                                                                size_t count, int64_t h, int64_t w) {
+                                                                size_t count, int64_t h, int64_t w,
+                                                                int64_t out_height, int64_t out_width) {
+  // The decoded image [1, 3, H, W] in [-1, 1] at the request's size.
+  const auto to_rgb = [&](const at::Tensor& image) {
+    return vae::ToUint8Rgb(vae::ResizeAndCrop(image, out_height, out_width))[0];
+  };
   std::vector<at::Tensor> images;
   const bool leader = world().rank() == 0;
   int64_t peak = 0;
@@ -67,7 +72,7 @@ absl::StatusOr<std::vector<at::Tensor>> GangModel::DecodeImages(const std::vecto
       auto image = tiles ? vae::DecodeTiled(*vae, z, *tiles, &p) : vae->Decode(z, &p);
       if (!image.ok()) return image.status();
       peak = std::max(peak, p);
-      images.push_back(vae::ToUint8Rgb(*image)[0]);
+      images.push_back(to_rgb(*image));
     }
     timings.vae_peak_activation_bytes = peak;
     return images;
@@ -88,7 +93,7 @@ absl::StatusOr<std::vector<at::Tensor>> GangModel::DecodeImages(const std::vecto
     auto image = DecodeInBands(*vae, z, all, &stats, &p);
     if (!image.ok()) return image.status();
     peak = std::max({peak, p, static_cast<int64_t>(image->nbytes())});
-    if (leader) images.push_back(vae::ToUint8Rgb(*image)[0]);
+    if (leader) images.push_back(to_rgb(*image));
   }
   timings.vae_peak_activation_bytes = peak;
   return images;

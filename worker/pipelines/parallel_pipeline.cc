@@ -45,7 +45,11 @@ absl::Status GangModel::Validate(const GenerationRequest& r) const {
   DITSERVE_RETURN_IF_ERROR(core::ValidateGuidance(geometry(), r.guidance_scale, r.true_cfg_scale));
   DITSERVE_RETURN_IF_ERROR(core::ValidateStepCache(r.cache, core::MaxStepCacheThreshold(r.cache.method)));
   DITSERVE_RETURN_IF_ERROR(family->ValidateRequest(r));
-  DITSERVE_RETURN_IF_ERROR(ValidateVaeDecode(r));
+  GenerationRequest generated = r;
+  const core::ImageSize size = core::GenerationSize(geometry(), r.height, r.width);
+  generated.height = size.height;
+  generated.width = size.width;
+  DITSERVE_RETURN_IF_ERROR(ValidateVaeDecode(generated));
   return core::ValidateParallelRequest(config(), pipefusion, geometry(), r.height, r.width, Guidance(r).cfg);
 }
 
@@ -102,12 +106,15 @@ absl::StatusOr<int64_t> GangModel::AgreeOnTextTokens(const GenerationRequest& fi
 // Rank 0 encodes every prompt (then every negative prompt) once; the
 // embeddings travel to the gang by one broadcast each.
 absl::Status GangModel::EncodePrompts(const std::vector<GenerationRequest>& requests, int64_t rows, int64_t T,
-                                      at::Tensor& pooled, at::Tensor& sequence) {
+                                      at::Tensor& pooled, at::Tensor& sequence, at::Tensor& mask) {
   const int64_t n = static_cast<int64_t>(requests.size());
   pooled = at::zeros({rows, family->pooled_dim()},
                                 at::TensorOptions().dtype(dtype).device(device));
   sequence = at::zeros({rows, T, family->text_dim()},
                                   at::TensorOptions().dtype(dtype).device(device));
+  // The text's padding mask (1: a real token), cross-attention families only.
+  mask = family->cross_attention() ? at::zeros({rows, T}, at::TensorOptions().dtype(dtype).device(device))
+                                   : at::Tensor();
   absl::Status encoded = absl::OkStatus();
   if (world().rank() == 0) {
     for (int64_t i = 0; i < rows && encoded.ok(); ++i) {
@@ -119,6 +126,13 @@ absl::Status GangModel::EncodePrompts(const std::vector<GenerationRequest>& requ
       }
       pooled[i].copy_(e->pooled[0]);
       sequence[i].copy_(e->sequence[0]);
+      if (mask.defined()) {
+        if (e->mask.defined()) {
+          mask[i].copy_(e->mask[0]);
+        } else {
+          mask[i].fill_(1);
+        }
+      }
     }
   }
   auto failed = AnyRankFailed(groups->control(), !encoded.ok());
@@ -128,11 +142,13 @@ absl::Status GangModel::EncodePrompts(const std::vector<GenerationRequest>& requ
   if (world().world_size() > 1) {
     CommTimer timer(&stats, "embeddings");
     if (world().rank() == 0) {
-      timer.AddBytes(static_cast<int64_t>(pooled.nbytes() + sequence.nbytes()) * (world().world_size() - 1));
+      const int64_t bytes = static_cast<int64_t>(pooled.nbytes() + sequence.nbytes() + (mask.defined() ? mask.nbytes() : 0));
+      timer.AddBytes(bytes * (world().world_size() - 1));
     }
     auto& all = groups->group(Dim::kWorld);
     DITSERVE_RETURN_IF_ERROR(all.Broadcast(pooled, 0));
     DITSERVE_RETURN_IF_ERROR(all.Broadcast(sequence, 0));
+    if (mask.defined()) DITSERVE_RETURN_IF_ERROR(all.Broadcast(mask, 0));
   }
 
   return absl::OkStatus();
@@ -223,6 +239,14 @@ absl::StatusOr<std::vector<GenerationResult>> GangModel::Generate(const std::vec
           "the guidance embedding value, whether CFG runs and the step cache method");
     }
   }
+  // The size each image is generated at (PixArt's aspect-ratio bins); the
+  // decoded image is resized back to the request's.
+  std::vector<GenerationRequest> runs = requests;
+  for (GenerationRequest& r : runs) {
+    const core::ImageSize size = core::GenerationSize(geometry(), r.height, r.width);
+    r.height = size.height;
+    r.width = size.width;
+  }
   at::NoGradGuard no_grad;
   timings = GenerateTimings{};
   auto mark = std::chrono::steady_clock::now();
@@ -232,28 +256,30 @@ absl::StatusOr<std::vector<GenerationResult>> GangModel::Generate(const std::vec
     mark = now;
     return s;
   };
-  const bool cfg = Guidance(first).cfg;
+  const GenerationRequest& run_first = runs.front();
+  const bool cfg = Guidance(run_first).cfg;
   const int64_t n = static_cast<int64_t>(requests.size());
   const int64_t rows = cfg ? 2 * n : n;
-  auto text_tokens = AgreeOnTextTokens(first);
+  auto text_tokens = AgreeOnTextTokens(run_first);
   if (!text_tokens.ok()) return text_tokens.status();
   const int64_t T = *text_tokens;
-  DITSERVE_RETURN_IF_ERROR(AgreeOnCall(rows, T, first));
-  at::Tensor pooled, sequence;
-  DITSERVE_RETURN_IF_ERROR(EncodePrompts(requests, rows, T, pooled, sequence));
+  DITSERVE_RETURN_IF_ERROR(AgreeOnCall(rows, T, run_first));
+  at::Tensor pooled, sequence, mask;
+  DITSERVE_RETURN_IF_ERROR(EncodePrompts(runs, rows, T, pooled, sequence, mask));
   timings.text_encoding_s = lap();
   const int replicas = config().data_parallel_degree;
   const int replica = world().rank_in(Dim::kData);
-  ReplicaRun run(*this, requests, core::ReplicaRequests(static_cast<int>(n), replicas, replica), pooled, sequence);
+  ReplicaRun run(*this, runs, core::ReplicaRequests(static_cast<int>(n), replicas, replica), pooled, sequence,
+                 mask);
   DITSERVE_RETURN_IF_ERROR(run.Run(on_step));
 
   std::vector<at::Tensor> final_latents;
   std::vector<std::vector<bool>> step_computed;
-  DITSERVE_RETURN_IF_ERROR(CollectLatents(requests, run, final_latents, step_computed));
+  DITSERVE_RETURN_IF_ERROR(CollectLatents(runs, run, final_latents, step_computed));
   timings.denoising_s = lap();
   const int vae_scale = vae_config().scale_factor();
-  const int64_t h = 2 * (first.height / (vae_scale * 2)), w = 2 * (first.width / (vae_scale * 2));
-  auto images = DecodeImages(final_latents, requests.size(), h, w);
+  const int64_t h = 2 * (run_first.height / (vae_scale * 2)), w = 2 * (run_first.width / (vae_scale * 2));
+  auto images = DecodeImages(final_latents, requests.size(), h, w, first.height, first.width);
   if (!images.ok()) return images.status();
   timings.vae_s = lap();
   if (world().rank() != 0) return std::vector<GenerationResult>{};

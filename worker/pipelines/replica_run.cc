@@ -8,7 +8,6 @@
 #include "absl/strings/str_cat.h"
 #include "util/status_macros.h"
 #include "worker/families/components.h"
-#include "worker/models/flux/flow_match_scheduler.h"
 #include "worker/pipelines/cfg_guidance.h"
 #include "worker/pipelines/stop_agreement.h"
 #include "worker/pipelines/usp_joint_attention.h"
@@ -20,7 +19,7 @@ namespace {
 
 using parallel::Dim;
 
-void ReplicaRun::Prepare() {
+absl::Status ReplicaRun::Prepare() {
   const GenerationRequest& r = requests_.front();
   const int scale = p_.vae_config().scale_factor();
   h_ = 2 * (r.height / (scale * 2));
@@ -32,15 +31,20 @@ void ReplicaRun::Prepare() {
   padded_S_ = padded_rows_ * cols_;
   T_ = all_sequence_.size(1);
   padded_T_ = text_sharded() ? (T_ + p_.sp_size() - 1) / p_.sp_size() * p_.sp_size() : T_;
-  whole_ = core::PatchPlan::Balanced(padded_rows_, cols_, 1, p_.sp_size(), T_);
+  // Patch 0's text costs per-token block work only when it joins the image
+  // in attention (MMDiT); a cross-attention family's text is only keys.
+  const int64_t balanced_text = p_.family->cross_attention() ? 0 : T_;
+  whole_ = core::PatchPlan::Balanced(padded_rows_, cols_, 1, p_.sp_size(), balanced_text);
   pipelined_ = core::PatchPlan::Balanced(padded_rows_, cols_, p_.stages() > 1 ? p_.pipefusion.patches(p_.config()) : 1,
-                                   p_.sp_size(), T_);
+                                         p_.sp_size(), balanced_text);
   steps_ = r.num_inference_steps;
   end_step_ = steps_;
   const core::ResolvedGuidance guidance = p_.Guidance(r);
   cfg_ = guidance.cfg;
-  sigmas_ = p_.family->Sigmas(steps_, S_);
-  if (idle()) return;
+  auto schedule = p_.family->Schedule(steps_, S_);
+  if (!schedule.ok()) return schedule.status();
+  solver_ = std::make_unique<DenoisingSolver>(*std::move(schedule));
+  if (idle()) return absl::OkStatus();
   const int64_t n = static_cast<int64_t>(mine_.size());
   const int64_t channels = p_.family->latent_channels();
   std::vector<at::Tensor> noise;
@@ -49,7 +53,10 @@ void ReplicaRun::Prepare() {
     noise.push_back(families::InitialLatents(requests_[i].seed, channels, h_, w_));
     scales.push_back(p_.Guidance(requests_[i]).cfg_scale);
   }
-  latents_ = at::cat(noise, 0).to(p_.device, p_.dtype);
+  latents_ = at::cat(noise, 0);
+  const double init_sigma = solver_->schedule().init_noise_sigma;
+  if (init_sigma != 1.0) latents_ = latents_ * init_sigma;
+  latents_ = latents_.to(p_.device, p_.dtype);
   std::vector<core::StepCacheOptions> caches;
   for (int i : mine_) caches.push_back(requests_[i].cache);
   const int branches = cfg_ && !p_.config().use_cfg_parallel ? 2 : 1;
@@ -59,21 +66,24 @@ void ReplicaRun::Prepare() {
     // The padding tokens start at zero; what they compute is never read.
     latents_ = at::constant_pad_nd(latents_, {0, 0, 0, padded_S_ - S_});
   }
+  solver_->Allocate(latents_);
   const at::Tensor index = at::tensor(std::vector<int64_t>(mine_.begin(), mine_.end()), at::kLong).to(p_.device);
   const int64_t total = static_cast<int64_t>(requests_.size());
   const auto rows_of = [&](int branch) {
     const at::Tensor rows = index + branch * total;
-    return std::pair{all_pooled_.index_select(0, rows), all_sequence_.index_select(0, rows)};
+    return std::tuple{all_pooled_.index_select(0, rows), all_sequence_.index_select(0, rows),
+                      all_mask_.defined() ? all_mask_.index_select(0, rows) : at::Tensor()};
   };
   if (p_.config().use_cfg_parallel) {
-    std::tie(pooled_, sequence_) = rows_of(p_.world().rank_in(Dim::kCfg));
+    std::tie(pooled_, sequence_, mask_) = rows_of(p_.world().rank_in(Dim::kCfg));
   } else if (cfg_) {
-    auto [cp, cs] = rows_of(0);
-    auto [up, us] = rows_of(1);
+    auto [cp, cs, cm] = rows_of(0);
+    auto [up, us, um] = rows_of(1);
     pooled_ = at::cat({cp, up}, 0);
     sequence_ = at::cat({cs, us}, 0);
+    if (cm.defined()) mask_ = at::cat({cm, um}, 0);
   } else {
-    std::tie(pooled_, sequence_) = rows_of(0);
+    std::tie(pooled_, sequence_, mask_) = rows_of(0);
   }
   if (padded_T_ > T_) sequence_ = at::constant_pad_nd(sequence_, {0, 0, 0, padded_T_ - T_});
   if (cfg_) cfg_scale_ = at::tensor(scales, at::kDouble).to(at::kFloat).view({n, 1, 1}).to(p_.device);
@@ -82,6 +92,7 @@ void ReplicaRun::Prepare() {
     link_ = std::make_unique<PipeFusionLink>(p_.groups->group(Dim::kPipeFusion), p_.stage(), p_.stages(), &p_.stats);
   }
   MakeAttention();
+  return absl::OkStatus();
 }
 
 void ReplicaRun::MakeAttention() {
@@ -107,6 +118,9 @@ void ReplicaRun::MakeAttention() {
   } else {
     attention_ = std::make_unique<models::SerialJointAttention>();
   }
+  // Cross-attention families: the padding mask of the whole text, which
+  // every rank holds.
+  if (mask_.defined()) attention_->set_text_mask(mask_);
 }
 
 absl::StatusOr<models::DitHidden> ReplicaRun::EmbedPatch(int step, int patch) {
@@ -116,7 +130,7 @@ absl::StatusOr<models::DitHidden> ReplicaRun::EmbedPatch(int step, int patch) {
     DITSERVE_RETURN_IF_ERROR(link_->ReceiveLatents(incoming, patch));
     latents_.narrow(1, local.begin, local.size()).copy_(incoming);
   }
-  at::Tensor input = latents_.narrow(1, local.begin, local.size());
+  at::Tensor input = solver_->ModelInput(step, latents_.narrow(1, local.begin, local.size()));
   if (pooled_.size(0) != input.size(0)) input = at::cat({input, input}, 0);  // CFG in one batch
   return p_.transformer->Embed(input, patch == 0 ? LocalText(sequence_) : at::Tensor(), PositionsFor(step, patch));
 }
@@ -147,7 +161,7 @@ absl::Status ReplicaRun::FinishPatch(int step, int patch, const at::Tensor& x,
                        : absl::StatusOr<at::Tensor>(head);
   if (!velocity.ok()) return velocity.status();
   at::Tensor slice = latents_.narrow(1, local.begin, local.size());
-  slice.copy_(flux::FlowMatchEulerStep(slice, *velocity, sigmas_[step], sigmas_[step + 1]));
+  slice.copy_(solver_->Step(step, slice, *velocity, local.begin));
   // The next step reads this patch in the same layout: send it right away.
   if (p_.stages() > 1 && step + 1 < end_step_ && patches_at(step + 1) == patches_at(step)) {
     DITSERVE_RETURN_IF_ERROR(SendLatents(step + 1, patch));
@@ -316,9 +330,11 @@ std::vector<std::vector<bool>> ReplicaRun::steps_computed() const {
 }
 
 absl::Status ReplicaRun::Step(int step) {
-  const at::Tensor sigma = at::full({pooled_.size(0)}, sigmas_[step], at::kFloat).to(p_.device);
-  const models::DitConditioning conditioning =
-      p_.transformer->Condition(p_.transformer->TimeEmbedding(sigma, guidance_, pooled_));
+  const at::Tensor time =
+      at::full({pooled_.size(0)}, solver_->schedule().model_times[step], at::kFloat).to(p_.device);
+  const GenerationRequest& r = requests_.front();
+  const models::DitConditioning conditioning = p_.transformer->Condition(
+      p_.transformer->TimeEmbedding(time, guidance_, pooled_, models::DitImageSize{r.height, r.width}));
   if (pipefusion_attention_ != nullptr && step == 0) pipefusion_attention_->Reset();
   if (cache_ != nullptr && cache_->active()) return CachedStep(step, conditioning);
   for (int m = 0; m < patches_at(step); ++m) DITSERVE_RETURN_IF_ERROR(RunPatch(step, m, conditioning));
@@ -326,7 +342,7 @@ absl::Status ReplicaRun::Step(int step) {
 }
 
 absl::Status ReplicaRun::Run(const StepCallback& on_step) {
-  Prepare();
+  DITSERVE_RETURN_IF_ERROR(Prepare());
   // Cancellation: after each step every rank votes (its on_step answers,
   // OR-ed), and the gang agrees on vote #j asynchronously (StopAgreement).
   // A stop at #j means every rank runs steps < j + delay. Without
@@ -363,6 +379,7 @@ absl::Status ReplicaRun::Run(const StepCallback& on_step) {
         }
         if (last_stage()) {
           DITSERVE_RETURN_IF_ERROR(CompleteRanges(latents_, step));
+          for (at::Tensor* state : solver_->state()) DITSERVE_RETURN_IF_ERROR(CompleteRanges(*state, step));
           for (int m = 0; m < patches_at(step + 1); ++m) DITSERVE_RETURN_IF_ERROR(SendLatents(step + 1, m));
         }
       }

@@ -20,6 +20,7 @@
 #include "core/generation_plan.h"
 #include "worker/models/common/dit_transformer.h"
 #include "worker/models/common/joint_attention.h"
+#include "worker/pipelines/denoising_solver.h"
 #include "worker/pipelines/gang_model.h"
 #include "worker/pipelines/generation_request.h"
 #include "worker/pipelines/pipefusion_attention.h"
@@ -33,8 +34,13 @@ namespace ditserve::worker::pipelines {
 class ReplicaRun {
  public:
   ReplicaRun(GangModel& p, const std::vector<GenerationRequest>& requests, std::vector<int> mine,
-             const at::Tensor& pooled, const at::Tensor& sequence)
-      : p_(p), requests_(requests), mine_(std::move(mine)), all_pooled_(pooled), all_sequence_(sequence) {}
+             const at::Tensor& pooled, const at::Tensor& sequence, const at::Tensor& mask)
+      : p_(p),
+        requests_(requests),
+        mine_(std::move(mine)),
+        all_pooled_(pooled),
+        all_sequence_(sequence),
+        all_mask_(mask) {}
 
   // Runs every step; returns CANCELLED (on every rank alike) when on_step
   // asked to stop. On success the replica's output rank holds `latents()`
@@ -59,7 +65,9 @@ class ReplicaRun {
   // does not divide by SP: each rank's text stream does 1/SP of the
   // per-token work instead of all of it. With PipeFusion, patch 0 carries
   // the whole text.
-  bool text_sharded() const { return p_.stages() == 1 && p_.sp_size() > 1; }
+  // Cross-attention families never split the text (every rank attends all
+  // of it).
+  bool text_sharded() const { return p_.stages() == 1 && p_.sp_size() > 1 && !p_.family->cross_attention(); }
   // This rank's text tokens of x [B, padded_T_, ...].
   at::Tensor LocalText(const at::Tensor& x) const {
     if (!text_sharded()) return x;
@@ -67,7 +75,7 @@ class ReplicaRun {
     return x.narrow(1, p_.sp_rank() * t, t);
   }
   int64_t LocalTextTokens() const { return text_sharded() ? padded_T_ / p_.sp_size() : T_; }
-  void Prepare();
+  absl::Status Prepare();
   // Positions (RoPE tables, position embeddings) of this rank's tokens of
   // `patch` at `step`: computed once per patch layout and request.
   const models::DitPositions& PositionsFor(int step, int patch);
@@ -94,6 +102,7 @@ class ReplicaRun {
   const std::vector<GenerationRequest>& requests_;
   std::vector<int> mine_;
   at::Tensor all_pooled_, all_sequence_;  // every request's: cond rows, then uncond rows (true CFG)
+  at::Tensor all_mask_;  // the text's padding mask, rows as all_sequence_; undefined: no mask
 
   // rows_ × cols_ = S_ image tokens; padded_rows_ × cols_ = padded_S_ with
   // the SP padding (generation_plan.h), which latents_ and the plans cover.
@@ -103,9 +112,9 @@ class ReplicaRun {
   std::vector<models::DitPositions> positions_whole_, positions_pipelined_;  // per patch of each plan, filled on first use
   int steps_ = 0, end_step_ = 0;
   bool cfg_ = false;
-  std::vector<float> sigmas_;
+  std::unique_ptr<DenoisingSolver> solver_;  // the schedule and its history
   at::Tensor latents_;    // [n, S, C] in the run dtype; this rank's ranges are current
-  at::Tensor pooled_, sequence_, guidance_, cfg_scale_;  // the model batch's
+  at::Tensor pooled_, sequence_, mask_, guidance_, cfg_scale_;  // the model batch's
   std::unique_ptr<models::JointAttention> attention_;
   PipeFusionAttention* pipefusion_attention_ = nullptr;  // == attention_ when PipeFusion
   std::unique_ptr<PipeFusionLink> link_;  // with PipeFusion only

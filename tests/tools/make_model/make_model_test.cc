@@ -237,7 +237,7 @@ TEST(MakeSd3Model, WritesEveryVariantAsARealDiffusersDirectory) {
   EXPECT_NE(r.output.find("--variant is for --family sd3"), std::string::npos) << r.output;
   r = Execute({BinDir() + "/ditserve-make-model", "--family=sdxl", "--out=" + sharded});
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_NE(r.output.find("--family must be flux or sd3, got 'sdxl'"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("--family must be flux, sd3, pixart-sigma or pixart-alpha, got 'sdxl'"), std::string::npos) << r.output;
 
   for (const std::string& d : dirs) std::filesystem::remove_all(d);
   std::filesystem::remove_all(sharded);

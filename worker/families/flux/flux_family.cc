@@ -51,8 +51,8 @@ class FluxFamily final : public ModelFamily {
   core::TeaCachePolynomial TeaCachePolynomial() const override {
     return {4.98651651e+02, -2.83781631e+02, 5.58554382e+01, -3.82021401e+00, 2.64230861e-01};
   }
-  std::vector<float> Sigmas(int steps, int64_t image_tokens) const override {
-    return flux::FluxSigmas(steps, image_tokens, scheduler_);
+  absl::StatusOr<core::DenoisingSchedule> Schedule(int steps, int64_t image_tokens) const override {
+    return core::FlowMatchSchedule(flux::FluxSigmas(steps, image_tokens, scheduler_));
   }
 
   absl::StatusOr<std::unique_ptr<models::DitTransformer>> LoadTransformer(const models::DitPart& part,

@@ -66,10 +66,10 @@ class Sd3Family final : public ModelFamily {
   // no better over the narrow range seen, rms 0.00197 against 0.00207, and
   // diverges outside it). docs/step-caching.md.
   core::TeaCachePolynomial TeaCachePolynomial() const override { return {1.1362326437433867, 0.0040299410887242575}; }
-  std::vector<float> Sigmas(int steps, int64_t image_tokens) const override {
+  absl::StatusOr<core::DenoisingSchedule> Schedule(int steps, int64_t image_tokens) const override {
     // StableDiffusion3Pipeline leaves the schedule to the scheduler (mu from
     // the image token count only when the config shifts dynamically).
-    return flux::DefaultScheduleSigmas(steps, image_tokens, scheduler_);
+    return core::FlowMatchSchedule(flux::DefaultScheduleSigmas(steps, image_tokens, scheduler_));
   }
 
   absl::StatusOr<std::unique_ptr<models::DitTransformer>> LoadTransformer(const models::DitPart& part,

@@ -1,6 +1,7 @@
 #include "worker/models/common/dit_blocks.h"
 
 #include <ATen/ATen.h>
+#include <torch/nn/init.h>
 
 #include <cmath>
 
@@ -20,6 +21,23 @@ at::Tensor TimestepSinusoid256(const at::Tensor& timesteps) {
       at::arange(0, kHalf, timesteps.options().dtype(at::kFloat)) * (-std::log(10000.0) / kHalf);
   const at::Tensor args = timesteps.to(at::kFloat).unsqueeze(1) * exponent.exp().unsqueeze(0);
   return at::cat({args.cos(), args.sin()}, -1);
+}
+
+PatchProj::PatchProj(int64_t in_channels, int64_t dim, const ParameterSpec& p) {
+  const bool initialise = p.init == ParameterInit::kTorchDefault;
+  const at::TensorOptions options = at::TensorOptions().dtype(initialise ? at::kFloat : p.dtype);
+  weight = register_parameter("weight", at::empty({dim, in_channels, 2, 2}, options));
+  bias = register_parameter("bias", at::empty({dim}, options));
+  if (!initialise) return;
+  // torch::nn::Conv2dImpl::reset_parameters: kaiming_uniform_(a = sqrt(5))
+  // (fan_in = C·2·2), then the bias uniform in ±1/sqrt(fan_in).
+  torch::nn::init::kaiming_uniform_(weight, std::sqrt(5.0));
+  const double bound = 1.0 / std::sqrt(static_cast<double>(in_channels * 4));
+  torch::nn::init::uniform_(bias, -bound, bound);
+}
+
+at::Tensor PatchProj::forward(const at::Tensor& tokens) const {
+  return at::linear(tokens, weight.reshape({weight.size(0), -1}), bias);
 }
 
 RmsNorm::RmsNorm(int64_t dim, const ParameterSpec& p) { weight = register_parameter("weight", p.Filled({dim}, 1.0)); }

@@ -53,6 +53,16 @@ struct AdaNorm : torch::nn::Module {
   std::shared_ptr<Dense> linear;
 };
 
+// PatchEmbed's proj, nn.Conv2d(C, dim, kernel = stride = 2) (SD3, PixArt):
+// its weight [dim, C, 2, 2] flattened is a linear on tokens packed in
+// (channel, dy, dx) order. Initialised as torch::nn::Conv2d when asked.
+struct PatchProj : torch::nn::Module {
+  PatchProj(int64_t in_channels, int64_t dim, const ParameterSpec& p);
+  // [B, S, 4C] → [B, S, dim].
+  at::Tensor forward(const at::Tensor& tokens) const;
+  at::Tensor weight, bias;
+};
+
 // FeedForward(dim, activation "gelu-approximate"): net.0.proj, net.2.
 struct FeedForward : torch::nn::Module {
   FeedForward(int64_t dim, const ParameterSpec& p);

@@ -36,6 +36,12 @@ struct DitPart {
   bool head = true;       // the final norm and projection
 };
 
+// The pixel size of the image a call generates.
+struct DitImageSize {
+  int64_t height = 0;
+  int64_t width = 0;
+};
+
 // Hidden states between blocks: the text stream (undefined in a PipeFusion
 // patch that carries no text, or after a family's last block consumed it)
 // and the image tokens.
@@ -76,12 +82,15 @@ class DitTransformer {
   // Width of x and context between blocks (what PipeFusion stages pass).
   virtual int64_t hidden_size() const = 0;
 
-  // Conditioning vector [B, hidden] for the step at `sigma` (float32 [B],
-  // the flow-matching sigma in [0, 1]; each family scales and rounds it as
-  // its diffusers pipeline does), `guidance` ([B] or undefined: guidance-
-  // embedding models only) and the pooled text embedding [B, pooled].
-  virtual at::Tensor TimeEmbedding(const at::Tensor& sigma, const at::Tensor& guidance,
-                                   const at::Tensor& pooled) const = 0;
+  // Conditioning vector [B, hidden] for the step at model time `time`
+  // (float32 [B]: the schedule's model_times, core/denoising_schedule.h —
+  // the flow-matching sigma in [0, 1] for Flux and SD3, which each scales
+  // and rounds as its diffusers pipeline does; the discrete timestep in
+  // [0, 1000) for the DDPM-trained families), `guidance` ([B] or undefined:
+  // guidance-embedding models only), the pooled text embedding [B, pooled]
+  // and the image size in pixels (PixArt-α's micro-conditions).
+  virtual at::Tensor TimeEmbedding(const at::Tensor& time, const at::Tensor& guidance, const at::Tensor& pooled,
+                                   DitImageSize size = {}) const = 0;
   // Every modulation derived from temb (see DitConditioning).
   virtual DitConditioning Condition(const at::Tensor& temb) const = 0;
   // Positions of `text_tokens` text tokens (0: the call carries none) and of

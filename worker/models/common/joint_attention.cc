@@ -19,6 +19,20 @@ absl::StatusOr<at::Tensor> SerialAttention(const at::Tensor& q, const at::Tensor
   return r->out.to(q.scalar_type());
 }
 
+absl::StatusOr<at::Tensor> JointAttention::AttendText(const at::Tensor& q, const at::Tensor& k,
+                                                      const at::Tensor& v) const {
+  at::Tensor valid;
+  if (text_mask_.defined()) {
+    if (text_mask_.size(0) != k.size(0) || text_mask_.size(1) != k.size(1)) {
+      return absl::InvalidArgumentError("cross-attention: the text mask does not match the text keys");
+    }
+    valid = text_mask_.to(k.device(), at::kBool);
+  }
+  auto r = kernels::AttentionWithLse(q, k, v, valid);
+  if (!r.ok()) return r.status();
+  return r->out.to(q.scalar_type());
+}
+
 absl::StatusOr<JointAttentionOutputs> SerialJointAttention::Attend(int /*layer*/, const Qkv& text, const Qkv& image) {
   if (!text.q.defined()) {
     auto out = SerialAttention(image.q, image.k, image.v);

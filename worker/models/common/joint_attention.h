@@ -11,6 +11,9 @@
 // front of the image (Flux) or behind it (SD3) is only where it splits the
 // output, and both families hand the two streams over apart.
 
+#include <map>
+#include <utility>
+
 #include <ATen/core/Tensor.h>
 
 #include "absl/status/statusor.h"
@@ -41,6 +44,29 @@ class JointAttention {
   // Self-attention over the image tokens alone (SD3.5's second attention;
   // the self-attention of cross-attention families): [B, S, H, D].
   virtual absl::StatusOr<at::Tensor> AttendImage(int layer, const Qkv& image) = 0;
+
+  // Cross-attention of image queries to the text (PixArt, HunyuanDiT): q
+  // [B, S, H, D] are this call's image tokens (a shard, a patch or all);
+  // k and v [B, T, H, D] are the whole text, which every rank holds, so no
+  // parallel method exchanges anything here. Padding text tokens are masked
+  // by text_mask(). Output [B, S, H, D] in q's dtype.
+  absl::StatusOr<at::Tensor> AttendText(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) const;
+  // The text keys of the batch: bool [B, T], true for a real token;
+  // undefined: every token is real. Set once per call, before any layer.
+  void set_text_mask(at::Tensor mask) { text_mask_ = std::move(mask); }
+  const at::Tensor& text_mask() const { return text_mask_; }
+  // The cross-attention keys and values of `layer`, kept for the rest of
+  // the call once a block computed them: the text does not change between
+  // steps, so a family computes them once per request. Null until kept.
+  const std::pair<at::Tensor, at::Tensor>* TextKv(int layer) const {
+    const auto it = text_kv_.find(layer);
+    return it == text_kv_.end() ? nullptr : &it->second;
+  }
+  void KeepTextKv(int layer, at::Tensor k, at::Tensor v) { text_kv_[layer] = {std::move(k), std::move(v)}; }
+
+ private:
+  at::Tensor text_mask_;
+  std::map<int, std::pair<at::Tensor, at::Tensor>> text_kv_;
 };
 
 // softmax(q·kᵀ/√D)·v in one process. Under autograd (grad mode on and an

@@ -330,7 +330,7 @@ absl::StatusOr<at::Tensor> FluxTransformer::Forward(const FluxInputs& in) const 
 }
 
 at::Tensor FluxTransformer::TimeEmbedding(const at::Tensor& sigma, const at::Tensor& guidance,
-                                          const at::Tensor& pooled) const {
+                                          const at::Tensor& pooled, models::DitImageSize /*size*/) const {
   // FluxPipeline: timestep = (sigma·1000 in float32).to(dtype) / 1000.
   const auto dtype = impl_->model->time_text_embed->timestep_embedder->linear_1->weight.scalar_type();
   const at::Tensor timestep = (sigma.to(at::kFloat) * 1000).to(dtype) / 1000;

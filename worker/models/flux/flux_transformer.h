@@ -78,8 +78,8 @@ class FluxTransformer final : public models::DitTransformer {
   // shapes). TimeEmbedding rounds sigma as diffusers' FluxPipeline does
   // (float32 sigma·1000 in the run dtype, ÷1000) and takes guidance in
   // guidance-scale units.
-  at::Tensor TimeEmbedding(const at::Tensor& sigma, const at::Tensor& guidance,
-                           const at::Tensor& pooled) const override;
+  at::Tensor TimeEmbedding(const at::Tensor& sigma, const at::Tensor& guidance, const at::Tensor& pooled,
+                           models::DitImageSize size = {}) const override;
   FluxConditioning Condition(const at::Tensor& temb) const override;
   // RoPE tables: text ids are zeros, image ids (0, row, column).
   models::DitPositions Positions(int64_t text_tokens, int64_t rows, int64_t cols, int64_t image_begin,

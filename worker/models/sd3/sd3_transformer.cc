@@ -1,7 +1,6 @@
 #include "worker/models/sd3/sd3_transformer.h"
 
 #include <ATen/ATen.h>
-#include <torch/nn/init.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
 
@@ -28,6 +27,7 @@ using models::FeedForward;
 using models::JointAttention;
 using models::Modulate;
 using models::ParameterSpec;
+using models::PatchProj;
 using models::Qkv;
 using models::RmsNorm;
 using models::TwoLayer;
@@ -47,29 +47,6 @@ struct TimeTextEmbed : torch::nn::Module {
     return timestep_embedder->forward(proj) + text_embedder->forward(pooled);
   }
   std::shared_ptr<TwoLayer> timestep_embedder, text_embedder;
-};
-
-// PatchEmbed's proj, nn.Conv2d(C, dim, kernel = stride = 2): its weight
-// [dim, C, 2, 2] flattened is a linear on tokens packed in (channel, dy, dx)
-// order.
-struct PatchProj : torch::nn::Module {
-  PatchProj(int64_t in_channels, int64_t dim, const ParameterSpec& p) {
-    const bool initialise = p.init == models::ParameterInit::kTorchDefault;
-    const at::TensorOptions options = at::TensorOptions().dtype(initialise ? at::kFloat : p.dtype);
-    weight = register_parameter("weight", at::empty({dim, in_channels, 2, 2}, options));
-    bias = register_parameter("bias", at::empty({dim}, options));
-    if (!initialise) return;
-    // torch::nn::Conv2dImpl::reset_parameters: kaiming_uniform_(a = sqrt(5))
-    // (fan_in = C·2·2), then the bias uniform in ±1/sqrt(fan_in).
-    torch::nn::init::kaiming_uniform_(weight, std::sqrt(5.0));
-    const double bound = 1.0 / std::sqrt(static_cast<double>(in_channels * 4));
-    torch::nn::init::uniform_(bias, -bound, bound);
-  }
-  // [B, S, 4C] → [B, S, dim].
-  at::Tensor forward(const at::Tensor& tokens) const {
-    return at::linear(tokens, weight.reshape({weight.size(0), -1}), bias);
-  }
-  at::Tensor weight, bias;
 };
 
 // PatchEmbed: proj and the persistent buffer pos_embed [1, M·M, dim]
@@ -331,7 +308,7 @@ absl::StatusOr<at::Tensor> Sd3Transformer::Forward(const at::Tensor& hidden_stat
 }
 
 at::Tensor Sd3Transformer::TimeEmbedding(const at::Tensor& sigma, const at::Tensor& /*guidance*/,
-                                         const at::Tensor& pooled) const {
+                                         const at::Tensor& pooled, models::DitImageSize /*size*/) const {
   // StableDiffusion3Pipeline: timestep = scheduler.timesteps = sigma·1000 in float32.
   return TimestepEmbedding(sigma.to(at::kFloat) * 1000, pooled);
 }

@@ -74,8 +74,8 @@ class Sd3Transformer final : public models::DitTransformer {
   // shapes). TimeEmbedding scales sigma as StableDiffusion3Pipeline does
   // (float32 sigma·1000, not rounded to the run dtype); `guidance` is
   // ignored (SD3 has no guidance embedding: pass it undefined).
-  at::Tensor TimeEmbedding(const at::Tensor& sigma, const at::Tensor& guidance,
-                           const at::Tensor& pooled) const override;
+  at::Tensor TimeEmbedding(const at::Tensor& sigma, const at::Tensor& guidance, const at::Tensor& pooled,
+                           models::DitImageSize size = {}) const override;
   // blocks: norm1's modulation ([B, 6·hidden], or 9·hidden in a dual-
   // attention block); blocks_context: norm1_context's ([B, 6·hidden], or
   // 2·hidden in the last block); head: norm_out's.

@@ -1,6 +1,8 @@
 #include "worker/models/text/t5_encoder.h"
 
 #include <ATen/ATen.h>
+
+#include <limits>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
 
@@ -154,7 +156,7 @@ absl::Status T5Encoder::Load(const weights::SafetensorsCheckpoint& checkpoint) {
   return weights::LoadModuleWeights(*impl_->root, checkpoint, options);
 }
 
-absl::StatusOr<at::Tensor> T5Encoder::Forward(const at::Tensor& ids) const {
+absl::StatusOr<at::Tensor> T5Encoder::Forward(const at::Tensor& ids, const at::Tensor& attention_mask) const {
   const T5Config& c = impl_->config;
   if (!ids.defined() || ids.dim() != 2 || ids.size(1) < 1) {
     return absl::InvalidArgumentError("t5: input_ids must be [B, T] with T >= 1");
@@ -171,7 +173,15 @@ absl::StatusOr<at::Tensor> T5Encoder::Forward(const at::Tensor& ids) const {
                                                       c.relative_attention_max_distance);
   const at::Tensor bias = m.blocks[0]->as<Block>()->relative_attention_bias->forward(buckets)
                               .permute({2, 0, 1}).unsqueeze(0).to(at::kFloat);  // [1, H, T, T]
-  for (const auto& block : *m.blocks) x = block->as<Block>()->forward(x, bias);
+  at::Tensor scores_bias = bias;
+  if (attention_mask.defined()) {
+    if (!attention_mask.sizes().equals(ids.sizes())) {
+      return absl::InvalidArgumentError("t5: attention_mask must be shaped as input_ids");
+    }
+    const at::Tensor keep = attention_mask.to(at::kFloat).view({ids.size(0), 1, 1, T});
+    scores_bias = bias + (1.0 - keep) * std::numeric_limits<float>::lowest();
+  }
+  for (const auto& block : *m.blocks) x = block->as<Block>()->forward(x, scores_bias);
   return m.final_layer_norm->forward(x);
 }
 

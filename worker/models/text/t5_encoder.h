@@ -52,7 +52,10 @@ class T5Encoder {
   torch::nn::Module& module();
   absl::Status Load(const weights::SafetensorsCheckpoint& checkpoint);
   // input_ids [B, T] int64 -> last hidden state [B, T, d_model].
-  absl::StatusOr<at::Tensor> Forward(const at::Tensor& input_ids) const;
+  // `attention_mask` [B, T] (1 keep, 0 padding; undefined: all kept) masks
+  // the padding keys as transformers does (float32's lowest value added to
+  // their scores); padding queries still get outputs.
+  absl::StatusOr<at::Tensor> Forward(const at::Tensor& input_ids, const at::Tensor& attention_mask = {}) const;
 
  private:
   struct Impl;

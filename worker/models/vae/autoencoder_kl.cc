@@ -2,6 +2,8 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
+
 #include <nlohmann/json.hpp>
 
 #include "absl/status/status.h"
@@ -136,6 +138,19 @@ absl::StatusOr<at::Tensor> VaeDecoder::Forward(const at::Tensor& latents) const 
   auto image = impl_->decoder->forward(z);
   if (!image.ok()) return image.status();
   return image->to(at::kFloat);
+}
+
+at::Tensor ResizeAndCrop(const at::Tensor& images, int64_t height, int64_t width) {
+  const int64_t H = images.size(2), W = images.size(3);
+  if (H == height && W == width) return images;
+  const double ratio = std::max(static_cast<double>(height) / static_cast<double>(H),
+                                static_cast<double>(width) / static_cast<double>(W));
+  // int() truncates; never below the target (a product one ulp short).
+  const int64_t rw = std::max(width, static_cast<int64_t>(static_cast<double>(W) * ratio));
+  const int64_t rh = std::max(height, static_cast<int64_t>(static_cast<double>(H) * ratio));
+  const at::Tensor resized = at::upsample_bilinear2d(images, {rh, rw}, /*align_corners=*/false);
+  const int64_t x0 = (rw - width) / 2, y0 = (rh - height) / 2;
+  return resized.narrow(2, y0, height).narrow(3, x0, width);
 }
 
 at::Tensor ToUint8Rgb(const at::Tensor& image) {

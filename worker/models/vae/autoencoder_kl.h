@@ -109,6 +109,13 @@ struct DecodeShape {
 int64_t DecodeActivationBytes(const VaeConfig& config, const DecodeShape& shape, int64_t element_bytes,
                               int64_t halo_rows);
 
+// Images [B, C, H, W] resized to height × width as diffusers'
+// VaeImageProcessor.resize_and_crop_tensor (PixArt's resolution binning):
+// scaled by the larger of the two ratios with bilinear interpolation
+// (align_corners false) to int(W·r) × int(H·r), then cropped at the
+// centre. Unchanged when already that size.
+at::Tensor ResizeAndCrop(const at::Tensor& images, int64_t height, int64_t width);
+
 // [B, 3, H, W] in [-1, 1] -> uint8 [B, H, W, 3] as diffusers' postprocess:
 // round(clamp(x/2 + 0.5, 0, 1) · 255).
 at::Tensor ToUint8Rgb(const at::Tensor& image);
