@@ -350,7 +350,69 @@ absl::StatusOr<DenoisingSchedule> DdimSchedule(const DiscreteSchedulerConfig& c,
   return d;
 }
 
+absl::StatusOr<DenoisingSchedule> DdpmSchedule(const DiscreteSchedulerConfig& c, int n) {
+  const std::vector<float> ac = AlphasCumprod(c);
+  const int N = c.num_train_timesteps;
+  std::vector<int64_t> timesteps;
+  if (c.timestep_spacing == "linspace") {
+    const std::vector<double> v = Linspace(0, N - 1, n);
+    for (int i = n - 1; i >= 0; --i) timesteps.push_back(static_cast<int64_t>(RoundHalfEven(v[i])));
+  } else if (c.timestep_spacing == "leading") {
+    const int ratio = N / n;
+    for (int i = n - 1; i >= 0; --i) timesteps.push_back(static_cast<int64_t>(i) * ratio + c.steps_offset);
+  } else {
+    for (double t : ArangeDown(N, static_cast<double>(N) / n)) {
+      timesteps.push_back(static_cast<int64_t>(RoundHalfEven(t)) - 1);
+    }
+  }
+  if (static_cast<int>(timesteps.size()) != n) {
+    return absl::InvalidArgumentError(absl::StrCat("the ", c.timestep_spacing, " spacing gives ", timesteps.size(),
+                                                   " timesteps for ", n, " steps"));
+  }
+  DenoisingSchedule d;
+  d.scheduler = c.class_name;
+  for (int i = 0; i < n; ++i) {
+    const int64_t t = timesteps[i];
+    if (t < 0 || t >= N) return absl::InvalidArgumentError(absl::StrCat("timestep ", t, " is outside [0, ", N, ")"));
+    // previous_timestep: the next one in the list, -1 after the last.
+    const int64_t prev = i + 1 < n ? timesteps[i + 1] : -1;
+    const double a = ac[t], ap = prev >= 0 ? ac[prev] : 1.0;
+    const double beta = 1.0 - a, beta_prev = 1.0 - ap;
+    const double alpha_t = a / ap, beta_t = 1.0 - alpha_t;
+    d.model_times.push_back(static_cast<double>(t));
+    d.input_scales.push_back(1.0);
+    // x' = c0·clip(x0) + cs·x + σ·z.
+    StepUpdate u;
+    u.clip_range = c.clip_sample ? c.clip_sample_range : 0.0;
+    u.history = {std::sqrt(ap) * beta_t / beta};
+    u.sample = std::sqrt(alpha_t) * beta_prev / beta;
+    if (c.prediction_type == "epsilon") {
+      u.history_sample = 1.0 / std::sqrt(a);
+      u.history_output = -std::sqrt(beta) / std::sqrt(a);
+    } else if (c.prediction_type == "v_prediction") {
+      u.history_sample = std::sqrt(a);
+      u.history_output = -std::sqrt(beta);
+    } else {
+      u.history_output = 1.0;
+    }
+    if (t > 0) {
+      const double variance = std::max(beta_prev / beta * beta_t, 1e-20);
+      // fixed_small_log's std is exp(0.5·log variance): the same value.
+      u.noise = c.variance_type == "fixed_large" ? std::sqrt(beta_t) : std::sqrt(variance);
+    }
+    d.updates.push_back(u);
+  }
+  return d;
+}
+
 }  // namespace
+
+bool DenoisingSchedule::stochastic() const {
+  for (const StepUpdate& u : updates) {
+    if (u.noise != 0.0) return true;
+  }
+  return false;
+}
 
 int DenoisingSchedule::history_depth() const {
   size_t depth = 0;
@@ -360,7 +422,8 @@ int DenoisingSchedule::history_depth() const {
 
 const std::vector<std::string>& SupportedDiscreteSchedulers() {
   static const auto* names =
-      new std::vector<std::string>{"DPMSolverMultistepScheduler", "EulerDiscreteScheduler", "DDIMScheduler"};
+      new std::vector<std::string>{"DPMSolverMultistepScheduler", "EulerDiscreteScheduler", "DDIMScheduler",
+                                   "DDPMScheduler"};
   return *names;
 }
 
@@ -383,7 +446,8 @@ absl::StatusOr<DiscreteSchedulerConfig> ParseDiscreteSchedulerConfig(const std::
   const bool dpm = c.class_name == "DPMSolverMultistepScheduler";
   const bool euler = c.class_name == "EulerDiscreteScheduler";
   const bool ddim = c.class_name == "DDIMScheduler";
-  if (ddim) c.timestep_spacing = "leading";  // DDIMScheduler's default
+  const bool ddpm = c.class_name == "DDPMScheduler";
+  if (ddim || ddpm) c.timestep_spacing = "leading";  // their default
   DITSERVE_FIELD(IntField(j, "num_train_timesteps", c.num_train_timesteps));
   if (c.num_train_timesteps < 2 || c.num_train_timesteps > 100000) {
     return FieldError("num_train_timesteps", "must be in [2, 100000]");
@@ -421,10 +485,17 @@ absl::StatusOr<DiscreteSchedulerConfig> ParseDiscreteSchedulerConfig(const std::
     DITSERVE_FIELD(StringField(j, "final_sigmas_type", c.final_sigmas_type, {"zero", "sigma_min"}));
     DITSERVE_FIELD(Unsupported(j, "timestep_type", "discrete"));
   }
-  if (ddim) {
+  if (ddim || ddpm) {
     DITSERVE_FIELD(BoolField(j, "clip_sample", c.clip_sample));
     DITSERVE_FIELD(NumberField(j, "clip_sample_range", c.clip_sample_range));
-    DITSERVE_FIELD(BoolField(j, "set_alpha_to_one", c.set_alpha_to_one));
+    if (!(c.clip_sample_range > 0)) return FieldError("clip_sample_range", "must be positive");
+  }
+  if (ddim) DITSERVE_FIELD(BoolField(j, "set_alpha_to_one", c.set_alpha_to_one));
+  if (ddpm) {
+    // learned / learned_range read the model's variance channels, which
+    // the pipelines drop before the step; fixed_large_log is NaN in
+    // diffusers (the square root of a log).
+    DITSERVE_FIELD(StringField(j, "variance_type", c.variance_type, {"fixed_small", "fixed_small_log", "fixed_large"}));
   }
   return c;
 }
@@ -466,6 +537,8 @@ absl::StatusOr<DenoisingSchedule> MakeDiscreteSchedule(const DiscreteSchedulerCo
     d = EulerSchedule(config, steps);
   } else if (config.class_name == "DDIMScheduler") {
     d = DdimSchedule(config, steps);
+  } else if (config.class_name == "DDPMScheduler") {
+    d = DdpmSchedule(config, steps);
   } else {
     return absl::InvalidArgumentError(absl::StrCat("scheduler ", config.class_name, " is not supported"));
   }
@@ -474,7 +547,9 @@ absl::StatusOr<DenoisingSchedule> MakeDiscreteSchedule(const DiscreteSchedulerCo
   // place apart) make a zero step: diffusers would compute NaN there.
   bool finite = std::isfinite(d->init_noise_sigma);
   for (const StepUpdate& u : d->updates) {
-    for (double c : {u.sample, u.output, u.history_sample, u.history_output}) finite = finite && std::isfinite(c);
+    for (double c : {u.sample, u.output, u.history_sample, u.history_output, u.noise}) {
+      finite = finite && std::isfinite(c);
+    }
     for (double c : u.history) finite = finite && std::isfinite(c);
   }
   if (!finite) {

@@ -10,9 +10,11 @@
 // applies it token range by token range (a PipeFusion patch, an SP shard):
 //
 //   m_i     = clip(history_sample · x_i + history_output · o_i)
-//   x_{i+1} = sample · x_i + output · o_i + Σ_j history[j] · m_{i−j}
+//   x_{i+1} = sample · x_i + output · o_i + Σ_j history[j] · m_{i−j} + noise · z_i
 //
-// where clip is the identity unless clip_range > 0 (DDIM's clip_sample).
+// where clip is the identity unless clip_range > 0 (DDIM's and DDPM's
+// clip_sample) and z_i is a fresh standard normal draw of the request's
+// generator (DDPM's variance; noise is 0 for the deterministic solvers).
 // Coefficients of exactly 0 and 1 are skipped by the engine, so the flow-
 // matching Euler step (x + dσ·v) runs bit for bit as before.
 //
@@ -20,7 +22,8 @@
 // FlowMatchEulerDiscreteScheduler (from the sigmas the family computes:
 // FlowMatchSchedule), DPMSolverMultistepScheduler (dpmsolver++, orders 1
 // and 2, midpoint or heun, its final-step and spacing options),
-// EulerDiscreteScheduler (s_churn 0) and DDIMScheduler (eta 0). Options
+// EulerDiscreteScheduler (s_churn 0), DDIMScheduler (eta 0) and
+// DDPMScheduler (fixed variances: fixed_small, fixed_small_log, fixed_large). Options
 // that are not linear (thresholding, SDE variants, ancestral noise) or not
 // written (Karras/exponential/beta sigmas, third order) are INVALID_ARGUMENT
 // naming the field, never a silent approximation.
@@ -38,6 +41,7 @@ struct StepUpdate {
   double history_sample = 0.0;
   double history_output = 0.0;
   double clip_range = 0.0;      // > 0: m_i is clamped to ±clip_range
+  double noise = 0.0;           // the standard deviation of the step's fresh noise (DDPM)
   std::vector<double> history;  // history[j] multiplies m_{i−j}; empty: m_i is not formed
 };
 
@@ -50,6 +54,9 @@ struct DenoisingSchedule {
   int steps() const { return static_cast<int>(updates.size()); }
   // The most data predictions an update reads (the history kept).
   int history_depth() const;
+  // True when some update draws noise (the run needs the requests'
+  // generators after their initial latents).
+  bool stochastic() const;
 };
 
 // The discrete-time (DDPM-trained) schedulers' config, as diffusers reads
@@ -73,10 +80,12 @@ struct DiscreteSchedulerConfig {
   double lambda_min_clipped = -1.0 / 0.0;
   // EulerDiscreteScheduler
   std::string interpolation_type = "linear";
-  // DDIMScheduler
+  // DDIMScheduler and DDPMScheduler
   bool clip_sample = true;
   double clip_sample_range = 1.0;
-  bool set_alpha_to_one = true;
+  bool set_alpha_to_one = true;  // DDIM only
+  // DDPMScheduler
+  std::string variance_type = "fixed_small";  // fixed_small | fixed_small_log | fixed_large
 };
 
 // The classes this module computes ("DPMSolverMultistepScheduler", …).

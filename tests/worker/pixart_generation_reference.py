@@ -16,11 +16,11 @@ import sys
 
 import numpy as np
 import torch
-from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler, PixArtAlphaPipeline,
-                       PixArtSigmaPipeline)
+from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler,
+                       PixArtAlphaPipeline, PixArtSigmaPipeline)
 from safetensors.torch import save_file
 
-SCHEDULERS = {"DDIMScheduler": DDIMScheduler, "EulerDiscreteScheduler": EulerDiscreteScheduler,
+SCHEDULERS = {"DDIMScheduler": DDIMScheduler, "DDPMScheduler": DDPMScheduler, "EulerDiscreteScheduler": EulerDiscreteScheduler,
               "DPMSolverMultistepScheduler": DPMSolverMultistepScheduler}
 
 cases = json.load(open(sys.argv[2]))

@@ -3,7 +3,7 @@
 // whole generations against diffusers' pipelines (same seed, non-square,
 // CFG on and off, a negative prompt, α's micro-conditions and resolution
 // binning, and the
-// directory's scheduler rewritten to Euler and DDIM), every parallel method
+// directory's scheduler rewritten to Euler, DDIM and DDPM), every parallel method
 // against the serial run, and the one-line errors.
 
 #include <ATen/ATen.h>
@@ -55,6 +55,8 @@ class PixArtGeneration : public ::testing::Test {
                                    {"beta_start", 0.0001}, {"beta_end", 0.02}, {"num_train_timesteps", 1000},
                                    {"prediction_type", "epsilon"}, {"timestep_spacing", "leading"},
                                    {"steps_offset", 1}});
+    with_scheduler("sigma-ddpm", {{"_class_name", "DDPMScheduler"}, {"beta_schedule", "linear"},
+                                  {"clip_sample", false}, {"steps_offset", 1}, {"variance_type", "fixed_small"}});
     with_scheduler("sigma-ddim", {{"_class_name", "DDIMScheduler"}, {"beta_schedule", "scaled_linear"},
                                   {"beta_start", 0.00085}, {"beta_end", 0.012}, {"clip_sample", false},
                                   {"timestep_spacing", "trailing"}});
@@ -98,6 +100,9 @@ TEST_F(PixArtGeneration, MatchesDiffusers) {
       {"alpha_binned", "pixart-alpha", "a red circle on a blue background", "", -1, 48, 80, 0},
       {"sigma_euler", "sigma-euler", "a red circle", "", -1, 64, 48, 16},
       {"sigma_ddim", "sigma-ddim", "a red circle", "", 2.0, 48, 48, 16},
+      // DDPM: fresh noise from the request's generator at every step but
+      // the last, after its initial latents, as diffusers draws it.
+      {"sigma_ddpm", "sigma-ddpm", "a red circle", "", -1, 64, 80, 16},
   };
   nlohmann::json spec = nlohmann::json::array();
   for (const Case& c : cases) {
@@ -153,6 +158,7 @@ struct ParallelCase {
   std::vector<std::string> degrees;
   int prompts = 1;
   int height = 64;  // 4 token rows
+  std::string model = "pixart-sigma";
 };
 
 std::vector<std::string> JobFlags(const ParallelCase& c) {
@@ -184,16 +190,21 @@ TEST_F(PixArtGeneration, ParallelMatchesSerial) {
       // 5 image rows: padded to 6 (or 8) and masked.
       {"u2_uneven", {"--nproc=2", "--ulysses_degree=2"}, 1, 80},
       {"u2r2_uneven", {"--nproc=4", "--ulysses_degree=2", "--ring_degree=2"}, 1, 80},
+      // DDPM's per-step noise is each request's own, drawn alike on every
+      // rank and sliced to its tokens.
+      {"ddpm_u2", {"--nproc=2", "--ulysses_degree=2"}, 1, 64, "sigma-ddpm"},
+      {"ddpm_pf2_sync", {"--nproc=2", "--pipefusion_parallel_degree=2", sync}, 1, 64, "sigma-ddpm"},
+      {"ddpm_dp2", {"--nproc=2", "--data_parallel_degree=2"}, 2, 64, "sigma-ddpm"},
   };
   std::map<std::string, std::string> serial;
   for (const ParallelCase& c : cases) {
     SCOPED_TRACE(c.name);
     const std::vector<std::string> job = JobFlags(c);
-    const std::string key = absl::StrJoin(job, " ");
+    const std::string key = c.model + " " + absl::StrJoin(job, " ");
     if (!serial.count(key)) {
-      serial[key] = Run(absl::StrCat("serial_", serial.size()), "pixart-sigma", Concat({"--nproc=1"}, job));
+      serial[key] = Run(absl::StrCat("serial_", serial.size()), c.model, Concat({"--nproc=1"}, job));
     }
-    const std::string dir = Run(c.name, "pixart-sigma", Concat(c.degrees, job));
+    const std::string dir = Run(c.name, c.model, Concat(c.degrees, job));
     testing::ExpectSerialResult(c.name, dir, serial[key], c.prompts,
                                 std::max(1.0, testing::MaxAbsLatent(serial[key], 0)));
   }

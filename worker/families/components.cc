@@ -73,7 +73,11 @@ absl::Status CheckTextWidths(const std::string& dir, int joint_attention_dim, in
 
 at::Tensor InitialLatents(uint64_t seed, int64_t channels, int64_t h, int64_t w) {
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-  return flux::PackLatents(at::randn({1, channels, h, w}, gen, at::TensorOptions().dtype(at::kFloat)));
+  return PackedNoise(gen, channels, h, w);
+}
+
+at::Tensor PackedNoise(at::Generator& generator, int64_t channels, int64_t h, int64_t w) {
+  return flux::PackLatents(at::randn({1, channels, h, w}, generator, at::TensorOptions().dtype(at::kFloat)));
 }
 
 at::Tensor VaeLatents(const vae::VaeConfig& config, const at::Tensor& packed, int64_t h, int64_t w) {

@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 
+#include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
 
@@ -49,6 +50,10 @@ absl::Status CheckTextWidths(const std::string& dir, int joint_attention_dim, in
 // CPU generator seeded with `seed` (as torch.randn with a CPU generator),
 // packed to [1, h/2·w/2, 4C].
 at::Tensor InitialLatents(uint64_t seed, int64_t channels, int64_t h, int64_t w);
+// The next [1, C, h, w] float32 normals of `generator`, packed (what
+// InitialLatents draws first, and a stochastic scheduler's later draws:
+// diffusers' randn_tensor with the pipeline's CPU generator).
+at::Tensor PackedNoise(at::Generator& generator, int64_t channels, int64_t h, int64_t w);
 
 // Packed latents [B, S, 4C] of an (h × w) latent image -> the VAE's input
 // [B, C, h, w]: unpacked, the config's scaling and shift undone.

@@ -46,6 +46,13 @@ at::Tensor DenoisingSolver::Step(int step, const at::Tensor& x, const at::Tensor
       add(history_[slot].narrow(1, begin, L), u.history[j]);
     }
   }
+  if (u.noise != 0.0) {
+    if (noise_step_ != step) {
+      noise_ = noise_source_(step).to(x.device(), at::kFloat);
+      noise_step_ = step;
+    }
+    add(noise_.narrow(1, begin, x.size(1)), u.noise);
+  }
   if (!acc.defined()) acc = at::zeros_like(xf);
   return acc.to(x.scalar_type());
 }

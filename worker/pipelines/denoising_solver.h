@@ -8,6 +8,7 @@
 // worker/pipelines; one per ReplicaRun, used from its thread.
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
@@ -32,10 +33,18 @@ class DenoisingSolver {
   at::Tensor Step(int step, const at::Tensor& x, const at::Tensor& output, int64_t begin);
   // The history tensors (the state a PipeFusion layout change completes).
   std::vector<at::Tensor*> state();
+  // A stochastic schedule's noise: returns step `step`'s standard normals
+  // for every row and token, shaped as the latents; called once per step
+  // that draws, in step order (the requests' generators advance by it).
+  using NoiseSource = std::function<at::Tensor(int step)>;
+  void set_noise_source(NoiseSource source) { noise_source_ = std::move(source); }
 
  private:
   core::DenoisingSchedule schedule_;
   std::vector<at::Tensor> history_;  // slot (step % depth): m_step, float32
+  NoiseSource noise_source_;
+  int noise_step_ = -1;  // the step `noise_` was drawn for
+  at::Tensor noise_;
 };
 
 }  // namespace ditserve::worker::pipelines

@@ -1,6 +1,7 @@
 #include "worker/pipelines/replica_run.h"
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 
 #include <algorithm>
 #include <tuple>
@@ -50,7 +51,10 @@ absl::Status ReplicaRun::Prepare() {
   std::vector<at::Tensor> noise;
   std::vector<double> scales;
   for (int i : mine_) {
-    noise.push_back(families::InitialLatents(requests_[i].seed, channels, h_, w_));
+    // Each request's own CPU generator: its initial latents, then (a
+    // stochastic scheduler) each step's fresh noise, as diffusers draws them.
+    generators_.push_back(at::make_generator<at::CPUGeneratorImpl>(requests_[i].seed));
+    noise.push_back(families::PackedNoise(generators_.back(), channels, h_, w_));
     scales.push_back(p_.Guidance(requests_[i]).cfg_scale);
   }
   latents_ = at::cat(noise, 0);
@@ -67,6 +71,15 @@ absl::Status ReplicaRun::Prepare() {
     latents_ = at::constant_pad_nd(latents_, {0, 0, 0, padded_S_ - S_});
   }
   solver_->Allocate(latents_);
+  if (solver_->schedule().stochastic()) {
+    solver_->set_noise_source([this, channels](int /*step*/) {
+      std::vector<at::Tensor> z;
+      for (at::Generator& g : generators_) z.push_back(families::PackedNoise(g, channels, h_, w_));
+      at::Tensor all = at::cat(z, 0);
+      if (padded_S_ > S_) all = at::constant_pad_nd(all, {0, 0, 0, padded_S_ - S_});
+      return all;
+    });
+  }
   const at::Tensor index = at::tensor(std::vector<int64_t>(mine_.begin(), mine_.end()), at::kLong).to(p_.device);
   const int64_t total = static_cast<int64_t>(requests_.size());
   const auto rows_of = [&](int branch) {

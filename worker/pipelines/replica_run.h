@@ -13,6 +13,7 @@
 #include <memory>
 #include <vector>
 
+#include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
 
 #include "absl/status/status.h"
@@ -113,6 +114,7 @@ class ReplicaRun {
   int steps_ = 0, end_step_ = 0;
   bool cfg_ = false;
   std::unique_ptr<DenoisingSolver> solver_;  // the schedule and its history
+  std::vector<at::Generator> generators_;    // per request of mine_: its seed's CPU generator
   at::Tensor latents_;    // [n, S, C] in the run dtype; this rank's ranges are current
   at::Tensor pooled_, sequence_, mask_, guidance_, cfg_scale_;  // the model batch's
   std::unique_ptr<models::JointAttention> attention_;

@@ -1,13 +1,15 @@
 // The discrete-time schedules (core/denoising_schedule.h) and their
 // application (DenoisingSolver) against diffusers' schedulers: timesteps,
 // init_noise_sigma, the scaled model inputs and every step's sample of a
-// whole sampling loop, applied over two token ranges as a sharded or
+// whole sampling loop (DDPM's with the reference's generator noise), applied over two token ranges as a sharded or
 // pipelined run does; the flow-matching form against FlowMatchEulerStep
 // bit for bit; and the configs that are refused.
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <unistd.h>
 
+#include <map>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -32,7 +34,11 @@ TEST(DenoisingSolver, MatchesDiffusersSchedulers) {
   ASSERT_TRUE(ref.ok()) << ref.status();
   const nlohmann::json cases = nlohmann::json::parse(testing::ReadTextFile(path + ".json"));
   int compared = 0;
+  int index = 0;  // the reference's case order (its noise seeds)
+  std::map<std::string, int> order;
+  for (const auto& [name, c] : cases.items()) order[name] = c["index"].get<int>();
   for (const auto& [name, c] : cases.items()) {
+    index = order[name];
     SCOPED_TRACE(name);
     auto config = core::ParseDiscreteSchedulerConfig(c["config"].get<std::string>());
     ASSERT_TRUE(config.ok()) << config.status();
@@ -48,6 +54,14 @@ TEST(DenoisingSolver, MatchesDiffusersSchedulers) {
     at::Tensor x = *ref->Get(name + ".x0");
     DenoisingSolver solver(*schedule);
     solver.Allocate(x);
+    // DDPM's noise: the reference's generator, drawn as randn_tensor does
+    // (the model output's shape), once per step that draws.
+    at::Generator noise = at::make_generator<at::CPUGeneratorImpl>(1000 + index);
+    int draws = 0;
+    solver.set_noise_source([&](int) {
+      ++draws;
+      return at::randn(x.sizes(), noise, at::TensorOptions().dtype(at::kFloat));
+    });
     for (int i = 0; i < steps; ++i) {
       const at::Tensor out = *ref->Get(absl::StrCat(name, ".out", i));
       const at::Tensor want_in = *ref->Get(absl::StrCat(name, ".in", i));
@@ -65,9 +79,13 @@ TEST(DenoisingSolver, MatchesDiffusersSchedulers) {
       const double scale = std::max(1.0, want.abs().max().item<double>());
       EXPECT_LE((x - want).abs().max().item<double>(), 2e-5 * scale) << "sample after step " << i;
     }
+    int noisy = 0;
+    for (const core::StepUpdate& u : schedule->updates) noisy += u.noise != 0;
+    EXPECT_EQ(draws, noisy);
+    EXPECT_EQ(schedule->stochastic(), name.rfind("ddpm", 0) == 0);
     ++compared;
   }
-  EXPECT_EQ(compared, 17);
+  EXPECT_EQ(compared, 21);
 }
 
 // FlowMatchSchedule applied by the solver is FlowMatchEulerStep exactly.
@@ -107,6 +125,8 @@ TEST(DenoisingSchedule, RefusesWhatItDoesNotCompute) {
   EXPECT_NE(error(R"({"_class_name": "EulerDiscreteScheduler", "timestep_type": "continuous"})").find("timestep_type"),
             std::string::npos);
   EXPECT_NE(error(R"({"_class_name": "DDIMScheduler", "beta_schedule": "sigmoid"})").find("beta_schedule"),
+            std::string::npos);
+  EXPECT_NE(error(R"({"_class_name": "DDPMScheduler", "variance_type": "learned_range"})").find("variance_type"),
             std::string::npos);
   EXPECT_NE(error("{not json").find("not JSON"), std::string::npos);
   EXPECT_EQ(error(R"({"_class_name": "DPMSolverMultistepScheduler", "lambda_min_clipped": -Infinity})"), "ok");
