@@ -297,8 +297,8 @@ absl::StatusOr<DenoisingSchedule> EulerSchedule(const DiscreteSchedulerConfig& c
   return d;
 }
 
-absl::StatusOr<DenoisingSchedule> DdimSchedule(const DiscreteSchedulerConfig& c, int n) {
-  const std::vector<float> ac = AlphasCumprod(c);
+// DDIM's and DDPM's set_timesteps: n integer timesteps, descending.
+absl::StatusOr<std::vector<int64_t>> IntegerTimesteps(const DiscreteSchedulerConfig& c, int n) {
   const int N = c.num_train_timesteps;
   std::vector<int64_t> timesteps;
   if (c.timestep_spacing == "linspace") {
@@ -316,6 +316,15 @@ absl::StatusOr<DenoisingSchedule> DdimSchedule(const DiscreteSchedulerConfig& c,
     return absl::InvalidArgumentError(absl::StrCat("the ", c.timestep_spacing, " spacing gives ", timesteps.size(),
                                                    " timesteps for ", n, " steps"));
   }
+  return timesteps;
+}
+
+absl::StatusOr<DenoisingSchedule> DdimSchedule(const DiscreteSchedulerConfig& c, int n) {
+  const std::vector<float> ac = AlphasCumprod(c);
+  const int N = c.num_train_timesteps;
+  auto spaced = IntegerTimesteps(c, n);
+  if (!spaced.ok()) return spaced.status();
+  const std::vector<int64_t>& timesteps = *spaced;
   const double final_alpha = c.set_alpha_to_one ? 1.0 : ac[0];
   DenoisingSchedule d;
   d.scheduler = c.class_name;
@@ -353,22 +362,9 @@ absl::StatusOr<DenoisingSchedule> DdimSchedule(const DiscreteSchedulerConfig& c,
 absl::StatusOr<DenoisingSchedule> DdpmSchedule(const DiscreteSchedulerConfig& c, int n) {
   const std::vector<float> ac = AlphasCumprod(c);
   const int N = c.num_train_timesteps;
-  std::vector<int64_t> timesteps;
-  if (c.timestep_spacing == "linspace") {
-    const std::vector<double> v = Linspace(0, N - 1, n);
-    for (int i = n - 1; i >= 0; --i) timesteps.push_back(static_cast<int64_t>(RoundHalfEven(v[i])));
-  } else if (c.timestep_spacing == "leading") {
-    const int ratio = N / n;
-    for (int i = n - 1; i >= 0; --i) timesteps.push_back(static_cast<int64_t>(i) * ratio + c.steps_offset);
-  } else {
-    for (double t : ArangeDown(N, static_cast<double>(N) / n)) {
-      timesteps.push_back(static_cast<int64_t>(RoundHalfEven(t)) - 1);
-    }
-  }
-  if (static_cast<int>(timesteps.size()) != n) {
-    return absl::InvalidArgumentError(absl::StrCat("the ", c.timestep_spacing, " spacing gives ", timesteps.size(),
-                                                   " timesteps for ", n, " steps"));
-  }
+  auto spaced = IntegerTimesteps(c, n);
+  if (!spaced.ok()) return spaced.status();
+  const std::vector<int64_t>& timesteps = *spaced;
   DenoisingSchedule d;
   d.scheduler = c.class_name;
   for (int i = 0; i < n; ++i) {
