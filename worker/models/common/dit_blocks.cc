@@ -5,6 +5,8 @@
 
 #include <cmath>
 
+#include "absl/strings/str_cat.h"
+
 namespace ditserve::worker::models {
 
 at::Tensor LayerNormNoAffine(const at::Tensor& x) { return at::layer_norm(x, {x.size(-1)}, {}, {}, 1e-6); }
@@ -14,6 +16,31 @@ at::Tensor Modulate(const at::Tensor& x, const at::Tensor& shift, const at::Tens
 }
 
 at::Tensor ClampHalf(const at::Tensor& x) { return x.scalar_type() == at::kHalf ? x.clamp(-65504, 65504) : x; }
+
+absl::StatusOr<DitPart> ResolvePart(const char* family, DitPart part, int num_blocks) {
+  if (part.end_block < 0) part.end_block = num_blocks;
+  if (part.first_block < 0 || part.end_block > num_blocks || part.first_block > part.end_block) {
+    return absl::InvalidArgumentError(absl::StrCat(family, ": blocks [", part.first_block, ", ", part.end_block,
+                                                   ") are outside the model's ", num_blocks, " blocks"));
+  }
+  return part;
+}
+
+absl::StatusOr<int> HeldSpanEnd(const char* family, const DitConditioning& conditioning, int held,
+                                DitTransformer::BlockSpan span) {
+  if (conditioning.blocks.size() != static_cast<size_t>(held) ||
+      conditioning.blocks_context.size() != static_cast<size_t>(held)) {
+    return absl::InvalidArgumentError(absl::StrCat(family, ": the conditioning covers ", conditioning.blocks.size(),
+                                                   " blocks; this part holds ", held,
+                                                   " (it must come from this model's Condition)"));
+  }
+  const int end = span.end < 0 ? held : span.end;
+  if (span.begin < 0 || span.begin > end || end > held) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(family, ": blocks [", span.begin, ", ", end, ") are outside the ", held, " held"));
+  }
+  return end;
+}
 
 at::Tensor TimestepSinusoid256(const at::Tensor& timesteps) {
   constexpr int kHalf = 128;

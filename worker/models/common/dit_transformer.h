@@ -20,6 +20,7 @@
 #include <c10/core/Device.h>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "worker/models/common/joint_attention.h"
 
 namespace torch::nn {
@@ -125,6 +126,18 @@ class DitTransformer {
   // the part must hold the head.
   virtual at::Tensor Head(const at::Tensor& x, const DitConditioning& conditioning) const = 0;
 };
+
+// `part` with end_block resolved against the model's `num_blocks`;
+// INVALID_ARGUMENT "<family>: blocks [first, end) are outside the model's N
+// blocks" when it does not fit. Every family's Create.
+absl::StatusOr<DitPart> ResolvePart(const char* family, DitPart part, int num_blocks);
+
+// The end of `span` over the `held` blocks of a part (span.end -1: all of
+// them), when `conditioning` covers exactly those blocks (blocks and
+// blocks_context) and the span lies inside them; INVALID_ARGUMENT naming
+// `family` otherwise. Every family's RunBlockSpan.
+absl::StatusOr<int> HeldSpanEnd(const char* family, const DitConditioning& conditioning, int held,
+                                DitTransformer::BlockSpan span);
 
 // Sinusoidal timestep embedding with 256 channels, cosines first
 // (diffusers' Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0)),

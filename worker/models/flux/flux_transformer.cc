@@ -249,13 +249,9 @@ absl::StatusOr<std::unique_ptr<FluxTransformer>> FluxTransformer::Create(const F
                                                                          models::ParameterInit init) {
   auto impl = std::make_unique<Impl>();
   impl->config = config;
-  impl->part = part;
-  const int blocks = config.num_layers + config.num_single_layers;
-  if (impl->part.end_block < 0) impl->part.end_block = blocks;
-  if (part.first_block < 0 || impl->part.end_block > blocks || part.first_block > impl->part.end_block) {
-    return absl::InvalidArgumentError(absl::StrCat("flux: blocks [", part.first_block, ", ", impl->part.end_block,
-                                                   ") are outside the model's ", blocks, " blocks"));
-  }
+  auto resolved = models::ResolvePart("flux", part, config.num_layers + config.num_single_layers);
+  if (!resolved.ok()) return resolved.status();
+  impl->part = *resolved;
   try {
     impl->model = std::make_shared<Model>(config, impl->part, ParameterSpec{init, dtype});
     impl->model->to(dtype);
@@ -385,17 +381,9 @@ absl::Status FluxTransformer::RunBlockSpan(FluxHidden& hidden, const FluxConditi
                                            BlockSpan span) const {
   Model& m = *impl_->model;
   const int held = static_cast<int>(m.double_blocks.size() + m.single_blocks.size());
-  if (conditioning.blocks.size() != static_cast<size_t>(held) ||
-      conditioning.blocks_context.size() != static_cast<size_t>(held)) {
-    return absl::InvalidArgumentError(absl::StrCat("flux: the conditioning covers ", conditioning.blocks.size(),
-                                                   " blocks; this part holds ", held,
-                                                   " (it must come from this model's Condition)"));
-  }
-  const int end = span.end < 0 ? held : span.end;
-  if (span.begin < 0 || span.begin > end || end > held) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("flux: blocks [", span.begin, ", ", end, ") are outside the ", held, " held"));
-  }
+  auto span_end = models::HeldSpanEnd("flux", conditioning, held, span);
+  if (!span_end.ok()) return span_end.status();
+  const int end = *span_end;
   const int doubles = static_cast<int>(m.double_blocks.size());
   for (int i = span.begin; i < end; ++i) {
     if (i < doubles) {

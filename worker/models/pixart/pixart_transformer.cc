@@ -202,13 +202,9 @@ absl::StatusOr<std::unique_ptr<PixArtTransformer>> PixArtTransformer::Create(con
   if (absl::Status s = ValidatePixArtTransformerConfig(config); !s.ok()) return s;
   auto impl = std::make_unique<Impl>();
   impl->config = config;
-  impl->part = part;
-  const int blocks = config.num_layers;
-  if (impl->part.end_block < 0) impl->part.end_block = blocks;
-  if (part.first_block < 0 || impl->part.end_block > blocks || part.first_block > impl->part.end_block) {
-    return absl::InvalidArgumentError(absl::StrCat("pixart: blocks [", part.first_block, ", ", impl->part.end_block,
-                                                   ") are outside the model's ", blocks, " blocks"));
-  }
+  auto resolved = models::ResolvePart("pixart", part, config.num_layers);
+  if (!resolved.ok()) return resolved.status();
+  impl->part = *resolved;
   try {
     impl->model = std::make_shared<Model>(config, impl->part, ParameterSpec{init, dtype});
     impl->model->to(dtype);
@@ -345,16 +341,9 @@ absl::Status PixArtTransformer::RunBlockSpan(DitHidden& hidden, const DitConditi
                                              JointAttention& attention, BlockSpan span) const {
   Model& m = *impl_->model;
   const int held = static_cast<int>(m.blocks.size());
-  if (conditioning.blocks.size() != static_cast<size_t>(held)) {
-    return absl::InvalidArgumentError(absl::StrCat("pixart: the conditioning covers ", conditioning.blocks.size(),
-                                                   " blocks; this part holds ", held,
-                                                   " (it must come from this model's Condition)"));
-  }
-  const int end = span.end < 0 ? held : span.end;
-  if (span.begin < 0 || span.begin > end || end > held) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("pixart: blocks [", span.begin, ", ", end, ") are outside the ", held, " held"));
-  }
+  auto span_end = models::HeldSpanEnd("pixart", conditioning, held, span);
+  if (!span_end.ok()) return span_end.status();
+  const int end = *span_end;
   for (int i = span.begin; i < end; ++i) {
     const auto& [index, block] = m.blocks[i];
     if (absl::Status s = block->Forward(index, hidden, conditioning.blocks[i], attention); !s.ok()) return s;

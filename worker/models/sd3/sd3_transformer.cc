@@ -225,13 +225,9 @@ absl::StatusOr<std::unique_ptr<Sd3Transformer>> Sd3Transformer::Create(const Sd3
   if (absl::Status s = ValidateSd3TransformerConfig(config); !s.ok()) return s;
   auto impl = std::make_unique<Impl>();
   impl->config = config;
-  impl->part = part;
-  const int blocks = config.num_layers;
-  if (impl->part.end_block < 0) impl->part.end_block = blocks;
-  if (part.first_block < 0 || impl->part.end_block > blocks || part.first_block > impl->part.end_block) {
-    return absl::InvalidArgumentError(absl::StrCat("sd3: blocks [", part.first_block, ", ", impl->part.end_block,
-                                                   ") are outside the model's ", blocks, " blocks"));
-  }
+  auto resolved = models::ResolvePart("sd3", part, config.num_layers);
+  if (!resolved.ok()) return resolved.status();
+  impl->part = *resolved;
   try {
     impl->model = std::make_shared<Model>(config, impl->part, ParameterSpec{init, dtype});
     impl->model->to(dtype);
@@ -363,17 +359,9 @@ absl::Status Sd3Transformer::RunBlockSpan(DitHidden& hidden, const DitConditioni
                                           JointAttention& attention, BlockSpan span) const {
   Model& m = *impl_->model;
   const int held = static_cast<int>(m.blocks.size());
-  if (conditioning.blocks.size() != static_cast<size_t>(held) ||
-      conditioning.blocks_context.size() != static_cast<size_t>(held)) {
-    return absl::InvalidArgumentError(absl::StrCat("sd3: the conditioning covers ", conditioning.blocks.size(),
-                                                   " blocks; this part holds ", held,
-                                                   " (it must come from this model's Condition)"));
-  }
-  const int end = span.end < 0 ? held : span.end;
-  if (span.begin < 0 || span.begin > end || end > held) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("sd3: blocks [", span.begin, ", ", end, ") are outside the ", held, " held"));
-  }
+  auto span_end = models::HeldSpanEnd("sd3", conditioning, held, span);
+  if (!span_end.ok()) return span_end.status();
+  const int end = *span_end;
   for (int i = span.begin; i < end; ++i) {
     const auto& [index, block] = m.blocks[i];
     if (absl::Status s = block->Forward(index, num_blocks() + index, hidden, conditioning.blocks[i],
