@@ -4,6 +4,7 @@
 #include <torch/nn/init.h>
 
 #include <cmath>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 
@@ -13,6 +14,25 @@ at::Tensor LayerNormNoAffine(const at::Tensor& x) { return at::layer_norm(x, {x.
 
 at::Tensor Modulate(const at::Tensor& x, const at::Tensor& shift, const at::Tensor& scale) {
   return LayerNormNoAffine(x) * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1);
+}
+
+at::Tensor ApplyRope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+  std::vector<int64_t> pairs = x.sizes().vec();
+  if (x.scalar_type() == at::kFloat && cos.scalar_type() == at::kFloat) {
+    const int64_t D = pairs.back();
+    pairs.back() = D / 2;
+    pairs.push_back(2);
+    const at::Tensor turn =
+        at::complex(cos.slice(-1, 0, D, 2), sin.slice(-1, 0, D, 2)).unsqueeze(0).unsqueeze(2);  // [1, S, 1, D/2]
+    return at::view_as_real(at::view_as_complex(x.contiguous().view(pairs)) * turn).flatten(3);
+  }
+  pairs.back() /= 2;
+  pairs.push_back(2);
+  const at::Tensor xp = x.reshape(pairs);
+  const at::Tensor real = xp.select(-1, 0), imag = xp.select(-1, 1);
+  const at::Tensor rotated = at::stack({-imag, real}, -1).flatten(3);
+  const at::Tensor c = cos.unsqueeze(0).unsqueeze(2), s = sin.unsqueeze(0).unsqueeze(2);
+  return (x.to(at::kFloat) * c + rotated.to(at::kFloat) * s).to(x.scalar_type());
 }
 
 at::Tensor ClampHalf(const at::Tensor& x) { return x.scalar_type() == at::kHalf ? x.clamp(-65504, 65504) : x; }
@@ -89,13 +109,14 @@ AdaNorm::AdaNorm(int64_t dim, int chunks, const ParameterSpec& p) {
 
 at::Tensor AdaNorm::Modulation(const at::Tensor& temb) { return linear->forward(at::silu(temb)); }
 
-FeedForward::FeedForward(int64_t dim, const ParameterSpec& p) {
+FeedForward::FeedForward(int64_t dim, const ParameterSpec& p, int64_t inner) {
+  if (inner == 0) inner = 4 * dim;
   net = register_module("net", torch::nn::ModuleList());
   auto gelu = std::make_shared<Empty>();
-  proj = gelu->register_module("proj", std::make_shared<Dense>(dim, 4 * dim, p));
+  proj = gelu->register_module("proj", std::make_shared<Dense>(dim, inner, p));
   net->push_back(gelu);
   net->push_back(std::make_shared<Empty>());  // dropout
-  out = std::make_shared<Dense>(4 * dim, dim, p);
+  out = std::make_shared<Dense>(inner, dim, p);
   net->push_back(out);
 }
 

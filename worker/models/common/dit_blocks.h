@@ -25,6 +25,13 @@ struct Empty : torch::nn::Module {};
 at::Tensor LayerNormNoAffine(const at::Tensor& x);
 // LayerNormNoAffine(x)·(1 + scale) + shift, scale and shift [B, dim].
 at::Tensor Modulate(const at::Tensor& x, const at::Tensor& shift, const at::Tensor& scale);
+// Interleaved rotary embedding (diffusers' apply_rotary_emb with
+// use_real_unbind_dim -1: Flux, HunyuanDiT): (x.float()·cos +
+// rotate_half_interleaved(x).float()·sin).to(x.dtype) on [B, S, H, D] with
+// cos/sin [S, D] (each frequency twice, interleaved). In float32 it is one
+// complex product per (even, odd) pair, the same arithmetic in one pass
+// (the five-op form costs about 15× as much on CPU).
+at::Tensor ApplyRope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
 // float16 activations clamped to its range (diffusers does it after each
 // MMDiT block); other dtypes unchanged.
 at::Tensor ClampHalf(const at::Tensor& x);
@@ -63,9 +70,10 @@ struct PatchProj : torch::nn::Module {
   at::Tensor weight, bias;
 };
 
-// FeedForward(dim, activation "gelu-approximate"): net.0.proj, net.2.
+// FeedForward(dim, activation "gelu-approximate", inner_dim): net.0.proj,
+// net.2; `inner` 0 means 4·dim (diffusers' default).
 struct FeedForward : torch::nn::Module {
-  FeedForward(int64_t dim, const ParameterSpec& p);
+  FeedForward(int64_t dim, const ParameterSpec& p, int64_t inner = 0);
   at::Tensor forward(const at::Tensor& x);
   torch::nn::ModuleList net{nullptr};
   std::shared_ptr<Dense> proj, out;

@@ -44,11 +44,15 @@ struct DitImageSize {
 };
 
 // Hidden states between blocks: the text stream (undefined in a PipeFusion
-// patch that carries no text, or after a family's last block consumed it)
-// and the image tokens.
+// patch that carries no text, or after a family's last block consumed it),
+// the image tokens and, for families with long skip connections
+// (HunyuanDiT), the stack of block outputs that later blocks still take,
+// oldest first, each shaped as x (DitTransformer::SkipsBefore says how many
+// are held between two blocks; a PipeFusion stage boundary carries them).
 struct DitHidden {
   at::Tensor context;  // [B, T, hidden_size]
   at::Tensor x;        // [B, S, hidden_size]
+  std::vector<at::Tensor> skips;
 };
 
 // One step's conditioning: the AdaLN modulation of every held block and of
@@ -80,8 +84,11 @@ class DitTransformer {
   // The part held, with end_block resolved.
   virtual const DitPart& part() const = 0;
   virtual int num_blocks() const = 0;
-  // Width of x and context between blocks (what PipeFusion stages pass).
+  // Width of x between blocks (what PipeFusion stages pass).
   virtual int64_t hidden_size() const = 0;
+  // Width of the context between blocks: hidden_size() unless the family's
+  // text stream stays at its own width (HunyuanDiT: cross_attention_dim).
+  virtual int64_t context_size() const { return hidden_size(); }
 
   // Conditioning vector [B, hidden] for the step at model time `time`
   // (float32 [B]: the schedule's model_times, core/denoising_schedule.h —
@@ -100,7 +107,20 @@ class DitTransformer {
                                  int64_t image_end, c10::Device device) const = 0;
   // Embeds packed latents [B, S, 4C] and (if defined) the text sequence
   // [B, T, text_dim]; the part must hold the embedders.
-  virtual DitHidden Embed(const at::Tensor& latents, const at::Tensor& text, const DitPositions& positions) const = 0;
+  // `text_mask` [B, T] (1 a real token, 0 padding; undefined: all real)
+  // comes with the text for the families whose embedder reads it
+  // (HunyuanDiT puts a learned embedding at the padding).
+  virtual DitHidden Embed(const at::Tensor& latents, const at::Tensor& text, const DitPositions& positions,
+                          const at::Tensor& text_mask = {}) const = 0;
+  // The pooled text vector [B, pooled] that TimeEmbedding takes, for the
+  // families whose transformer computes it from the text sequence [B, T,
+  // text_dim] (HunyuanDiT's attention pool over the mT5 states): once per
+  // request. Undefined for the others (their text encoder pools).
+  virtual at::Tensor PooledText(const at::Tensor& /*sequence*/) const { return at::Tensor(); }
+  // Long-skip activations DitHidden holds when global block `block` starts
+  // (0 for families without long skips; block = num_blocks(): after the
+  // last).
+  virtual int SkipsBefore(int /*block*/) const { return 0; }
   // Runs the held blocks in order. INVALID_ARGUMENT when `conditioning`
   // does not cover them (it must come from this model's Condition).
   absl::Status RunBlocks(DitHidden& hidden, const DitConditioning& conditioning, const DitPositions& positions,

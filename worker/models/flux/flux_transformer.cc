@@ -44,29 +44,7 @@ struct TimeTextEmbed : torch::nn::Module {
   std::shared_ptr<TwoLayer> timestep_embedder, guidance_embedder, text_embedder;
 };
 
-// (x.float()·cos + rotate_half_interleaved(x).float()·sin).to(x.dtype), on
-// [B, S, H, D] with cos/sin [S, D] (each frequency twice, interleaved).
-// In float32 that is one complex product per (even, odd) pair, the same
-// arithmetic in one pass (the five-op form below costs about 15× as much on
-// CPU).
-at::Tensor ApplyRope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
-  std::vector<int64_t> pairs = x.sizes().vec();
-  if (x.scalar_type() == at::kFloat && cos.scalar_type() == at::kFloat) {
-    const int64_t D = pairs.back();
-    pairs.back() = D / 2;
-    pairs.push_back(2);
-    const at::Tensor turn =
-        at::complex(cos.slice(-1, 0, D, 2), sin.slice(-1, 0, D, 2)).unsqueeze(0).unsqueeze(2);  // [1, S, 1, D/2]
-    return at::view_as_real(at::view_as_complex(x.contiguous().view(pairs)) * turn).flatten(3);
-  }
-  pairs.back() /= 2;
-  pairs.push_back(2);
-  const at::Tensor xp = x.reshape(pairs);
-  const at::Tensor real = xp.select(-1, 0), imag = xp.select(-1, 1);
-  const at::Tensor rotated = at::stack({-imag, real}, -1).flatten(3);
-  const at::Tensor c = cos.unsqueeze(0).unsqueeze(2), s = sin.unsqueeze(0).unsqueeze(2);
-  return (x.to(at::kFloat) * c + rotated.to(at::kFloat) * s).to(x.scalar_type());
-}
+using models::ApplyRope;
 
 struct Attention : torch::nn::Module {
   Attention(int64_t dim, int64_t heads, int64_t head_dim, bool joint, bool has_out, const ParameterSpec& p)
@@ -352,7 +330,8 @@ at::Tensor FluxTransformer::TimestepEmbedding(const at::Tensor& timestep, const 
 }
 
 FluxHidden FluxTransformer::Embed(const at::Tensor& hidden_states, const at::Tensor& encoder_hidden_states,
-                                  const models::DitPositions& /*positions: RoPE, applied in the blocks*/) const {
+                                  const models::DitPositions& /*positions: RoPE, applied in the blocks*/,
+                                  const at::Tensor& /*text_mask: unused*/) const {
   Model& m = *impl_->model;
   const auto dtype = m.x_embedder->weight.scalar_type();
   FluxHidden h;

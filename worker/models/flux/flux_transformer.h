@@ -84,8 +84,8 @@ class FluxTransformer final : public models::DitTransformer {
   // RoPE tables: text ids are zeros, image ids (0, row, column).
   models::DitPositions Positions(int64_t text_tokens, int64_t rows, int64_t cols, int64_t image_begin,
                                  int64_t image_end, c10::Device device) const override;
-  FluxHidden Embed(const at::Tensor& latents, const at::Tensor& text,
-                   const models::DitPositions& positions = {}) const override;
+  FluxHidden Embed(const at::Tensor& latents, const at::Tensor& text, const models::DitPositions& positions = {},
+                   const at::Tensor& text_mask = {}) const override;
   absl::Status RunBlockSpan(FluxHidden& hidden, const FluxConditioning& conditioning, const FluxRopeTables& rope,
                             models::JointAttention& attention, BlockSpan span) const override;
   at::Tensor FirstBlockModulatedInput(const FluxHidden& hidden, const FluxConditioning& conditioning) const override;

@@ -326,8 +326,8 @@ DitPositions PixArtTransformer::Positions(int64_t /*text_tokens*/, int64_t rows,
   return p;
 }
 
-DitHidden PixArtTransformer::Embed(const at::Tensor& latents, const at::Tensor& text,
-                                   const DitPositions& positions) const {
+DitHidden PixArtTransformer::Embed(const at::Tensor& latents, const at::Tensor& text, const DitPositions& positions,
+                                   const at::Tensor& /*text_mask: applied in cross-attention*/) const {
   Model& m = *impl_->model;
   const auto dtype = m.pos_embed->proj->weight.scalar_type();
   DitHidden h;

@@ -75,8 +75,8 @@ class PixArtTransformer final : public models::DitTransformer {
   // without the embedders.
   models::DitPositions Positions(int64_t text_tokens, int64_t rows, int64_t cols, int64_t image_begin,
                                  int64_t image_end, c10::Device device) const override;
-  models::DitHidden Embed(const at::Tensor& latents, const at::Tensor& text,
-                          const models::DitPositions& positions) const override;
+  models::DitHidden Embed(const at::Tensor& latents, const at::Tensor& text, const models::DitPositions& positions,
+                          const at::Tensor& text_mask = {}) const override;
   absl::Status RunBlockSpan(models::DitHidden& hidden, const models::DitConditioning& conditioning,
                             const models::DitPositions& positions, models::JointAttention& attention,
                             BlockSpan span) const override;

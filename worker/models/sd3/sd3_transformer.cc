@@ -344,8 +344,8 @@ DitPositions Sd3Transformer::Positions(int64_t /*text_tokens*/, int64_t rows, in
   return p;
 }
 
-DitHidden Sd3Transformer::Embed(const at::Tensor& latents, const at::Tensor& text,
-                                const DitPositions& positions) const {
+DitHidden Sd3Transformer::Embed(const at::Tensor& latents, const at::Tensor& text, const DitPositions& positions,
+                                const at::Tensor& /*text_mask: unused*/) const {
   Model& m = *impl_->model;
   const auto dtype = m.pos_embed->proj->weight.scalar_type();
   DitHidden h;

@@ -89,8 +89,8 @@ class Sd3Transformer final : public models::DitTransformer {
                                  int64_t image_end, c10::Device device) const override;
   // x = pos_embed.proj(latents) + positions.image_embedding (which must
   // match the latents' tokens); context = context_embedder(text).
-  models::DitHidden Embed(const at::Tensor& latents, const at::Tensor& text,
-                          const models::DitPositions& positions) const override;
+  models::DitHidden Embed(const at::Tensor& latents, const at::Tensor& text, const models::DitPositions& positions,
+                          const at::Tensor& text_mask = {}) const override;
   // Joint attention of block i is layer i, the dual (image-only) attention
   // of block i layer num_blocks() + i. The last block consumes the text
   // stream: hidden.context is undefined after it.
