@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# A model family on CPU, small preset (bench/sd3_cpu.sh, bench/pixart_cpu.sh
-# set FAMILY and its defaults):
+# A model family on CPU, small preset (bench/sd3_cpu.sh, bench/pixart_cpu.sh,
+# bench/hunyuandit_cpu.sh set FAMILY and its defaults):
 #  1. ditserve-run (one rank, one thread) against the family's diffusers
-#     pipeline (one thread, bench/<family>_diffusers_run.py) on the same
+#     pipeline (one thread, bench/diffusers_run.py) on the same
 #     checkpoint in the same run: median seconds per step of steps 3..N,
 #     and the PSNR of ditserve's image against diffusers'.
 #  2. 2 ranks against 1 (one thread per rank): cfg 2, ulysses 2,
 #     pipefusion 2; rank 0's denoising seconds, paired per round.
-# Both run the family's default guidance: CFG (7 for SD3, 4.5 for PixArt)
-# against the empty prompt (batch 2).
+# Both run the family's default guidance: CFG (7 for SD3, 4.5 for PixArt,
+# 5 for HunyuanDiT) against the empty prompt (batch 2).
 #
 #   FAMILY=sd3 VARIANT=sd3.5-medium STEPS=8 ROUNDS=3 SIZE=512 bench/family_cpu.sh
 set -euo pipefail
@@ -16,11 +16,10 @@ cd "$(dirname "$0")/.."
 BIN=${BIN:-build/bin}
 FAMILY=${FAMILY:-sd3}
 case $FAMILY in
-  sd3) VARIANT=${VARIANT:-sd3.5-medium} MAKE=(--family sd3 --variant "$VARIANT") RUNNER=bench/sd3_diffusers_run.py
-       CFG=7 SEQ=${SEQ:-256} ;;
-  pixart-sigma) VARIANT=pixart-sigma MAKE=(--family pixart-sigma) RUNNER=bench/pixart_diffusers_run.py
-       CFG="4.5, DPM-Solver++ 2M" SEQ=${SEQ:-300} ;;
-  *) echo "FAMILY must be sd3 or pixart-sigma, got $FAMILY" >&2; exit 2 ;;
+  sd3) VARIANT=${VARIANT:-sd3.5-medium} MAKE=(--family sd3 --variant "$VARIANT") CFG=7 SEQ=${SEQ:-256} ;;
+  pixart-sigma) VARIANT=pixart-sigma MAKE=(--family pixart-sigma) CFG="4.5, DPM-Solver++ 2M" SEQ=${SEQ:-300} ;;
+  hunyuandit) VARIANT=hunyuandit MAKE=(--family hunyuandit) CFG="5, DDPM v-prediction" SEQ=${SEQ:-256} ;;
+  *) echo "FAMILY must be sd3, pixart-sigma or hunyuandit, got $FAMILY" >&2; exit 2 ;;
 esac
 WORK=${WORK:-build/bench/$FAMILY}
 MODEL=${MODEL:-$WORK/$VARIANT-small}
@@ -50,7 +49,7 @@ echo "| round | ditserve s/step | diffusers s/step | ratio |"
 echo "| --- | ---: | ---: | ---: |"
 for ((r = 1; r <= ROUNDS; r++)); do
   run serial
-  "$PY" "$RUNNER" "$MODEL" 1 "$SIZE" "$SIZE" "$STEPS" "$SEQ" "$PROMPT" 42 "$WORK/diffusers.png" \
+  "$PY" bench/diffusers_run.py "$MODEL" 1 "$SIZE" "$SIZE" "$STEPS" "$SEQ" "$PROMPT" 42 "$WORK/diffusers.png" \
     > "$WORK/diffusers.log" 2>&1 || { tail -5 "$WORK/diffusers.log" >&2; exit 1; }
   d=$(median_step "$WORK/serial.log") p=$(median_step "$WORK/diffusers.log")
   echo "| $r | $d | $p | $(awk -v a="$d" -v b="$p" 'BEGIN {printf "%.2f", a / b}') |"

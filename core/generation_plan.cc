@@ -45,9 +45,10 @@ absl::StatusOr<std::string> ReadModelFamily(const std::string& model_dir) {
   if (name == "FluxPipeline") return std::string("flux");
   if (name == "StableDiffusion3Pipeline") return std::string("sd3");
   if (name == "PixArtAlphaPipeline" || name == "PixArtSigmaPipeline") return std::string("pixart");
+  if (name == "HunyuanDiTPipeline") return std::string("hunyuandit");
   return absl::InvalidArgumentError(absl::StrCat(model_dir, ": pipeline class ", name,
                                                  " is not supported (supported: FluxPipeline, StableDiffusion3Pipeline, "
-                                                 "PixArtAlphaPipeline, PixArtSigmaPipeline)"));
+                                                 "PixArtAlphaPipeline, PixArtSigmaPipeline, HunyuanDiTPipeline)"));
 }
 
 absl::StatusOr<ModelGeometry> ReadModelGeometry(const std::string& model_dir) {
@@ -83,6 +84,17 @@ absl::StatusOr<ModelGeometry> ReadModelGeometry(const std::string& model_dir) {
         (*tok)["model_max_length"].get<int64_t>() > 0) {
       g.max_sequence_length = static_cast<int>(std::min<int64_t>((*tok)["model_max_length"].get<int64_t>(), 512));
     }
+  } else if (g.family == "hunyuandit") {
+    // HunyuanDiTPipeline: classic CFG at 5.0; RoPE places any grid; mT5's
+    // text_len_t5 tokens (a request may truncate below it).
+    g.default_guidance_scale = 5.0;
+    g.cfg_scale = CfgScaleField::kGuidanceScale;
+    g.max_sequence_length = 256;
+    if (t->contains("text_len_t5") && (*t)["text_len_t5"].is_number_integer()) {
+      auto len = PositiveInt(*t, "text_len_t5", tpath);
+      if (!len.ok()) return len.status();
+      g.max_sequence_length = *len;
+    }
   } else {  // sd3
     g.default_guidance_scale = 7.0;
     g.cfg_scale = CfgScaleField::kGuidanceScale;
@@ -98,12 +110,12 @@ absl::StatusOr<ModelGeometry> ReadModelGeometry(const std::string& model_dir) {
     return absl::InvalidArgumentError(absl::StrCat(vpath, ": block_out_channels must be a list of 1 to 8 sizes"));
   }
   g.size_multiple = 2 << ((*v)["block_out_channels"].size() - 1);
-  if (g.family == "pixart") {
+  if (g.family == "pixart" || g.family == "hunyuandit") {
     // The pipeline's default: the transformer's sample_size in pixels.
     auto size = PositiveInt(*t, "sample_size", tpath);
     if (!size.ok()) return size.status();
     g.default_size = *size * (g.size_multiple / 2);
-    if (AspectRatioBins(*size) != nullptr) g.aspect_ratio_bins = *size;
+    if (g.family == "pixart" && AspectRatioBins(*size) != nullptr) g.aspect_ratio_bins = *size;
   } else if (v->contains("sample_size")) {
     auto size = PositiveInt(*v, "sample_size", vpath);
     if (!size.ok()) return size.status();

@@ -51,7 +51,7 @@ struct ModelGeometry {
   int num_blocks = 0;        // the transformer blocks in running order
   int size_multiple = 16;    // pixels per token row: 2 × the VAE's downscale
   int default_size = 1024;   // vae sample_size
-  std::string family = "flux";  // GetInfo.model_family: "flux", "sd3" or "pixart"
+  std::string family = "flux";  // GetInfo.model_family: "flux", "sd3", "pixart" or "hunyuandit"
   // transformer/config.json's text, verbatim: read once per load, here;
   // the family parses its own fields from it (and GetInfo reports it).
   std::string transformer_config_json;

@@ -262,7 +262,11 @@ std::map<std::string, double> TrafficOfRank(const ModelShape& m, const ParallelC
     // Patch by patch: the image tokens are split over the SP group; the
     // text stream (the joint text, or a cross-attention model's caption
     // projection) travels whole with patch 0.
-    bytes["pipefusion"] = last_stage ? (steps - 1) * images * out / N : steps * batch * (T + I / N) * hs * b;
+    // Long skips (HunyuanDiT) that cross this stage's end go with every patch.
+    const double skips = last_stage ? 0 : m.SkipsBefore(stage.end);
+    const double context = m.context_width > 0 ? m.context_width : hs;
+    bytes["pipefusion"] = last_stage ? (steps - 1) * images * out / N
+                                     : steps * batch * (T * context + (1 + skips) * (I / N) * hs) * b;
     if (U > 1) {
       bytes["pipefusion_ulysses"] = steps * held_layers * batch *
                                     (4.0 * (U - 1) / U * (I / N) * hs * b + (U - 1) * joint_text * (hs / U) * b);
@@ -332,9 +336,10 @@ Prediction Predict(const ModelShape& m, const HardwareProfile& hw, const Paralle
     Chunk patch{batch, I / (M * N), joint ? T / (M * N) : T, p, T, p / M};
     Chunk whole{batch, I / N, joint ? T / N : T, p, T, p};
     double slowest = 0, warm = 0, fill = 0;
-    const double patch_send = batch * (p / M) * hs * b / N;
     for (int s = 0; s < P; ++s) {
       const auto [first, end] = core::StageBlocks({}, blocks, P, s);
+      // The patch's hidden states, and the long skips crossing the boundary.
+      const double patch_send = batch * (p / M + m.SkipsBefore(end) * I / M) * hs * b / N;
       const double t_patch = BlocksWork(m, d, c, links, patch, first, end).Seconds(d);
       const double send = s + 1 < P ? LinkSeconds(*links.pipefusion, patch_send, 1) : 0;
       slowest = std::max(slowest, t_patch + std::max(0.0, send - t_patch));

@@ -1,5 +1,6 @@
 #include "planner/model_shape.h"
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -7,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/long_skips.h"
 
 namespace ditserve::planner {
 namespace {
@@ -130,6 +132,8 @@ ModelShape CrossDit(const std::string& name, const std::string& family, int head
 
 }  // namespace
 
+int ModelShape::SkipsBefore(int block) const { return long_skips ? core::LongSkipsBefore(num_blocks(), block) : 0; }
+
 int ModelShape::num_blocks() const {
   int n = 0;
   for (const LayerGroup& g : layers) n += g.count;
@@ -164,12 +168,14 @@ absl::StatusOr<ModelShape> PresetModel(const std::string& name) {
   }
   if (name == "hunyuandit") {
     // HunyuanDiT v1.2: 40 blocks, the last 19 with a long skip (skip_linear
-    // 2h → h); text: CLIP (1024 wide, 77 tokens) + mT5 (projected, 256);
-    // 8 output channels (learned variance).
-    ModelShape m = CrossDit(name, "hunyuandit", 16, 88, 2, 32, 77 + 256, 1024, 1.5e9, 0.35e9 + 1.6e9);
-    m.pooled_width = 1024;
+    // 2h → h); text: CLIP (1024 wide, 77 tokens) + mT5 (2048 wide, 256),
+    // sent as one 2048-wide sequence (the transformer projects mT5 and
+    // pools it itself); 8 output channels (learned variance).
+    ModelShape m = CrossDit(name, "hunyuandit", 16, 88, 2, 32, 77 + 256, 2048, 1.5e9, 0.35e9 + 1.6e9);
     const double ff = 2 * 4.3637;
     m.layers = {CrossBlock("block", 21, m.hidden, 1024, ff, false), CrossBlock("skip", 19, m.hidden, 1024, ff + 2, false)};
+    m.long_skips = true;
+    m.context_width = 1024;
     return m;
   }
   if (name == "pixart-sigma") {
@@ -210,6 +216,9 @@ absl::StatusOr<ModelShape> ModelFromGeometry(const core::ModelGeometry& geometry
     m.vae.layers_per_block = v.value("layers_per_block", 2);
     if (m.family == "pixart") {
       m.text_width = t.at("caption_channels").get<int>();  // T5's width; no pooled vector
+    } else if (m.family == "hunyuandit") {
+      // BERT's and mT5's states in one sequence as wide as the wider.
+      m.text_width = std::max(t.value("cross_attention_dim", 1024), t.value("cross_attention_dim_t5", 2048));
     } else {
       m.text_width = t.at("joint_attention_dim").get<int>();
       m.pooled_width = t.at("pooled_projection_dim").get<int>();
@@ -225,16 +234,31 @@ absl::StatusOr<ModelShape> ModelFromGeometry(const core::ModelGeometry& geometry
   m.patch_size = geometry.size_multiple / m.vae.downscale;
   const double h = m.hidden;
   const int t5 = max_sequence_length;
-  if (m.family == "pixart") {
-    // Self-attention, cross-attention to the caption projection (its K/V
-    // from hidden-wide states) and a 4h feed-forward. CFG by default; T5
-    // 300 (Σ) or 120 (α).
-    const int layers = t.value("num_layers", 28);
+  if (m.family == "pixart" || m.family == "hunyuandit") {
     m.output_width = m.vae.latent_channels * 4;  // the prediction; the variance channels are dropped
-    m.text_tokens = t5 > 0 ? t5 : geometry.max_sequence_length;
     m.default_cfg = true;
-    m.layers = {CrossBlock("block", layers, h, h, 8, false)};
-    m.transformer_params = layers * 16 * h * h + m.text_width * h;
+    if (m.family == "pixart") {
+      // Self-attention, cross-attention to the caption projection (its K/V
+      // from hidden-wide states) and a 4h feed-forward. CFG by default; T5
+      // 300 (Σ) or 120 (α).
+      const int layers = t.value("num_layers", 28);
+      m.text_tokens = t5 > 0 ? t5 : geometry.max_sequence_length;
+      m.layers = {CrossBlock("block", layers, h, h, 8, false)};
+      m.transformer_params = layers * 16 * h * h + m.text_width * h;
+    } else {
+      // Self-attention, cross-attention to BERT's width, an mlp_ratio feed-
+      // forward; blocks past N/2 add skip_linear (2h → h). The text is
+      // always text_len + text_len_t5 tokens (a shorter max_sequence_length
+      // only pads more).
+      const int layers = t.value("num_layers", 40);
+      const double kv = t.value("cross_attention_dim", 1024), ff = 2 * t.value("mlp_ratio", 4.0);
+      m.text_tokens = t.value("text_len", 77) + t.value("text_len_t5", 256);
+      m.layers = {CrossBlock("block", layers / 2 + 1, h, kv, ff, false),
+                  CrossBlock("skip", layers / 2 - 1, h, kv, ff + 2, false)};
+      m.long_skips = true;
+      m.context_width = static_cast<int>(kv);
+      m.transformer_params = layers * (6 + ff) * h * h + (layers / 2 - 1) * 2 * h * h + layers * 2 * kv * h;
+    }
     std::ifstream scheduler_file(model_dir + "/scheduler/scheduler_config.json");
     std::stringstream scheduler_text;
     scheduler_text << scheduler_file.rdbuf();

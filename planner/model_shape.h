@@ -57,6 +57,7 @@ struct ModelShape {
   int output_width = 64;  // transformer output per image token (channels × patch²)
   int text_tokens = 0;    // the text sequence at the family's default length
   int text_width = 4096;  // width of the text states the transformer takes
+  int context_width = 0;  // of its text stream between blocks (0: hidden)
   int pooled_width = 0;   // width of the pooled text embedding (0: none)
   bool default_cfg = false;  // the family runs classifier-free guidance by default
   double transformer_params = 0;   // weight elements of the transformer
@@ -67,9 +68,15 @@ struct ModelShape {
   // history (float32, one image's output per kept step) the engine
   // assembles with the latents; none for flow matching.
   std::optional<core::DiscreteSchedulerConfig> scheduler;
+  // HunyuanDiT's long skips (core/long_skips.h): a PipeFusion boundary
+  // carries the stack's activations with each patch.
+  bool long_skips = false;
 
   int num_blocks() const;
   int pixels_per_token() const { return vae.downscale * patch_size; }
+  // Skip activations (each an image token's hidden state) that cross into
+  // block `block`: 0 without long skips.
+  int SkipsBefore(int block) const;
   // Image tokens of a height × width image (rows × columns of tokens).
   long long image_tokens(int height, int width) const;
 };

@@ -216,10 +216,10 @@ TEST(GenerationPlan, ReadsTheGeometryFromTheConfigs) {
   EXPECT_EQ(ReadModelGeometry(dir).status().message(),
             dir + "/transformer/config.json: num_attention_heads must be an integer in [1, 1048576]");
   EXPECT_EQ(ReadModelGeometry(dir + "/nope").status().code(), absl::StatusCode::kNotFound);
-  std::ofstream(dir + "/model_index.json") << R"({"_class_name": "HunyuanDiTPipeline"})";
+  std::ofstream(dir + "/model_index.json") << R"({"_class_name": "SanaPipeline"})";
   EXPECT_EQ(ReadModelGeometry(dir).status().message(),
-            dir + ": pipeline class HunyuanDiTPipeline is not supported (supported: FluxPipeline, "
-                  "StableDiffusion3Pipeline, PixArtAlphaPipeline, PixArtSigmaPipeline)");
+            dir + ": pipeline class SanaPipeline is not supported (supported: FluxPipeline, "
+                  "StableDiffusion3Pipeline, PixArtAlphaPipeline, PixArtSigmaPipeline, HunyuanDiTPipeline)");
   // PixArt: CFG 4.5 on guidance_scale, the default size from the
   // transformer's sample_size, the T5 limit from the tokenizer.
   std::ofstream(dir + "/model_index.json") << R"({"_class_name": "PixArtSigmaPipeline"})";
@@ -236,6 +236,25 @@ TEST(GenerationPlan, ReadsTheGeometryFromTheConfigs) {
   EXPECT_EQ(g->cfg_scale, CfgScaleField::kGuidanceScale);
   EXPECT_EQ(g->max_sequence_length, 300);
   EXPECT_EQ(g->max_token_rows, 0);
+  EXPECT_EQ(g->aspect_ratio_bins, 128);
+  // HunyuanDiT: CFG 5 on guidance_scale, the default size from the
+  // transformer's sample_size, mT5's length from text_len_t5, no binning.
+  std::ofstream(dir + "/model_index.json") << R"({"_class_name": "HunyuanDiTPipeline"})";
+  std::ofstream(dir + "/transformer/config.json")
+      << R"({"num_attention_heads": 16, "num_layers": 40, "sample_size": 128, "text_len_t5": 200})";
+  g = ReadModelGeometry(dir);
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_EQ(g->family, "hunyuandit");
+  EXPECT_EQ(g->num_blocks, 40);
+  EXPECT_EQ(g->default_size, 1024);
+  EXPECT_EQ(g->default_guidance_scale, 5.0);
+  EXPECT_EQ(g->cfg_scale, CfgScaleField::kGuidanceScale);
+  EXPECT_EQ(g->max_sequence_length, 200);
+  EXPECT_EQ(g->aspect_ratio_bins, 0);
+  std::ofstream(dir + "/transformer/config.json")
+      << R"({"num_attention_heads": 16, "num_layers": 40, "sample_size": 128, "text_len_t5": 0})";
+  EXPECT_EQ(ReadModelGeometry(dir).status().message(),
+            dir + "/transformer/config.json: text_len_t5 must be an integer in [1, 1048576]");
   std::ofstream(dir + "/model_index.json") << R"({"_class_name": "StableDiffusion3Pipeline"})";
   std::ofstream(dir + "/transformer/config.json")
       << R"({"num_attention_heads": 24, "num_layers": 24, "pos_embed_max_size": 192})";

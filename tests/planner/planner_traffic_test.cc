@@ -30,6 +30,9 @@ class PlannerTraffic : public ::testing::Test {
     const auto pixart =
         RunOne({BinDir() + "/ditserve-make-model", "--family=pixart-sigma", "--preset=tiny", "--out=" + Model("pixart")});
     ASSERT_EQ(pixart.exit.exit_code, 0) << pixart.output;
+    const auto hunyuan =
+        RunOne({BinDir() + "/ditserve-make-model", "--family=hunyuandit", "--preset=tiny", "--out=" + Model("hunyuandit")});
+    ASSERT_EQ(hunyuan.exit.exit_code, 0) << hunyuan.output;
   }
   static void TearDownTestSuite() {
     std::filesystem::remove_all(*dir_);
@@ -44,8 +47,8 @@ class PlannerTraffic : public ::testing::Test {
     parallel::ParallelConfig config;
     bool cfg = false;
     int images = 1;
-    // "flux" (true CFG from a negative prompt) or "pixart" (cross-
-    // attention; CFG 4.5 by default, `cfg` false turns it off).
+    // "flux" (true CFG from a negative prompt), "pixart" or "hunyuandit"
+    // (cross-attention; classic CFG by default, `cfg` false turns it off).
     std::string family = "flux";
   };
 
@@ -65,7 +68,7 @@ class PlannerTraffic : public ::testing::Test {
                                      c.config.use_cfg_parallel ? "--use_cfg_parallel" : "--nouse_cfg_parallel",
                                      "--prompt=a red circle"};
     if (c.images > 1) argv.push_back("--prompt=a green square");
-    if (c.family == "pixart") {
+    if (c.family == "pixart" || c.family == "hunyuandit") {
       argv.push_back(c.cfg ? "--guidance_scale=4.5" : "--guidance_scale=1");
     } else if (c.cfg) {
       argv.push_back("--negative_prompt=blurry");
@@ -144,6 +147,14 @@ TEST_F(PlannerTraffic, PixArtPipeFusion2Ulysses2) {
 }
 TEST_F(PlannerTraffic, PixArtCfg2PipeFusion2) { Check({"px_cfg2pp2", Config(1, true, 2, 1, 1), true, 1, "pixart"}); }
 TEST_F(PlannerTraffic, PixArtDataParallel2NoCfg) { Check({"px_dp2", Config(2, false, 1, 1, 1), false, 2, "pixart"}); }
+// HunyuanDiT (six blocks): its 77 + 256 text tokens in one sequence, and the
+// two long skips that cross PipeFusion's boundary with every patch.
+TEST_F(PlannerTraffic, HunyuanDiTPipeFusion2Ulysses2) {
+  Check({"hy_pp2u2", Config(1, false, 2, 2, 1), true, 1, "hunyuandit"});
+}
+TEST_F(PlannerTraffic, HunyuanDiTCfg2PipeFusion2) {
+  Check({"hy_cfg2pp2", Config(1, true, 2, 1, 1), true, 1, "hunyuandit"});
+}
 // ditserve-run --parallel auto: runs the configuration ChooseParallelConfig
 // picks for the request (CFG on, two ranks), and says so; bad flags exit 2.
 TEST_F(PlannerTraffic, ParallelAutoRunsThePlannersChoice) {

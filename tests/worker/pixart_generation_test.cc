@@ -118,7 +118,7 @@ TEST_F(PixArtGeneration, MatchesDiffusers) {
   const std::string cases_json = *root_ + "/cases.json", expected_path = *root_ + "/expected.safetensors";
   std::ofstream(cases_json) << spec.dump();
   const absl::Status ref = testing::RunPythonReference(
-      testing::DirectoryOf(__FILE__) + "/pixart_generation_reference.py", expected_path + " " + cases_json,
+      testing::DirectoryOf(__FILE__) + "/cross_attention_generation_reference.py", expected_path + " " + cases_json,
       *root_ + "/reference.log");
   ASSERT_TRUE(ref.ok()) << ref;
   auto expected = worker::weights::SafetensorsCheckpoint::Open(expected_path);

@@ -13,10 +13,11 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "tools/make_model/make_flux_model.h"
+#include "tools/make_model/make_hunyuandit_model.h"
 #include "tools/make_model/make_pixart_model.h"
 #include "tools/make_model/make_sd3_model.h"
 
-ABSL_FLAG(std::string, family, "flux", "Model family: flux, sd3 (Stable Diffusion 3 / 3.5), pixart-sigma or pixart-alpha");
+ABSL_FLAG(std::string, family, "flux", "Model family: flux, sd3 (Stable Diffusion 3 / 3.5), pixart-sigma, pixart-alpha or hunyuandit");
 ABSL_FLAG(std::string, variant, "", "sd3 only: sd3 (default), sd3.5-medium or sd3.5-large");
 ABSL_FLAG(std::string, preset, "tiny",
           "tiny (tests, a few MB), small (benchmarks), flux-dev (flux only: FLUX.1-dev sizes)");
@@ -66,8 +67,19 @@ absl::Status Make(const std::string& family, std::string* description) {
     *description = absl::StrCat(family, " ", o.preset);
     return mm::MakePixArtModel(o);
   }
+  if (family == "hunyuandit") {
+    if (!variant.empty()) return absl::InvalidArgumentError("--variant is for --family sd3");
+    if (absl::GetFlag(FLAGS_shards) != 1) return absl::InvalidArgumentError("--shards is not supported for hunyuandit");
+    mm::MakeHunyuanDiTOptions o;
+    o.preset = absl::GetFlag(FLAGS_preset);
+    o.out_dir = absl::GetFlag(FLAGS_out);
+    o.dtype = absl::GetFlag(FLAGS_dtype);
+    o.seed = absl::GetFlag(FLAGS_seed);
+    *description = absl::StrCat(family, " ", o.preset);
+    return mm::MakeHunyuanDiTModel(o);
+  }
   return absl::InvalidArgumentError(
-      absl::StrCat("--family must be flux, sd3, pixart-sigma or pixart-alpha, got '", family, "'"));
+      absl::StrCat("--family must be flux, sd3, pixart-sigma, pixart-alpha or hunyuandit, got '", family, "'"));
 }
 
 }  // namespace
@@ -76,7 +88,8 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("Writes a diffusers model directory with random weights.\n"
                                "  ditserve-make-model --family flux --preset tiny --out DIR\n"
                                "  ditserve-make-model --family sd3 --variant sd3.5-large --preset small --out DIR\n"
-                               "  ditserve-make-model --family pixart-sigma --preset tiny --out DIR");
+                               "  ditserve-make-model --family pixart-sigma --preset tiny --out DIR\n"
+                               "  ditserve-make-model --family hunyuandit --preset tiny --out DIR");
   absl::ParseCommandLine(argc, argv);
   int code = 0;
   std::string description;

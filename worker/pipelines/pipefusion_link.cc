@@ -1,5 +1,7 @@
 #include "worker/pipelines/pipefusion_link.h"
 
+#include <vector>
+
 #include "util/status_macros.h"
 
 namespace ditserve::worker::pipelines {
@@ -11,6 +13,8 @@ constexpr int kTagText = 1 << 10;
 constexpr int kTagLatents = 2 << 10;
 constexpr int kTagDecision = 5 << 10;
 constexpr int kTagDelta = 6 << 10;
+// Long skip k of a patch (HunyuanDiT): kTagSkip + (k << 10) + patch.
+constexpr int kTagSkip = 8 << 10;
 
 }  // namespace
 
@@ -33,6 +37,9 @@ absl::Status PipeFusionLink::Receive(at::Tensor& tensor, int from, int tag) {
 absl::Status PipeFusionLink::SendHidden(const models::DitHidden& hidden, int patch) {
   DITSERVE_RETURN_IF_ERROR(Send(hidden.x, stage_ + 1, kTagImage + patch));
   if (patch == 0) DITSERVE_RETURN_IF_ERROR(Send(hidden.context, stage_ + 1, kTagText + patch));
+  for (size_t k = 0; k < hidden.skips.size(); ++k) {
+    DITSERVE_RETURN_IF_ERROR(Send(hidden.skips[k], stage_ + 1, kTagSkip + (static_cast<int>(k) << 10) + patch));
+  }
   return absl::OkStatus();
 }
 
@@ -47,8 +54,15 @@ absl::Status PipeFusionLink::ReceiveHidden(models::DitHidden& hidden, int patch)
     if (!t.ok()) return t.status();
     text = *std::move(t);
   }
+  std::vector<std::unique_ptr<parallel::PendingTransfer>> skips;
+  for (size_t k = 0; k < hidden.skips.size(); ++k) {
+    auto t = group_.Recv(hidden.skips[k], stage_ - 1, kTagSkip + (static_cast<int>(k) << 10) + patch);
+    if (!t.ok()) return t.status();
+    skips.push_back(*std::move(t));
+  }
   DITSERVE_RETURN_IF_ERROR((*image)->Wait());
   if (text) DITSERVE_RETURN_IF_ERROR(text->Wait());
+  for (auto& t : skips) DITSERVE_RETURN_IF_ERROR(t->Wait());
   return absl::OkStatus();
 }
 

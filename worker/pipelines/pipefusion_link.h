@@ -2,10 +2,11 @@
 
 // The messages between the PipeFusion stages of one replica during one
 // Generate call (docs/parallel-generation.md): per patch, the hidden states
-// from stage s to s + 1 (with the text on patch 0) and the updated latents
-// from the last stage back to stage 0; per cached step, the step cache's
-// decisions from stage 0 to every later stage and its anchor change from
-// stage 0 to the last stage (docs/step-caching.md).
+// from stage s to s + 1 (with the text on patch 0 and the long skips that
+// cross the boundary) and the updated latents from the last stage back to
+// stage 0; per cached step, the step cache's decisions from stage 0 to
+// every later stage and its anchor change from stage 0 to the last stage
+// (docs/step-caching.md).
 //
 // Sends are asynchronous: the link keeps up to kMaxInFlight of them in
 // flight and waits for the oldest beyond that; Drain waits for them all
@@ -38,9 +39,10 @@ class PipeFusionLink {
   PipeFusionLink(const PipeFusionLink&) = delete;
   PipeFusionLink& operator=(const PipeFusionLink&) = delete;
 
-  // To stage + 1: hidden.x, and hidden.context on patch 0.
+  // To stage + 1: hidden.x, hidden.context on patch 0, and every long-skip
+  // activation hidden.skips holds (each shaped as x).
   absl::Status SendHidden(const models::DitHidden& hidden, int patch);
-  // From stage − 1 into `hidden`, whose x (and context on patch 0) the
+  // From stage − 1 into `hidden`, whose x (context on patch 0, skips) the
   // caller allocates with the shapes the sender sends.
   absl::Status ReceiveHidden(models::DitHidden& hidden, int patch);
   // The last stage's updated latents of `patch`, to stage 0; and there.

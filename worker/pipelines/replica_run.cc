@@ -98,6 +98,9 @@ absl::Status ReplicaRun::Prepare() {
   } else {
     std::tie(pooled_, sequence_, mask_) = rows_of(0);
   }
+  // A family whose transformer pools the text itself (HunyuanDiT): once per
+  // request, on every rank (each holds the pool).
+  if (at::Tensor pooled = p_.transformer->PooledText(sequence_); pooled.defined()) pooled_ = pooled;
   if (padded_T_ > T_) sequence_ = at::constant_pad_nd(sequence_, {0, 0, 0, padded_T_ - T_});
   if (cfg_) cfg_scale_ = at::tensor(scales, at::kDouble).to(at::kFloat).view({n, 1, 1}).to(p_.device);
   if (guidance.embedded) guidance_ = at::full({pooled_.size(0)}, guidance.embedded_scale, at::kFloat).to(p_.device);
@@ -145,7 +148,8 @@ absl::StatusOr<models::DitHidden> ReplicaRun::EmbedPatch(int step, int patch) {
   }
   at::Tensor input = solver_->ModelInput(step, latents_.narrow(1, local.begin, local.size()));
   if (pooled_.size(0) != input.size(0)) input = at::cat({input, input}, 0);  // CFG in one batch
-  return p_.transformer->Embed(input, patch == 0 ? LocalText(sequence_) : at::Tensor(), PositionsFor(step, patch));
+  if (patch != 0) return p_.transformer->Embed(input, at::Tensor(), PositionsFor(step, patch));
+  return p_.transformer->Embed(input, LocalText(sequence_), PositionsFor(step, patch), mask_);
 }
 
 absl::StatusOr<models::DitHidden> ReplicaRun::ReceiveHidden(int step, int patch) {
@@ -153,7 +157,10 @@ absl::StatusOr<models::DitHidden> ReplicaRun::ReceiveHidden(int step, int patch)
   const int64_t dim = p_.transformer->hidden_size();
   models::DitHidden hidden;
   hidden.x = at::empty({batch, Local(step, patch).size(), dim}, latents_.options());
-  if (patch == 0) hidden.context = at::empty({batch, T_, dim}, latents_.options());
+  if (patch == 0) hidden.context = at::empty({batch, T_, p_.transformer->context_size()}, latents_.options());
+  // The long skips this stage's first block inherits (HunyuanDiT).
+  const int skips = p_.transformer->SkipsBefore(p_.transformer->part().first_block);
+  for (int k = 0; k < skips; ++k) hidden.skips.push_back(at::empty_like(hidden.x));
   DITSERVE_RETURN_IF_ERROR(link_->ReceiveHidden(hidden, patch));
   return hidden;
 }

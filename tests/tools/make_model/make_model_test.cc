@@ -237,10 +237,56 @@ TEST(MakeSd3Model, WritesEveryVariantAsARealDiffusersDirectory) {
   EXPECT_NE(r.output.find("--variant is for --family sd3"), std::string::npos) << r.output;
   r = Execute({BinDir() + "/ditserve-make-model", "--family=sdxl", "--out=" + sharded});
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_NE(r.output.find("--family must be flux, sd3, pixart-sigma or pixart-alpha, got 'sdxl'"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("--family must be flux, sd3, pixart-sigma, pixart-alpha or hunyuandit, got 'sdxl'"), std::string::npos) << r.output;
 
   for (const std::string& d : dirs) std::filesystem::remove_all(d);
   std::filesystem::remove_all(sharded);
+}
+
+// --family hunyuandit writes every component HunyuanDiTPipeline loads
+// (tests/worker/hunyuandit_generation_test.cc loads and runs it in
+// diffusers), deterministically; another seed gives other weights.
+TEST(MakeHunyuanDiT, WritesEveryComponentDeterministically) {
+  const std::string d = absl::StrCat(::testing::TempDir(), "/made_hunyuandit_", getpid());
+  const std::vector<std::string> make = {BinDir() + "/ditserve-make-model", "--family=hunyuandit", "--preset=tiny",
+                                         "--out=" + d, "--seed=3"};
+  const CommandResult r = Execute(make);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find(absl::StrCat("wrote ", d, " (hunyuandit tiny, f32, seed 3)")), std::string::npos) << r.output;
+  for (const char* f : {"model_index.json", "scheduler/scheduler_config.json", "tokenizer/vocab.txt",
+                        "tokenizer/tokenizer_config.json", "text_encoder/config.json", "text_encoder/model.safetensors",
+                        "tokenizer_2/spiece.model", "text_encoder_2/model.safetensors",
+                        "transformer/diffusion_pytorch_model.safetensors", "vae/config.json"}) {
+    EXPECT_TRUE(std::filesystem::exists(d + "/" + f)) << f;
+  }
+  const nlohmann::json scheduler = nlohmann::json::parse(ReadTextFile(d + "/scheduler/scheduler_config.json"));
+  EXPECT_EQ(scheduler["_class_name"], "DDPMScheduler");
+  EXPECT_EQ(scheduler["prediction_type"], "v_prediction");
+  const nlohmann::json transformer = nlohmann::json::parse(ReadTextFile(d + "/transformer/config.json"));
+  EXPECT_EQ(transformer["text_len"], 77);
+  EXPECT_EQ(transformer["text_len_t5"], 256);
+  EXPECT_EQ(transformer["use_style_cond_and_image_meta_size"], false);
+  const std::map<std::string, std::string> first = ReadTree(d);
+  std::filesystem::remove_all(d);
+  ASSERT_EQ(Execute(make).exit_code, 0);
+  const std::map<std::string, std::string> second = ReadTree(d);
+  EXPECT_EQ(first.size(), second.size());
+  for (const auto& [path, bytes] : first) {
+    auto it = second.find(path);
+    ASSERT_NE(it, second.end()) << path;
+    EXPECT_TRUE(it->second == bytes) << path << " differs";
+  }
+  std::vector<std::string> other = make;
+  other.back() = "--seed=4";
+  ASSERT_EQ(Execute(other).exit_code, 0);
+  EXPECT_NE(ReadTextFile(d + "/transformer/diffusion_pytorch_model.safetensors"),
+            first.at("transformer/diffusion_pytorch_model.safetensors"));
+  const CommandResult bad = Execute({BinDir() + "/ditserve-make-model", "--family=hunyuandit", "--preset=flux-dev",
+                                     "--out=" + d});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.output.find("--preset must be tiny or small for hunyuandit, got 'flux-dev'"), std::string::npos)
+      << bad.output;
+  std::filesystem::remove_all(d);
 }
 
 }  // namespace

@@ -85,7 +85,7 @@ TEST(DenoisingSolver, MatchesDiffusersSchedulers) {
     EXPECT_EQ(schedule->stochastic(), name.rfind("ddpm", 0) == 0);
     ++compared;
   }
-  EXPECT_EQ(compared, 21);
+  EXPECT_EQ(compared, 22);
 }
 
 // FlowMatchSchedule applied by the solver is FlowMatchEulerStep exactly.

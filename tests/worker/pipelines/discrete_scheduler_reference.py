@@ -48,6 +48,11 @@ CASES = [
     ("ddpm_linspace_large", DDPMScheduler, {"timestep_spacing": "linspace", "variance_type": "fixed_large"}, 5),
     ("ddpm_small_log_sample", DDPMScheduler,
      {"variance_type": "fixed_small_log", "prediction_type": "sample", "clip_sample_range": 0.7}, 4),
+    # HunyuanDiT's checkpoint configuration (ditserve-make-model --family hunyuandit).
+    ("ddpm_hunyuandit", DDPMScheduler,
+     {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.03, "clip_sample": False,
+      "prediction_type": "v_prediction", "steps_offset": 1, "timestep_spacing": "leading",
+      "variance_type": "fixed_small"}, 8),
 ]
 NOISE_SEED = 1000
 

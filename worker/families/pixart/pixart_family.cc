@@ -6,17 +6,17 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "core/denoising_schedule.h"
 #include "util/read_file.h"
 #include "util/status_macros.h"
 #include "worker/families/components.h"
+#include "worker/families/discrete_schedule_family.h"
 #include "worker/families/pixart/pixart_text_encoder.h"
 #include "worker/models/pixart/pixart_transformer.h"
 
 namespace ditserve::worker::families {
 namespace {
 
-class PixArtFamily final : public ModelFamily {
+class PixArtFamily final : public DiscreteScheduleFamily {
  public:
   static absl::StatusOr<std::unique_ptr<ModelFamily>> Open(const std::string& dir,
                                                            const core::ModelGeometry& geometry) {
@@ -45,12 +45,7 @@ class PixArtFamily final : public ModelFamily {
           dir, "/transformer/config.json: use_additional_conditions needs PixArtAlphaPipeline and sample_size 128 ",
           "(the only case in which diffusers passes the resolution and aspect ratio)"));
     }
-    const std::string spath = dir + "/scheduler/scheduler_config.json";
-    auto stext = util::ReadFileToString(spath);
-    if (!stext.ok()) return stext.status();
-    auto scheduler = core::ParseDiscreteSchedulerConfig(*stext);
-    if (!scheduler.ok()) return absl::InvalidArgumentError(absl::StrCat(dir, "/scheduler/", scheduler.status().message()));
-    f->scheduler_ = *scheduler;
+    DITSERVE_RETURN_IF_ERROR(f->ReadScheduler(dir));
     auto vc = LoadVaeConfig(dir);
     if (!vc.ok()) return vc.status();
     f->vae_config_ = *vc;
@@ -65,20 +60,6 @@ class PixArtFamily final : public ModelFamily {
   int pooled_dim() const override { return 0; }
   int text_dim() const override { return config_.caption_channels; }
   bool cross_attention() const override { return true; }
-
-  absl::Status ValidateRequest(const GenerationRequest& request) const override {
-    auto schedule = core::MakeDiscreteSchedule(scheduler_, request.num_inference_steps);
-    if (!schedule.ok()) return absl::InvalidArgumentError(absl::StrCat("num_inference_steps: ", schedule.status().message()));
-    return absl::OkStatus();
-  }
-
-  // TeaCache publishes no PixArt coefficients and none is fitted yet: the
-  // identity (the raw relative change accumulates).
-  core::TeaCachePolynomial TeaCachePolynomial() const override { return {1.0, 0.0}; }
-
-  absl::StatusOr<core::DenoisingSchedule> Schedule(int steps, int64_t /*image_tokens*/) const override {
-    return core::MakeDiscreteSchedule(scheduler_, steps);
-  }
 
   absl::StatusOr<std::unique_ptr<models::DitTransformer>> LoadTransformer(const models::DitPart& part,
                                                                           at::ScalarType dtype,
@@ -103,7 +84,6 @@ class PixArtFamily final : public ModelFamily {
  private:
   PixArtFamily() = default;
   pixart::PixArtTransformerConfig config_;
-  core::DiscreteSchedulerConfig scheduler_;
   bool sigma_ = false;
 };
 

@@ -1,14 +1,20 @@
-// ditserve-server on a Stable Diffusion 3.5 directory with a CFG-parallel
-// gang of 2: GetInfo reports the family and its guidance, Generate and
-// GenerateStream return the serial image (ditserve-run, one rank), and SD3's
-// own limits are INVALID_ARGUMENT naming the field. No family-specific code
-// in the server, the client or the gang: the directory decides.
+// ditserve-server on a directory of each non-Flux family (Stable Diffusion
+// 3.5, PixArt-Σ, HunyuanDiT) with a CFG-parallel gang of 2: GetInfo reports
+// the family and its guidance, Generate and GenerateStream return the
+// serial image (ditserve-run, one rank), and the family's own limits are
+// INVALID_ARGUMENT naming the field. No family-specific code in the server,
+// the client or the gang: the directory decides.
 
 #include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -25,41 +31,59 @@ using testing::ServerProcess;
 constexpr int kSteps = 3;
 constexpr const char* kPrompt = "a red circle on a blue background";
 
-class ServeSd3 : public ::testing::Test {
+struct Family {
+  std::string name;                     // the test's name
+  std::vector<std::string> make_flags;  // ditserve-make-model's, besides --preset and --out
+  std::string model_family;             // GetInfo.model_family
+  double default_guidance_scale;
+  std::string config_key;  // a key only this family's transformer config has
+};
+
+// One server per family for the whole suite, started at its first test.
+struct FamilyServer {
+  std::string root, model;
+  std::unique_ptr<ServerProcess> server;
+};
+
+class ServeFamily : public ::testing::TestWithParam<Family> {
  protected:
-  static void SetUpTestSuite() {
-    root_ = new std::string(absl::StrCat(::testing::TempDir(), "/serve_sd3_", getpid()));
-    std::filesystem::create_directories(*root_);
-    model_ = new std::string(*root_ + "/model");
-    const testing::RunResult made =
-        testing::RunOne({testing::BinDir() + "/ditserve-make-model", "--family=sd3", "--variant=sd3.5-medium",
-                         "--preset=tiny", "--out=" + *model_});
-    ASSERT_TRUE(made.exit.ok()) << made.output;
-    auto server = ServerProcess::Start({"--model=" + *model_, "--spawn_workers", "--device=cpu", "--threads=1",
-                                        "--use_cfg_parallel", "--max_prompt_bytes=64",
-                                        absl::StrCat("--default_steps=", kSteps)});
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = server->release();
-    ASSERT_TRUE(server_->WaitHealth("SERVING", absl::Seconds(300)).ok()) << server_->Log();
-  }
   static void TearDownTestSuite() {
-    delete server_;
-    std::filesystem::remove_all(*root_);
-    delete root_;
-    delete model_;
+    for (auto& [name, s] : *servers_) {
+      s.server.reset();
+      std::filesystem::remove_all(s.root);
+    }
+    servers_->clear();
   }
   void SetUp() override {
-    ASSERT_NE(server_, nullptr);
-    stub_ = v1::GenerationService::NewStub(server_->channel());
+    const Family& f = GetParam();
+    FamilyServer& s = (*servers_)[f.name];
+    if (!s.server) {
+      s.root = absl::StrCat(::testing::TempDir(), "/serve_", f.name, "_", getpid());
+      std::filesystem::create_directories(s.root);
+      s.model = s.root + "/model";
+      std::vector<std::string> make = {testing::BinDir() + "/ditserve-make-model", "--preset=tiny", "--out=" + s.model};
+      make.insert(make.end(), f.make_flags.begin(), f.make_flags.end());
+      const testing::RunResult made = testing::RunOne(make);
+      ASSERT_TRUE(made.exit.ok()) << made.output;
+      auto server = ServerProcess::Start({"--model=" + s.model, "--spawn_workers", "--device=cpu", "--threads=1",
+                                          "--use_cfg_parallel", "--max_prompt_bytes=64",
+                                          absl::StrCat("--default_steps=", kSteps)});
+      ASSERT_TRUE(server.ok()) << server.status();
+      s.server = *std::move(server);
+      ASSERT_TRUE(s.server->WaitHealth("SERVING", absl::Seconds(300)).ok()) << s.server->Log();
+    }
+    server_ = &s;
+    stub_ = v1::GenerationService::NewStub(s.server->channel());
   }
 
   // The serial run's image for the same request (one rank, the same
-  // defaults: CFG 7 against the empty prompt, the model's max_sequence_length).
-  static testing::DecodedImage Serial(int height, int width, uint64_t seed) {
-    const std::string out = absl::StrCat(*root_, "/serial_", height, "x", width, "_", seed);
+  // defaults: the family's CFG against the empty prompt, its
+  // max_sequence_length).
+  testing::DecodedImage Serial(int height, int width, uint64_t seed) const {
+    const std::string out = absl::StrCat(server_->root, "/serial_", height, "x", width, "_", seed);
     const testing::RunResult r = testing::RunOne(
-        {testing::BinDir() + "/ditserve-run", "--nproc=1", "--model=" + *model_, std::string("--prompt=") + kPrompt,
-         absl::StrCat("--height=", height), absl::StrCat("--width=", width),
+        {testing::BinDir() + "/ditserve-run", "--nproc=1", "--model=" + server_->model,
+         std::string("--prompt=") + kPrompt, absl::StrCat("--height=", height), absl::StrCat("--width=", width),
          absl::StrCat("--num_inference_steps=", kSteps), absl::StrCat("--seed=", seed), "--threads=1",
          "--device=cpu", "--output_dir=" + out});
     EXPECT_TRUE(r.exit.ok()) << r.output;
@@ -72,7 +96,7 @@ class ServeSd3 : public ::testing::Test {
 
   // CFG parallel against one rank: equal up to float rounding through the
   // VAE (at most one uint8 level, see parallel_generation_test).
-  static void ExpectSerial(const std::string& png, int height, int width, uint64_t seed) {
+  void ExpectSerial(const std::string& png, int height, int width, uint64_t seed) const {
     auto got = testing::DecodePng(png);
     ASSERT_TRUE(got.ok()) << got.status();
     EXPECT_EQ(got->width, width);
@@ -93,41 +117,39 @@ class ServeSd3 : public ::testing::Test {
     return r;
   }
 
-  static std::string* root_;
-  static std::string* model_;
-  static ServerProcess* server_;
+  static std::map<std::string, FamilyServer>* servers_;
+  FamilyServer* server_ = nullptr;
   std::unique_ptr<v1::GenerationService::Stub> stub_;
 };
-std::string* ServeSd3::root_ = nullptr;
-std::string* ServeSd3::model_ = nullptr;
-ServerProcess* ServeSd3::server_ = nullptr;
+std::map<std::string, FamilyServer>* ServeFamily::servers_ = new std::map<std::string, FamilyServer>();
 
-TEST_F(ServeSd3, GetInfoReportsTheFamilyAndItsGuidance) {
+TEST_P(ServeFamily, GetInfoReportsTheFamilyAndItsGuidance) {
+  const Family& f = GetParam();
   grpc::ClientContext context;
   v1::GetInfoResponse info;
   ASSERT_TRUE(stub_->GetInfo(&context, v1::GetInfoRequest(), &info).ok());
-  EXPECT_EQ(info.model_family(), "sd3");
-  EXPECT_EQ(info.default_guidance_scale(), 7.0);
+  EXPECT_EQ(info.model_family(), f.model_family);
+  EXPECT_EQ(info.default_guidance_scale(), f.default_guidance_scale);
   EXPECT_EQ(info.cfg_scale_field(), "guidance_scale");
   EXPECT_FALSE(info.uses_guidance_embedding());
-  EXPECT_EQ(info.default_size(), 64);  // the tiny preset's sample_size 8 x VAE scale 8
+  EXPECT_EQ(info.default_size(), 64);  // the tiny presets' sample_size 8 x VAE scale 8
   EXPECT_EQ(info.limits().size_multiple(), 16);
   EXPECT_EQ(info.parallel().world_size(), 2);
   EXPECT_TRUE(info.parallel().use_cfg_parallel());
-  EXPECT_NE(info.transformer_config_json().find("\"dual_attention_layers\""), std::string::npos);
+  EXPECT_NE(info.transformer_config_json().find("\"" + f.config_key + "\""), std::string::npos);
 }
 
-TEST_F(ServeSd3, GenerateReturnsTheSerialImage) {
+TEST_P(ServeFamily, GenerateReturnsTheSerialImage) {
   grpc::ClientContext context;
   v1::GenerateResponse response;
   const grpc::Status status = stub_->Generate(&context, Request(80, 48, 11), &response);
-  ASSERT_TRUE(status.ok()) << status.error_message() << "\n" << server_->Log();
+  ASSERT_TRUE(status.ok()) << status.error_message() << "\n" << server_->server->Log();
   ASSERT_EQ(response.images_size(), 1);
   EXPECT_EQ(response.images(0).seed(), 11u);
   ExpectSerial(response.images(0).data(), 80, 48, 11);
 }
 
-TEST_F(ServeSd3, GenerateStreamSendsEveryStepThenTheSerialImage) {
+TEST_P(ServeFamily, GenerateStreamSendsEveryStepThenTheSerialImage) {
   grpc::ClientContext context;
   auto reader = stub_->GenerateStream(&context, Request(48, 64, 12));
   v1::GenerateStreamResponse m;
@@ -150,7 +172,8 @@ TEST_F(ServeSd3, GenerateStreamSendsEveryStepThenTheSerialImage) {
   ExpectSerial(png, 48, 64, 12);
 }
 
-TEST_F(ServeSd3, FamilyLimitsAreInvalidArgumentNamingTheField) {
+TEST_P(ServeFamily, FamilyLimitsAreInvalidArgumentNamingTheField) {
+  const Family& f = GetParam();
   struct Case {
     std::string message;
     std::function<void(v1::GenerateRequest&)> edit;
@@ -158,7 +181,8 @@ TEST_F(ServeSd3, FamilyLimitsAreInvalidArgumentNamingTheField) {
   const std::vector<Case> cases = {
       {"height must be a multiple of 16", [](auto& r) { r.set_height(72); }},
       {"prompt must be at most 64", [](auto& r) { r.set_prompt(std::string(65, 'x')); }},
-      {"true_cfg_scale must be unset or 1 for this model (sd3)", [](auto& r) { r.set_true_cfg_scale(2); }},
+      {absl::StrCat("true_cfg_scale must be unset or 1 for this model (", f.model_family, ")"),
+       [](auto& r) { r.set_true_cfg_scale(2); }},
       // CFG parallel needs CFG: guidance_scale 1 turns it off.
       {"--use_cfg_parallel needs classifier-free guidance: guidance_scale > 1",
        [](auto& r) { r.set_guidance_scale(1); }},
@@ -176,6 +200,13 @@ TEST_F(ServeSd3, FamilyLimitsAreInvalidArgumentNamingTheField) {
   v1::GenerateResponse response;
   ASSERT_TRUE(stub_->Generate(&context, Request(64, 64, 2), &response).ok()) << "the server stays up";
 }
+
+INSTANTIATE_TEST_SUITE_P(
+    Families, ServeFamily,
+    ::testing::Values(Family{"sd3", {"--family=sd3", "--variant=sd3.5-medium"}, "sd3", 7.0, "dual_attention_layers"},
+                      Family{"pixart", {"--family=pixart-sigma"}, "pixart", 4.5, "caption_channels"},
+                      Family{"hunyuandit", {"--family=hunyuandit"}, "hunyuandit", 5.0, "text_len_t5"}),
+    [](const ::testing::TestParamInfo<Family>& info) { return info.param.name; });
 
 }  // namespace
 }  // namespace ditserve

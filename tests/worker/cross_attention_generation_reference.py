@@ -1,9 +1,11 @@
 """Test reference: whole generations of diffusers' PixArtSigmaPipeline /
-PixArtAlphaPipeline on directories written by ditserve-make-model
---family pixart-sigma|pixart-alpha (clean_caption=False; resolution
-binning where diffusers has a table for the transformer's sample_size).
+PixArtAlphaPipeline / HunyuanDiTPipeline on directories written by
+ditserve-make-model --family pixart-sigma|pixart-alpha|hunyuandit
+(PixArt: clean_caption=False, resolution binning where diffusers has a
+table for the transformer's sample_size; HunyuanDiT: no binning, its
+pipeline's fixed text lengths).
 
-usage: pixart_generation_reference.py OUT.safetensors CASES.json
+usage: cross_attention_generation_reference.py OUT.safetensors CASES.json
   CASES.json: [{"name", "model", "prompt", "negative_prompt" (or null),
                 "guidance_scale" (or null: the pipeline's default 4.5),
                 "height", "width", "steps", "seed", "max_sequence_length",
@@ -17,9 +19,11 @@ import sys
 import numpy as np
 import torch
 from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler,
-                       PixArtAlphaPipeline, PixArtSigmaPipeline)
+                       HunyuanDiTPipeline, PixArtAlphaPipeline, PixArtSigmaPipeline)
 from safetensors.torch import save_file
 
+PIPELINES = {"PixArtSigmaPipeline": PixArtSigmaPipeline, "PixArtAlphaPipeline": PixArtAlphaPipeline,
+             "HunyuanDiTPipeline": HunyuanDiTPipeline}
 SCHEDULERS = {"DDIMScheduler": DDIMScheduler, "DDPMScheduler": DDPMScheduler, "EulerDiscreteScheduler": EulerDiscreteScheduler,
               "DPMSolverMultistepScheduler": DPMSolverMultistepScheduler}
 
@@ -29,19 +33,22 @@ out = {}
 for case in cases:
     if case["model"] not in pipes:
         index = json.load(open(case["model"] + "/model_index.json"))
-        cls = PixArtSigmaPipeline if index["_class_name"] == "PixArtSigmaPipeline" else PixArtAlphaPipeline
-        pipes[case["model"]] = cls.from_pretrained(case["model"], torch_dtype=torch.float32)
+        pipes[case["model"]] = PIPELINES[index["_class_name"]].from_pretrained(case["model"], torch_dtype=torch.float32)
     pipe = pipes[case["model"]]
     # The directory's scheduler class (a test may rewrite scheduler_config.json).
     wanted = json.load(open(case["model"] + "/scheduler/scheduler_config.json"))["_class_name"]
     if type(pipe.scheduler).__name__ != wanted:
         pipe.scheduler = SCHEDULERS[wanted].from_pretrained(case["model"] + "/scheduler")
     kwargs = dict(prompt=case["prompt"], height=case["height"], width=case["width"],
-                  num_inference_steps=case["steps"], max_sequence_length=case["max_sequence_length"],
-                  clean_caption=False,
-                  # diffusers bins for the sample sizes it has tables for (and
-                  # raises for others); ditserve bins exactly then.
-                  use_resolution_binning=pipe.transformer.config.sample_size in (32, 64, 128, 256))
+                  num_inference_steps=case["steps"])
+    if isinstance(pipe, HunyuanDiTPipeline):
+        # ditserve generates at the requested size (no binning).
+        kwargs["use_resolution_binning"] = False
+    else:
+        kwargs.update(max_sequence_length=case["max_sequence_length"], clean_caption=False,
+                      # diffusers bins for the sample sizes it has tables for
+                      # (and raises for others); ditserve bins exactly then.
+                      use_resolution_binning=pipe.transformer.config.sample_size in (32, 64, 128, 256))
     if case.get("negative_prompt") is not None:
         kwargs["negative_prompt"] = case["negative_prompt"]
     if case.get("guidance_scale") is not None:
