@@ -38,6 +38,8 @@ ABSL_FLAG(double, guidance_scale, -1, "generate/bench: guidance scale (< 0: the 
 ABSL_FLAG(double, true_cfg_scale, -1, "generate/bench: true CFG scale (< 0: the server's default, 1)");
 ABSL_FLAG(int64_t, seed, -1, "generate/bench: seed (< 0: the server picks one and prints it)");
 ABSL_FLAG(int, num_images, 1, "generate/bench: images per request");
+ABSL_FLAG(int, max_sequence_length, 0,
+          "generate/bench: the text encoder's token budget (0: the model's default; info shows the limit)");
 ABSL_FLAG(std::string, format, "png", "generate/bench: png, jpeg or webp");
 ABSL_FLAG(int, quality, 0, "generate/bench: JPEG/WebP quality 1-100 (WebP 100: lossless; 0: 90)");
 ABSL_FLAG(int, priority, 0, "generate/bench: priority in [-100, 100] (higher runs first)");
@@ -82,6 +84,7 @@ absl::StatusOr<ditserve::v1::GenerateRequest> RequestFromFlags() {
   if (absl::GetFlag(FLAGS_true_cfg_scale) >= 0) r.set_true_cfg_scale(absl::GetFlag(FLAGS_true_cfg_scale));
   if (absl::GetFlag(FLAGS_seed) >= 0) r.set_seed(static_cast<uint64_t>(absl::GetFlag(FLAGS_seed)));
   r.set_num_images(absl::GetFlag(FLAGS_num_images));
+  r.set_max_sequence_length(absl::GetFlag(FLAGS_max_sequence_length));
   const std::string format = absl::GetFlag(FLAGS_format);
   if (format == "png") {
     r.set_output_format(ditserve::v1::IMAGE_FORMAT_PNG);

@@ -375,6 +375,13 @@ Prediction Predict(const ModelShape& m, const HardwareProfile& hw, const Paralle
   pred.weights_bytes = (m.transformer_params / P + m.text_encoder_params) * b;
   const double local_tokens = p / (N * (P > 1 ? M : 1));
   pred.activation_bytes = 12 * batch * local_tokens * hs * b + batch * p / N * hs * b * 2;
+  if (m.long_skips) {
+    // The skip stack at its deepest, each entry the hidden states of the
+    // tokens a call runs (a PipeFusion stage runs one patch at a time).
+    int deepest = 0;
+    for (int block = 0; block <= blocks; ++block) deepest = std::max(deepest, m.SkipsBefore(block));
+    pred.activation_bytes += deepest * batch * (I / (N * (P > 1 ? M : 1))) * hs * b;
+  }
   if (P > 1) pred.kv_buffer_bytes = 2 * batch * p * hs * b * std::ceil(static_cast<double>(blocks) / P) / N;
   pred.vae_bytes = 3 * largest * b / vae_split;
   pred.peak_bytes = pred.weights_bytes + std::max(pred.activation_bytes + pred.kv_buffer_bytes, pred.vae_bytes);

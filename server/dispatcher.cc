@@ -86,6 +86,8 @@ absl::StatusOr<uint64_t> Dispatcher::SubmitLocked(const v1::GenerateRequest& req
   shape.family = hello_->model_family();
   if (hello_->has_default_guidance_scale()) shape.default_guidance_scale = hello_->default_guidance_scale();
   shape.guidance_scale_is_cfg = hello_->cfg_scale_field() == "guidance_scale";
+  shape.default_max_sequence_length = hello_->default_max_sequence_length();
+  shape.max_sequence_length_limit = hello_->max_sequence_length_limit();
   auto params = ValidateRequest(request, options_.limits, shape, RandomSeed());
   if (!params.ok()) return params.status();
   if (absl::Status s = CheckCallerLimitsLocked(caller); !s.ok()) return s;

@@ -259,6 +259,8 @@ grpc::ServerUnaryReactor* GenerationService::GetInfo(grpc::CallbackServerContext
     response->set_device(hello->device());
     response->set_transformer_config_json(hello->transformer_config_json());
     response->set_default_guidance_scale(hello->has_default_guidance_scale() ? hello->default_guidance_scale() : 3.5);
+    response->set_default_max_sequence_length(hello->default_max_sequence_length());
+    response->set_max_sequence_length_limit(hello->max_sequence_length_limit());
     response->set_cfg_scale_field(hello->cfg_scale_field());
     l.set_size_multiple(hello->size_multiple());
     *response->mutable_parallel() = hello->parallel();

@@ -8,7 +8,7 @@ bool Compatible(const GenerationParams& a, const GenerationParams& b) {
   return a.height == b.height && a.width == b.width &&
          a.num_inference_steps == b.num_inference_steps &&
          a.guidance_scale == b.guidance_scale && a.cfg == b.cfg &&
-         a.cache.method == b.cache.method;
+         a.cache.method == b.cache.method && a.max_sequence_length == b.max_sequence_length;
 }
 
 control::v1::Item ToControlItem(const GenerationParams& params, uint64_t request_id, int index) {
@@ -24,6 +24,7 @@ control::v1::Item ToControlItem(const GenerationParams& params, uint64_t request
   item.set_seed(params.seed + static_cast<uint64_t>(index));
   item.set_step_cache(proto::ToProto(params.cache.method));
   item.set_cache_threshold(params.cache.threshold);
+  item.set_max_sequence_length(params.max_sequence_length);
   return item;
 }
 

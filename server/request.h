@@ -25,6 +25,9 @@ struct GenerationParams {
   v1::ImageFormat format = v1::IMAGE_FORMAT_PNG;
   int quality = 90;
   int priority = 0;
+  // Text tokens, resolved against the model's default (0 only when the
+  // gang did not report its default).
+  int max_sequence_length = 0;
 
   // Whether classifier-free guidance runs (doubles the transformer's work):
   // the family's CFG scale > 1 (core::ResolveGuidance), resolved at
@@ -36,7 +39,7 @@ struct GenerationParams {
 };
 
 // Requests that can share one gang call: equal size, steps, guidance scale,
-// CFG use and step-cache method; thresholds may differ, each request
+// CFG use, step-cache method and max_sequence_length; thresholds may differ, each request
 // decides its own steps (ParallelPipeline::Generate's contract).
 bool Compatible(const GenerationParams& a, const GenerationParams& b);
 

@@ -62,6 +62,16 @@ absl::StatusOr<GenerationParams> ValidateRequest(const v1::GenerateRequest& r,
     return Invalid(absl::StrCat("true_cfg_scale must be unset or 1 for this model (", model.family,
                                 "): its classifier-free guidance scale is guidance_scale"));
   }
+  if (r.max_sequence_length() < 0 ||
+      (model.max_sequence_length_limit > 0 && r.max_sequence_length() > model.max_sequence_length_limit)) {
+    return Invalid(model.max_sequence_length_limit > 0
+                       ? absl::StrCat("max_sequence_length must be in [1, ", model.max_sequence_length_limit,
+                                      "] (0: the model's ", model.default_max_sequence_length, "), got ",
+                                      r.max_sequence_length())
+                       : absl::StrCat("max_sequence_length must be >= 0 (0: the model's default), got ",
+                                      r.max_sequence_length()));
+  }
+  p.max_sequence_length = r.max_sequence_length() == 0 ? model.default_max_sequence_length : r.max_sequence_length();
   p.seed = r.has_seed() ? r.seed() : random_seed;
   p.num_images = r.num_images() == 0 ? 1 : r.num_images();
   if (p.num_images < 1 || p.num_images > limits.max_images) {

@@ -23,6 +23,11 @@ struct ModelShape {
   double default_guidance_scale = 3.5;
   bool guidance_scale_is_cfg = false;  // SD3: guidance_scale is the CFG scale
   std::string family = "flux";
+  // The text budget (the gang's Hello): a request's max_sequence_length
+  // when 0, and its largest value; a limit of 0 leaves the check to the
+  // gang.
+  int default_max_sequence_length = 0;
+  int max_sequence_length_limit = 0;
 };
 
 // INVALID_ARGUMENT naming the field and its limit, e.g. "height must be a

@@ -36,6 +36,35 @@ TEST(RequestValidation, DefaultsAreFilledIn) {
   EXPECT_EQ(ValidateRequest(r, TestLimits(), ModelShape{16, 128}, 777)->seed, 0u);
 }
 
+// max_sequence_length: 0 takes the model's default (so 0 and the default
+// batch together), up to the gang's limit; without a reported limit the
+// gang checks it.
+TEST(RequestValidation, MaxSequenceLengthAgainstTheModel) {
+  ModelShape model{16, 128};
+  model.default_max_sequence_length = 256;
+  model.max_sequence_length_limit = 512;
+  v1::GenerateRequest r;
+  r.set_prompt("a red circle");
+  EXPECT_EQ(ValidateRequest(r, TestLimits(), model, 1)->max_sequence_length, 256);
+  r.set_max_sequence_length(40);
+  EXPECT_EQ(ValidateRequest(r, TestLimits(), model, 1)->max_sequence_length, 40);
+  r.set_max_sequence_length(512);
+  EXPECT_EQ(ValidateRequest(r, TestLimits(), model, 1)->max_sequence_length, 512);
+  r.set_max_sequence_length(513);
+  auto over = ValidateRequest(r, TestLimits(), model, 1);
+  EXPECT_EQ(over.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(over.status().message(), "max_sequence_length must be in [1, 512] (0: the model's 256), got 513");
+  r.set_max_sequence_length(-1);
+  EXPECT_NE(ValidateRequest(r, TestLimits(), model, 1).status().message().find("max_sequence_length must be in [1, 512]"),
+            std::string::npos);
+  const ModelShape unknown{16, 128};  // an older gang's Hello
+  r.set_max_sequence_length(1000);
+  EXPECT_EQ(ValidateRequest(r, TestLimits(), unknown, 1)->max_sequence_length, 1000);
+  r.set_max_sequence_length(-3);
+  EXPECT_EQ(ValidateRequest(r, TestLimits(), unknown, 1).status().message(),
+            "max_sequence_length must be >= 0 (0: the model's default), got -3");
+}
+
 struct BadCase {
   const char* name;
   std::function<void(v1::GenerateRequest&)> edit;

@@ -37,6 +37,7 @@ struct Family {
   std::string model_family;             // GetInfo.model_family
   double default_guidance_scale;
   std::string config_key;  // a key only this family's transformer config has
+  int default_max_sequence_length, max_sequence_length_limit;  // the tiny preset's
 };
 
 // One server per family for the whole suite, started at its first test.
@@ -79,13 +80,15 @@ class ServeFamily : public ::testing::TestWithParam<Family> {
   // The serial run's image for the same request (one rank, the same
   // defaults: the family's CFG against the empty prompt, its
   // max_sequence_length).
-  testing::DecodedImage Serial(int height, int width, uint64_t seed) const {
-    const std::string out = absl::StrCat(server_->root, "/serial_", height, "x", width, "_", seed);
+  testing::DecodedImage Serial(int height, int width, uint64_t seed, int max_sequence_length = 0) const {
+    const std::string out =
+        absl::StrCat(server_->root, "/serial_", height, "x", width, "_", seed, "_", max_sequence_length);
     const testing::RunResult r = testing::RunOne(
         {testing::BinDir() + "/ditserve-run", "--nproc=1", "--model=" + server_->model,
          std::string("--prompt=") + kPrompt, absl::StrCat("--height=", height), absl::StrCat("--width=", width),
-         absl::StrCat("--num_inference_steps=", kSteps), absl::StrCat("--seed=", seed), "--threads=1",
-         "--device=cpu", "--output_dir=" + out});
+         absl::StrCat("--num_inference_steps=", kSteps), absl::StrCat("--seed=", seed),
+         absl::StrCat("--max_sequence_length=", max_sequence_length), "--threads=1", "--device=cpu",
+         "--output_dir=" + out});
     EXPECT_TRUE(r.exit.ok()) << r.output;
     std::ifstream in(out + "/image-000.png", std::ios::binary);
     const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -96,12 +99,13 @@ class ServeFamily : public ::testing::TestWithParam<Family> {
 
   // CFG parallel against one rank: equal up to float rounding through the
   // VAE (at most one uint8 level, see parallel_generation_test).
-  void ExpectSerial(const std::string& png, int height, int width, uint64_t seed) const {
+  void ExpectSerial(const std::string& png, int height, int width, uint64_t seed,
+                    int max_sequence_length = 0) const {
     auto got = testing::DecodePng(png);
     ASSERT_TRUE(got.ok()) << got.status();
     EXPECT_EQ(got->width, width);
     EXPECT_EQ(got->height, height);
-    const testing::DecodedImage want = Serial(height, width, seed);
+    const testing::DecodedImage want = Serial(height, width, seed, max_sequence_length);
     ASSERT_EQ(got->rgb.size(), want.rgb.size());
     int worst = 0;
     for (size_t i = 0; i < want.rgb.size(); ++i) worst = std::max(worst, std::abs(got->rgb[i] - want.rgb[i]));
@@ -137,6 +141,31 @@ TEST_P(ServeFamily, GetInfoReportsTheFamilyAndItsGuidance) {
   EXPECT_EQ(info.parallel().world_size(), 2);
   EXPECT_TRUE(info.parallel().use_cfg_parallel());
   EXPECT_NE(info.transformer_config_json().find("\"" + f.config_key + "\""), std::string::npos);
+  EXPECT_EQ(info.default_max_sequence_length(), f.default_max_sequence_length);
+  EXPECT_EQ(info.max_sequence_length_limit(), f.max_sequence_length_limit);
+}
+
+// A request's text budget reaches the gang: the image is ditserve-run's
+// with the same --max_sequence_length; above the limit it is
+// INVALID_ARGUMENT naming the field and the limit.
+TEST_P(ServeFamily, MaxSequenceLengthReachesTheGang) {
+  const Family& f = GetParam();
+  v1::GenerateRequest r = Request(64, 48, 13);
+  r.set_max_sequence_length(6);
+  grpc::ClientContext context;
+  v1::GenerateResponse response;
+  const grpc::Status status = stub_->Generate(&context, r, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message() << "\n" << server_->server->Log();
+  ASSERT_EQ(response.images_size(), 1);
+  ExpectSerial(response.images(0).data(), 64, 48, 13, 6);
+  r.set_max_sequence_length(f.max_sequence_length_limit + 1);
+  grpc::ClientContext bad_context;
+  const grpc::Status bad = stub_->Generate(&bad_context, r, &response);
+  EXPECT_EQ(bad.error_code(), grpc::INVALID_ARGUMENT);
+  EXPECT_NE(bad.error_message().find(absl::StrCat("max_sequence_length must be in [1, ", f.max_sequence_length_limit,
+                                                  "] (0: the model's ", f.default_max_sequence_length, ")")),
+            std::string::npos)
+      << bad.error_message();
 }
 
 TEST_P(ServeFamily, GenerateReturnsTheSerialImage) {
@@ -203,9 +232,10 @@ TEST_P(ServeFamily, FamilyLimitsAreInvalidArgumentNamingTheField) {
 
 INSTANTIATE_TEST_SUITE_P(
     Families, ServeFamily,
-    ::testing::Values(Family{"sd3", {"--family=sd3", "--variant=sd3.5-medium"}, "sd3", 7.0, "dual_attention_layers"},
-                      Family{"pixart", {"--family=pixart-sigma"}, "pixart", 4.5, "caption_channels"},
-                      Family{"hunyuandit", {"--family=hunyuandit"}, "hunyuandit", 5.0, "text_len_t5"}),
+    ::testing::Values(
+        Family{"sd3", {"--family=sd3", "--variant=sd3.5-medium"}, "sd3", 7.0, "dual_attention_layers", 256, 512},
+        Family{"pixart", {"--family=pixart-sigma"}, "pixart", 4.5, "caption_channels", 300, 300},
+        Family{"hunyuandit", {"--family=hunyuandit"}, "hunyuandit", 5.0, "text_len_t5", 256, 256}),
     [](const ::testing::TestParamInfo<Family>& info) { return info.param.name; });
 
 }  // namespace

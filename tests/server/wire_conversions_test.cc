@@ -26,6 +26,7 @@ server::GenerationParams EveryFieldSet() {
   p.num_images = 3;
   p.cfg = true;
   p.cache = {core::StepCacheMethod::kTeaCache, 0.35};
+  p.max_sequence_length = 77;
   return p;
 }
 
@@ -46,7 +47,17 @@ TEST(WireConversions, EveryGenerationFieldReachesTheEngine) {
     EXPECT_EQ(r->seed, p.seed + static_cast<uint64_t>(index));  // image i of a request: seed + i
     EXPECT_EQ(r->cache.method, core::StepCacheMethod::kTeaCache);
     EXPECT_EQ(r->cache.threshold, 0.35);
+    EXPECT_EQ(r->max_sequence_length, 77);
   }
+}
+
+// Requests of different text budgets run in different gang calls (the
+// pipeline's batch has one sequence length).
+TEST(WireConversions, MaxSequenceLengthSeparatesBatches) {
+  server::GenerationParams a = EveryFieldSet(), b = EveryFieldSet();
+  EXPECT_TRUE(server::Compatible(a, b));
+  b.max_sequence_length = 64;
+  EXPECT_FALSE(server::Compatible(a, b));
 }
 
 TEST(WireConversions, EveryStepCacheMethodSurvives) {

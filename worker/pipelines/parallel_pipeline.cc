@@ -300,6 +300,8 @@ int ParallelPipeline::default_size() const { return impl_->geometry().default_si
 bool ParallelPipeline::uses_guidance_embedding() const { return impl_->geometry().guidance_embeds; }
 const std::string& ParallelPipeline::family() const { return impl_->geometry().family; }
 double ParallelPipeline::default_guidance_scale() const { return impl_->geometry().default_guidance_scale; }
+int ParallelPipeline::default_max_sequence_length() const { return impl_->default_max_sequence_length; }
+int ParallelPipeline::max_sequence_length_limit() const { return impl_->max_sequence_length_limit; }
 core::CfgScaleField ParallelPipeline::cfg_scale_field() const { return impl_->geometry().cfg_scale; }
 const std::string& ParallelPipeline::transformer_config_json() const { return impl_->family->transformer_config_json(); }
 const CommStats& ParallelPipeline::comm_stats() const { return impl_->stats; }

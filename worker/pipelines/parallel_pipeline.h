@@ -70,6 +70,10 @@ class ParallelPipeline {
   // which field is the CFG scale.
   double default_guidance_scale() const;
   core::CfgScaleField cfg_scale_field() const;
+  // A request's max_sequence_length when 0 (its text encoder's default),
+  // and the largest it takes; agreed by the gang at load.
+  int default_max_sequence_length() const;
+  int max_sequence_length_limit() const;
   // The transformer/config.json text, verbatim.
   const std::string& transformer_config_json() const;
 

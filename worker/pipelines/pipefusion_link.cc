@@ -1,5 +1,7 @@
 #include "worker/pipelines/pipefusion_link.h"
 
+#include <ATen/ATen.h>
+
 #include <vector>
 
 #include "util/status_macros.h"
@@ -13,8 +15,8 @@ constexpr int kTagText = 1 << 10;
 constexpr int kTagLatents = 2 << 10;
 constexpr int kTagDecision = 5 << 10;
 constexpr int kTagDelta = 6 << 10;
-// Long skip k of a patch (HunyuanDiT): kTagSkip + (k << 10) + patch.
-constexpr int kTagSkip = 8 << 10;
+// A patch's long skips (HunyuanDiT), stacked into one message.
+constexpr int kTagSkips = 8 << 10;
 
 }  // namespace
 
@@ -37,9 +39,7 @@ absl::Status PipeFusionLink::Receive(at::Tensor& tensor, int from, int tag) {
 absl::Status PipeFusionLink::SendHidden(const models::DitHidden& hidden, int patch) {
   DITSERVE_RETURN_IF_ERROR(Send(hidden.x, stage_ + 1, kTagImage + patch));
   if (patch == 0) DITSERVE_RETURN_IF_ERROR(Send(hidden.context, stage_ + 1, kTagText + patch));
-  for (size_t k = 0; k < hidden.skips.size(); ++k) {
-    DITSERVE_RETURN_IF_ERROR(Send(hidden.skips[k], stage_ + 1, kTagSkip + (static_cast<int>(k) << 10) + patch));
-  }
+  if (!hidden.skips.empty()) DITSERVE_RETURN_IF_ERROR(Send(at::stack(hidden.skips), stage_ + 1, kTagSkips + patch));
   return absl::OkStatus();
 }
 
@@ -54,15 +54,23 @@ absl::Status PipeFusionLink::ReceiveHidden(models::DitHidden& hidden, int patch)
     if (!t.ok()) return t.status();
     text = *std::move(t);
   }
-  std::vector<std::unique_ptr<parallel::PendingTransfer>> skips;
-  for (size_t k = 0; k < hidden.skips.size(); ++k) {
-    auto t = group_.Recv(hidden.skips[k], stage_ - 1, kTagSkip + (static_cast<int>(k) << 10) + patch);
+  // The skips arrive as one [k, B, S, hidden] tensor, then split.
+  at::Tensor stacked;
+  std::unique_ptr<parallel::PendingTransfer> skips;
+  if (!hidden.skips.empty()) {
+    stacked = at::empty({static_cast<int64_t>(hidden.skips.size()), hidden.x.size(0), hidden.x.size(1),
+                         hidden.x.size(2)},
+                        hidden.x.options());
+    auto t = group_.Recv(stacked, stage_ - 1, kTagSkips + patch);
     if (!t.ok()) return t.status();
-    skips.push_back(*std::move(t));
+    skips = *std::move(t);
   }
   DITSERVE_RETURN_IF_ERROR((*image)->Wait());
   if (text) DITSERVE_RETURN_IF_ERROR(text->Wait());
-  for (auto& t : skips) DITSERVE_RETURN_IF_ERROR(t->Wait());
+  if (skips) {
+    DITSERVE_RETURN_IF_ERROR(skips->Wait());
+    hidden.skips = stacked.unbind(0);
+  }
   return absl::OkStatus();
 }
 

@@ -39,11 +39,13 @@ class PipeFusionLink {
   PipeFusionLink(const PipeFusionLink&) = delete;
   PipeFusionLink& operator=(const PipeFusionLink&) = delete;
 
-  // To stage + 1: hidden.x, hidden.context on patch 0, and every long-skip
-  // activation hidden.skips holds (each shaped as x).
+  // To stage + 1: hidden.x, hidden.context on patch 0, and the long-skip
+  // activations hidden.skips holds (each shaped as x), stacked into one
+  // message.
   absl::Status SendHidden(const models::DitHidden& hidden, int patch);
-  // From stage − 1 into `hidden`, whose x (context on patch 0, skips) the
-  // caller allocates with the shapes the sender sends.
+  // From stage − 1 into `hidden`, whose x (context on patch 0) the caller
+  // allocates with the shapes the sender sends, and whose skips it sizes
+  // (their count; each is replaced by a received view).
   absl::Status ReceiveHidden(models::DitHidden& hidden, int patch);
   // The last stage's updated latents of `patch`, to stage 0; and there.
   absl::Status SendLatents(const at::Tensor& part, int patch);

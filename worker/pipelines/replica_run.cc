@@ -160,7 +160,7 @@ absl::StatusOr<models::DitHidden> ReplicaRun::ReceiveHidden(int step, int patch)
   if (patch == 0) hidden.context = at::empty({batch, T_, p_.transformer->context_size()}, latents_.options());
   // The long skips this stage's first block inherits (HunyuanDiT).
   const int skips = p_.transformer->SkipsBefore(p_.transformer->part().first_block);
-  for (int k = 0; k < skips; ++k) hidden.skips.push_back(at::empty_like(hidden.x));
+  hidden.skips.resize(skips);
   DITSERVE_RETURN_IF_ERROR(link_->ReceiveHidden(hidden, patch));
   return hidden;
 }

@@ -39,6 +39,8 @@ bool GangEngine::uses_guidance_embedding() const {
 }
 const std::string& GangEngine::model_family() const { return impl_->pipeline->family(); }
 double GangEngine::default_guidance_scale() const { return impl_->pipeline->default_guidance_scale(); }
+int GangEngine::default_max_sequence_length() const { return impl_->pipeline->default_max_sequence_length(); }
+int GangEngine::max_sequence_length_limit() const { return impl_->pipeline->max_sequence_length_limit(); }
 std::string GangEngine::cfg_scale_field() const {
   return impl_->pipeline->cfg_scale_field() == core::CfgScaleField::kGuidanceScale ? "guidance_scale" : "true_cfg_scale";
 }

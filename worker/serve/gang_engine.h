@@ -52,6 +52,9 @@ class GangEngine {
   bool uses_guidance_embedding() const;
   const std::string& model_family() const;
   double default_guidance_scale() const;
+  // A request's max_sequence_length when 0, and its largest value.
+  int default_max_sequence_length() const;
+  int max_sequence_length_limit() const;
   // "true_cfg_scale" (Flux) or "guidance_scale" (SD3): the CFG scale field.
   std::string cfg_scale_field() const;
   const std::string& transformer_config_json() const;

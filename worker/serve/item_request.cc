@@ -18,6 +18,7 @@ absl::StatusOr<pipelines::GenerationRequest> RequestFromItem(const control::v1::
   r.guidance_scale = item.guidance_scale();
   r.true_cfg_scale = item.true_cfg_scale();
   r.seed = item.seed();
+  r.max_sequence_length = item.max_sequence_length();
   const std::optional<core::StepCacheMethod> method = proto::FromProto(item.step_cache());
   if (!method.has_value()) {
     return absl::InvalidArgumentError(

@@ -30,6 +30,8 @@ control::v1::Hello MakeHello(const core::WorkerOptions& o, const std::string& de
   h.set_model(o.generation.model);
   h.set_model_family(engine.model_family());
   h.set_default_guidance_scale(engine.default_guidance_scale());
+  h.set_default_max_sequence_length(engine.default_max_sequence_length());
+  h.set_max_sequence_length_limit(engine.max_sequence_length_limit());
   h.set_cfg_scale_field(engine.cfg_scale_field());
   h.set_size_multiple(engine.size_multiple());
   h.set_default_size(engine.default_size());

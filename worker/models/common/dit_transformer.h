@@ -50,7 +50,7 @@ struct DitImageSize {
 // oldest first, each shaped as x (DitTransformer::SkipsBefore says how many
 // are held between two blocks; a PipeFusion stage boundary carries them).
 struct DitHidden {
-  at::Tensor context;  // [B, T, hidden_size]
+  at::Tensor context;  // [B, T, context_size()]
   at::Tensor x;        // [B, S, hidden_size]
   std::vector<at::Tensor> skips;
 };

@@ -43,6 +43,9 @@ absl::Status ValidateHunyuanDiTConfig(const HunyuanDiTConfig& c) {
                             {"text_len_t5", c.text_len_t5}}) {
     if (value < 1 || value > (1 << 20)) return Error(absl::StrCat(key, " must be in [1, 1048576], got ", value));
   }
+  if (c.text_len < 2) {
+    return Error(absl::StrCat("text_len ", c.text_len, " must be at least 2 (BERT's [CLS] and [SEP])"));
+  }
   if (c.num_layers % 2 != 0) {
     return Error(absl::StrCat("num_layers ", c.num_layers,
                               " must be even (the long skips pair block i > N/2 with block N-1-i)"));

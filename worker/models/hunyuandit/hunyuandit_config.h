@@ -35,7 +35,8 @@ struct HunyuanDiTConfig {
   int text_tokens() const { return text_len + text_len_t5; }
 };
 
-// OK when the model can be built: positive sizes, an even num_layers (diffusers'
+// OK when the model can be built: positive sizes, text_len ≥ 2 ([CLS] and
+// [SEP]), an even num_layers (diffusers'
 // skip stack runs dry otherwise), patch_size 2, hidden_size
 // = inner_dim, attention_head_dim a multiple of 4 (2-D RoPE), 8 | the mT5
 // width (the attention pool's heads), a positive feed-forward width.

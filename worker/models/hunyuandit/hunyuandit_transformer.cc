@@ -399,7 +399,9 @@ at::Tensor HunyuanDiTTransformer::TimeEmbedding(const at::Tensor& time, const at
   TimeExtraEmbedding& e = *impl_->model->time_extra_emb;
   const auto dtype = e.timestep_embedder->linear_1->weight.scalar_type();
   const int64_t B = time.size(0);
-  const at::Tensor temb = e.timestep_embedder->forward(models::TimestepSinusoid256(time).to(dtype));
+  // HunyuanDiTPipeline hands the transformer the timestep in the latents'
+  // dtype (bf16 rounds 981 to 980).
+  const at::Tensor temb = e.timestep_embedder->forward(models::TimestepSinusoid256(time.to(dtype).to(at::kFloat)).to(dtype));
   at::Tensor extra = pooled.to(dtype);
   if (e.style_weight.defined()) {
     // HunyuanDiTPipeline: original size 1024×1024, the target size, crop

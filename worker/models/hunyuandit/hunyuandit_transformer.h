@@ -89,6 +89,8 @@ class HunyuanDiTTransformer final : public models::DitTransformer {
                           const at::Tensor& text_mask = {}) const override;
   at::Tensor PooledText(const at::Tensor& sequence) const override;
   int SkipsBefore(int block) const override;
+  // As the base's, and FAILED_PRECONDITION when `hidden` does not hold the
+  // SkipsBefore(first block of the span) skip activations.
   absl::Status RunBlockSpan(models::DitHidden& hidden, const models::DitConditioning& conditioning,
                             const models::DitPositions& positions, models::JointAttention& attention,
                             BlockSpan span) const override;
