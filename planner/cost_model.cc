@@ -261,12 +261,16 @@ std::map<std::string, double> TrafficOfRank(const ModelShape& m, const ParallelC
   } else {
     // Patch by patch: the image tokens are split over the SP group; the
     // text stream (the joint text, or a cross-attention model's caption
-    // projection) travels whole with patch 0.
-    // Long skips (HunyuanDiT) that cross this stage's end go with every patch.
+    // projection) travels whole with patch 0. Long skips (HunyuanDiT) that
+    // cross this stage's end go with every patch.
     const double skips = last_stage ? 0 : m.SkipsBefore(stage.end);
+    // The text stream goes with patch 0: every step for MMDiT (the blocks
+    // update it), the first step only for a cross-attention model (every
+    // block keeps its text K/V).
     const double context = m.context_width > 0 ? m.context_width : hs;
+    const double text_steps = joint ? steps : 1;
     bytes["pipefusion"] = last_stage ? (steps - 1) * images * out / N
-                                     : steps * batch * (T * context + (1 + skips) * (I / N) * hs) * b;
+                                     : batch * (text_steps * T * context + steps * (1 + skips) * (I / N) * hs) * b;
     if (U > 1) {
       bytes["pipefusion_ulysses"] = steps * held_layers * batch *
                                     (4.0 * (U - 1) / U * (I / N) * hs * b + (U - 1) * joint_text * (hs / U) * b);

@@ -38,7 +38,7 @@ absl::Status PipeFusionLink::Receive(at::Tensor& tensor, int from, int tag) {
 
 absl::Status PipeFusionLink::SendHidden(const models::DitHidden& hidden, int patch) {
   DITSERVE_RETURN_IF_ERROR(Send(hidden.x, stage_ + 1, kTagImage + patch));
-  if (patch == 0) DITSERVE_RETURN_IF_ERROR(Send(hidden.context, stage_ + 1, kTagText + patch));
+  if (hidden.context.defined()) DITSERVE_RETURN_IF_ERROR(Send(hidden.context, stage_ + 1, kTagText + patch));
   if (!hidden.skips.empty()) DITSERVE_RETURN_IF_ERROR(Send(at::stack(hidden.skips), stage_ + 1, kTagSkips + patch));
   return absl::OkStatus();
 }
@@ -49,7 +49,7 @@ absl::Status PipeFusionLink::ReceiveHidden(models::DitHidden& hidden, int patch)
   auto image = group_.Recv(hidden.x, stage_ - 1, kTagImage + patch);
   if (!image.ok()) return image.status();
   std::unique_ptr<parallel::PendingTransfer> text;
-  if (patch == 0) {
+  if (hidden.context.defined()) {
     auto t = group_.Recv(hidden.context, stage_ - 1, kTagText + patch);
     if (!t.ok()) return t.status();
     text = *std::move(t);

@@ -2,8 +2,9 @@
 
 // The messages between the PipeFusion stages of one replica during one
 // Generate call (docs/parallel-generation.md): per patch, the hidden states
-// from stage s to s + 1 (with the text on patch 0 and the long skips that
-// cross the boundary) and the updated latents from the last stage back to
+// from stage s to s + 1 (with the text on patch 0 — for a cross-attention
+// family at the first step only — and the long skips that cross the
+// boundary) and the updated latents from the last stage back to
 // stage 0; per cached step, the step cache's decisions from stage 0 to
 // every later stage and its anchor change from stage 0 to the last stage
 // (docs/step-caching.md).
@@ -39,13 +40,14 @@ class PipeFusionLink {
   PipeFusionLink(const PipeFusionLink&) = delete;
   PipeFusionLink& operator=(const PipeFusionLink&) = delete;
 
-  // To stage + 1: hidden.x, hidden.context on patch 0, and the long-skip
-  // activations hidden.skips holds (each shaped as x), stacked into one
-  // message.
+  // To stage + 1: hidden.x, hidden.context when defined (the patch that
+  // carries the text), and the long-skip activations hidden.skips holds
+  // (each shaped as x), stacked into one message.
   absl::Status SendHidden(const models::DitHidden& hidden, int patch);
-  // From stage − 1 into `hidden`, whose x (context on patch 0) the caller
-  // allocates with the shapes the sender sends, and whose skips it sizes
-  // (their count; each is replaced by a received view).
+  // From stage − 1 into `hidden`, whose x (and context, when the patch
+  // carries the text) the caller allocates with the shapes the sender
+  // sends, and whose skips it sizes (their count; each is replaced by a
+  // received view).
   absl::Status ReceiveHidden(models::DitHidden& hidden, int patch);
   // The last stage's updated latents of `patch`, to stage 0; and there.
   absl::Status SendLatents(const at::Tensor& part, int patch);

@@ -148,7 +148,7 @@ absl::StatusOr<models::DitHidden> ReplicaRun::EmbedPatch(int step, int patch) {
   }
   at::Tensor input = solver_->ModelInput(step, latents_.narrow(1, local.begin, local.size()));
   if (pooled_.size(0) != input.size(0)) input = at::cat({input, input}, 0);  // CFG in one batch
-  if (patch != 0) return p_.transformer->Embed(input, at::Tensor(), PositionsFor(step, patch));
+  if (!CarriesText(step, patch)) return p_.transformer->Embed(input, at::Tensor(), PositionsFor(step, patch));
   return p_.transformer->Embed(input, LocalText(sequence_), PositionsFor(step, patch), mask_);
 }
 
@@ -157,7 +157,9 @@ absl::StatusOr<models::DitHidden> ReplicaRun::ReceiveHidden(int step, int patch)
   const int64_t dim = p_.transformer->hidden_size();
   models::DitHidden hidden;
   hidden.x = at::empty({batch, Local(step, patch).size(), dim}, latents_.options());
-  if (patch == 0) hidden.context = at::empty({batch, T_, p_.transformer->context_size()}, latents_.options());
+  if (CarriesText(step, patch)) {
+    hidden.context = at::empty({batch, T_, p_.transformer->context_size()}, latents_.options());
+  }
   // The long skips this stage's first block inherits (HunyuanDiT).
   const int skips = p_.transformer->SkipsBefore(p_.transformer->part().first_block);
   hidden.skips.resize(skips);

@@ -76,6 +76,12 @@ class ReplicaRun {
     return x.narrow(1, p_.sp_rank() * t, t);
   }
   int64_t LocalTextTokens() const { return text_sharded() ? padded_T_ / p_.sp_size() : T_; }
+  // Whether `patch` of `step` carries the text stream: patch 0 of every
+  // step for the MMDiT families (their blocks update it); for a cross-
+  // attention family only at the first step, after which every block holds
+  // its text K/V (JointAttention::TextKv), so the text is neither embedded
+  // again nor sent between PipeFusion stages.
+  bool CarriesText(int step, int patch) const { return patch == 0 && (step == 0 || !p_.family->cross_attention()); }
   absl::Status Prepare();
   // Positions (RoPE tables, position embeddings) of this rank's tokens of
   // `patch` at `step`: computed once per patch layout and request.
