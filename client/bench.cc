@@ -4,6 +4,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <random>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -35,8 +36,79 @@ void RecordSuccess(BenchResult& result, double latency_s, const v1::GenerateResp
   result.images_per_s += response.images_size();  // a total until RunBench divides it
 }
 
+std::vector<double> PoissonArrivals(double rate, int count, double duration_s, uint64_t seed) {
+  std::vector<double> t;
+  if (!(rate > 0)) return t;
+  std::mt19937_64 engine(seed);
+  std::exponential_distribution<double> gap(rate);
+  double now = 0;
+  while (true) {
+    now += gap(engine);
+    if (count > 0 ? static_cast<int>(t.size()) >= count : now >= duration_s) break;
+    t.push_back(now);
+  }
+  return t;
+}
+
+namespace {
+
+// One open-loop call: its state lives until its completion callback.
+struct OpenCall {
+  grpc::ClientContext context;
+  v1::GenerateRequest request;
+  v1::GenerateResponse response;
+  absl::Time arrival;
+};
+
+BenchResult RunOpenLoop(v1::GenerationService::Stub& stub, const BenchOptions& options) {
+  const std::vector<double> arrivals = PoissonArrivals(options.rate, options.requests,
+                                                       absl::ToDoubleSeconds(options.duration), options.arrival_seed);
+  absl::Mutex mu;
+  BenchResult result;
+  int outstanding = 0;
+  std::vector<std::unique_ptr<OpenCall>> calls;
+  const absl::Time start = absl::Now();
+  for (size_t i = 0; i < arrivals.size(); ++i) {
+    auto call = std::make_unique<OpenCall>();
+    call->arrival = start + absl::Seconds(arrivals[i]);
+    absl::SleepFor(call->arrival - absl::Now());  // no-op when late
+    call->request = options.request;
+    if (!call->request.has_seed()) call->request.set_seed(static_cast<uint64_t>(i));
+    call->context.set_deadline(absl::ToChronoTime(call->arrival + options.deadline));
+    OpenCall* c = call.get();
+    {
+      absl::MutexLock lock(&mu);
+      ++outstanding;
+      ++result.sent;
+    }
+    stub.async()->Generate(&c->context, &c->request, &c->response, [&, c](grpc::Status status) {
+      const double latency = absl::ToDoubleSeconds(absl::Now() - c->arrival);
+      absl::MutexLock lock(&mu);
+      if (status.ok()) {
+        RecordSuccess(result, latency, c->response);
+      } else {
+        ++result.errors[proto::CodeName(status.error_code())];
+      }
+      --outstanding;
+    });
+    calls.push_back(std::move(call));
+  }
+  {
+    absl::MutexLock lock(&mu);
+    mu.Await(absl::Condition(+[](int* n) { return *n == 0; }, &outstanding));
+  }
+  result.wall_s = absl::ToDoubleSeconds(absl::Now() - start);
+  result.offered_rps = arrivals.empty() ? 0 : static_cast<double>(arrivals.size()) / arrivals.back();
+  result.throughput_rps = result.wall_s > 0 ? result.ok / result.wall_s : 0;
+  result.images_per_s = result.wall_s > 0 ? result.images_per_s / result.wall_s : 0;
+  return result;
+}
+
+}  // namespace
+
 BenchResult RunBench(const std::shared_ptr<grpc::Channel>& channel, const BenchOptions& options) {
   auto stub = v1::GenerationService::NewStub(channel);
+  if (options.rate > 0) return RunOpenLoop(*stub, options);
   std::atomic<int> next{0};
   absl::Mutex mu;
   BenchResult result;
@@ -74,8 +146,11 @@ BenchResult RunBench(const std::shared_ptr<grpc::Channel>& channel, const BenchO
 
 std::string FormatBench(const BenchOptions& options, const BenchResult& r) {
   auto ms = [](double s) { return s * 1000; };
-  std::string out = absl::StrFormat(
-      "concurrency %d: %d sent, %d ok, %d failed in %.2f s\n"
+  std::string out = options.rate > 0 ? absl::StrFormat("open loop at %.3f req/s (Poisson, seed %d; offered %.3f): ",
+                                                       options.rate, options.arrival_seed, r.offered_rps)
+                                     : absl::StrFormat("concurrency %d: ", options.concurrency);
+  absl::StrAppend(&out, absl::StrFormat(
+      "%d sent, %d ok, %d failed in %.2f s\n"
       "throughput   %.2f req/s, %.2f images/s\n"
       "latency      p50 %.1f ms  p90 %.1f ms  p99 %.1f ms\n"
       "gang time    p50 %.1f ms  p99 %.1f ms\n"
@@ -83,14 +158,14 @@ std::string FormatBench(const BenchOptions& options, const BenchResult& r) {
       "queue wait   p50 %.1f ms  p99 %.1f ms  (included in the overhead)\n"
       "  of which   encoding p50 %.2f / p99 %.2f ms, server hand-offs p50 %.2f / p99 %.2f ms, "
       "transport p50 %.2f / p99 %.2f ms\n",
-      options.concurrency, r.sent, r.ok, r.sent - r.ok, r.wall_s, r.throughput_rps,
+      r.sent, r.ok, r.sent - r.ok, r.wall_s, r.throughput_rps,
       r.images_per_s, ms(Quantile(r.latency_s, 0.5)), ms(Quantile(r.latency_s, 0.9)),
       ms(Quantile(r.latency_s, 0.99)), ms(Quantile(r.gang_s, 0.5)), ms(Quantile(r.gang_s, 0.99)),
       ms(Quantile(r.overhead_s, 0.5)), ms(Quantile(r.overhead_s, 0.9)),
       ms(Quantile(r.overhead_s, 0.99)), ms(Quantile(r.queued_s, 0.5)),
       ms(Quantile(r.queued_s, 0.99)), ms(Quantile(r.encoding_s, 0.5)), ms(Quantile(r.encoding_s, 0.99)),
       ms(Quantile(r.dispatch_s, 0.5)), ms(Quantile(r.dispatch_s, 0.99)), ms(Quantile(r.transport_s, 0.5)),
-      ms(Quantile(r.transport_s, 0.99)));
+      ms(Quantile(r.transport_s, 0.99))));
   for (const auto& [code, n] : r.errors) absl::StrAppend(&out, "errors       ", code, ": ", n, "\n");
   return out;
 }
@@ -101,7 +176,7 @@ std::string FormatBenchJson(const BenchOptions& options, const BenchResult& r) {
     absl::StrAppend(&errors, errors.empty() ? "" : ", ", "\"", code, "\": ", n);
   }
   return absl::StrFormat(
-      "{\"concurrency\": %d, \"sent\": %d, \"ok\": %d, \"errors\": {%s}, \"wall_s\": %.4f, "
+      "{\"concurrency\": %d, \"rate\": %.4f, \"offered_rps\": %.4f, \"sent\": %d, \"ok\": %d, \"errors\": {%s}, \"wall_s\": %.4f, "
       "\"throughput_rps\": %.4f, \"images_per_s\": %.4f, "
       "\"latency_ms\": {\"p50\": %.3f, \"p90\": %.3f, \"p99\": %.3f}, "
       "\"gang_ms\": {\"p50\": %.3f, \"p99\": %.3f}, "
@@ -110,7 +185,7 @@ std::string FormatBenchJson(const BenchOptions& options, const BenchResult& r) {
       "\"encoding_ms\": {\"p50\": %.3f, \"p99\": %.3f}, "
       "\"dispatch_ms\": {\"p50\": %.3f, \"p99\": %.3f}, "
       "\"transport_ms\": {\"p50\": %.3f, \"p99\": %.3f}}\n",
-      options.concurrency, r.sent, r.ok, errors, r.wall_s, r.throughput_rps, r.images_per_s,
+      options.concurrency, options.rate, r.offered_rps, r.sent, r.ok, errors, r.wall_s, r.throughput_rps, r.images_per_s,
       Quantile(r.latency_s, 0.5) * 1e3, Quantile(r.latency_s, 0.9) * 1e3,
       Quantile(r.latency_s, 0.99) * 1e3, Quantile(r.gang_s, 0.5) * 1e3,
       Quantile(r.gang_s, 0.99) * 1e3, Quantile(r.overhead_s, 0.5) * 1e3,

@@ -1,9 +1,14 @@
 #pragma once
 
-// The closed-loop load generator of `ditserve-client bench`: `concurrency`
-// callers each send one Generate at a time, back to back, until `requests`
-// have been sent or `duration` has passed. Torch-free.
+// The load generator of `ditserve-client bench`. Closed loop (rate 0):
+// `concurrency` callers each send one Generate at a time, back to back,
+// until `requests` have been sent or `duration` has passed. Open loop
+// (rate > 0): requests arrive as a Poisson process at `rate` per second
+// (seeded, so a run can be repeated), each sent at its arrival time however
+// many are outstanding; its latency counts from that arrival time, so a
+// server that falls behind shows it (no coordinated omission). Torch-free.
 
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
@@ -17,7 +22,9 @@
 namespace ditserve::client {
 
 struct BenchOptions {
-  int concurrency = 1;
+  int concurrency = 1;  // closed loop only
+  double rate = 0;      // > 0: open loop at this many requests per second
+  uint64_t arrival_seed = 1;
   int requests = 0;                           // 0: until `duration`
   absl::Duration duration = absl::Seconds(10);  // used when requests == 0
   absl::Duration deadline = absl::Seconds(600);
@@ -29,6 +36,7 @@ struct BenchResult {
   int ok = 0;
   std::map<std::string, int> errors;  // gRPC code name → count
   double wall_s = 0;
+  double offered_rps = 0;  // open loop: requests sent / the last arrival time
   double throughput_rps = 0;  // successful requests per second
   double images_per_s = 0;
   // Successful requests only, in seconds.
@@ -44,6 +52,11 @@ struct BenchResult {
 
 // Runs the load against `channel`. Thread-safe with respect to the channel.
 BenchResult RunBench(const std::shared_ptr<grpc::Channel>& channel, const BenchOptions& options);
+
+// Arrival times (seconds from the start, increasing) of a Poisson process
+// at `rate` per second from `seed`: the first `count`, or (count 0) every
+// one before `duration_s`.
+std::vector<double> PoissonArrivals(double rate, int count, double duration_s, uint64_t seed);
 
 // The q-quantile (0..1) of `values` by linear interpolation; 0 when empty.
 double Quantile(std::vector<double> values, double q);

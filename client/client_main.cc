@@ -2,6 +2,7 @@
 //   ditserve-client --server HOST:PORT generate --prompt TEXT --output FILE [...]
 //   ditserve-client --server HOST:PORT health | info
 //   ditserve-client --server HOST:PORT bench --concurrency 8 --requests 100 [--json]
+//   ditserve-client --server HOST:PORT bench --rate 2.5 --duration 60 [--json]
 // Exit status: 0 success, 1 the server answered with an error (the gRPC
 // code is printed), 2 bad command line. Torch-free.
 
@@ -50,7 +51,10 @@ ABSL_FLAG(double, cache_threshold, -1,
 ABSL_FLAG(double, deadline_s, 0, "generate/bench: per-request deadline in seconds (0: none / 600 for bench)");
 ABSL_FLAG(std::string, output, "", "generate: output file (FILE, or FILE_i.ext for several images)");
 ABSL_FLAG(bool, quiet, false, "generate: no progress bar");
-ABSL_FLAG(int, concurrency, 1, "bench: requests in flight");
+ABSL_FLAG(int, concurrency, 1, "bench: requests in flight (closed loop)");
+ABSL_FLAG(double, rate, 0,
+          "bench: > 0 runs open loop: Poisson arrivals at this many requests per second, latency from each arrival");
+ABSL_FLAG(uint64_t, arrival_seed, 1, "bench --rate: the arrival process's seed");
 ABSL_FLAG(int, requests, 0, "bench: requests to send (0: run for --duration)");
 ABSL_FLAG(double, duration, 10, "bench: seconds to run when --requests is 0");
 ABSL_FLAG(bool, json, false, "bench/info/health: print JSON");
@@ -172,6 +176,8 @@ int Bench(const std::shared_ptr<grpc::Channel>& channel) {
   if (!request.ok()) return Fail(2, std::string(request.status().message()));
   ditserve::client::BenchOptions options;
   options.concurrency = absl::GetFlag(FLAGS_concurrency);
+  options.rate = absl::GetFlag(FLAGS_rate);
+  options.arrival_seed = absl::GetFlag(FLAGS_arrival_seed);
   options.requests = absl::GetFlag(FLAGS_requests);
   options.duration = absl::Seconds(absl::GetFlag(FLAGS_duration));
   if (absl::GetFlag(FLAGS_deadline_s) > 0) options.deadline = absl::Seconds(absl::GetFlag(FLAGS_deadline_s));
@@ -180,6 +186,10 @@ int Bench(const std::shared_ptr<grpc::Channel>& channel) {
     return Fail(2, absl::StrCat("--concurrency must be in [1, 4096], got ", options.concurrency));
   }
   if (options.requests < 0) return Fail(2, "--requests must be >= 0");
+  if (!(options.rate >= 0 && options.rate <= 10000)) {
+    return Fail(2, absl::StrCat("--rate must be in [0, 10000] requests per second (0: closed loop), got ",
+                                options.rate));
+  }
   if (options.requests == 0 && absl::GetFlag(FLAGS_duration) <= 0) {
     return Fail(2, "--duration must be > 0 when --requests is 0");
   }
@@ -198,7 +208,8 @@ int main(int argc, char** argv) {
       "           --num_images --format png|jpeg|webp --quality --deadline_s ...]\n"
       "  health   [--service NAME]\n"
       "  info\n"
-      "  bench    --concurrency N (--requests N | --duration S) [--json] + generate's flags");
+      "  bench    (--concurrency N | --rate R [--arrival_seed S]) (--requests N | --duration S) [--json]\n"
+      "           + generate's flags");
   std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
   if (rest.size() != 2) return Fail(2, "expected one command: generate, health, info or bench");
   const std::string command = rest[1];

@@ -194,6 +194,14 @@ TEST(ServeLifecycle, ClientCommands) {
   for (const char* key : {"\"overhead_ms\"", "\"encoding_ms\"", "\"dispatch_ms\"", "\"transport_ms\""}) {
     EXPECT_NE(bench_out.find(key), std::string::npos) << key << " in " << bench_out;
   }
+  // Open loop: 5 Poisson arrivals at 20 per second, every one answered.
+  auto [open, open_out] = run({"bench", "--rate=20", "--requests=5", "--num_inference_steps=1", "--prompt=x", "--json"});
+  EXPECT_TRUE(open.ok()) << open_out;
+  EXPECT_NE(open_out.find("\"rate\": 20.0000"), std::string::npos) << open_out;
+  EXPECT_NE(open_out.find("\"sent\": 5, \"ok\": 5, \"errors\": {}"), std::string::npos) << open_out;
+  auto [bad_rate, bad_rate_out] = run({"bench", "--rate=-1", "--requests=1", "--prompt=x"});
+  EXPECT_EQ(bad_rate.exit_code, 2);
+  EXPECT_NE(bad_rate_out.find("--rate must be in [0, 10000]"), std::string::npos) << bad_rate_out;
   unlink((dir + ".log").c_str());
 }
 
