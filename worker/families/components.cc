@@ -30,6 +30,21 @@ absl::StatusOr<flux::FlowMatchSchedulerConfig> LoadSchedulerConfig(const std::st
   return flux::ParseFlowMatchSchedulerConfig(*text);
 }
 
+absl::StatusOr<std::unique_ptr<text::T5Encoder>> LoadT5Encoder(const std::string& dir, const std::string& subdir,
+                                                              at::ScalarType dtype) {
+  const std::string config_path = absl::StrCat(dir, "/", subdir, "/config.json");
+  auto json = util::ReadFileToString(config_path);
+  if (!json.ok()) return json.status();
+  auto config = text::ParseT5Config(*json);
+  if (!config.ok()) return absl::InvalidArgumentError(absl::StrCat(config_path, ": ", config.status().message()));
+  auto t5 = text::T5Encoder::Create(*config, dtype, models::ParameterInit::kUninitialized);
+  if (!t5.ok()) return t5.status();
+  auto ckpt = weights::SafetensorsCheckpoint::Open(absl::StrCat(dir, "/", subdir));
+  if (!ckpt.ok()) return ckpt.status();
+  if (absl::Status s = (*t5)->Load(*ckpt); !s.ok()) return absl::InvalidArgumentError(absl::StrCat(subdir, ": ", s.message()));
+  return t5;
+}
+
 absl::StatusOr<vae::VaeConfig> LoadVaeConfig(const std::string& dir) {
   auto text = util::ReadFileToString(dir + "/vae/config.json");
   if (!text.ok()) return text.status();

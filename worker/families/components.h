@@ -19,6 +19,7 @@
 #include "worker/families/text_conditioner.h"
 #include "worker/models/common/dit_transformer.h"
 #include "worker/models/flux/flow_match_scheduler.h"
+#include "worker/models/text/t5_encoder.h"
 #include "worker/models/vae/autoencoder_kl.h"
 
 namespace ditserve::worker::families {
@@ -31,6 +32,11 @@ absl::Status MoveToDevice(absl::string_view what, c10::Device device, const std:
 // scheduler/scheduler_config.json of a flow-matching family (Flux, SD3).
 absl::StatusOr<flux::FlowMatchSchedulerConfig> LoadSchedulerConfig(const std::string& dir);
 absl::StatusOr<vae::VaeConfig> LoadVaeConfig(const std::string& dir);
+// The T5 encoder of `dir`/`subdir` (config.json and its safetensors) in
+// `dtype` on the CPU: INVALID_ARGUMENT "<config path>: …" for a bad config,
+// "<subdir>: …" for weights that do not fit; NOT_FOUND for missing files.
+absl::StatusOr<std::unique_ptr<text::T5Encoder>> LoadT5Encoder(const std::string& dir, const std::string& subdir,
+                                                              at::ScalarType dtype);
 absl::StatusOr<std::unique_ptr<vae::VaeDecoder>> LoadVaeDecoder(const std::string& dir, const vae::VaeConfig& config,
                                                                 at::ScalarType dtype, c10::Device device);
 

@@ -4,8 +4,10 @@
 #include <limits.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <mutex>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -111,13 +113,22 @@ absl::StatusOr<std::vector<int64_t>> T5Tokenizer::EncodeRaw(const std::string& t
 }
 
 absl::StatusOr<std::vector<int64_t>> T5Tokenizer::Encode(const std::string& text, int max_length) const {
+  auto e = EncodeWithMask(text, max_length);
+  if (!e.ok()) return e.status();
+  return std::move(e->ids);
+}
+
+absl::StatusOr<T5Encoding> T5Tokenizer::EncodeWithMask(const std::string& text, int max_length) const {
   if (max_length < 1) return absl::InvalidArgumentError("max_sequence_length must be at least 1");
   auto raw = EncodeRaw(text);
   if (!raw.ok()) return raw.status();
-  std::vector<int64_t> ids(raw->begin(), raw->begin() + std::min<size_t>(raw->size(), max_length - 1));
-  ids.push_back(eos_);
-  while (static_cast<int>(ids.size()) < max_length) ids.push_back(pad_);
-  return ids;
+  T5Encoding e;
+  e.ids.assign(raw->begin(), raw->begin() + std::min<size_t>(raw->size(), max_length - 1));
+  e.ids.push_back(eos_);
+  e.mask.assign(e.ids.size(), 1);
+  e.ids.resize(max_length, pad_);
+  e.mask.resize(max_length, 0);
+  return e;
 }
 
 absl::Status TrainSentencePiece(const std::string& args) {

@@ -16,6 +16,13 @@ namespace ditserve::worker::tokenizers {
 
 class SentencePieceLibrary;
 
+// Encode's ids and their attention mask: 1 for the pieces and </s>, 0 for
+// the padding.
+struct T5Encoding {
+  std::vector<int64_t> ids;
+  std::vector<int64_t> mask;
+};
+
 class T5Tokenizer {
  public:
   // `model_path`: a spiece.model. FAILED_PRECONDITION if the shim library
@@ -28,6 +35,9 @@ class T5Tokenizer {
   absl::StatusOr<std::vector<int64_t>> EncodeRaw(const std::string& text) const;
   // ids…, </s>; truncated to max_length (</s> kept); padded with <pad>.
   absl::StatusOr<std::vector<int64_t>> Encode(const std::string& text, int max_length) const;
+  // The same ids with their mask, from one tokenization (the cross-
+  // attention families' T5 runs under the mask).
+  absl::StatusOr<T5Encoding> EncodeWithMask(const std::string& text, int max_length) const;
   int64_t eos_id() const { return eos_; }
   int64_t pad_id() const { return pad_; }
   int vocab_size() const;

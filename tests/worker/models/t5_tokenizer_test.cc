@@ -70,6 +70,18 @@ TEST(T5Tokenizer, TrainedModelMatchesTransformers) {
   auto cut = (*tok)->Encode("a red circle on a blue background a red circle", 4);
   ASSERT_EQ(cut->size(), 4u);
   EXPECT_EQ(cut->back(), 1);
+  // The mask: 1 for the pieces and </s>, 0 for the padding; the ids are
+  // Encode's.
+  for (const std::string text : {"a red circle", "", "a red circle on a blue background a red circle"}) {
+    auto e = (*tok)->EncodeWithMask(text, 8);
+    ASSERT_TRUE(e.ok()) << e.status();
+    EXPECT_EQ(e->ids, *(*tok)->Encode(text, 8)) << text;
+    const auto raw = (*tok)->EncodeRaw(text);
+    const size_t real = std::min<size_t>(raw->size() + 1, 8);
+    std::vector<int64_t> want(8, 0);
+    std::fill(want.begin(), want.begin() + real, 1);
+    EXPECT_EQ(e->mask, want) << text;
+  }
   auto unk = (*tok)->EncodeRaw("§");
   ASSERT_TRUE(unk.ok());
   EXPECT_NE(std::find(unk->begin(), unk->end(), 2), unk->end());

@@ -73,16 +73,9 @@ absl::StatusOr<std::unique_ptr<FluxTextEncoder>> FluxTextEncoder::Load(const std
   auto ckpt = weights::SafetensorsCheckpoint::Open(dir + "/text_encoder");
   if (!ckpt.ok()) return ckpt.status();
   if (absl::Status s = impl->clip->Load(*ckpt); !s.ok()) return absl::InvalidArgumentError(absl::StrCat("text_encoder: ", s.message()));
-  text = util::ReadFileToString(dir + "/text_encoder_2/config.json");
-  if (!text.ok()) return text.status();
-  auto t5_config = text::ParseT5Config(*text);
-  if (!t5_config.ok()) return t5_config.status();
-  auto t5 = text::T5Encoder::Create(*t5_config, dtype, models::ParameterInit::kUninitialized);
+  auto t5 = LoadT5Encoder(dir, "text_encoder_2", dtype);
   if (!t5.ok()) return t5.status();
   impl->t5 = *std::move(t5);
-  ckpt = weights::SafetensorsCheckpoint::Open(dir + "/text_encoder_2");
-  if (!ckpt.ok()) return ckpt.status();
-  if (absl::Status s = impl->t5->Load(*ckpt); !s.ok()) return absl::InvalidArgumentError(absl::StrCat("text_encoder_2: ", s.message()));
   if (absl::Status s = MoveToDevice("the text encoders", device, [&] {
         impl->clip->module().to(device);
         impl->t5->module().to(device);

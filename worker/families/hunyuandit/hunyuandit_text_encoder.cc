@@ -74,26 +74,13 @@ absl::StatusOr<std::unique_ptr<HunyuanDiTTextEncoder>> HunyuanDiTTextEncoder::Lo
   auto t5_tokenizer = tokenizers::T5Tokenizer::Load(dir + "/tokenizer_2/spiece.model");
   if (!t5_tokenizer.ok()) return t5_tokenizer.status();
   impl->t5_tokenizer = *std::move(t5_tokenizer);
-  auto t5_text = util::ReadFileToString(dir + "/text_encoder_2/config.json");
-  if (!t5_text.ok()) return t5_text.status();
-  auto t5_config = text::ParseT5Config(*t5_text);
-  if (!t5_config.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(dir, "/text_encoder_2/config.json: ", t5_config.status().message()));
-  }
-  if (t5_config->d_model != config.cross_attention_dim_t5) {
-    return absl::InvalidArgumentError(absl::StrCat(dir, ": text_encoder_2 d_model ", t5_config->d_model,
-                                                   " != transformer cross_attention_dim_t5 ",
-                                                   config.cross_attention_dim_t5));
-  }
-  auto t5 = text::T5Encoder::Create(*t5_config, dtype, models::ParameterInit::kUninitialized);
+  auto t5 = LoadT5Encoder(dir, "text_encoder_2", dtype);
   if (!t5.ok()) return t5.status();
   impl->t5 = *std::move(t5);
-  {
-    auto ckpt = weights::SafetensorsCheckpoint::Open(dir + "/text_encoder_2");
-    if (!ckpt.ok()) return ckpt.status();
-    if (absl::Status s = impl->t5->Load(*ckpt); !s.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat("text_encoder_2: ", s.message()));
-    }
+  if (impl->t5->config().d_model != config.cross_attention_dim_t5) {
+    return absl::InvalidArgumentError(absl::StrCat(dir, ": text_encoder_2 d_model ", impl->t5->config().d_model,
+                                                   " != transformer cross_attention_dim_t5 ",
+                                                   config.cross_attention_dim_t5));
   }
   if (absl::Status s = MoveToDevice("the text encoders", device, [&] {
         impl->bert->module().to(device);
@@ -119,17 +106,13 @@ absl::StatusOr<TextEmbeddings> HunyuanDiTTextEncoder::Encode(const std::string& 
   // mT5: the pieces and </s>, truncated at max_sequence_length, padded to
   // text_len_t5; the mask covers the pieces and </s>.
   const int length = max_sequence_length <= 0 ? c.text_len_t5 : std::min(max_sequence_length, c.text_len_t5);
-  auto ids = p.t5_tokenizer->Encode(prompt, length);
-  if (!ids.ok()) return ids.status();
-  auto raw = p.t5_tokenizer->EncodeRaw(prompt);
-  if (!raw.ok()) return raw.status();
-  std::vector<int64_t> t5_ids = *ids;
-  t5_ids.resize(c.text_len_t5, p.t5_tokenizer->pad_id());
-  const int64_t real = std::min<int64_t>(static_cast<int64_t>(raw->size()) + 1, length);
-  at::Tensor t5_mask = at::zeros({1, c.text_len_t5}, at::kLong);
-  t5_mask.narrow(1, 0, real).fill_(1);
-  t5_mask = t5_mask.to(p.device);
-  auto t5_states = p.t5->Forward(at::tensor(t5_ids, at::kLong).view({1, c.text_len_t5}).to(p.device), t5_mask);
+  auto tokens = p.t5_tokenizer->EncodeWithMask(prompt, length);
+  if (!tokens.ok()) return tokens.status();
+  tokens->ids.resize(c.text_len_t5, p.t5_tokenizer->pad_id());
+  tokens->mask.resize(c.text_len_t5, 0);
+  const at::Tensor t5_mask = at::tensor(tokens->mask, at::kLong).view({1, c.text_len_t5}).to(p.device);
+  auto t5_states =
+      p.t5->Forward(at::tensor(tokens->ids, at::kLong).view({1, c.text_len_t5}).to(p.device), t5_mask);
   if (!t5_states.ok()) return t5_states.status();
   TextEmbeddings e;
   e.pooled = at::zeros({1, 0}, at::TensorOptions().dtype(p.dtype).device(p.device));

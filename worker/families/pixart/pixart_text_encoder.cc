@@ -122,18 +122,9 @@ absl::StatusOr<std::unique_ptr<PixArtTextEncoder>> PixArtTextEncoder::Load(const
     }
   }
   impl->default_length = std::min(default_length, impl->limit);
-  auto text = util::ReadFileToString(dir + "/text_encoder/config.json");
-  if (!text.ok()) return text.status();
-  auto config = text::ParseT5Config(*text);
-  if (!config.ok()) return absl::InvalidArgumentError(absl::StrCat(dir, "/text_encoder/config.json: ", config.status().message()));
-  auto t5 = text::T5Encoder::Create(*config, dtype, models::ParameterInit::kUninitialized);
+  auto t5 = LoadT5Encoder(dir, "text_encoder", dtype);
   if (!t5.ok()) return t5.status();
   impl->t5 = *std::move(t5);
-  auto ckpt = weights::SafetensorsCheckpoint::Open(dir + "/text_encoder");
-  if (!ckpt.ok()) return ckpt.status();
-  if (absl::Status s = impl->t5->Load(*ckpt); !s.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("text_encoder: ", s.message()));
-  }
   if (absl::Status s = MoveToDevice("the text encoder", device, [&] { impl->t5->module().to(device); }); !s.ok()) {
     return s;
   }
@@ -144,16 +135,11 @@ absl::StatusOr<TextEmbeddings> PixArtTextEncoder::Encode(const std::string& prom
   const Impl& p = *impl_;
   at::NoGradGuard no_grad;
   const std::string text = PixArtPreprocessPrompt(prompt);
-  auto ids = p.tokenizer->Encode(text, max_sequence_length);
-  if (!ids.ok()) return ids.status();
-  auto raw = p.tokenizer->EncodeRaw(text);
-  if (!raw.ok()) return raw.status();
-  // The mask covers the pieces and </s>, truncated as the ids are.
-  const int64_t T = static_cast<int64_t>(ids->size());
-  const int64_t real = std::min<int64_t>(static_cast<int64_t>(raw->size()) + 1, T);
-  at::Tensor mask = at::zeros({1, T}, at::kLong);
-  mask.narrow(1, 0, real).fill_(1);
-  const at::Tensor input = at::tensor(*ids, at::kLong).view({1, T}).to(p.device);
+  auto tokens = p.tokenizer->EncodeWithMask(text, max_sequence_length);
+  if (!tokens.ok()) return tokens.status();
+  const int64_t T = static_cast<int64_t>(tokens->ids.size());
+  const at::Tensor mask = at::tensor(tokens->mask, at::kLong).view({1, T});
+  const at::Tensor input = at::tensor(tokens->ids, at::kLong).view({1, T}).to(p.device);
   auto out = p.t5->Forward(input, mask.to(p.device));
   if (!out.ok()) return out.status();
   TextEmbeddings e;

@@ -117,20 +117,10 @@ absl::StatusOr<std::unique_ptr<Sd3TextEncoder>> Sd3TextEncoder::Load(const std::
     auto t5_tokenizer = tokenizers::T5Tokenizer::Load(dir + "/tokenizer_3/spiece.model");
     if (!t5_tokenizer.ok()) return t5_tokenizer.status();
     impl->t5_tokenizer = *std::move(t5_tokenizer);
-    const std::string config_path = dir + "/text_encoder_3/config.json";
-    auto text = util::ReadFileToString(config_path);
-    if (!text.ok()) return text.status();
-    auto t5_config = text::ParseT5Config(*text);
-    if (!t5_config.ok()) return absl::InvalidArgumentError(absl::StrCat(config_path, ": ", t5_config.status().message()));
-    auto t5 = text::T5Encoder::Create(*t5_config, dtype, models::ParameterInit::kUninitialized);
+    auto t5 = LoadT5Encoder(dir, "text_encoder_3", dtype);
     if (!t5.ok()) return t5.status();
     impl->t5 = *std::move(t5);
-    auto ckpt = weights::SafetensorsCheckpoint::Open(dir + "/text_encoder_3");
-    if (!ckpt.ok()) return ckpt.status();
-    if (absl::Status s = impl->t5->Load(*ckpt); !s.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat("text_encoder_3: ", s.message()));
-    }
-    impl->sequence_dim = t5_config->d_model;
+    impl->sequence_dim = impl->t5->config().d_model;
   } else {
     const std::string config_path = dir + "/transformer/config.json";
     auto transformer = ReadJsonObject(config_path);
