@@ -46,6 +46,10 @@ ABSL_FLAG(int, warmup_steps, 1, "PipeFusion steps run synchronously on the full 
 ABSL_FLAG(std::string, control_address, "",
           "Serving: host:port of ditserve-server's control service, which rank 0 attaches to "
           "(with --model and no --prompt)");
+ABSL_FLAG(std::string, join_schedule, "",
+          "Generation job: run the prompts as a running set that they join and leave between steps, one "
+          "JOIN[:STEPS[:CANCEL]] per prompt, comma-separated (the step it joins at, its step count, the step it is "
+          "cancelled at); needs no PipeFusion and no step cache");
 ABSL_FLAG(std::vector<std::string>, attn_layer_num_for_pp, {},
           "Transformer blocks per PipeFusion stage, comma-separated (xDiT; default: even)");
 
@@ -81,6 +85,7 @@ WorkerOptions WorkerOptionsFromFlags() {
   o.pipefusion.num_pipeline_patch = absl::GetFlag(FLAGS_num_pipeline_patch);
   o.pipefusion.warmup_steps = absl::GetFlag(FLAGS_warmup_steps);
   o.control_address = absl::GetFlag(FLAGS_control_address);
+  o.join_schedule = absl::GetFlag(FLAGS_join_schedule);
   for (const std::string& n : absl::GetFlag(FLAGS_attn_layer_num_for_pp)) {
     int v = 0;
     o.pipefusion.attn_layer_num_for_pp.push_back(absl::SimpleAtoi(n, &v) ? v : -1);

@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/join_schedule.h"
 #include "core/model_root.h"
 
 namespace ditserve::core {
@@ -53,6 +54,7 @@ std::vector<std::string> ToWorkerArgs(const WorkerOptions& o) {
       absl::StrCat("--warmup_steps=", o.pipefusion.warmup_steps),
       absl::StrCat("--attn_layer_num_for_pp=", absl::StrJoin(o.pipefusion.attn_layer_num_for_pp, ",")),
       absl::StrCat("--control_address=", o.control_address),
+      absl::StrCat("--join_schedule=", o.join_schedule),
   };
   for (const std::string& p : o.prompts) args.push_back(absl::StrCat("--prompt=", p));
   return args;
@@ -61,6 +63,18 @@ std::vector<std::string> ToWorkerArgs(const WorkerOptions& o) {
 absl::Status ValidateGenerationJob(const WorkerOptions& o) {
   if (o.prompts.empty()) return absl::InvalidArgumentError("--prompt is required with --model (repeat it for several images)");
   if (o.prompts.size() > 1024) return absl::InvalidArgumentError(absl::StrCat("at most 1024 prompts, got ", o.prompts.size()));
+  if (!o.join_schedule.empty()) {
+    auto schedule = ParseJoinSchedule(o.join_schedule, static_cast<int>(o.prompts.size()),
+                                      o.generation.num_inference_steps);
+    if (!schedule.ok()) return schedule.status();
+    if (o.parallel.pipefusion_parallel_degree > 1) {
+      return absl::InvalidArgumentError("--join_schedule needs --pipefusion_parallel_degree 1 (a running set takes no "
+                                        "joins under PipeFusion)");
+    }
+    if (o.generation.use_fbcache || o.generation.use_teacache) {
+      return absl::InvalidArgumentError("--join_schedule runs without a step cache (drop --use_fbcache/--use_teacache)");
+    }
+  }
   if (o.output_dir.empty()) return absl::InvalidArgumentError("--output_dir is required with --model");
   if (absl::Status s = ValidateDtype(o.generation); !s.ok()) return s;
   if (auto cache = StepCacheFromFlags(o.generation); !cache.ok()) return cache.status();
@@ -92,9 +106,10 @@ absl::Status ValidateGenerationJob(const WorkerOptions& o) {
 }
 
 absl::Status ValidateServing(const WorkerOptions& o) {
-  if (!o.prompts.empty() || !o.output_dir.empty() || !o.profile_dir.empty()) {
+  if (!o.prompts.empty() || !o.output_dir.empty() || !o.profile_dir.empty() || !o.join_schedule.empty()) {
     return absl::InvalidArgumentError(
-        "--prompt, --output_dir and --profile_dir are for a generation job, not with --control_address (serving)");
+        "--prompt, --output_dir, --profile_dir and --join_schedule are for a generation job, not with "
+        "--control_address (serving)");
   }
   if (o.generation.use_fbcache || o.generation.use_teacache || o.generation.cache_threshold >= 0) {
     return absl::InvalidArgumentError(

@@ -40,6 +40,9 @@ struct WorkerOptions {
   bool comm_stats = false;    // every rank prints its bytes and seconds per method
   std::string profile_dir;    // non-empty: every rank writes rank-N.trace.json of the generation
   PipeFusionOptions pipefusion;
+  // Non-empty: the job's prompts run as a scripted running set
+  // (join_schedule.h) instead of one batch.
+  std::string join_schedule;
 
   // Serving (ditserve-server's gang, with --model and no --prompt): the
   // frontend's control address (host:port) that rank 0 attaches to.

@@ -9,8 +9,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/image/png_encoder.h"
+#include "core/join_schedule.h"
 #include "worker/pipelines/parallel_pipeline.h"
 #include "worker/profile_trace.h"
+#include "worker/scheduled_set.h"
 #include "worker/weights/safetensors_writer.h"
 
 namespace ditserve::worker {
@@ -50,15 +52,32 @@ absl::Status RunGenerationJob(const core::WorkerOptions& o, parallel::ProcessGro
   }
   const auto gen_start = std::chrono::steady_clock::now();
   auto last = gen_start;
-  auto results = (*pipe)->Generate(requests, [&](int step, int total) {
-    if (leader) {
-      std::printf("step %d/%d  %.3f s\n", step, total, Since(last));
-      std::fflush(stdout);
+  // Per prompt: its result, or why it has none (a scheduled cancel).
+  std::vector<absl::StatusOr<pipelines::GenerationResult>> outcomes;
+  if (!o.join_schedule.empty()) {
+    auto schedule = core::ParseJoinSchedule(o.join_schedule, static_cast<int>(requests.size()),
+                                            o.generation.num_inference_steps);
+    if (!schedule.ok()) return schedule.status();
+    ScheduledSet set(requests, *std::move(schedule), leader);
+    if (absl::Status s = (*pipe)->RunSet(set); !s.ok()) return s;
+    requests = set.requests();
+    outcomes = set.results();
+    for (const auto& r : outcomes) {
+      // A refused join is the job's error (a cancel is the schedule's).
+      if (!r.ok() && r.status().code() != absl::StatusCode::kCancelled) return r.status();
     }
-    last = std::chrono::steady_clock::now();
-    return true;
-  });
-  if (!results.ok()) return results.status();
+  } else {
+    auto results = (*pipe)->Generate(requests, [&](int step, int total) {
+      if (leader) {
+        std::printf("step %d/%d  %.3f s\n", step, total, Since(last));
+        std::fflush(stdout);
+      }
+      last = std::chrono::steady_clock::now();
+      return true;
+    });
+    if (!results.ok()) return results.status();
+    for (pipelines::GenerationResult& r : *results) outcomes.push_back(std::move(r));
+  }
   const double generation_s = Since(gen_start);
   if (trace) {
     const std::string path = absl::StrFormat("%s/rank-%d.trace.json", o.profile_dir, groups.world().rank());
@@ -84,14 +103,19 @@ absl::Status RunGenerationJob(const core::WorkerOptions& o, parallel::ProcessGro
   std::error_code ec;
   std::filesystem::create_directories(o.output_dir, ec);
   if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot create ", o.output_dir, ": ", ec.message()));
-  for (size_t i = 0; i < results->size(); ++i) {
-    const at::Tensor img = (*results)[i].image.contiguous();
+  for (size_t i = 0; i < outcomes.size(); ++i) {
+    if (!outcomes[i].ok()) {
+      std::printf("image-%03zu: %s\n", i, outcomes[i].status().ToString().c_str());
+      continue;
+    }
+    const pipelines::GenerationResult& result = *outcomes[i];
+    const at::Tensor img = result.image.contiguous();
     auto png = core::image::EncodePng(img.data_ptr<uint8_t>(), static_cast<int>(img.size(1)), static_cast<int>(img.size(0)));
     if (!png.ok()) return png.status();
     const std::string stem = absl::StrFormat("%s/image-%03d", o.output_dir, i);
     if (absl::Status s = core::image::WriteFile(stem + ".png", *png); !s.ok()) return s;
     if (o.save_latents) {
-      if (absl::Status s = weights::WriteSafetensors(stem + ".latents.safetensors", {{"latents", (*results)[i].latents}});
+      if (absl::Status s = weights::WriteSafetensors(stem + ".latents.safetensors", {{"latents", result.latents}});
           !s.ok()) {
         return s;
       }
@@ -101,16 +125,20 @@ absl::Status RunGenerationJob(const core::WorkerOptions& o, parallel::ProcessGro
     if (requests[i].cache.method != core::StepCacheMethod::kNone) {
       // One character per step: 1 computed, 0 cached.
       std::string steps;
-      for (bool computed : (*results)[i].step_computed) steps += computed ? '1' : '0';
+      for (bool computed : result.step_computed) steps += computed ? '1' : '0';
       if (absl::Status s = core::image::WriteFile(stem + ".steps", steps); !s.ok()) return s;
       std::printf("  step cache %s (threshold %g): %d of %zu steps cached: %s\n",
                   std::string(core::StepCacheMethodName(requests[i].cache.method)).c_str(),
-                  requests[i].cache.threshold, (*results)[i].cached_steps(), steps.size(), steps.c_str());
+                  requests[i].cache.threshold, result.cached_steps(), steps.size(), steps.c_str());
     }
   }
   const pipelines::GenerateTimings& t = (*pipe)->last_timings();
-  std::printf("generated %zu images in %.3f s: text encoding %.3f s, denoising %.3f s, vae %.3f s\n",
-              results->size(), generation_s, t.text_encoding_s, t.denoising_s, t.vae_s);
+  if (o.join_schedule.empty()) {
+    std::printf("generated %zu images in %.3f s: text encoding %.3f s, denoising %.3f s, vae %.3f s\n",
+                outcomes.size(), generation_s, t.text_encoding_s, t.denoising_s, t.vae_s);
+  } else {
+    std::printf("ran a set of %zu images in %.3f s\n", outcomes.size(), generation_s);
+  }
   return absl::OkStatus();
 }
 

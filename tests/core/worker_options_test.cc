@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "absl/flags/parse.h"
+#include "core/join_schedule.h"
 #include "core/worker_flags.h"
 
 namespace ditserve::core {
@@ -36,7 +37,37 @@ TEST(GenerationFlags, DtypeIsCheckedAndResolvedByDevice) {
   EXPECT_EQ(ValidateServing(o).message(), "--dtype must be f32 or bf16, got 'f16'");
   o.profile_dir = "/tmp/traces";
   EXPECT_EQ(ValidateServing(o).message(),
-            "--prompt, --output_dir and --profile_dir are for a generation job, not with --control_address (serving)");
+            "--prompt, --output_dir, --profile_dir and --join_schedule are for a generation job, not with "
+            "--control_address (serving)");
+  o.profile_dir.clear();
+  o.join_schedule = "0,2";
+  EXPECT_EQ(ValidateServing(o).code(), absl::StatusCode::kInvalidArgument);
+}
+
+// --join_schedule: one JOIN[:STEPS[:CANCEL]] per prompt.
+TEST(JoinSchedule, ParsesEntriesAndNamesTheBadOne) {
+  auto s = ParseJoinSchedule("0,3:6,1:0:4", 3, 8);
+  ASSERT_TRUE(s.ok()) << s.status();
+  ASSERT_EQ(s->size(), 3u);
+  EXPECT_EQ((*s)[0].join_at, 0);
+  EXPECT_EQ((*s)[0].steps, 8);
+  EXPECT_EQ((*s)[0].cancel_at, -1);
+  EXPECT_EQ((*s)[1].join_at, 3);
+  EXPECT_EQ((*s)[1].steps, 6);
+  EXPECT_EQ((*s)[2].steps, 8);
+  EXPECT_EQ((*s)[2].cancel_at, 4);
+  EXPECT_TRUE(ParseJoinSchedule("", 2, 8)->empty());
+  EXPECT_EQ(ParseJoinSchedule("0,1", 3, 8).status().message(),
+            "--join_schedule has 2 entries; it needs one per prompt (3)");
+  EXPECT_EQ(ParseJoinSchedule("0,x", 2, 8).status().message(),
+            "--join_schedule entry 1 'x': fields are integers >= 0 (JOIN[:STEPS[:CANCEL]])");
+  EXPECT_EQ(ParseJoinSchedule("0,-1", 2, 8).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ParseJoinSchedule("0:1001", 1, 8).status().message(),
+            "--join_schedule entry 0 '0:1001': STEPS must be in [1, 1000], got 1001 (JOIN[:STEPS[:CANCEL]])");
+  EXPECT_EQ(ParseJoinSchedule("2:4:2", 1, 8).status().message(),
+            "--join_schedule entry 0 '2:4:2': CANCEL must come after JOIN (JOIN[:STEPS[:CANCEL]])");
+  EXPECT_EQ(ParseJoinSchedule("1:2:3:4", 1, 8).status().message(),
+            "--join_schedule entry 0 '1:2:3:4': too many fields (JOIN[:STEPS[:CANCEL]])");
 }
 
 // A served request picks its own step cache: the gang's flags refuse one.
@@ -93,7 +124,7 @@ TEST(WorkerOptions, ToWorkerArgsCarriesEveryField) {
                                  "--save_latents=false", "--comm_stats=false",
                                  "--profile_dir=",
                                  "--num_pipeline_patch=0", "--warmup_steps=1",
-                                 "--attn_layer_num_for_pp=", "--control_address="}));
+                                 "--attn_layer_num_for_pp=", "--control_address=", "--join_schedule="}));
 }
 
 // --use_parallel_vae travels too (the round trip below takes the tiling

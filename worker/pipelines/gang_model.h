@@ -31,6 +31,7 @@
 namespace ditserve::worker::pipelines {
 
 class ReplicaRun;
+class SetDriver;
 
 // Everything a rank holds for generation. Not thread-safe.
 struct GangModel {
@@ -99,6 +100,13 @@ struct GangModel {
                                                        int64_t h, int64_t w, int64_t out_height, int64_t out_width);
   absl::StatusOr<std::vector<GenerationResult>> Generate(const std::vector<GenerationRequest>& requests,
                                                          const StepCallback& on_step);
+  // Whether `r` may join an open set whose first member is `set_shape`
+  // (null: a new set): valid, no PipeFusion, no step cache, and the set's
+  // generation size, max_sequence_length and CFG use. INVALID_ARGUMENT
+  // (FAILED_PRECONDITION for PipeFusion) saying why. Local.
+  absl::Status CheckJoinable(const GenerationRequest& r, const GenerationRequest* set_shape) const;
+  // running_set.cc.
+  absl::Status RunSet(SetDriver& driver);
 };
 
 

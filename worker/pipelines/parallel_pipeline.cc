@@ -269,8 +269,14 @@ absl::StatusOr<std::vector<GenerationResult>> GangModel::Generate(const std::vec
   timings.text_encoding_s = lap();
   const int replicas = config().data_parallel_degree;
   const int replica = world().rank_in(Dim::kData);
-  ReplicaRun run(*this, runs, core::ReplicaRequests(static_cast<int>(n), replicas, replica), pooled, sequence,
-                 mask);
+  ReplicaRun run(*this, run_first, T);
+  for (int i : core::ReplicaRequests(static_cast<int>(n), replicas, replica)) {
+    // The request's cond row, then (CFG) its uncond row.
+    const at::Tensor rows = (cfg ? at::tensor({int64_t{i}, n + i}, at::kLong) : at::tensor({int64_t{i}}, at::kLong))
+                                .to(device);
+    run.Admit(static_cast<uint64_t>(i), runs[i], pooled.index_select(0, rows), sequence.index_select(0, rows),
+              mask.defined() ? mask.index_select(0, rows) : at::Tensor());
+  }
   DITSERVE_RETURN_IF_ERROR(run.Run(on_step));
 
   std::vector<at::Tensor> final_latents;
@@ -362,6 +368,16 @@ absl::StatusOr<std::unique_ptr<ParallelPipeline>> ParallelPipeline::Load(const s
 }
 
 absl::Status ParallelPipeline::Validate(const GenerationRequest& request) const { return impl_->Validate(request); }
+
+absl::Status ParallelPipeline::RunSet(SetDriver& driver) {
+  if (!accepts_joins()) {
+    return absl::FailedPreconditionError("a running set needs a gang without PipeFusion (--pipefusion_parallel_degree 1)");
+  }
+  impl_->timings = GenerateTimings{};
+  return impl_->RunSet(driver);
+}
+
+bool ParallelPipeline::accepts_joins() const { return impl_->stages() == 1; }
 
 absl::StatusOr<std::vector<GenerationResult>> ParallelPipeline::Generate(
     const std::vector<GenerationRequest>& requests, const StepCallback& on_step) {

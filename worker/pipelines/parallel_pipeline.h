@@ -37,6 +37,8 @@
 
 namespace ditserve::worker::pipelines {
 
+class SetDriver;
+
 // Where the last Generate call's time went, as rank 0 saw it.
 struct GenerateTimings {
   double text_encoding_s = 0;  // encoding every prompt and broadcasting the embeddings
@@ -92,6 +94,15 @@ class ParallelPipeline {
   // then serves the next call.
   absl::StatusOr<std::vector<GenerationResult>> Generate(const std::vector<GenerationRequest>& requests,
                                                    const StepCallback& on_step = {});
+
+  // Collective: an open running set (running_set.h) fed by `driver` until
+  // it drains. Requests join and leave between steps; each gives the image
+  // it gives alone. Needs a gang without PipeFusion (accepts_joins()).
+  // Returns an error only when the gang is broken (a collective or the
+  // driver failed); a member's own failure goes to driver.OnLeft.
+  absl::Status RunSet(SetDriver& driver);
+  // Whether RunSet can run here (no PipeFusion).
+  bool accepts_joins() const;
 
   const CommStats& comm_stats() const;
   const GenerateTimings& last_timings() const;

@@ -20,17 +20,18 @@ namespace {
 
 using parallel::Dim;
 
-absl::Status ReplicaRun::Prepare() {
-  const GenerationRequest& r = requests_.front();
+ReplicaRun::ReplicaRun(GangModel& p, const GenerationRequest& shape, int64_t text_tokens) : p_(p) {
   const int scale = p_.vae_config().scale_factor();
-  h_ = 2 * (r.height / (scale * 2));
-  w_ = 2 * (r.width / (scale * 2));
+  height_ = shape.height;
+  width_ = shape.width;
+  h_ = 2 * (shape.height / (scale * 2));
+  w_ = 2 * (shape.width / (scale * 2));
   rows_ = h_ / 2;
   cols_ = w_ / 2;
   S_ = rows_ * cols_;
   padded_rows_ = core::PaddedRows(rows_, p_.sp_size());
   padded_S_ = padded_rows_ * cols_;
-  T_ = all_sequence_.size(1);
+  T_ = text_tokens;
   padded_T_ = text_sharded() ? (T_ + p_.sp_size() - 1) / p_.sp_size() * p_.sp_size() : T_;
   // Patch 0's text costs per-token block work only when it joins the image
   // in attention (MMDiT); a cross-attention family's text is only keys.
@@ -38,78 +39,129 @@ absl::Status ReplicaRun::Prepare() {
   whole_ = core::PatchPlan::Balanced(padded_rows_, cols_, 1, p_.sp_size(), balanced_text);
   pipelined_ = core::PatchPlan::Balanced(padded_rows_, cols_, p_.stages() > 1 ? p_.pipefusion.patches(p_.config()) : 1,
                                          p_.sp_size(), balanced_text);
-  steps_ = r.num_inference_steps;
+  steps_ = shape.num_inference_steps;
   end_step_ = steps_;
-  const core::ResolvedGuidance guidance = p_.Guidance(r);
-  cfg_ = guidance.cfg;
-  auto schedule = p_.family->Schedule(steps_, S_);
-  if (!schedule.ok()) return schedule.status();
-  solver_ = std::make_unique<DenoisingSolver>(*std::move(schedule));
-  if (idle()) return absl::OkStatus();
-  const int64_t n = static_cast<int64_t>(mine_.size());
-  const int64_t channels = p_.family->latent_channels();
-  std::vector<at::Tensor> noise;
-  std::vector<double> scales;
-  for (int i : mine_) {
-    // Each request's own CPU generator: its initial latents, then (a
-    // stochastic scheduler) each step's fresh noise, as diffusers draws them.
-    generators_.push_back(at::make_generator<at::CPUGeneratorImpl>(requests_[i].seed));
-    noise.push_back(families::PackedNoise(generators_.back(), channels, h_, w_));
-    scales.push_back(p_.Guidance(requests_[i]).cfg_scale);
-  }
-  latents_ = at::cat(noise, 0);
-  const double init_sigma = solver_->schedule().init_noise_sigma;
-  if (init_sigma != 1.0) latents_ = latents_ * init_sigma;
-  latents_ = latents_.to(p_.device, p_.dtype);
-  std::vector<core::StepCacheOptions> caches;
-  for (int i : mine_) caches.push_back(requests_[i].cache);
-  const int branches = cfg_ && !p_.config().use_cfg_parallel ? 2 : 1;
-  cache_ = std::make_unique<StepCache>(std::move(caches), steps_, branches, padded_S_, S_,
-                                       p_.family->TeaCachePolynomial(), p_.device);
-  if (padded_S_ > S_) {
-    // The padding tokens start at zero; what they compute is never read.
-    latents_ = at::constant_pad_nd(latents_, {0, 0, 0, padded_S_ - S_});
-  }
-  solver_->Allocate(latents_);
-  if (solver_->schedule().stochastic()) {
-    solver_->set_noise_source([this, channels](int /*step*/) {
-      std::vector<at::Tensor> z;
-      for (at::Generator& g : generators_) z.push_back(families::PackedNoise(g, channels, h_, w_));
-      at::Tensor all = at::cat(z, 0);
-      if (padded_S_ > S_) all = at::constant_pad_nd(all, {0, 0, 0, padded_S_ - S_});
-      return all;
-    });
-  }
-  const at::Tensor index = at::tensor(std::vector<int64_t>(mine_.begin(), mine_.end()), at::kLong).to(p_.device);
-  const int64_t total = static_cast<int64_t>(requests_.size());
-  const auto rows_of = [&](int branch) {
-    const at::Tensor rows = index + branch * total;
-    return std::tuple{all_pooled_.index_select(0, rows), all_sequence_.index_select(0, rows),
-                      all_mask_.defined() ? all_mask_.index_select(0, rows) : at::Tensor()};
-  };
-  if (p_.config().use_cfg_parallel) {
-    std::tie(pooled_, sequence_, mask_) = rows_of(p_.world().rank_in(Dim::kCfg));
-  } else if (cfg_) {
-    auto [cp, cs, cm] = rows_of(0);
-    auto [up, us, um] = rows_of(1);
-    pooled_ = at::cat({cp, up}, 0);
-    sequence_ = at::cat({cs, us}, 0);
-    if (cm.defined()) mask_ = at::cat({cm, um}, 0);
-  } else {
-    std::tie(pooled_, sequence_, mask_) = rows_of(0);
-  }
-  // A family whose transformer pools the text itself (HunyuanDiT): once per
-  // request, on every rank (each holds the pool).
-  if (at::Tensor pooled = p_.transformer->PooledText(sequence_); pooled.defined()) pooled_ = pooled;
-  if (padded_T_ > T_) sequence_ = at::constant_pad_nd(sequence_, {0, 0, 0, padded_T_ - T_});
-  if (cfg_) cfg_scale_ = at::tensor(scales, at::kDouble).to(at::kFloat).view({n, 1, 1}).to(p_.device);
-  if (guidance.embedded) guidance_ = at::full({pooled_.size(0)}, guidance.embedded_scale, at::kFloat).to(p_.device);
+  cfg_ = p_.Guidance(shape).cfg;
+  latents_ = at::empty({0, padded_S_, p_.family->latent_channels() * 4}, at::TensorOptions().dtype(p_.dtype).device(p_.device));
   if (p_.stages() > 1) {
     link_ = std::make_unique<PipeFusionLink>(p_.groups->group(Dim::kPipeFusion), p_.stage(), p_.stages(), &p_.stats);
   }
   MakeAttention();
-  return absl::OkStatus();
 }
+
+ReplicaRun::~ReplicaRun() = default;
+
+void ReplicaRun::Admit(uint64_t id, const GenerationRequest& request, const at::Tensor& pooled,
+                       const at::Tensor& sequence, const at::Tensor& mask) {
+  auto m = std::make_unique<Member>();
+  m->id = id;
+  m->request = request;
+  const core::ResolvedGuidance guidance = p_.Guidance(request);
+  m->cfg_scale = guidance.cfg_scale;
+  m->embedded_guidance = guidance.embedded ? guidance.embedded_scale : 0;
+  auto schedule = p_.family->Schedule(request.num_inference_steps, S_);
+  // The family validated the request's step count: a schedule exists.
+  m->solver = std::make_unique<DenoisingSolver>(*std::move(schedule));
+  // Each request's own CPU generator: its initial latents, then (a
+  // stochastic scheduler) each step's fresh noise, as diffusers draws them.
+  m->generator = at::make_generator<at::CPUGeneratorImpl>(request.seed);
+  const int64_t channels = p_.family->latent_channels();
+  at::Tensor noise = families::PackedNoise(m->generator, channels, h_, w_);
+  const double init_sigma = m->solver->schedule().init_noise_sigma;
+  if (init_sigma != 1.0) noise = noise * init_sigma;
+  noise = noise.to(p_.device, p_.dtype);
+  // The padding tokens start at zero; what they compute is never read.
+  if (padded_S_ > S_) noise = at::constant_pad_nd(noise, {0, 0, 0, padded_S_ - S_});
+  m->solver->Allocate(noise);
+  if (m->solver->schedule().stochastic()) {
+    Member* member = m.get();
+    m->solver->set_noise_source([this, member, channels](int /*step*/) {
+      at::Tensor z = families::PackedNoise(member->generator, channels, h_, w_);
+      if (padded_S_ > S_) z = at::constant_pad_nd(z, {0, 0, 0, padded_S_ - S_});
+      return z;
+    });
+  }
+  // This rank's model rows: its CFG branch, both branches (CFG in one
+  // batch) or the prompt's only row.
+  const auto rows = [&](int64_t first, int64_t count) {
+    return std::tuple{pooled.narrow(0, first, count), sequence.narrow(0, first, count),
+                      mask.defined() ? mask.narrow(0, first, count) : at::Tensor()};
+  };
+  if (p_.config().use_cfg_parallel) {
+    std::tie(m->pooled, m->sequence, m->mask) = rows(p_.world().rank_in(Dim::kCfg), 1);
+  } else {
+    std::tie(m->pooled, m->sequence, m->mask) = rows(0, cfg_ ? 2 : 1);
+  }
+  // A family whose transformer pools the text itself (HunyuanDiT): once per
+  // request, on every rank (each holds the pool).
+  if (at::Tensor pooled_text = p_.transformer->PooledText(m->sequence); pooled_text.defined()) m->pooled = pooled_text;
+  if (padded_T_ > T_) m->sequence = at::constant_pad_nd(m->sequence, {0, 0, 0, padded_T_ - T_});
+  latents_ = at::cat({latents_, noise}, 0);
+  members_.push_back(std::move(m));
+  Rebuild();
+}
+
+int ReplicaRun::index_of(uint64_t id) const {
+  for (size_t i = 0; i < members_.size(); ++i) {
+    if (members_[i]->id == id) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+void ReplicaRun::Remove(uint64_t id) {
+  const int i = index_of(id);
+  if (i < 0) return;
+  members_.erase(members_.begin() + i);
+  latents_ = at::cat({latents_.narrow(0, 0, i), latents_.narrow(0, i + 1, latents_.size(0) - i - 1)}, 0);
+  Rebuild();
+}
+
+void ReplicaRun::Rebuild() {
+  // The kept text K/V are the old rows': the next step embeds the text
+  // again.
+  text_stale_ = true;
+  attention_->ForgetTextKv();
+  if (members_.empty()) {
+    pooled_ = sequence_ = mask_ = guidance_ = cfg_scale_ = at::Tensor();
+    return;
+  }
+  // CFG in one batch: every member's cond row, then every member's uncond
+  // row (CombineCfg's layout).
+  const int branches = members_.front()->pooled.size(0);
+  std::vector<at::Tensor> pooled, sequence, mask;
+  std::vector<float> guidance, scales;
+  for (int b = 0; b < branches; ++b) {
+    for (const auto& m : members_) {
+      pooled.push_back(m->pooled.narrow(0, b, 1));
+      sequence.push_back(m->sequence.narrow(0, b, 1));
+      if (m->mask.defined()) mask.push_back(m->mask.narrow(0, b, 1));
+      guidance.push_back(static_cast<float>(m->embedded_guidance));
+    }
+  }
+  for (const auto& m : members_) scales.push_back(static_cast<float>(m->cfg_scale));
+  pooled_ = at::cat(pooled, 0);
+  sequence_ = at::cat(sequence, 0);
+  mask_ = mask.empty() ? at::Tensor() : at::cat(mask, 0);
+  const int64_t n = static_cast<int64_t>(members_.size());
+  cfg_scale_ = cfg_ ? at::tensor(scales, at::kFloat).view({n, 1, 1}).to(p_.device) : at::Tensor();
+  guidance_ = p_.Guidance(members_.front()->request).embedded ? at::tensor(guidance, at::kFloat).to(p_.device)
+                                                              : at::Tensor();
+  // Cross-attention families: the padding mask of the whole text, which
+  // every rank holds.
+  if (mask_.defined()) attention_->set_text_mask(mask_);
+}
+
+std::vector<uint64_t> ReplicaRun::members() const {
+  std::vector<uint64_t> ids;
+  for (const auto& m : members_) ids.push_back(m->id);
+  return ids;
+}
+
+int ReplicaRun::step_of(uint64_t id) const { return members_[index_of(id)]->step; }
+int ReplicaRun::steps_of(uint64_t id) const { return members_[index_of(id)]->request.num_inference_steps; }
+
+at::Tensor ReplicaRun::latents() const { return latents_.narrow(1, 0, S_); }
+at::Tensor ReplicaRun::member_latents(uint64_t id) const { return latents_.narrow(0, index_of(id), 1).narrow(1, 0, S_); }
 
 void ReplicaRun::MakeAttention() {
   auto& g = *p_.groups;
@@ -134,9 +186,6 @@ void ReplicaRun::MakeAttention() {
   } else {
     attention_ = std::make_unique<models::SerialJointAttention>();
   }
-  // Cross-attention families: the padding mask of the whole text, which
-  // every rank holds.
-  if (mask_.defined()) attention_->set_text_mask(mask_);
 }
 
 absl::StatusOr<models::DitHidden> ReplicaRun::EmbedPatch(int step, int patch) {
@@ -146,7 +195,12 @@ absl::StatusOr<models::DitHidden> ReplicaRun::EmbedPatch(int step, int patch) {
     DITSERVE_RETURN_IF_ERROR(link_->ReceiveLatents(incoming, patch));
     latents_.narrow(1, local.begin, local.size()).copy_(incoming);
   }
-  at::Tensor input = solver_->ModelInput(step, latents_.narrow(1, local.begin, local.size()));
+  const at::Tensor x = latents_.narrow(1, local.begin, local.size());
+  std::vector<at::Tensor> inputs;
+  for (size_t i = 0; i < members_.size(); ++i) {
+    inputs.push_back(members_[i]->solver->ModelInput(members_[i]->step, x.narrow(0, static_cast<int64_t>(i), 1)));
+  }
+  at::Tensor input = inputs.size() == 1 ? inputs.front() : at::cat(inputs, 0);
   if (pooled_.size(0) != input.size(0)) input = at::cat({input, input}, 0);  // CFG in one batch
   if (!CarriesText(step, patch)) return p_.transformer->Embed(input, at::Tensor(), PositionsFor(step, patch));
   return p_.transformer->Embed(input, LocalText(sequence_), PositionsFor(step, patch), mask_);
@@ -183,7 +237,11 @@ absl::Status ReplicaRun::FinishPatch(int step, int patch, const at::Tensor& x,
                        : absl::StatusOr<at::Tensor>(head);
   if (!velocity.ok()) return velocity.status();
   at::Tensor slice = latents_.narrow(1, local.begin, local.size());
-  slice.copy_(solver_->Step(step, slice, *velocity, local.begin));
+  for (size_t i = 0; i < members_.size(); ++i) {
+    Member& m = *members_[i];
+    at::Tensor row = slice.narrow(0, static_cast<int64_t>(i), 1);
+    row.copy_(m.solver->Step(m.step, row, velocity->narrow(0, static_cast<int64_t>(i), 1), local.begin));
+  }
   // The next step reads this patch in the same layout: send it right away.
   if (p_.stages() > 1 && step + 1 < end_step_ && patches_at(step + 1) == patches_at(step)) {
     DITSERVE_RETURN_IF_ERROR(SendLatents(step + 1, patch));
@@ -233,7 +291,7 @@ absl::Status ReplicaRun::CachedStep(int step, const models::DitConditioning& con
     DITSERVE_RETURN_IF_ERROR(DecideStep(step));
     if (link_) DITSERVE_RETURN_IF_ERROR(link_->SendDecisions(cache_decisions_));
   } else {
-    at::Tensor decisions = at::empty({static_cast<int64_t>(mine_.size())}, at::TensorOptions().dtype(at::kInt).device(p_.device));
+    at::Tensor decisions = at::empty({static_cast<int64_t>(members_.size())}, at::TensorOptions().dtype(at::kInt).device(p_.device));
     DITSERVE_RETURN_IF_ERROR(link_->ReceiveDecisions(decisions));
     cache.Agree(step, decisions);
   }
@@ -348,23 +406,53 @@ absl::Status ReplicaRun::CompleteRanges(at::Tensor& state, int step) {
 
 std::vector<std::vector<bool>> ReplicaRun::steps_computed() const {
   if (cache_ != nullptr && cache_->active()) return cache_->decisions();
-  return std::vector<std::vector<bool>>(mine_.size(), std::vector<bool>(steps_, true));
+  std::vector<std::vector<bool>> out;
+  for (const auto& m : members_) out.emplace_back(m->request.num_inference_steps, true);
+  return out;
 }
 
+// One step of every member, each at its own step of its own schedule:
+// the model-time vector has a value per row (CFG's uncond rows repeat the
+// cond rows'). `step` is the set's step (a closed run's every member's).
 absl::Status ReplicaRun::Step(int step) {
-  const at::Tensor time =
-      at::full({pooled_.size(0)}, solver_->schedule().model_times[step], at::kFloat).to(p_.device);
-  const GenerationRequest& r = requests_.front();
+  std::vector<float> times;
+  const int64_t branches = pooled_.size(0) / static_cast<int64_t>(members_.size());
+  for (int64_t b = 0; b < branches; ++b) {
+    for (const auto& m : members_) times.push_back(static_cast<float>(m->solver->schedule().model_times[m->step]));
+  }
+  const at::Tensor time = at::tensor(times, at::kFloat).to(p_.device);
   const models::DitConditioning conditioning = p_.transformer->Condition(
-      p_.transformer->TimeEmbedding(time, guidance_, pooled_, models::DitImageSize{r.height, r.width}));
+      p_.transformer->TimeEmbedding(time, guidance_, pooled_, models::DitImageSize{height_, width_}));
   if (pipefusion_attention_ != nullptr && step == 0) pipefusion_attention_->Reset();
-  if (cache_ != nullptr && cache_->active()) return CachedStep(step, conditioning);
-  for (int m = 0; m < patches_at(step); ++m) DITSERVE_RETURN_IF_ERROR(RunPatch(step, m, conditioning));
-  return absl::OkStatus();
+  absl::Status s = absl::OkStatus();
+  if (cache_ != nullptr && cache_->active()) {
+    s = CachedStep(step, conditioning);
+  } else {
+    for (int m = 0; m < patches_at(step) && s.ok(); ++m) s = RunPatch(step, m, conditioning);
+  }
+  text_stale_ = false;
+  for (auto& m : members_) ++m->step;
+  return s;
+}
+
+absl::Status ReplicaRun::Tick() {
+  if (idle()) return absl::OkStatus();
+  return Step(ticks_++);
+}
+
+absl::Status ReplicaRun::CompleteLatents() {
+  if (idle()) return absl::OkStatus();
+  return CompleteRanges(latents_, 0);
 }
 
 absl::Status ReplicaRun::Run(const StepCallback& on_step) {
-  DITSERVE_RETURN_IF_ERROR(Prepare());
+  if (!idle()) {
+    std::vector<core::StepCacheOptions> caches;
+    for (const auto& m : members_) caches.push_back(m->request.cache);
+    const int branches = cfg_ && !p_.config().use_cfg_parallel ? 2 : 1;
+    cache_ = std::make_unique<StepCache>(std::move(caches), steps_, branches, padded_S_, S_,
+                                         p_.family->TeaCachePolynomial(), p_.device);
+  }
   // Cancellation: after each step every rank votes (its on_step answers,
   // OR-ed), and the gang agrees on vote #j asynchronously (StopAgreement).
   // A stop at #j means every rank runs steps < j + delay. Without
@@ -401,7 +489,9 @@ absl::Status ReplicaRun::Run(const StepCallback& on_step) {
         }
         if (last_stage()) {
           DITSERVE_RETURN_IF_ERROR(CompleteRanges(latents_, step));
-          for (at::Tensor* state : solver_->state()) DITSERVE_RETURN_IF_ERROR(CompleteRanges(*state, step));
+          for (auto& m : members_) {
+            for (at::Tensor* state : m->solver->state()) DITSERVE_RETURN_IF_ERROR(CompleteRanges(*state, step));
+          }
           for (int m = 0; m < patches_at(step + 1); ++m) DITSERVE_RETURN_IF_ERROR(SendLatents(step + 1, m));
         }
       }

@@ -1,13 +1,14 @@
 #pragma once
 
-// One Generate call's denoising on one rank: the loop of this rank's
-// data-parallel replica over the steps (or, for an idle replica, only the
-// agreement on cancellation). The parallel methods enter as strategies:
+// The denoising of one rank's data-parallel replica: a closed run over
+// every step of one batch (or, for an idle replica, only the agreement on
+// cancellation), or an open running set that requests join and leave
+// between steps. The parallel methods enter as strategies:
 // the attention (models::JointAttention: serial, USP, PipeFusion), the
 // stage link (PipeFusionLink), classifier-free guidance (CombineCfg, in
 // one batch or across the CFG group) and the step cache (StepCache, its
 // decisions agreed over the SP and CFG groups). Every rank of the gang
-// constructs one per call and runs it; internal to worker/pipelines.
+// constructs one per call or set and runs it; internal to worker/pipelines.
 
 #include <cstdint>
 #include <memory>
@@ -30,30 +31,70 @@
 
 namespace ditserve::worker::pipelines {
 
-// One Generate call on one rank: the denoising loop of this rank's replica
-// (or, for an idle replica, only the agreement on cancellation).
+// One rank's share of a running set of requests: the members of this
+// rank's data-parallel replica, each at its own step of its own schedule.
+// A closed run (Run) admits every member before the first step and steps
+// them together to the end, with the PipeFusion pipeline, the step cache
+// and the asynchronous stop agreement; an open set (ParallelPipeline's
+// RunSet) admits and removes members between steps (Admit, Remove, Tick)
+// and runs without PipeFusion or a step cache.
 class ReplicaRun {
  public:
-  ReplicaRun(GangModel& p, const std::vector<GenerationRequest>& requests, std::vector<int> mine,
-             const at::Tensor& pooled, const at::Tensor& sequence, const at::Tensor& mask)
-      : p_(p),
-        requests_(requests),
-        mine_(std::move(mine)),
-        all_pooled_(pooled),
-        all_sequence_(sequence),
-        all_mask_(mask) {}
+  // `shape`: the set's generation size and text length T (every member
+  // shares them). Collective only in what the calls below say.
+  ReplicaRun(GangModel& p, const GenerationRequest& shape, int64_t text_tokens);
+  ~ReplicaRun();
 
-  // Runs every step; returns CANCELLED (on every rank alike) when on_step
-  // asked to stop. On success the replica's output rank holds `latents()`
-  // [n, S, C] (without the SP padding).
+  // Adds a member at step 0. `pooled`, `sequence`, `mask` are its prompt's
+  // embedding rows: [1 or 2 (cond, then uncond under CFG), ...]; mask
+  // undefined for the MMDiT families. Every rank of the replica admits the
+  // same members in the same order; a rank of another replica admits none.
+  void Admit(uint64_t id, const GenerationRequest& request, const at::Tensor& pooled, const at::Tensor& sequence,
+             const at::Tensor& mask);
+  // Drops a member (finished or stopped) and its rows.
+  void Remove(uint64_t id);
+
+  // Closed run: every step of the members admitted so far (equal step
+  // counts); returns CANCELLED (on every rank alike) when on_step asked to
+  // stop. On success the replica's output rank holds `latents()`.
   absl::Status Run(const StepCallback& on_step);
-  at::Tensor latents() const { return latents_.narrow(1, 0, S_); }
-  // Per request of this replica, per step run: whether it computed (all
-  // true without a step cache).
+  // Open set: one step of every member (no PipeFusion, no step cache).
+  // Collective over this replica's groups; every rank of the gang calls it
+  // (a replica without members returns at once).
+  absl::Status Tick();
+  // Open set: makes every member's latents whole on every SP rank (each
+  // computed its own range of tokens), before a member's result is read.
+  // Collective over the SP group.
+  absl::Status CompleteLatents();
+
+  // The members, in row order.
+  std::vector<uint64_t> members() const;
+  bool empty() const { return members_.empty(); }
+  // Member `id`'s next step and step count.
+  int step_of(uint64_t id) const;
+  int steps_of(uint64_t id) const;
+  // [rows, S, C] final latents of every member (without the SP padding),
+  // current on the replica's output rank; `member_latents` one member's.
+  at::Tensor latents() const;
+  at::Tensor member_latents(uint64_t id) const;
+  // Per member, per step run: whether it computed (all true without a
+  // step cache).
   std::vector<std::vector<bool>> steps_computed() const;
 
  private:
-  bool idle() const { return mine_.empty(); }
+  // One request of the set on this rank.
+  struct Member {
+    uint64_t id = 0;
+    GenerationRequest request;
+    int step = 0;  // the next step to run
+    std::unique_ptr<DenoisingSolver> solver;
+    at::Generator generator;  // its seed's CPU generator (initial and DDPM noise)
+    double cfg_scale = 1;
+    double embedded_guidance = 0;
+    at::Tensor pooled, sequence, mask;  // this rank's model rows of its prompt (a branch, or both)
+  };
+
+  bool idle() const { return members_.empty(); }
   bool first_stage() const { return p_.stage() == 0; }
   bool last_stage() const { return p_.stage() == p_.stages() - 1; }
   int patches_at(int step) const {
@@ -78,11 +119,14 @@ class ReplicaRun {
   int64_t LocalTextTokens() const { return text_sharded() ? padded_T_ / p_.sp_size() : T_; }
   // Whether `patch` of `step` carries the text stream: patch 0 of every
   // step for the MMDiT families (their blocks update it); for a cross-
-  // attention family only at the first step, after which every block holds
-  // its text K/V (JointAttention::TextKv), so the text is neither embedded
-  // again nor sent between PipeFusion stages.
-  bool CarriesText(int step, int patch) const { return patch == 0 && (step == 0 || !p_.family->cross_attention()); }
-  absl::Status Prepare();
+  // attention family only at the first step after the rows changed, after
+  // which every block holds its text K/V (JointAttention::TextKv), so the
+  // text is neither embedded again nor sent between PipeFusion stages.
+  bool CarriesText(int step, int patch) const {
+    return patch == 0 && (step == 0 || text_stale_ || !p_.family->cross_attention());
+  }
+  // The model batch's rows from the members (after Admit or Remove).
+  void Rebuild();
   // Positions (RoPE tables, position embeddings) of this rank's tokens of
   // `patch` at `step`: computed once per patch layout and request.
   const models::DitPositions& PositionsFor(int step, int patch);
@@ -104,29 +148,27 @@ class ReplicaRun {
   // The attention of this run's parallel method: serial, USP (Ulysses
   // inside Ring, with padding masks) or PipeFusion's stale-K/V attention.
   void MakeAttention();
+  int index_of(uint64_t id) const;
 
   GangModel& p_;
-  const std::vector<GenerationRequest>& requests_;
-  std::vector<int> mine_;
-  at::Tensor all_pooled_, all_sequence_;  // every request's: cond rows, then uncond rows (true CFG)
-  at::Tensor all_mask_;  // the text's padding mask, rows as all_sequence_; undefined: no mask
-
   // rows_ × cols_ = S_ image tokens; padded_rows_ × cols_ = padded_S_ with
   // the SP padding (generation_plan.h), which latents_ and the plans cover.
   // T_ text tokens, padded_T_ with the padding of a sharded text.
+  int64_t height_ = 0, width_ = 0;
   int64_t h_ = 0, w_ = 0, rows_ = 0, cols_ = 0, S_ = 0, T_ = 0, padded_rows_ = 0, padded_S_ = 0, padded_T_ = 0;
   core::PatchPlan whole_, pipelined_;  // the warmup's single patch; PipeFusion's patches
   std::vector<models::DitPositions> positions_whole_, positions_pipelined_;  // per patch of each plan, filled on first use
-  int steps_ = 0, end_step_ = 0;
-  bool cfg_ = false;
-  std::unique_ptr<DenoisingSolver> solver_;  // the schedule and its history
-  std::vector<at::Generator> generators_;    // per request of mine_: its seed's CPU generator
-  at::Tensor latents_;    // [n, S, C] in the run dtype; this rank's ranges are current
+  int steps_ = 0, end_step_ = 0;  // a closed run's
+  int ticks_ = 0;                 // an open set's steps so far
+  bool cfg_ = false;              // every member's
+  std::vector<std::unique_ptr<Member>> members_;  // row order
+  bool text_stale_ = false;  // the rows changed since the text K/V were kept
+  at::Tensor latents_;    // [n, padded S, C] in the run dtype, a row per member; this rank's ranges are current
   at::Tensor pooled_, sequence_, mask_, guidance_, cfg_scale_;  // the model batch's
   std::unique_ptr<models::JointAttention> attention_;
   PipeFusionAttention* pipefusion_attention_ = nullptr;  // == attention_ when PipeFusion
   std::unique_ptr<PipeFusionLink> link_;  // with PipeFusion only
-  std::unique_ptr<StepCache> cache_;  // every run; active() when a request caches
+  std::unique_ptr<StepCache> cache_;  // a closed run's; active() when a request caches
   at::Tensor cache_decisions_;        // stage 0: the step's agreed decisions, int32 [n]
 };
 

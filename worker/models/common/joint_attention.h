@@ -63,6 +63,8 @@ class JointAttention {
     return it == text_kv_.end() ? nullptr : &it->second;
   }
   void KeepTextKv(int layer, at::Tensor k, at::Tensor v) { text_kv_[layer] = {std::move(k), std::move(v)}; }
+  // The batch's rows changed: every layer computes its text K/V again.
+  void ForgetTextKv() { text_kv_.clear(); }
 
  private:
   at::Tensor text_mask_;
