@@ -7,6 +7,7 @@
 #     arrivals, seeded), p50/p99 latency and throughput per load.
 #   bench/open_loop.sh                       # tiny Flux, 8-step requests
 #   PRESET=small STEPS=4 SIZE=256 DURATION=120 bench/open_loop.sh [server flags]
+#   CAPACITY=8.46 bench/open_loop.sh --join_policy batch   # the loads of a given capacity
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=build/bin
@@ -29,11 +30,12 @@ done
 client=("$BIN/ditserve-client" --server "127.0.0.1:$port")
 req=(--num_inference_steps "$STEPS" --height "$SIZE" --width "$SIZE" --prompt "a red circle on a blue background")
 "${client[@]}" --wait_ready_s 300 bench --concurrency 1 --requests 3 "${req[@]}" > /dev/null
-capacity=$("${client[@]}" bench --concurrency $((2 * BATCH)) --duration "$DURATION" "${req[@]}" --json |
-           sed -n 's/.*"throughput_rps": \([0-9.]*\).*/\1/p')
-echo "## flux $PRESET, $STEPS steps, size ${SIZE} (0: the model's), max_batch_size $BATCH, $DURATION s per level"
+capacity=${CAPACITY:-$("${client[@]}" bench --concurrency $((2 * BATCH)) --duration "$DURATION" "${req[@]}" --json |
+           sed -n 's/.*"throughput_rps": \([0-9.]*\).*/\1/p')}
+echo "## flux $PRESET, $STEPS steps, size ${SIZE} (0: the model's), max_batch_size $BATCH, $DURATION s per level, server flags: $*"
 echo
-echo "capacity (closed loop, concurrency $((2 * BATCH))): $capacity req/s"
+if [ -n "${CAPACITY:-}" ]; then how="given by CAPACITY"; else how="closed loop, concurrency $((2 * BATCH))"; fi
+echo "capacity ($how): $capacity req/s"
 echo
 echo "| load | rate req/s | sent | ok | throughput req/s | p50 latency s | p99 latency s |"
 echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"

@@ -57,6 +57,21 @@ std::vector<QueueEntry> AdmissionQueue::TakeBatch(int max_images) {
   return batch;
 }
 
+std::vector<QueueEntry> AdmissionQueue::TakeJoins(const GenerationParams& set, int room) {
+  std::vector<QueueEntry> out;
+  for (auto it = entries_.begin(); it != entries_.end() && room > 0;) {
+    if (ShareRunningSet(set, it->second.params) && it->second.params.num_images <= room) {
+      room -= it->second.params.num_images;
+      keys_.erase(it->second.id);
+      out.push_back(std::move(it->second));
+      it = entries_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return out;
+}
+
 std::optional<absl::Time> AdmissionQueue::EarliestDeadline() const {
   std::optional<absl::Time> earliest;
   for (const auto& [key, entry] : entries_) {

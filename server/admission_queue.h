@@ -42,6 +42,12 @@ class AdmissionQueue {
   // request is always taken, even when its images alone exceed
   // `max_images`. Empty when the queue is.
   std::vector<QueueEntry> TakeBatch(int max_images);
+  // Removes and returns, in queue order, every request that
+  // ShareRunningSet(set, ·) while their images stay within `room` (a
+  // request that does not fit is skipped, a later smaller one may go).
+  std::vector<QueueEntry> TakeJoins(const GenerationParams& set, int room);
+  // The next request in order; null when empty.
+  const QueueEntry* Head() const { return entries_.empty() ? nullptr : &entries_.begin()->second; }
 
   std::optional<absl::Time> EarliestDeadline() const;
   int size() const { return static_cast<int>(entries_.size()); }

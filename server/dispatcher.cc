@@ -253,26 +253,95 @@ void Dispatcher::OnProgress(uint64_t connection, const control::v1::Progress& pr
   Actions actions;
   {
     absl::MutexLock lock(&mu_);
-    if (connection != connection_ || !running_.has_value() ||
-        running_->batch_id != progress.batch_id()) {
-      return;
-    }
+    if (connection != connection_ || !running_.has_value()) return;
+    const bool set_step = progress.members_size() > 0;
+    if (!set_step && running_->batch_id != progress.batch_id()) return;
     const absl::Time now = absl::Now();
     // Steps after the first are pure denoising steps (the first includes
-    // prompt encoding).
-    if (running_->last_step_number > 0 && progress.step() == running_->last_step_number + 1) {
+    // prompt encoding). A set's step may include a joiner's encoding and
+    // a leaver's decode.
+    const int step_number = set_step ? running_->last_step_number + 1 : progress.step();
+    if (running_->last_step_number > 0 && step_number == running_->last_step_number + 1) {
       metrics_.Step(Seconds(now - running_->last_step));
     }
     running_->last_step = now;
-    running_->last_step_number = progress.step();
-    for (uint64_t id : running_->request_ids) {
+    running_->last_step_number = step_number;
+    metrics_.GangStep(set_step ? progress.running() : running_->images);
+    const auto report = [&](uint64_t id, int step, int total) {
       auto it = active_.find(id);
-      if (it == active_.end()) continue;
+      if (it == active_.end()) return;
+      if (!it->second.stepped) {
+        it->second.stepped = true;
+        metrics_.TimeToFirstStep(Seconds(now - it->second.accepted));
+      }
       v1::Progress p;
-      p.set_step(progress.step());
-      p.set_total(progress.total());
+      p.set_step(step);
+      p.set_total(total);
       p.set_elapsed_s(Seconds(now - it->second.accepted));
       actions.push_back([sink = it->second.sink, p] { sink->Progress(p); });
+    };
+    if (set_step) {
+      for (const control::v1::MemberStep& m : progress.members()) report(m.request_id(), m.step(), m.total());
+    } else {
+      for (uint64_t id : running_->request_ids) report(id, progress.step(), progress.total());
+    }
+  }
+  Run(actions);
+}
+
+void Dispatcher::EncodeLocked(uint64_t id, std::vector<control::v1::ItemImage> images, v1::Timings timings,
+                              Actions& actions) {
+  auto it = active_.find(id);
+  if (it == active_.end()) return;  // cancelled meanwhile
+  it->second.state = State::kEncoding;
+  timings.set_queued_s(Seconds(it->second.dispatched - it->second.accepted));
+  Active snapshot;
+  snapshot.params = it->second.params;
+  snapshot.accepted = it->second.accepted;
+  if (static_cast<int>(images.size()) != it->second.params.num_images) {
+    FinishLocked(id,
+                 grpc::Status(grpc::INTERNAL, absl::StrCat("the gang returned ", images.size(), " images, ",
+                                                           it->second.params.num_images, " expected")),
+                 {}, actions);
+    return;
+  }
+  actions.push_back([this, id, snapshot = std::move(snapshot), images = std::move(images), timings]() mutable {
+    encoders_->Post([this, id, snapshot = std::move(snapshot), images = std::move(images), timings]() mutable {
+      Encode(id, std::move(snapshot), std::move(images), timings);
+    });
+  });
+}
+
+void Dispatcher::OnLeft(uint64_t connection, control::v1::Left left) {
+  Actions actions;
+  {
+    absl::MutexLock lock(&mu_);
+    if (connection != connection_ || !running_.has_value()) return;
+    auto& ids = running_->request_ids;
+    auto pos = std::find(ids.begin(), ids.end(), left.request_id());
+    if (pos == ids.end()) return;
+    ids.erase(pos);
+    running_->images -= running_->images_of[left.request_id()];
+    running_->images_of.erase(left.request_id());
+    if (ids.empty()) running_.reset();  // the set may take a new first request now
+    wake_.Signal();
+    if (left.code() != 0) {
+      FinishLocked(left.request_id(),
+                   grpc::Status(static_cast<grpc::StatusCode>(left.code()), absl::StrCat("the gang: ", left.message())),
+                   {}, actions);
+    } else {
+      metrics_.Denoising(left.denoising_s());
+      metrics_.Vae(left.vae_s());
+      metrics_.SetVaePeakActivation(static_cast<double>(left.vae_peak_activation_bytes()));
+      v1::Timings t;
+      t.set_text_encoding_s(left.text_encoding_s());
+      t.set_denoising_s(left.denoising_s());
+      t.set_vae_s(left.vae_s());
+      t.set_gang_s(left.gang_s());
+      t.set_batch_size(left.max_running());
+      std::vector<control::v1::ItemImage> images(std::make_move_iterator(left.mutable_images()->begin()),
+                                                 std::make_move_iterator(left.mutable_images()->end()));
+      EncodeLocked(left.request_id(), std::move(images), t, actions);
     }
   }
   Run(actions);
@@ -282,62 +351,54 @@ void Dispatcher::OnBatchDone(uint64_t connection, control::v1::BatchDone done) {
   Actions actions;
   {
     absl::MutexLock lock(&mu_);
-    if (connection != connection_ || !running_.has_value() ||
-        running_->batch_id != done.batch_id()) {
-      return;
-    }
-    Running batch = std::move(*running_);
-    running_.reset();
-    wake_.Signal();  // the gang is free: dispatch the next batch now
+    if (connection != connection_) return;
     for (const control::v1::CommStat& c : done.comm()) {
-      metrics_.CommTotals(hello_->gang_id(), c.method(), static_cast<double>(c.bytes_sent()),
-                          c.seconds());
+      metrics_.CommTotals(hello_->gang_id(), c.method(), static_cast<double>(c.bytes_sent()), c.seconds());
     }
     if (done.code() == static_cast<int>(absl::StatusCode::kUnavailable)) {
       // The gang is broken (a peer died or hung); rank 0 exits after this.
       connection_ = 0;
       UpdateServingLocked(actions);
     }
-    if (done.code() != 0) {
-      const grpc::Status status(static_cast<grpc::StatusCode>(done.code()),
-                                absl::StrCat("the gang: ", done.message()));
-      for (uint64_t id : batch.request_ids) FinishLocked(id, status, {}, actions);
-    } else {
-      metrics_.Denoising(done.denoising_s());
-      metrics_.Vae(done.vae_s());
-      metrics_.SetVaePeakActivation(static_cast<double>(done.vae_peak_activation_bytes()));
-      std::map<uint64_t, std::vector<control::v1::ItemImage>> images;
-      for (control::v1::ItemImage& image : *done.mutable_images()) {
-        images[image.request_id()].push_back(std::move(image));
+    if (done.set_drained()) {
+      // A running set drained: its requests were answered by Left. Those
+      // still dispatched joined too late and start the gang's next set,
+      // unless the gang broke.
+      if (running_.has_value() && done.code() != 0) {
+        const grpc::Status status(static_cast<grpc::StatusCode>(done.code()), absl::StrCat("the gang: ", done.message()));
+        for (uint64_t id : running_->request_ids) FinishLocked(id, status, {}, actions);
+        running_.reset();
+      } else if (running_.has_value()) {
+        running_->started = absl::Now();
       }
-      for (uint64_t id : batch.request_ids) {
-        auto it = active_.find(id);
-        if (it == active_.end()) continue;  // cancelled meanwhile
-        it->second.state = State::kEncoding;
-        v1::Timings t;
-        t.set_queued_s(Seconds(it->second.dispatched - it->second.accepted));
-        t.set_text_encoding_s(done.text_encoding_s());
-        t.set_denoising_s(done.denoising_s());
-        t.set_vae_s(done.vae_s());
-        t.set_gang_s(done.gang_s());
-        t.set_batch_size(it->second.batch_images);
-        Active snapshot;
-        snapshot.params = it->second.params;
-        snapshot.accepted = it->second.accepted;
-        auto mine = std::move(images[id]);
-        if (static_cast<int>(mine.size()) != it->second.params.num_images) {
-          FinishLocked(id,
-                       grpc::Status(grpc::INTERNAL,
-                                    absl::StrCat("the gang returned ", mine.size(), " images, ",
-                                                 it->second.params.num_images, " expected")),
-                       {}, actions);
-          continue;
+      wake_.Signal();
+    } else if (running_.has_value() && running_->batch_id == done.batch_id()) {
+      Running batch = std::move(*running_);
+      running_.reset();
+      wake_.Signal();  // the gang is free: dispatch the next batch now
+      if (done.code() != 0) {
+        const grpc::Status status(static_cast<grpc::StatusCode>(done.code()),
+                                  absl::StrCat("the gang: ", done.message()));
+        for (uint64_t id : batch.request_ids) FinishLocked(id, status, {}, actions);
+      } else {
+        metrics_.Denoising(done.denoising_s());
+        metrics_.Vae(done.vae_s());
+        metrics_.SetVaePeakActivation(static_cast<double>(done.vae_peak_activation_bytes()));
+        std::map<uint64_t, std::vector<control::v1::ItemImage>> images;
+        for (control::v1::ItemImage& image : *done.mutable_images()) {
+          images[image.request_id()].push_back(std::move(image));
         }
-        actions.push_back([this, id, snapshot = std::move(snapshot), mine = std::move(mine),
-                           t]() mutable {
-          encoders_->Post([this, id, snapshot = std::move(snapshot), mine = std::move(mine),
-                           t]() mutable { Encode(id, std::move(snapshot), std::move(mine), t); });
-        });
+        for (uint64_t id : batch.request_ids) {
+          auto it = active_.find(id);
+          if (it == active_.end()) continue;
+          v1::Timings t;
+          t.set_text_encoding_s(done.text_encoding_s());
+          t.set_denoising_s(done.denoising_s());
+          t.set_vae_s(done.vae_s());
+          t.set_gang_s(done.gang_s());
+          t.set_batch_size(it->second.batch_images);
+          EncodeLocked(id, std::move(images[id]), t, actions);
+        }
       }
     }
   }
@@ -391,6 +452,61 @@ void Dispatcher::Encode(uint64_t id, Active snapshot, std::vector<control::v1::I
   Run(actions);
 }
 
+void Dispatcher::DispatchLocked(absl::Time now, Actions& actions) {
+  if (connection_ == 0 || queue_.size() == 0 || channel_ == nullptr) return;
+  const bool joins = hello_.has_value() && hello_->accepts_joins() && options_.join_policy == "step";
+  std::vector<QueueEntry> batch;
+  if (!running_.has_value()) {
+    const QueueEntry* head = queue_.Head();
+    if (joins && ShareRunningSet(head->params, head->params)) {
+      batch = queue_.TakeJoins(head->params, std::max(options_.max_running_images, head->params.num_images));
+    } else {
+      batch = queue_.TakeBatch(options_.max_batch_size);
+    }
+  } else if (running_->open && running_->images < options_.max_running_images) {
+    // A request that cannot share the set and has waited long enough stops
+    // the joins: the set drains and that request runs next.
+    const QueueEntry* head = queue_.Head();
+    const auto waited = [&](const QueueEntry& e) { return now - active_.at(e.id).accepted; };
+    if (!ShareRunningSet(running_->shape, head->params) && waited(*head) >= options_.max_join_wait) return;
+    batch = queue_.TakeJoins(running_->shape, options_.max_running_images - running_->images);
+  }
+  if (batch.empty()) return;
+  int images = 0;
+  for (const QueueEntry& e : batch) images += e.params.num_images;
+  if (!running_.has_value()) {
+    Running r;
+    r.batch_id = next_batch_;
+    r.connection = connection_;
+    r.started = now;
+    r.open = joins && ShareRunningSet(batch.front().params, batch.front().params);
+    r.shape = batch.front().params;
+    running_ = std::move(r);
+  }
+  running_->images += images;
+  control::v1::FrontendMessage m;
+  control::v1::RunBatch& run = *m.mutable_run();
+  run.set_batch_id(next_batch_++);
+  if (!running_->open) running_->batch_id = run.batch_id();
+  for (const QueueEntry& e : batch) {
+    Active& a = active_.at(e.id);
+    a.state = State::kRunning;
+    a.dispatched = now;
+    a.batch_images = images;
+    metrics_.QueueTime(Seconds(now - a.accepted));
+    running_->request_ids.push_back(e.id);
+    running_->images_of[e.id] = e.params.num_images;
+    for (int i = 0; i < e.params.num_images; ++i) *run.add_items() = ToControlItem(e.params, e.id, i);
+  }
+  metrics_.SetQueueDepth(queue_.size());
+  const uint64_t connection = connection_;
+  actions.push_back([this, connection, m = std::move(m)] {
+    if (!channel_->Send(connection, m)) {
+      OnDetach(connection, absl::UnavailableError("the control stream closed"));
+    }
+  });
+}
+
 void Dispatcher::Loop() {
   absl::MutexLock lock(&mu_);
   while (!stopping_) {
@@ -434,35 +550,7 @@ void Dispatcher::Loop() {
         actions.push_back([this, connection, m] { channel_->Send(connection, m); });
       }
     }
-    if (!running_.has_value() && connection_ != 0 && queue_.size() > 0 && channel_ != nullptr) {
-      std::vector<QueueEntry> batch = queue_.TakeBatch(options_.max_batch_size);
-      int images = 0;
-      for (const QueueEntry& e : batch) images += e.params.num_images;
-      Running r;
-      r.batch_id = next_batch_++;
-      r.connection = connection_;
-      r.started = now;
-      control::v1::FrontendMessage m;
-      control::v1::RunBatch& run = *m.mutable_run();
-      run.set_batch_id(r.batch_id);
-      for (const QueueEntry& e : batch) {
-        Active& a = active_.at(e.id);
-        a.state = State::kRunning;
-        a.dispatched = now;
-        a.batch_images = images;
-        metrics_.QueueTime(Seconds(now - a.accepted));
-        r.request_ids.push_back(e.id);
-        for (int i = 0; i < e.params.num_images; ++i) *run.add_items() = ToControlItem(e.params, e.id, i);
-      }
-      metrics_.SetQueueDepth(queue_.size());
-      const uint64_t connection = connection_;
-      running_ = std::move(r);
-      actions.push_back([this, connection, m = std::move(m)] {
-        if (!channel_->Send(connection, m)) {
-          OnDetach(connection, absl::UnavailableError("the control stream closed"));
-        }
-      });
-    }
+    DispatchLocked(now, actions);
     if (!actions.empty()) {
       mu_.Unlock();
       Run(actions);

@@ -57,6 +57,16 @@ struct DispatcherOptions {
   // the queue. 0: no limit.
   int max_requests_per_caller = 0;
   int max_queued_per_caller = 0;
+  // Step-level continuous batching (a gang whose Hello accepts joins):
+  // "step" sends compatible queued requests to the running set between its
+  // steps, up to max_running_images images in the set; "batch" sends the
+  // next batch only when the gang is idle (today's batching). A queued
+  // request that cannot share the set (another size, max_sequence_length,
+  // CFG use, or a step cache) and has waited max_join_wait stops the joins,
+  // so the set drains and it runs next.
+  std::string join_policy = "step";
+  int max_running_images = 8;
+  absl::Duration max_join_wait = absl::Seconds(5);
 };
 
 class Dispatcher final : public GangEvents {
@@ -103,6 +113,7 @@ class Dispatcher final : public GangEvents {
   void OnAttach(uint64_t connection, const control::v1::Hello& hello) override;
   void OnProgress(uint64_t connection, const control::v1::Progress& progress) override;
   void OnBatchDone(uint64_t connection, control::v1::BatchDone done) override;
+  void OnLeft(uint64_t connection, control::v1::Left left) override;
   void OnDetach(uint64_t connection, const absl::Status& why) override;
 
  private:
@@ -115,12 +126,19 @@ class Dispatcher final : public GangEvents {
     absl::Time deadline;
     absl::Time dispatched;
     int batch_images = 0;
+    bool stepped = false;  // the gang reported its first step
     std::string caller;  // "" when unnamed
   };
+  // The gang's work: a closed batch, or (open) a running set that takes
+  // joins; request_ids are those dispatched and not yet answered by it.
   struct Running {
     uint64_t batch_id = 0;
     uint64_t connection = 0;
+    bool open = false;
+    GenerationParams shape;  // an open set's first request: who may join
+    int images = 0;          // images in flight
     std::vector<uint64_t> request_ids;
+    std::map<uint64_t, int> images_of;  // per request id
     absl::Time started;
     absl::Time last_step;
     int last_step_number = 0;
@@ -129,6 +147,12 @@ class Dispatcher final : public GangEvents {
   using Actions = std::vector<std::function<void()>>;
 
   void Loop();
+  // Sends the queued requests the gang can take now (a new batch or set
+  // when idle; joins to an open set), if any.
+  void DispatchLocked(absl::Time now, Actions& actions) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Request `id`'s images (from BatchDone or Left) go to the encoders.
+  void EncodeLocked(uint64_t id, std::vector<control::v1::ItemImage> images, v1::Timings timings, Actions& actions)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<uint64_t> SubmitLocked(const v1::GenerateRequest& request, absl::Time deadline,
                                         std::shared_ptr<ResponseSink> sink, const std::string& caller,
                                         absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -21,6 +21,8 @@ class GangEvents {
   virtual void OnAttach(uint64_t connection, const control::v1::Hello& hello) = 0;
   virtual void OnProgress(uint64_t connection, const control::v1::Progress& progress) = 0;
   virtual void OnBatchDone(uint64_t connection, control::v1::BatchDone done) = 0;
+  // A request left the gang's running set (its images, or why not).
+  virtual void OnLeft(uint64_t connection, control::v1::Left left) = 0;
   // The stream ended or the gang's processes died: every batch in flight
   // fails. connection 0: whichever gang is current.
   virtual void OnDetach(uint64_t connection, const absl::Status& why) = 0;

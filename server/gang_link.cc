@@ -50,6 +50,8 @@ class GangLink::Stream final
       link_->events_->OnProgress(connection_, in_.progress());
     } else if (in_.has_done()) {
       link_->events_->OnBatchDone(connection_, std::move(*in_.mutable_done()));
+    } else if (in_.has_left()) {
+      link_->events_->OnLeft(connection_, std::move(*in_.mutable_left()));
     }
     StartRead(&in_);
   }

@@ -49,6 +49,11 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(const std::string& bind
   m->denoising_ = histogram("ditserve_denoising_seconds",
                             "The denoising loop of one gang call", LatencyBuckets());
   m->step_ = histogram("ditserve_step_seconds", "One denoising step of the gang", PhaseBuckets());
+  m->running_set_ = histogram("ditserve_running_set_size",
+                              "Images the gang's running set (or closed batch) held during one step",
+                              prometheus::Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64});
+  m->first_step_ = histogram("ditserve_time_to_first_step_seconds",
+                             "Accepted to the gang's report of the request's first denoising step", LatencyBuckets());
   m->vae_ = histogram("ditserve_vae_seconds", "VAE decoding of one gang call", PhaseBuckets());
   m->encoding_ = histogram("ditserve_encoding_seconds",
                            "PNG/JPEG/WebP encoding of one request's images", PhaseBuckets());
@@ -73,6 +78,9 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(const std::string& bind
   m->steps_cached_ = &steps.Add({{"outcome", "cached"}});
   m->gang_ready_ = gauge("ditserve_gang_ready", "1 when the gang has loaded the model and is attached");
   m->gang_restarts_ = counter("ditserve_gang_restarts_total", "Times the gang failed and was restarted");
+  m->gang_steps_ = counter("ditserve_gang_steps_total",
+                           "Denoising steps the gang ran (one per step of its running set or batch; rate() is the "
+                           "gang's steps per second)");
   m->comm_bytes_family_ = &BuildCounter()
                                .Name("ditserve_communication_bytes_total")
                                .Help("Bytes rank 0 sent, by parallel method")

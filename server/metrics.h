@@ -42,6 +42,12 @@ class Metrics {
   void QueueTime(double seconds) { queue_time_->Observe(seconds); }
   void Denoising(double seconds) { denoising_->Observe(seconds); }
   void Step(double seconds) { step_->Observe(seconds); }
+  // One step of the gang over `images` images (its running set or batch).
+  void GangStep(int images) {
+    gang_steps_->Increment();
+    running_set_->Observe(images);
+  }
+  void TimeToFirstStep(double seconds) { first_step_->Observe(seconds); }
   void Vae(double seconds) { vae_->Observe(seconds); }
   // Rank 0's largest VAE activation in the last gang call (bytes).
   void SetVaePeakActivation(double bytes) { vae_peak_->Set(bytes); }
@@ -77,6 +83,9 @@ class Metrics {
   prometheus::Histogram* queue_time_ = nullptr;
   prometheus::Histogram* denoising_ = nullptr;
   prometheus::Histogram* step_ = nullptr;
+  prometheus::Histogram* running_set_ = nullptr;
+  prometheus::Histogram* first_step_ = nullptr;
+  prometheus::Counter* gang_steps_ = nullptr;
   prometheus::Histogram* vae_ = nullptr;
   prometheus::Histogram* encoding_ = nullptr;
   prometheus::Gauge* queue_depth_ = nullptr;

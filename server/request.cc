@@ -11,6 +11,12 @@ bool Compatible(const GenerationParams& a, const GenerationParams& b) {
          a.cache.method == b.cache.method && a.max_sequence_length == b.max_sequence_length;
 }
 
+bool ShareRunningSet(const GenerationParams& a, const GenerationParams& b) {
+  return a.height == b.height && a.width == b.width && a.cfg == b.cfg &&
+         a.max_sequence_length == b.max_sequence_length && a.cache.method == core::StepCacheMethod::kNone &&
+         b.cache.method == core::StepCacheMethod::kNone;
+}
+
 control::v1::Item ToControlItem(const GenerationParams& params, uint64_t request_id, int index) {
   control::v1::Item item;
   item.set_request_id(request_id);

@@ -43,6 +43,12 @@ struct GenerationParams {
 // decides its own steps (ParallelPipeline::Generate's contract).
 bool Compatible(const GenerationParams& a, const GenerationParams& b);
 
+// Requests that can share a running set (step-level continuous batching):
+// equal size, max_sequence_length and CFG use, and neither with a step
+// cache; steps, seeds and guidance scales may differ (each member keeps
+// its own schedule; GangModel::CheckJoinable is the gang's half).
+bool ShareRunningSet(const GenerationParams& a, const GenerationParams& b);
+
 // The control protocol's Item for image `index` (0 ≤ index < num_images)
 // of admitted request `request_id`: every field the gang generates from,
 // with seed + index (the worker's RequestFromItem is the other half).

@@ -41,6 +41,15 @@ ABSL_FLAG(int, max_queue_size, 64,
           "Requests waiting for the gang beyond which new ones get RESOURCE_EXHAUSTED");
 ABSL_FLAG(int, max_batch_size, 4,
           "Images (of compatible requests) the gang draws in one call");
+ABSL_FLAG(std::string, join_policy, "step",
+          "step: requests join the gang's running set between denoising steps (continuous batching; a gang "
+          "without PipeFusion, requests without a step cache); batch: the next batch starts when the gang is idle");
+ABSL_FLAG(int, max_running_requests, 8,
+          "Images in the gang's running set at once (--join_policy step; a request of more images still starts "
+          "an empty set)");
+ABSL_FLAG(double, max_join_wait_s, 5,
+          "Seconds a queued request that cannot share the running set (another size, max_sequence_length, CFG "
+          "use, or a step cache) waits before joins stop so the set drains and it runs");
 ABSL_FLAG(double, drain_timeout, 30,
           "Seconds that requests in flight get to finish after SIGTERM");
 ABSL_FLAG(int, encode_threads, 2, "Threads encoding PNG/JPEG/WebP in the frontend");
@@ -129,6 +138,9 @@ absl::StatusOr<ServerOptions> ServerOptionsFromFlags() {
   o.limits.step_cache.max_teacache_threshold = absl::GetFlag(FLAGS_max_teacache_threshold);
   o.max_queue_size = absl::GetFlag(FLAGS_max_queue_size);
   o.max_batch_size = absl::GetFlag(FLAGS_max_batch_size);
+  o.join_policy = absl::GetFlag(FLAGS_join_policy);
+  o.max_running_requests = absl::GetFlag(FLAGS_max_running_requests);
+  o.max_join_wait_s = absl::GetFlag(FLAGS_max_join_wait_s);
   o.drain_timeout_s = absl::GetFlag(FLAGS_drain_timeout);
   o.encode_threads = absl::GetFlag(FLAGS_encode_threads);
   o.png_compression_level = absl::GetFlag(FLAGS_png_compression_level);
@@ -152,6 +164,8 @@ absl::StatusOr<ServerOptions> ServerOptionsFromFlags() {
       {"default_steps", double(o.limits.default_steps), 1, double(o.limits.max_steps)},
       {"max_queue_size", double(o.max_queue_size), 0, 1 << 20},
       {"max_batch_size", double(o.max_batch_size), 1, 256},
+      {"max_running_requests", double(o.max_running_requests), 1, 256},
+      {"max_join_wait_s", o.max_join_wait_s, 0, 86400},
       {"max_requests_per_caller", double(o.max_requests_per_caller), 0, 1 << 20},
       {"max_queued_per_caller", double(o.max_queued_per_caller), 0, 1 << 20},
       {"drain_timeout", o.drain_timeout_s, 0, 86400},
@@ -171,6 +185,9 @@ absl::StatusOr<ServerOptions> ServerOptionsFromFlags() {
   };
   for (const auto& c : checks) {
     if (absl::Status s = Range(c.flag, c.value, c.lo, c.hi); !s.ok()) return s;
+  }
+  if (o.join_policy != "step" && o.join_policy != "batch") {
+    return absl::InvalidArgumentError(absl::StrCat("--join_policy must be step or batch, got '", o.join_policy, "'"));
   }
   if ((o.max_requests_per_caller > 0 || o.max_queued_per_caller > 0) && o.auth_tokens_file.empty()) {
     return absl::InvalidArgumentError(

@@ -116,6 +116,9 @@ int main(int argc, char** argv) {
   dopt.limits = options.limits;
   dopt.max_queue_size = options.max_queue_size;
   dopt.max_batch_size = options.max_batch_size;
+  dopt.join_policy = options.join_policy;
+  dopt.max_running_images = options.max_running_requests;
+  dopt.max_join_wait = absl::Seconds(options.max_join_wait_s);
   dopt.max_requests_per_caller = options.max_requests_per_caller;
   dopt.max_queued_per_caller = options.max_queued_per_caller;
   dopt.encode_threads = options.encode_threads;

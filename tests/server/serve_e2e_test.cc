@@ -388,6 +388,48 @@ TEST_F(ServeE2E, DeadlinesInTheQueueAndDuringTheRun) {
   EXPECT_GE(testing::ParseMetrics(*text).Sum("ditserve_requests_total", {"code=\"DEADLINE_EXCEEDED\""}), 2);
 }
 
+// Step-level continuous batching (--join_policy step, the default): a
+// request sent while a long one of the same size runs joins its running
+// set, finishes first with its own step count, and gives the image it
+// gives alone; a member that hits its deadline leaves the set, and the
+// long one runs on; the set's metrics count it all.
+TEST_F(ServeE2E, ARequestJoinsTheRunningSetAndGivesItsImageAlone) {
+  auto hog = StartHog();  // 1000 steps at 256 × 256
+  v1::GenerateResponse joined;
+  ASSERT_TRUE(Generate(Request(3, 400, 256), &joined).ok());
+  EXPECT_EQ(joined.timings().batch_size(), 2);  // it shared the hog's set
+  ASSERT_EQ(joined.images_size(), 1);
+  v1::GenerateResponse late;
+  EXPECT_EQ(Generate(Request(1000, 401, 256), &late, absl::Seconds(2)).error_code(), grpc::DEADLINE_EXCEEDED);
+  // The hog is still running: its stream has not ended.
+  v1::GenerateResponse during;
+  ASSERT_TRUE(Generate(Request(2, 402, 256), &during).ok());
+  EXPECT_EQ(during.timings().batch_size(), 2);
+  EXPECT_EQ(StopHog(*hog).error_code(), grpc::CANCELLED);
+  v1::GenerateResponse alone;
+  ASSERT_TRUE(Generate(Request(3, 400, 256), &alone).ok());
+  EXPECT_EQ(alone.timings().batch_size(), 1);
+  auto a = testing::DecodePng(joined.images(0).data());
+  auto b = testing::DecodePng(alone.images(0).data());
+  ASSERT_TRUE(a.ok() && b.ok());
+  int worst = 0;
+  for (size_t k = 0; k < a->rgb.size(); ++k) worst = std::max(worst, std::abs(a->rgb[k] - b->rgb[k]));
+  EXPECT_LE(worst, 2);  // batching's float rounding through the VAE
+  auto text = testing::ScrapeMetrics(server_->metrics_port());
+  ASSERT_TRUE(text.ok());
+  const testing::MetricsText m = testing::ParseMetrics(*text);
+  EXPECT_EQ(m.types.at("ditserve_running_set_size"), "histogram");
+  EXPECT_EQ(m.types.at("ditserve_time_to_first_step_seconds"), "histogram");
+  EXPECT_EQ(m.types.at("ditserve_gang_steps_total"), "counter");
+  // Steps of a set of two: the joined request's 3, the late one's, the
+  // second joiner's 2.
+  EXPECT_GE(m.Sum("ditserve_running_set_size_bucket", {"le=\"2\""}) -
+                m.Sum("ditserve_running_set_size_bucket", {"le=\"1\""}),
+            5);
+  EXPECT_GE(m.Sum("ditserve_time_to_first_step_seconds_count"), 5);
+  EXPECT_EQ(m.Sum("ditserve_gang_steps_total"), m.Sum("ditserve_running_set_size_count"));
+}
+
 TEST_F(ServeE2E, GetInfoDescribesTheModelTheGangAndTheLimits) {
   grpc::ClientContext context;
   v1::GetInfoResponse info;

@@ -215,6 +215,7 @@ absl::Status GangModel::RunSet(SetDriver& driver) {
       times.text_encoding_s = t.text_encoding_s;
       times.denoising_s = Seconds(denoised - t.joined);
       times.vae_s = Seconds(Clock::now() - vae_start);
+      times.vae_peak_activation_bytes = timings.vae_peak_activation_bytes;
       GenerationResult result;
       if (leader) {
         result.image = (*images)[0];

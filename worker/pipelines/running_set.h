@@ -32,6 +32,7 @@ struct SetMemberTimes {
   double text_encoding_s = 0;  // its prompt's encoding (and broadcast)
   double denoising_s = 0;      // from its join to its last step
   double vae_s = 0;            // its decode
+  int64_t vae_peak_activation_bytes = 0;  // rank 0's largest VAE activation in its decode
 };
 
 // Thread: every call comes from the thread running RunSet, on every rank.

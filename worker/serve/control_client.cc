@@ -69,9 +69,25 @@ absl::StatusOr<std::optional<control::v1::RunBatch>> ControlClient::NextBatch(
   return std::optional<control::v1::RunBatch>();
 }
 
+std::vector<control::v1::RunBatch> ControlClient::TakeBatchesWhile(
+    const std::function<bool(const control::v1::RunBatch&)>& take) {
+  absl::MutexLock lock(&mu_);
+  std::vector<control::v1::RunBatch> out;
+  while (!batches_.empty() && take(batches_.front())) {
+    out.push_back(std::move(batches_.front()));
+    batches_.pop_front();
+  }
+  return out;
+}
+
 bool ControlClient::IsCancelled(uint64_t request_id) const {
   absl::MutexLock lock(&mu_);
   return cancelled_.count(request_id) > 0;
+}
+
+void ControlClient::ForgetCancelled(uint64_t request_id) {
+  absl::MutexLock lock(&mu_);
+  cancelled_.erase(request_id);
 }
 
 void ControlClient::ClearCancelled() {

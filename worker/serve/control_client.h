@@ -6,11 +6,13 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <set>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <grpcpp/grpcpp.h>
 
@@ -40,8 +42,15 @@ class ControlClient {
   // UNAVAILABLE once the stream has ended (the frontend is gone).
   absl::StatusOr<std::optional<control::v1::RunBatch>> NextBatch(absl::Duration timeout);
 
+  // Without waiting: the queued batches, in order, while `take` accepts
+  // them (the first it refuses stays queued, and so do those after it).
+  // `take` runs under the client's lock: it must not call the client.
+  std::vector<control::v1::RunBatch> TakeBatchesWhile(const std::function<bool(const control::v1::RunBatch&)>& take);
+
   // Whether the frontend asked to stop working for `request_id`.
   bool IsCancelled(uint64_t request_id) const;
+  // Forgets the cancel of one request (it left a running set).
+  void ForgetCancelled(uint64_t request_id);
   // Forgets every cancel (after a batch ends: ids are never reused).
   void ClearCancelled();
 

@@ -55,6 +55,16 @@ absl::StatusOr<std::vector<pipelines::GenerationResult>> GangEngine::Generate(
   }
 }
 
+absl::Status GangEngine::RunSet(pipelines::SetDriver& driver) {
+  try {
+    return impl_->pipeline->RunSet(driver);
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("generation failed: ", e.what()));
+  }
+}
+
+bool GangEngine::accepts_joins() const { return impl_->pipeline->accepts_joins(); }
+
 PhaseTimes GangEngine::last_phase_times() const {
   const pipelines::GenerateTimings& t = impl_->pipeline->last_timings();
   return PhaseTimes{t.text_encoding_s, t.denoising_s, t.vae_s, t.vae_peak_activation_bytes};

@@ -16,6 +16,7 @@
 #include "core/generation_plan.h"
 #include "core/vae_decode_options.h"
 #include "worker/pipelines/generation_request.h"
+#include "worker/pipelines/running_set.h"
 
 namespace ditserve::worker::serve {
 
@@ -68,6 +69,12 @@ class GangEngine {
   // catches c10::Error).
   absl::StatusOr<std::vector<pipelines::GenerationResult>> Generate(
       const std::vector<pipelines::GenerationRequest>& requests, const pipelines::StepCallback& on_step);
+
+  // Collective: a running set fed by `driver` until it drains
+  // (ParallelPipeline::RunSet); LibTorch exceptions become INTERNAL.
+  absl::Status RunSet(pipelines::SetDriver& driver);
+  // Whether RunSet runs on this gang (no PipeFusion).
+  bool accepts_joins() const;
 
   // Of the last Generate (rank 0's view).
   PhaseTimes last_phase_times() const;

@@ -17,6 +17,7 @@
 #include "worker/serve/item_request.h"
 #include "worker/serve/control_client.h"
 #include "worker/serve/gang_broadcast.h"
+#include "worker/serve/served_set.h"
 
 namespace ditserve::worker::serve {
 namespace {
@@ -41,6 +42,7 @@ control::v1::Hello MakeHello(const core::WorkerOptions& o, const std::string& de
   proto::ToProto(o.parallel, h.mutable_parallel());
   h.set_num_pipeline_patch(o.pipefusion.num_pipeline_patch);
   h.set_transformer_config_json(engine.transformer_config_json());
+  h.set_accepts_joins(engine.accepts_joins());
   h.set_gang_id(std::random_device()() | (uint64_t{std::random_device()()} << 32));
   return h;
 }
@@ -122,6 +124,36 @@ absl::Status RunBatch(const control::v1::RunBatch& batch, GangEngine& engine,
   return broken;
 }
 
+// Runs a running set that `first` starts, until it drains; requests that
+// arrive meanwhile join it (ServedSet). On rank 0 `client` is set: the
+// set's Progress and Left messages, then a BatchDone without images, go
+// to the frontend. Returns an error only when the gang is broken (rank 0
+// reports it as BatchDone UNAVAILABLE first).
+absl::Status RunServedSet(const control::v1::RunBatch& first, GangEngine& engine, ControlClient* client,
+                          parallel::ProcessGroups& groups) {
+  const Clock::time_point start = Clock::now();
+  ServedSet set(first, client, groups.control(), groups.world().world_size());
+  const absl::Status s = engine.RunSet(set);
+  if (client == nullptr) return s;
+  control::v1::WorkerMessage m;
+  control::v1::BatchDone& done = *m.mutable_done();
+  done.set_batch_id(first.batch_id());
+  done.set_set_drained(true);
+  done.set_gang_s(Seconds(Clock::now() - start));
+  for (const CommTotals& c : engine.comm_totals()) {
+    control::v1::CommStat& stat = *done.add_comm();
+    stat.set_method(c.method);
+    stat.set_bytes_sent(c.bytes_sent);
+    stat.set_seconds(c.seconds);
+  }
+  if (!s.ok()) {
+    done.set_code(static_cast<int>(absl::StatusCode::kUnavailable));
+    done.set_message(std::string(s.message()));
+  }
+  client->Send(m);
+  return s;
+}
+
 }  // namespace
 
 absl::Status RunServeLoop(const core::WorkerOptions& options, const std::string& device_name,
@@ -169,7 +201,10 @@ absl::Status RunServeLoop(const core::WorkerOptions& options, const std::string&
     if (!root && !batch.ParseFromString(received->payload)) {
       return absl::DataLossError("rank 0 broadcast a batch that does not parse");
     }
-    if (absl::Status s = RunBatch(batch, engine, client.get()); !s.ok()) return s;
+    // Every rank decides alike from the same batch.
+    const absl::Status s = engine.accepts_joins() && JoinsSets(batch) ? RunServedSet(batch, engine, client.get(), groups)
+                                                                      : RunBatch(batch, engine, client.get());
+    if (!s.ok()) return s;
   }
 }
 

@@ -4,8 +4,11 @@
 //
 // Rank 0 attaches to the frontend (ControlClient), takes one batch at a
 // time, broadcasts it to the other ranks over the world control group and
-// runs it with every rank (GangEngine::Generate, collective); it reports
-// progress after each step and returns the images. Other ranks follow rank
+// runs it with every rank: as a running set that later batches join
+// between steps (GangEngine::RunSet, ServedSet) when the gang has no
+// PipeFusion and the batch no step cache, else as a closed batch
+// (GangEngine::Generate). It reports progress after each step and returns
+// the images. Other ranks follow rank
 // 0's broadcasts. While idle, rank 0 broadcasts a keep-alive every second
 // so that the followers' collectives stay inside their timeout.
 
