@@ -271,11 +271,7 @@ absl::StatusOr<std::vector<GenerationResult>> GangModel::Generate(const std::vec
   const int replica = world().rank_in(Dim::kData);
   ReplicaRun run(*this, run_first, T);
   for (int i : core::ReplicaRequests(static_cast<int>(n), replicas, replica)) {
-    // The request's cond row, then (CFG) its uncond row.
-    const at::Tensor rows = (cfg ? at::tensor({int64_t{i}, n + i}, at::kLong) : at::tensor({int64_t{i}}, at::kLong))
-                                .to(device);
-    run.Admit(static_cast<uint64_t>(i), runs[i], pooled.index_select(0, rows), sequence.index_select(0, rows),
-              mask.defined() ? mask.index_select(0, rows) : at::Tensor());
+    run.Admit(static_cast<uint64_t>(i), runs[i], pooled, sequence, mask, i, n);
   }
   DITSERVE_RETURN_IF_ERROR(run.Run(on_step));
 

@@ -4,7 +4,6 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <algorithm>
-#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "util/status_macros.h"
@@ -52,7 +51,7 @@ ReplicaRun::ReplicaRun(GangModel& p, const GenerationRequest& shape, int64_t tex
 ReplicaRun::~ReplicaRun() = default;
 
 void ReplicaRun::Admit(uint64_t id, const GenerationRequest& request, const at::Tensor& pooled,
-                       const at::Tensor& sequence, const at::Tensor& mask) {
+                       const at::Tensor& sequence, const at::Tensor& mask, int64_t index, int64_t prompts) {
   auto m = std::make_unique<Member>();
   m->id = id;
   m->request = request;
@@ -81,17 +80,23 @@ void ReplicaRun::Admit(uint64_t id, const GenerationRequest& request, const at::
       return z;
     });
   }
-  // This rank's model rows: its CFG branch, both branches (CFG in one
-  // batch) or the prompt's only row.
-  const auto rows = [&](int64_t first, int64_t count) {
-    return std::tuple{pooled.narrow(0, first, count), sequence.narrow(0, first, count),
-                      mask.defined() ? mask.narrow(0, first, count) : at::Tensor()};
-  };
+  // This rank's model rows of the prompt: its CFG branch's, both branches'
+  // (CFG in one batch: cond, then uncond) or its only row.
+  std::vector<int64_t> branches = {0};
   if (p_.config().use_cfg_parallel) {
-    std::tie(m->pooled, m->sequence, m->mask) = rows(p_.world().rank_in(Dim::kCfg), 1);
-  } else {
-    std::tie(m->pooled, m->sequence, m->mask) = rows(0, cfg_ ? 2 : 1);
+    branches = {p_.world().rank_in(Dim::kCfg)};
+  } else if (cfg_) {
+    branches = {0, 1};
   }
+  const auto rows_of = [&](const at::Tensor& all) {
+    if (!all.defined()) return at::Tensor();
+    std::vector<at::Tensor> rows;
+    for (int64_t b : branches) rows.push_back(all.narrow(0, b * prompts + index, 1));
+    return rows.size() == 1 ? rows.front() : at::cat(rows, 0);
+  };
+  m->pooled = rows_of(pooled);
+  m->sequence = rows_of(sequence);
+  m->mask = rows_of(mask);
   // A family whose transformer pools the text itself (HunyuanDiT): once per
   // request, on every rank (each holds the pool).
   if (at::Tensor pooled_text = p_.transformer->PooledText(m->sequence); pooled_text.defined()) m->pooled = pooled_text;

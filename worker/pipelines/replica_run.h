@@ -45,12 +45,13 @@ class ReplicaRun {
   ReplicaRun(GangModel& p, const GenerationRequest& shape, int64_t text_tokens);
   ~ReplicaRun();
 
-  // Adds a member at step 0. `pooled`, `sequence`, `mask` are its prompt's
-  // embedding rows: [1 or 2 (cond, then uncond under CFG), ...]; mask
-  // undefined for the MMDiT families. Every rank of the replica admits the
-  // same members in the same order; a rank of another replica admits none.
+  // Adds a member at step 0: prompt `index` of the `prompts` that
+  // `pooled`, `sequence`, `mask` embed in GangModel::EncodePrompts' layout
+  // (every cond row, then under CFG every uncond row; mask undefined for
+  // the MMDiT families). Every rank of the replica admits the same members
+  // in the same order; a rank of another replica admits none.
   void Admit(uint64_t id, const GenerationRequest& request, const at::Tensor& pooled, const at::Tensor& sequence,
-             const at::Tensor& mask);
+             const at::Tensor& mask, int64_t index, int64_t prompts);
   // Drops a member (finished or stopped) and its rows.
   void Remove(uint64_t id);
 

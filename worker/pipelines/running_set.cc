@@ -158,11 +158,7 @@ absl::Status GangModel::RunSet(SetDriver& driver) {
         t.text_encoding_s = encode_s;
         tracked.emplace(id, std::move(t));
         order.push_back(id);
-        if (replica == my_replica) {
-          const at::Tensor index = (cfg ? at::tensor({i, n + i}, at::kLong) : at::tensor({i}, at::kLong)).to(device);
-          run->Admit(id, requests[i], pooled.index_select(0, index), sequence.index_select(0, index),
-                     mask.defined() ? mask.index_select(0, index) : at::Tensor());
-        }
+        if (replica == my_replica) run->Admit(id, requests[i], pooled, sequence, mask, i, n);
       }
       if (order.empty()) continue;
     }
@@ -185,6 +181,7 @@ absl::Status GangModel::RunSet(SetDriver& driver) {
     const int vae_scale = vae_config().scale_factor();
     for (uint64_t id : finished) {
       const Tracked& t = tracked.at(id);
+      const int64_t h = 2 * (t.request.height / (vae_scale * 2)), w = 2 * (t.request.width / (vae_scale * 2));
       const Clock::time_point denoised = Clock::now();
       at::Tensor latents;
       const int source = output_rank(t.replica);
@@ -197,7 +194,6 @@ absl::Status GangModel::RunSet(SetDriver& driver) {
           if (!send.ok()) return send.status();
           DITSERVE_RETURN_IF_ERROR((*send)->Wait());
         } else if (leader) {
-          const int64_t h = 2 * (t.request.height / (vae_scale * 2)), w = 2 * (t.request.width / (vae_scale * 2));
           latents = at::empty({1, h * w / 4, family->latent_channels() * 4},
                               at::TensorOptions().dtype(dtype).device(device));
           auto recv = all.Recv(latents, source, kTagSetResult + t.replica);
@@ -206,7 +202,6 @@ absl::Status GangModel::RunSet(SetDriver& driver) {
         }
       }
       const Clock::time_point vae_start = Clock::now();
-      const int64_t h = 2 * (t.request.height / (vae_scale * 2)), w = 2 * (t.request.width / (vae_scale * 2));
       std::vector<at::Tensor> final_latents;
       if (leader) final_latents.push_back(latents);
       auto images = DecodeImages(final_latents, 1, h, w, t.out_height, t.out_width);
