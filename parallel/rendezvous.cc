@@ -41,6 +41,10 @@ absl::StatusOr<c10::intrusive_ptr<c10d::Store>> JoinRendezvous(const RendezvousO
     const std::string message = absl::StrCat(
         "rank ", options.rank, " of ", options.world_size, " could not join the rendezvous at ",
         where, " within ", absl::FormatDuration(options.timeout), ": ", first_line);
+    if (options.rank == 0 &&
+        (absl::StrContains(what, "EADDRINUSE") || absl::StrContains(what, "ddress already in use"))) {
+      return absl::AlreadyExistsError(message);
+    }
     if (absl::StrContains(what, "imeout") || absl::StrContains(what, "imed out")) {
       return absl::DeadlineExceededError(message);
     }

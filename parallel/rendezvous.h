@@ -23,7 +23,9 @@ struct RendezvousOptions {
 // for the other world_size-1 ranks; the others connect to
 // master_addr:master_port. Works on one machine or across machines.
 // Errors: INVALID_ARGUMENT for bad options; DEADLINE_EXCEEDED or UNAVAILABLE
-// naming the address, the rank and the timeout when the gang does not form.
+// naming the address, the rank and the timeout when the gang does not form;
+// ALREADY_EXISTS when rank 0 cannot listen on master_port because another
+// socket holds it.
 absl::StatusOr<c10::intrusive_ptr<c10d::Store>> JoinRendezvous(const RendezvousOptions& options);
 
 }  // namespace ditserve::parallel

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "core/worker_exit_codes.h"
 #include "server/metrics.h"
 #include "util/free_port.h"
 #include "parallel/shm_segment.h"
@@ -43,6 +44,7 @@ void GangSupervisor::Loop() {
   const int world = static_cast<int>(options_.worker.parallel.world_size());
   absl::Duration backoff = absl::Seconds(options_.restart_backoff_s);
   bool first = true;
+  int port_retries = 0;  // immediate restarts after a picked port was taken
   while (!stop_.load()) {
     if (!first) {
       // Sleep the backoff in small slices so Stop() stays prompt.
@@ -56,7 +58,8 @@ void GangSupervisor::Loop() {
     core::WorkerOptions base = options_.worker;
     base.control_address = control_address_;
     base.selfcheck = false;
-    if (base.master_port == 0) {
+    const bool pick_port = base.master_port == 0;
+    if (pick_port) {
       auto port = util::PickFreePort();
       if (!port.ok()) {
         if (on_lost_) on_lost_(port.status());
@@ -99,6 +102,19 @@ void GangSupervisor::Loop() {
     // A rank that died while creating a shared-memory group leaves its name.
     for (const util::ChildExit& e : result.exits) parallel::ShmSegment::RemoveLeftovers(e.pid);
     if (stop_.load()) break;
+    // A picked port can be taken before rank 0 binds it; rank 0 then exits at
+    // once, before the gang served anything: start again on a new port.
+    constexpr int kMaxPortRetries = 4;
+    const bool port_taken = pick_port && !result.exits.empty() && result.exits[0].exited &&
+                            result.exits[0].exit_code == core::kWorkerExitStorePortInUse;
+    if (port_taken && port_retries < kMaxPortRetries && !restart_.load()) {
+      ++port_retries;
+      std::fprintf(stderr, "ditserve-server: port %d was taken before rank 0 bound it; starting the gang again\n",
+                   base.master_port);
+      first = true;
+      continue;
+    }
+    port_retries = 0;
     std::string why = "the gang's ranks exited";
     if (restart_.exchange(false)) {
       why = "the gang was hung and has been stopped";

@@ -24,6 +24,7 @@
 #include "util/free_port.h"
 #include "util/process_gang.h"
 #include "util/self_path.h"
+#include "core/worker_exit_codes.h"
 #include "core/worker_flags.h"
 
 ABSL_FLAG(int, nproc, 1, "Ranks to start on this machine");
@@ -114,34 +115,47 @@ int main(int argc, char** argv) {
                                                         : ditserve::core::ValidateServing(base);
     if (!s.ok()) return Fail(2, std::string(s.message()));
   }
-  if (base.master_port == 0) {
-    if (nnodes > 1) return Fail(2, "--master_port is required when --nnodes > 1");
-    auto port = ditserve::util::PickFreePort();
-    if (!port.ok()) return Fail(1, std::string(port.status().message()));
-    base.master_port = *port;
-  }
+  const bool pick_port = base.master_port == 0;
+  if (pick_port && nnodes > 1) return Fail(2, "--master_port is required when --nnodes > 1");
   std::string worker = absl::GetFlag(FLAGS_worker_binary);
   if (worker.empty()) worker = ditserve::util::ExecutableDirectory() + "/ditserve-worker";
 
-  std::vector<ditserve::util::ChildSpec> specs;
-  for (int i = 0; i < nproc; ++i) {
-    ditserve::core::WorkerOptions o = base;
-    o.rank = node_rank * nproc + i;
-    o.world_size = world;
-    o.local_rank = i;
-    o.local_world_size = nproc;
-    ditserve::util::ChildSpec spec;
-    spec.argv.push_back(worker);
-    for (std::string& a : ditserve::core::ToWorkerArgs(o)) spec.argv.push_back(std::move(a));
-    specs.push_back(std::move(spec));
-  }
   signal(SIGINT, OnSignal);
   signal(SIGTERM, OnSignal);
-  auto gang = ditserve::util::ProcessGang::Start(std::move(specs));
-  if (!gang.ok()) return Fail(1, std::string(gang.status().message()));
-  const ditserve::util::GangWaitResult result =
-      (*gang)->Wait(absl::InfiniteFuture(), /*stop_on_failure=*/true,
-                    absl::Seconds(grace_s), [] { return g_signal.load() != 0; });
+  // A port picked here is free when picked, not when rank 0 binds it: another
+  // process may take it meanwhile. Rank 0 then exits kWorkerExitStorePortInUse
+  // at once, and the gang starts again on a newly picked port.
+  constexpr int kPortAttempts = 5;
+  ditserve::util::GangWaitResult result;
+  for (int attempt = 1;; ++attempt) {
+    if (pick_port) {
+      auto port = ditserve::util::PickFreePort();
+      if (!port.ok()) return Fail(1, std::string(port.status().message()));
+      base.master_port = *port;
+    }
+    std::vector<ditserve::util::ChildSpec> specs;
+    for (int i = 0; i < nproc; ++i) {
+      ditserve::core::WorkerOptions o = base;
+      o.rank = node_rank * nproc + i;
+      o.world_size = world;
+      o.local_rank = i;
+      o.local_world_size = nproc;
+      ditserve::util::ChildSpec spec;
+      spec.argv.push_back(worker);
+      for (std::string& a : ditserve::core::ToWorkerArgs(o)) spec.argv.push_back(std::move(a));
+      specs.push_back(std::move(spec));
+    }
+    auto gang = ditserve::util::ProcessGang::Start(std::move(specs));
+    if (!gang.ok()) return Fail(1, std::string(gang.status().message()));
+    result = (*gang)->Wait(absl::InfiniteFuture(), /*stop_on_failure=*/true, absl::Seconds(grace_s),
+                           [] { return g_signal.load() != 0; });
+    const bool port_taken = !result.stopped && !result.exits.empty() && result.exits[0].exited &&
+                            result.exits[0].exit_code == ditserve::core::kWorkerExitStorePortInUse;
+    if (!pick_port || !port_taken || attempt == kPortAttempts) break;
+    for (const auto& e : result.exits) ditserve::parallel::ShmSegment::RemoveLeftovers(e.pid);
+    std::fprintf(stderr, "ditserve-run: port %d was taken before rank 0 bound it; starting again\n",
+                 base.master_port);
+  }
   // A rank that died while creating a shared-memory group leaves its name.
   for (const auto& e : result.exits) ditserve::parallel::ShmSegment::RemoveLeftovers(e.pid);
   if (result.stopped) {

@@ -28,6 +28,7 @@
 #include "worker/serve/gang_engine.h"
 #include "worker/serve/serve_loop.h"
 #endif
+#include "core/worker_exit_codes.h"
 #include "core/worker_flags.h"
 
 namespace {
@@ -100,7 +101,12 @@ int main(int argc, char** argv) {
   rdzv.world_size = options.world_size;
   rdzv.timeout = absl::Seconds(options.rendezvous_timeout_s);
   auto store = parallel::JoinRendezvous(rdzv);
-  if (!store.ok()) return Fail(1, std::string(store.status().message()));
+  if (!store.ok()) {
+    return Fail(store.status().code() == absl::StatusCode::kAlreadyExists
+                    ? ditserve::core::kWorkerExitStorePortInUse
+                    : ditserve::core::kWorkerExitFailure,
+                std::string(store.status().message()));
+  }
 
   parallel::ProcessGroupsOptions pg;
   pg.data_backend = device->is_cuda() ? parallel::Backend::kNccl : parallel::Backend::kGloo;

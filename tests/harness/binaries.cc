@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "tests/harness/reference.h"
+#include "util/free_port.h"
 
 namespace ditserve::testing {
 
@@ -64,6 +65,25 @@ CommandResult RunCommand(const std::vector<std::string>& argv,
 RunResult RunOne(const std::vector<std::string>& command, absl::Duration timeout) {
   auto all = RunAll({command}, timeout);
   return all.empty() ? RunResult{} : all[0];
+}
+
+std::vector<RunResult> RunAllOnAFreePort(
+    const std::function<std::vector<std::vector<std::string>>(int port)>& commands_for, absl::Duration timeout) {
+  constexpr int kAttempts = 3;
+  std::vector<RunResult> results;
+  for (int attempt = 1; attempt <= kAttempts; ++attempt) {
+    auto port = util::PickFreePort();
+    if (!port.ok()) {
+      ADD_FAILURE() << port.status();
+      return {};
+    }
+    results = RunAll(commands_for(*port), timeout);
+    if (results.empty() || results.front().exit.ok() ||
+        results.front().output.find("EADDRINUSE") == std::string::npos) {
+      break;
+    }
+  }
+  return results;
 }
 
 }  // namespace ditserve::testing

@@ -3,6 +3,7 @@
 // Running the project's binaries from tests: where they are and a way to
 // run some together (one ProcessGang: killed on timeout, never orphaned).
 
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -26,6 +27,15 @@ struct RunResult {
 std::vector<RunResult> RunAll(const std::vector<std::vector<std::string>>& commands,
                               absl::Duration timeout = absl::Seconds(300));
 RunResult RunOne(const std::vector<std::string>& command, absl::Duration timeout = absl::Seconds(300));
+
+// For gangs whose launchers are given an explicit --master_port (several
+// "machines" on one host): picks a free port, runs commands_for(port) with
+// RunAll, and when the first command (node 0) failed because another socket
+// took the port before rank 0 bound it (EADDRINUSE), runs them again on a new
+// port, at most three times in all.
+std::vector<RunResult> RunAllOnAFreePort(
+    const std::function<std::vector<std::vector<std::string>>(int port)>& commands_for,
+    absl::Duration timeout = absl::Seconds(300));
 
 // The same for one command with its exit folded into an int.
 struct CommandResult {

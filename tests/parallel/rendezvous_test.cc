@@ -1,6 +1,10 @@
 #include "parallel/rendezvous.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <chrono>
 
@@ -35,6 +39,35 @@ TEST(Rendezvous, MasterWithoutPeersTimesOut) {
             std::string::npos)
       << store.status();
   EXPECT_LT(SecondsSince(start), 30);
+}
+
+// Rank 0 whose port another socket holds fails at once with ALREADY_EXISTS,
+// which the worker turns into exit 3 for its launcher to pick a new port.
+TEST(Rendezvous, MasterOnAHeldPortIsAlreadyExists) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_ANY);
+  socklen_t len = sizeof(addr);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(listen(fd, 1), 0);
+  ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  RendezvousOptions o;
+  o.master_port = ntohs(addr.sin_port);
+  o.rank = 0;
+  o.world_size = 2;
+  o.timeout = absl::Seconds(30);
+  const auto start = std::chrono::steady_clock::now();
+  auto store = JoinRendezvous(o);
+  close(fd);
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), absl::StatusCode::kAlreadyExists) << store.status();
+  EXPECT_NE(store.status().message().find(absl::StrCat("rank 0 of 2 could not join the rendezvous at 127.0.0.1:",
+                                                       o.master_port)),
+            std::string::npos)
+      << store.status();
+  EXPECT_LT(SecondsSince(start), 20);
 }
 
 TEST(Rendezvous, WorkerWithoutMasterTimesOut) {

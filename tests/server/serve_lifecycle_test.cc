@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <thread>
@@ -123,6 +125,47 @@ TEST(ServeLifecycle, KillNineOfARankFailsTheRequestAndTheGangRestarts) {
   EXPECT_EQ(metrics.Sum("ditserve_gang_restarts_total"), 1);
   EXPECT_EQ(metrics.Sum("ditserve_gang_ready"), 1);
   EXPECT_EQ(metrics.Sum("ditserve_requests_total", {"code=\"UNAVAILABLE\""}), 1);
+}
+
+// The gang's store port, picked by the server, can be taken before rank 0
+// binds it; rank 0 then exits 3 at once. The server starts the gang again on
+// a new port straight away: no backoff, no restart counted (nothing was lost).
+// The wrapper plays a rank 0 that finds its port taken twice, then runs the
+// real worker.
+TEST(ServeLifecycle, AGangPortTakenBeforeRankZeroBindsItIsPickedAgain) {
+  const std::string dir = ::testing::TempDir();
+  const std::string starts = absl::StrCat(dir, "/server_rank0_starts_", getpid());
+  const std::string script = absl::StrCat(dir, "/server_port_taken_worker_", getpid(), ".sh");
+  {
+    std::ofstream out(script);
+    out << "#!/bin/sh\n"
+        << "echo x >> " << starts << "\n"
+        << "[ $(wc -l < " << starts << ") -le 2 ] && exit 3\n"
+        << "exec " << testing::BinDir() << "/ditserve-worker \"$@\"\n";
+  }
+  chmod(script.c_str(), 0755);
+  unlink(starts.c_str());
+  auto server = ServerProcess::Start({"--model=" + Model(), "--spawn_workers", "--device=cpu", "--threads=1",
+                                      "--worker_binary=" + script, "--restart_backoff_s=60"});
+  ASSERT_TRUE(server.ok()) << server.status();
+  ServerProcess& s = **server;
+  // With a 60 s backoff, SERVING within 30 s means no backoff was taken.
+  ASSERT_TRUE(s.WaitHealth("SERVING", absl::Seconds(30)).ok()) << s.Log();
+  EXPECT_TRUE(Generate(s, Request(1, 2)).ok());
+  const std::string log = s.Log();
+  size_t retries = 0;
+  for (size_t at = log.find("was taken before rank 0 bound it; starting the gang again"); at != std::string::npos;
+       at = log.find("was taken before rank 0 bound it; starting the gang again", at + 1)) {
+    ++retries;
+  }
+  EXPECT_EQ(retries, 2u) << log;
+  auto text = testing::ScrapeMetrics(s.metrics_port());
+  ASSERT_TRUE(text.ok());
+  const testing::MetricsText metrics = testing::ParseMetrics(*text);
+  EXPECT_EQ(metrics.Sum("ditserve_gang_restarts_total"), 0);
+  EXPECT_EQ(metrics.Sum("ditserve_gang_ready"), 1);
+  unlink(script.c_str());
+  unlink(starts.c_str());
 }
 
 TEST(ServeLifecycle, AHungRankFailsTheRequestAndTheGangRestarts) {

@@ -347,18 +347,18 @@ TEST_F(ParallelGeneration, ProfileDirHoldsATracePerRank) {
 // Two "machines" (two ditserve-run, one rank each) joined by
 // --nnodes/--node_rank/--master_addr/--master_port: node 0 writes the image.
 TEST_F(ParallelGeneration, MultiNodeGang) {
-  auto port = util::PickFreePort();
-  ASSERT_TRUE(port.ok());
   const std::string serial = Run("mn_serial", {"--nproc=1", "--max_sequence_length=12", "--prompt=a red circle"});
-  std::vector<std::vector<std::string>> nodes;
-  for (int node = 0; node < 2; ++node) {
-    nodes.push_back({BinDir() + "/ditserve-run", "--nproc=1", "--nnodes=2", absl::StrCat("--node_rank=", node),
-                     "--master_addr=127.0.0.1", absl::StrCat("--master_port=", *port), "--ring_degree=2",
-                     "--model=" + Model(), "--output_dir=" + *root_ + "/mn", "--save_latents",
-                     "--max_sequence_length=12", "--prompt=a red circle", absl::StrCat("--num_inference_steps=", kSteps),
-                     "--seed=7", "--threads=1", "--device=cpu"});
-  }
-  const auto results = testing::RunAll(nodes);
+  const auto results = testing::RunAllOnAFreePort([&](int port) {
+    std::vector<std::vector<std::string>> nodes;
+    for (int node = 0; node < 2; ++node) {
+      nodes.push_back({BinDir() + "/ditserve-run", "--nproc=1", "--nnodes=2", absl::StrCat("--node_rank=", node),
+                       "--master_addr=127.0.0.1", absl::StrCat("--master_port=", port), "--ring_degree=2",
+                       "--model=" + Model(), "--output_dir=" + *root_ + "/mn", "--save_latents",
+                       "--max_sequence_length=12", "--prompt=a red circle",
+                       absl::StrCat("--num_inference_steps=", kSteps), "--seed=7", "--threads=1", "--device=cpu"});
+    }
+    return nodes;
+  });
   ASSERT_EQ(results.size(), 2u);
   for (const auto& r : results) ASSERT_TRUE(r.exit.ok()) << r.output;
   EXPECT_NE(results[0].output.find("wrote "), std::string::npos) << results[0].output;
@@ -373,17 +373,17 @@ TEST_F(ParallelGeneration, MultiNodeGang) {
 // different flags must fail on the per-call geometry agreement, with a
 // message, not exchange tensors of different sizes.
 TEST_F(ParallelGeneration, NodesThatDisagreeFailWithAClearMessage) {
-  auto port = util::PickFreePort();
-  ASSERT_TRUE(port.ok());
-  std::vector<std::vector<std::string>> nodes;
-  for (int node = 0; node < 2; ++node) {
-    nodes.push_back({BinDir() + "/ditserve-run", "--nproc=1", "--nnodes=2", absl::StrCat("--node_rank=", node),
-                     "--master_addr=127.0.0.1", absl::StrCat("--master_port=", *port), "--ulysses_degree=2",
-                     "--model=" + Model(), "--output_dir=" + *root_ + "/disagree",
-                     absl::StrCat("--max_sequence_length=", node == 0 ? 12 : 16), "--prompt=a red circle",
-                     absl::StrCat("--num_inference_steps=", kSteps), "--seed=7", "--threads=1", "--device=cpu"});
-  }
-  const auto results = testing::RunAll(nodes);
+  const auto results = testing::RunAllOnAFreePort([&](int port) {
+    std::vector<std::vector<std::string>> nodes;
+    for (int node = 0; node < 2; ++node) {
+      nodes.push_back({BinDir() + "/ditserve-run", "--nproc=1", "--nnodes=2", absl::StrCat("--node_rank=", node),
+                       "--master_addr=127.0.0.1", absl::StrCat("--master_port=", port), "--ulysses_degree=2",
+                       "--model=" + Model(), "--output_dir=" + *root_ + "/disagree",
+                       absl::StrCat("--max_sequence_length=", node == 0 ? 12 : 16), "--prompt=a red circle",
+                       absl::StrCat("--num_inference_steps=", kSteps), "--seed=7", "--threads=1", "--device=cpu"});
+    }
+    return nodes;
+  });
   ASSERT_EQ(results.size(), 2u);
   for (const auto& r : results) {
     EXPECT_FALSE(r.exit.ok()) << r.output;

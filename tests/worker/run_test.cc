@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -63,20 +66,90 @@ TEST(DitserveRun, SelfCheckOverFourRanks) {
 }
 
 TEST(DitserveRun, TwoNodesOnOneMachine) {
-  auto port = util::PickFreePort();
-  ASSERT_TRUE(port.ok());
-  std::vector<std::vector<std::string>> commands;
-  for (int node = 0; node < 2; ++node) {
-    commands.push_back({BinDir() + "/ditserve-run", "--nproc=2", "--nnodes=2",
-                        absl::StrCat("--node_rank=", node), absl::StrCat("--master_port=", *port),
-                        "--master_addr=127.0.0.1", "--ring_degree=2", "--use_cfg_parallel",
-                        "--selfcheck", "--selfcheck_elements=64", "--device=cpu"});
-  }
-  auto results = RunAll(commands);
+  auto results = testing::RunAllOnAFreePort([](int port) {
+    std::vector<std::vector<std::string>> commands;
+    for (int node = 0; node < 2; ++node) {
+      commands.push_back({BinDir() + "/ditserve-run", "--nproc=2", "--nnodes=2",
+                          absl::StrCat("--node_rank=", node), absl::StrCat("--master_port=", port),
+                          "--master_addr=127.0.0.1", "--ring_degree=2", "--use_cfg_parallel",
+                          "--selfcheck", "--selfcheck_elements=64", "--device=cpu"});
+    }
+    return commands;
+  });
   ASSERT_EQ(results.size(), 2u);
   for (const auto& r : results) EXPECT_TRUE(r.exit.ok()) << r.exit.Describe() << "\n" << r.output;
   EXPECT_NE(results[0].output.find("cfg          [0,2]"), std::string::npos) << results[0].output;
   EXPECT_NE(results[0].output.find("self-check passed"), std::string::npos);
+}
+
+// A --master_port that ditserve-run picked can be taken by another process
+// before rank 0 binds it. Rank 0 then exits 3 at once and ditserve-run starts
+// the gang again on a new port; a fake rank 0 that finds its port "taken" on
+// its first two starts shows the third start succeeding.
+TEST(DitserveRun, APickedPortTakenBeforeRankZeroBindsItStartsTheGangAgain) {
+  const std::string dir = ::testing::TempDir();
+  const std::string starts = absl::StrCat(dir, "/rank0_starts_", getpid());
+  const std::string script = absl::StrCat(dir, "/port_taken_worker_", getpid(), ".sh");
+  {
+    std::ofstream out(script);
+    out << "#!/bin/sh\n"
+        << "case \" $* \" in *\" --rank=0 \"*)\n"
+        << "  for a in \"$@\"; do case $a in --master_port=*) echo ${a#--master_port=} >> " << starts
+        << ";; esac; done\n"
+        << "  [ $(wc -l < " << starts << ") -le 2 ] && { echo 'EADDRINUSE' >&2; exit 3; };;\n"
+        << "esac\n"
+        << "exit 0\n";
+  }
+  chmod(script.c_str(), 0755);
+  unlink(starts.c_str());
+  const RunResult r = RunOne({BinDir() + "/ditserve-run", "--nproc=2", "--ring_degree=2",
+                              "--worker_binary=" + script, "--shutdown_grace_s=2"});
+  EXPECT_TRUE(r.exit.ok()) << r.exit.Describe() << "\n" << r.output;
+  std::vector<std::string> ports = absl::StrSplit(ReadTextFile(starts), '\n', absl::SkipEmpty());
+  ASSERT_EQ(ports.size(), 3u) << r.output;
+  for (size_t i = 0; i < ports.size(); ++i) {
+    int port = 0;
+    EXPECT_TRUE(absl::SimpleAtoi(ports[i], &port) && port > 0 && port < 65536) << ports[i];
+    if (i + 1 < ports.size()) {
+      EXPECT_NE(r.output.find(absl::StrCat("ditserve-run: port ", ports[i],
+                                           " was taken before rank 0 bound it; starting again")),
+                std::string::npos)
+          << r.output;
+    }
+  }
+  EXPECT_EQ(r.output.find(absl::StrCat("port ", ports.back(), " was taken")), std::string::npos) << r.output;
+  unlink(script.c_str());
+  unlink(starts.c_str());
+}
+
+// A port the user named is theirs: when it is held, the gang fails naming it,
+// with no new port tried.
+TEST(DitserveRun, AGivenPortThatIsHeldFailsNamingIt) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_ANY);
+  addr.sin_port = 0;
+  socklen_t len = sizeof(addr);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(listen(fd, 1), 0);
+  ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  const int port = ntohs(addr.sin_port);
+  const RunResult r = RunOne({BinDir() + "/ditserve-run", "--nproc=2", "--ring_degree=2", "--selfcheck",
+                              "--selfcheck_elements=64", "--device=cpu", absl::StrCat("--master_port=", port),
+                              "--shutdown_grace_s=2"});
+  close(fd);
+  EXPECT_EQ(r.exit.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find(absl::StrCat("ditserve-worker: rank 0 of 2 could not join the rendezvous at 127.0.0.1:",
+                                       port)),
+            std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("EADDRINUSE"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("ditserve-run: rank 0 exited with code 3; the other ranks were stopped"),
+            std::string::npos)
+      << r.output;
+  EXPECT_EQ(r.output.find("starting again"), std::string::npos) << r.output;
 }
 
 TEST(DitserveRun, BadDegreesAreAOneLineError) {
