@@ -1,5 +1,7 @@
 #include "core/join_schedule.h"
 
+#include <algorithm>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -18,19 +20,23 @@ absl::StatusOr<std::vector<ScheduledJoin>> ParseJoinSchedule(const std::string& 
     const std::vector<std::string> fields = absl::StrSplit(entries[i], ':');
     const auto bad = [&](const std::string& why) {
       return absl::InvalidArgumentError(
-          absl::StrCat("--join_schedule entry ", i, " '", entries[i], "': ", why, " (JOIN[:STEPS[:CANCEL]])"));
+          absl::StrCat("--join_schedule entry ", i, " '", entries[i], "': ", why, " (JOIN[:STEPS[:CANCEL[:CFG]]])"));
     };
-    if (fields.size() > 3) return bad("too many fields");
+    if (fields.size() > 4) return bad("too many fields");
     int values[3] = {0, 0, -1};
-    for (size_t f = 0; f < fields.size(); ++f) {
-      if (!absl::SimpleAtoi(fields[f], &values[f]) || values[f] < 0) return bad("fields are integers >= 0");
+    for (size_t f = 0; f < std::min<size_t>(fields.size(), 3); ++f) {
+      if (f == 2 && fields[f].empty()) continue;  // no cancel
+      if (!absl::SimpleAtoi(fields[f], &values[f]) || values[f] < 0) return bad("JOIN, STEPS and CANCEL are integers >= 0");
     }
     ScheduledJoin j;
     j.join_at = values[0];
     j.steps = values[1] == 0 ? default_steps : values[1];
     j.cancel_at = values[2];
     if (j.steps < 1 || j.steps > 1000) return bad(absl::StrCat("STEPS must be in [1, 1000], got ", j.steps));
-    if (fields.size() == 3 && j.cancel_at <= j.join_at) return bad("CANCEL must come after JOIN");
+    if (j.cancel_at >= 0 && j.cancel_at <= j.join_at) return bad("CANCEL must come after JOIN");
+    if (fields.size() == 4 && (!absl::SimpleAtod(fields[3], &j.cfg_scale) || !(j.cfg_scale >= 1))) {
+      return bad("CFG must be a number >= 1");
+    }
     out.push_back(j);
   }
   return out;

@@ -48,8 +48,8 @@ ABSL_FLAG(std::string, control_address, "",
           "(with --model and no --prompt)");
 ABSL_FLAG(std::string, join_schedule, "",
           "Generation job: run the prompts as a running set that they join and leave between steps, one "
-          "JOIN[:STEPS[:CANCEL]] per prompt, comma-separated (the step it joins at, its step count, the step it is "
-          "cancelled at); needs no PipeFusion and no step cache");
+          "JOIN[:STEPS[:CANCEL[:CFG]]] per prompt, comma-separated (the step it joins at, its step count, the step "
+          "it is cancelled at, its classifier-free guidance scale); needs no PipeFusion and no step cache");
 ABSL_FLAG(std::vector<std::string>, attn_layer_num_for_pp, {},
           "Transformer blocks per PipeFusion stage, comma-separated (xDiT; default: even)");
 

@@ -459,17 +459,19 @@ void Dispatcher::DispatchLocked(absl::Time now, Actions& actions) {
   if (!running_.has_value()) {
     const QueueEntry* head = queue_.Head();
     if (joins && ShareRunningSet(head->params, head->params)) {
-      batch = queue_.TakeJoins(head->params, std::max(options_.max_running_images, head->params.num_images));
+      batch = queue_.TakeJoins(head->params, std::max(options_.max_running_images, head->params.num_images) +
+                                                 options_.join_lookahead_images);
     } else {
       batch = queue_.TakeBatch(options_.max_batch_size);
     }
-  } else if (running_->open && running_->images < options_.max_running_images) {
+  } else if (running_->open && running_->images < options_.max_running_images + options_.join_lookahead_images) {
     // A request that cannot share the set and has waited long enough stops
     // the joins: the set drains and that request runs next.
     const QueueEntry* head = queue_.Head();
     const auto waited = [&](const QueueEntry& e) { return now - active_.at(e.id).accepted; };
     if (!ShareRunningSet(running_->shape, head->params) && waited(*head) >= options_.max_join_wait) return;
-    batch = queue_.TakeJoins(running_->shape, options_.max_running_images - running_->images);
+    batch = queue_.TakeJoins(running_->shape,
+                             options_.max_running_images + options_.join_lookahead_images - running_->images);
   }
   if (batch.empty()) return;
   int images = 0;
@@ -487,6 +489,7 @@ void Dispatcher::DispatchLocked(absl::Time now, Actions& actions) {
   control::v1::FrontendMessage m;
   control::v1::RunBatch& run = *m.mutable_run();
   run.set_batch_id(next_batch_++);
+  if (running_->open) run.set_max_running_images(options_.max_running_images);
   if (!running_->open) running_->batch_id = run.batch_id();
   for (const QueueEntry& e : batch) {
     Active& a = active_.at(e.id);

@@ -66,6 +66,10 @@ struct DispatcherOptions {
   // so the set drains and it runs next.
   std::string join_policy = "step";
   int max_running_images = 8;
+  // Images sent beyond max_running_images while the set runs: the gang
+  // holds them, encoded, and admits them as members leave (RunBatch.
+  // max_running_images), so a freed slot does not wait for a round trip.
+  int join_lookahead_images = 0;
   absl::Duration max_join_wait = absl::Seconds(5);
 };
 

@@ -12,8 +12,7 @@ bool Compatible(const GenerationParams& a, const GenerationParams& b) {
 }
 
 bool ShareRunningSet(const GenerationParams& a, const GenerationParams& b) {
-  return a.height == b.height && a.width == b.width && a.cfg == b.cfg &&
-         a.max_sequence_length == b.max_sequence_length && a.cache.method == core::StepCacheMethod::kNone &&
+  return a.height == b.height && a.width == b.width && a.max_sequence_length == b.max_sequence_length && a.cache.method == core::StepCacheMethod::kNone &&
          b.cache.method == core::StepCacheMethod::kNone;
 }
 

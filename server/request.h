@@ -44,9 +44,9 @@ struct GenerationParams {
 bool Compatible(const GenerationParams& a, const GenerationParams& b);
 
 // Requests that can share a running set (step-level continuous batching):
-// equal size, max_sequence_length and CFG use, and neither with a step
-// cache; steps, seeds and guidance scales may differ (each member keeps
-// its own schedule; GangModel::CheckJoinable is the gang's half).
+// equal size and max_sequence_length, and neither with a step cache;
+// steps, seeds, guidance scales and CFG use may differ (each member keeps
+// its own schedule and rows; GangModel::CheckJoinable is the gang's half).
 bool ShareRunningSet(const GenerationParams& a, const GenerationParams& b);
 
 // The control protocol's Item for image `index` (0 ≤ index < num_images)

@@ -47,9 +47,12 @@ ABSL_FLAG(std::string, join_policy, "step",
 ABSL_FLAG(int, max_running_requests, 8,
           "Images in the gang's running set at once (--join_policy step; a request of more images still starts "
           "an empty set)");
+ABSL_FLAG(int, join_lookahead, 2,
+          "Step joins: images sent to the gang beyond --max_running_requests; they wait there, their prompts "
+          "encoded, and join as members leave (0: a freed slot waits for the frontend's next join)");
 ABSL_FLAG(double, max_join_wait_s, 5,
-          "Seconds a queued request that cannot share the running set (another size, max_sequence_length, CFG "
-          "use, or a step cache) waits before joins stop so the set drains and it runs");
+          "Seconds a queued request that cannot share the running set (another size or max_sequence_length, or "
+          "a step cache) waits before joins stop so the set drains and it runs");
 ABSL_FLAG(double, drain_timeout, 30,
           "Seconds that requests in flight get to finish after SIGTERM");
 ABSL_FLAG(int, encode_threads, 2, "Threads encoding PNG/JPEG/WebP in the frontend");
@@ -141,6 +144,7 @@ absl::StatusOr<ServerOptions> ServerOptionsFromFlags() {
   o.join_policy = absl::GetFlag(FLAGS_join_policy);
   o.max_running_requests = absl::GetFlag(FLAGS_max_running_requests);
   o.max_join_wait_s = absl::GetFlag(FLAGS_max_join_wait_s);
+  o.join_lookahead = absl::GetFlag(FLAGS_join_lookahead);
   o.drain_timeout_s = absl::GetFlag(FLAGS_drain_timeout);
   o.encode_threads = absl::GetFlag(FLAGS_encode_threads);
   o.png_compression_level = absl::GetFlag(FLAGS_png_compression_level);
@@ -166,6 +170,7 @@ absl::StatusOr<ServerOptions> ServerOptionsFromFlags() {
       {"max_batch_size", double(o.max_batch_size), 1, 256},
       {"max_running_requests", double(o.max_running_requests), 1, 256},
       {"max_join_wait_s", o.max_join_wait_s, 0, 86400},
+      {"join_lookahead", double(o.join_lookahead), 0, 64},
       {"max_requests_per_caller", double(o.max_requests_per_caller), 0, 1 << 20},
       {"max_queued_per_caller", double(o.max_queued_per_caller), 0, 1 << 20},
       {"drain_timeout", o.drain_timeout_s, 0, 86400},

@@ -119,6 +119,7 @@ int main(int argc, char** argv) {
   dopt.join_policy = options.join_policy;
   dopt.max_running_images = options.max_running_requests;
   dopt.max_join_wait = absl::Seconds(options.max_join_wait_s);
+  dopt.join_lookahead_images = options.join_lookahead;
   dopt.max_requests_per_caller = options.max_requests_per_caller;
   dopt.max_queued_per_caller = options.max_queued_per_caller;
   dopt.encode_threads = options.encode_threads;

@@ -69,6 +69,7 @@ struct ServerOptions {
   std::string join_policy = "step";  // step: continuous batching; batch: one batch at a time
   int max_running_requests = 8;      // images in the running set
   double max_join_wait_s = 5;        // an incompatible head waits this long before joins stop
+  int join_lookahead = 2;            // images sent ahead of the running set's room
   int max_requests_per_caller = 0;  // per token name, accepted and unfinished; 0: none
   int max_queued_per_caller = 0;    // per token name, waiting; 0: none
   double drain_timeout_s = 30;

@@ -58,7 +58,7 @@ absl::Status RunGenerationJob(const core::WorkerOptions& o, parallel::ProcessGro
     auto schedule = core::ParseJoinSchedule(o.join_schedule, static_cast<int>(requests.size()),
                                             o.generation.num_inference_steps);
     if (!schedule.ok()) return schedule.status();
-    ScheduledSet set(requests, *std::move(schedule), leader);
+    ScheduledSet set(requests, *std::move(schedule), (*pipe)->cfg_scale_field(), leader);
     if (absl::Status s = (*pipe)->RunSet(set); !s.ok()) return s;
     requests = set.requests();
     outcomes = set.results();

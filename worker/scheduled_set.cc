@@ -7,13 +7,18 @@
 namespace ditserve::worker {
 
 ScheduledSet::ScheduledSet(std::vector<pipelines::GenerationRequest> requests,
-                           std::vector<core::ScheduledJoin> schedule, bool print)
+                           std::vector<core::ScheduledJoin> schedule, core::CfgScaleField cfg_field, bool print)
     : requests_(std::move(requests)),
       schedule_(std::move(schedule)),
       print_(print),
       joined_(requests_.size(), false),
       results_(requests_.size(), absl::UnknownError("never ran")) {
-  for (size_t i = 0; i < requests_.size(); ++i) requests_[i].num_inference_steps = schedule_[i].steps;
+  for (size_t i = 0; i < requests_.size(); ++i) {
+    requests_[i].num_inference_steps = schedule_[i].steps;
+    if (schedule_[i].cfg_scale == 0) continue;
+    (cfg_field == core::CfgScaleField::kGuidanceScale ? requests_[i].guidance_scale : requests_[i].true_cfg_scale) =
+        schedule_[i].cfg_scale;
+  }
 }
 
 absl::StatusOr<pipelines::SetBoundary> ScheduledSet::Boundary(int tick, const std::vector<uint64_t>& running) {

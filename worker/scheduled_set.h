@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "core/generation_plan.h"
 #include "core/join_schedule.h"
 #include "worker/pipelines/generation_request.h"
 #include "worker/pipelines/running_set.h"
@@ -19,10 +20,11 @@ namespace ditserve::worker {
 class ScheduledSet final : public pipelines::SetDriver {
  public:
   // `requests[i]` runs as scheduled by `schedule[i]` (equal sizes); its
-  // step count is replaced by the schedule's. `print`: rank 0 prints a
-  // line per join, leave and step.
+  // step count, and its CFG scale when the schedule names one (in
+  // `cfg_field`, the family's), are replaced by the schedule's. `print`:
+  // rank 0 prints a line per join, leave and step.
   ScheduledSet(std::vector<pipelines::GenerationRequest> requests, std::vector<core::ScheduledJoin> schedule,
-               bool print);
+               core::CfgScaleField cfg_field, bool print);
 
   absl::StatusOr<pipelines::SetBoundary> Boundary(int tick, const std::vector<uint64_t>& running) override;
   void OnStep(uint64_t id, int step, int total, int running) override;

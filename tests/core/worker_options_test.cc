@@ -44,30 +44,40 @@ TEST(GenerationFlags, DtypeIsCheckedAndResolvedByDevice) {
   EXPECT_EQ(ValidateServing(o).code(), absl::StatusCode::kInvalidArgument);
 }
 
-// --join_schedule: one JOIN[:STEPS[:CANCEL]] per prompt.
+// --join_schedule: one JOIN[:STEPS[:CANCEL[:CFG]]] per prompt.
 TEST(JoinSchedule, ParsesEntriesAndNamesTheBadOne) {
-  auto s = ParseJoinSchedule("0,3:6,1:0:4", 3, 8);
+  auto s = ParseJoinSchedule("0,3:6,1:0:4,2:3::4.5,1:0:5:1", 5, 8);
   ASSERT_TRUE(s.ok()) << s.status();
-  ASSERT_EQ(s->size(), 3u);
+  ASSERT_EQ(s->size(), 5u);
   EXPECT_EQ((*s)[0].join_at, 0);
   EXPECT_EQ((*s)[0].steps, 8);
   EXPECT_EQ((*s)[0].cancel_at, -1);
+  EXPECT_EQ((*s)[0].cfg_scale, 0);
   EXPECT_EQ((*s)[1].join_at, 3);
   EXPECT_EQ((*s)[1].steps, 6);
   EXPECT_EQ((*s)[2].steps, 8);
   EXPECT_EQ((*s)[2].cancel_at, 4);
+  EXPECT_EQ((*s)[3].join_at, 2);
+  EXPECT_EQ((*s)[3].steps, 3);
+  EXPECT_EQ((*s)[3].cancel_at, -1);
+  EXPECT_EQ((*s)[3].cfg_scale, 4.5);
+  EXPECT_EQ((*s)[4].cancel_at, 5);
+  EXPECT_EQ((*s)[4].cfg_scale, 1);
   EXPECT_TRUE(ParseJoinSchedule("", 2, 8)->empty());
   EXPECT_EQ(ParseJoinSchedule("0,1", 3, 8).status().message(),
             "--join_schedule has 2 entries; it needs one per prompt (3)");
   EXPECT_EQ(ParseJoinSchedule("0,x", 2, 8).status().message(),
-            "--join_schedule entry 1 'x': fields are integers >= 0 (JOIN[:STEPS[:CANCEL]])");
+            "--join_schedule entry 1 'x': JOIN, STEPS and CANCEL are integers >= 0 (JOIN[:STEPS[:CANCEL[:CFG]]])");
   EXPECT_EQ(ParseJoinSchedule("0,-1", 2, 8).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(ParseJoinSchedule("0:1001", 1, 8).status().message(),
-            "--join_schedule entry 0 '0:1001': STEPS must be in [1, 1000], got 1001 (JOIN[:STEPS[:CANCEL]])");
+            "--join_schedule entry 0 '0:1001': STEPS must be in [1, 1000], got 1001 (JOIN[:STEPS[:CANCEL[:CFG]]])");
   EXPECT_EQ(ParseJoinSchedule("2:4:2", 1, 8).status().message(),
-            "--join_schedule entry 0 '2:4:2': CANCEL must come after JOIN (JOIN[:STEPS[:CANCEL]])");
-  EXPECT_EQ(ParseJoinSchedule("1:2:3:4", 1, 8).status().message(),
-            "--join_schedule entry 0 '1:2:3:4': too many fields (JOIN[:STEPS[:CANCEL]])");
+            "--join_schedule entry 0 '2:4:2': CANCEL must come after JOIN (JOIN[:STEPS[:CANCEL[:CFG]]])");
+  EXPECT_EQ(ParseJoinSchedule("1:2:3:0.5", 1, 8).status().message(),
+            "--join_schedule entry 0 '1:2:3:0.5': CFG must be a number >= 1 (JOIN[:STEPS[:CANCEL[:CFG]]])");
+  EXPECT_EQ(ParseJoinSchedule("1:2:3:x", 1, 8).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ParseJoinSchedule("1:2:3:4:5", 1, 8).status().message(),
+            "--join_schedule entry 0 '1:2:3:4:5': too many fields (JOIN[:STEPS[:CANCEL[:CFG]]])");
 }
 
 // A served request picks its own step cache: the gang's flags refuse one.

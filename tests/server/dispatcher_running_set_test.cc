@@ -44,6 +44,13 @@ class FakeGang final : public GangChannel {
     absl::MutexLock lock(&mu_);
     return cancels_;
   }
+  // Each RunBatch's max_running_images.
+  std::vector<int> Limits() {
+    absl::MutexLock lock(&mu_);
+    std::vector<int> out;
+    for (const auto& r : runs_) out.push_back(r.max_running_images());
+    return out;
+  }
 
  private:
   absl::Mutex mu_;
@@ -209,6 +216,41 @@ TEST(DispatcherRunningSet, TheSetHoldsAtMostMaxRunningImages) {
   EXPECT_EQ(a->response().images_size(), 2);
 }
 
+// With a lookahead the frontend sends images beyond the set's room; each
+// RunBatch carries the room itself, which the gang enforces (it holds the
+// rest until members leave).
+TEST(DispatcherRunningSet, TheLookaheadSendsJoinsBeyondTheRoomAndEachRunSaysTheRoom) {
+  DispatcherOptions o;
+  o.max_running_images = 2;
+  o.join_lookahead_images = 1;
+  FakeServer s(o);
+  std::vector<std::shared_ptr<Sink>> sinks;
+  std::vector<uint64_t> ids;
+  for (int i = 0; i < 4; ++i) {
+    sinks.push_back(std::make_shared<Sink>());
+    ids.push_back(s.Submit(Request(30), sinks.back()));
+    s.gang.Runs(std::min(i + 1, 3));
+  }
+  auto runs = s.gang.Runs(3);
+  ASSERT_EQ(runs.size(), 3u);  // 2 running + 1 ahead; the fourth waits
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(runs[i], std::vector<uint64_t>{ids[i]});
+  absl::SleepFor(absl::Milliseconds(100));
+  EXPECT_EQ(s.gang.Runs().size(), 3u);
+  EXPECT_EQ(s.gang.Limits(), (std::vector<int>{2, 2, 2}));
+  s.dispatcher.OnLeft(1, Done(ids[0]));
+  runs = s.gang.Runs(4);
+  ASSERT_EQ(runs.size(), 4u);
+  EXPECT_EQ(runs[3], std::vector<uint64_t>{ids[3]});
+  EXPECT_EQ(sinks[0]->Wait(), grpc::StatusCode::OK);
+  // Closed batches carry no limit.
+  DispatcherOptions closed;
+  closed.join_policy = "batch";
+  FakeServer b(closed);
+  b.Submit(Request(30), std::make_shared<Sink>());
+  ASSERT_EQ(b.gang.Runs(1).size(), 1u);
+  EXPECT_EQ(b.gang.Limits(), std::vector<int>{0});
+}
+
 TEST(DispatcherRunningSet, BatchPolicyAndClosedGangsSendOneBatchAtATime) {
   for (bool accepts_joins : {true, false}) {
     DispatcherOptions o;
@@ -286,8 +328,8 @@ TEST(DispatcherRunningSet, AnAbandonedMemberIsCancelledOnTheGangAndItsLeftIgnore
   EXPECT_EQ(b->Wait(), grpc::StatusCode::OK);
 }
 
-// ShareRunningSet: size, max_sequence_length and CFG use must match, no
-// step cache; steps, seeds and guidance may differ.
+// ShareRunningSet: size and max_sequence_length must match, no step cache;
+// steps, seeds, guidance and CFG use may differ.
 TEST(DispatcherRunningSet, WhoSharesASet) {
   GenerationParams a;
   a.height = a.width = 64;
@@ -304,7 +346,9 @@ TEST(DispatcherRunningSet, WhoSharesASet) {
   EXPECT_FALSE(ShareRunningSet(a, c));
   c = a;
   c.cfg = true;
-  EXPECT_FALSE(ShareRunningSet(a, c));
+  c.true_cfg_scale = 4;
+  EXPECT_TRUE(ShareRunningSet(a, c));
+  EXPECT_FALSE(Compatible(a, c));
   c = a;
   c.max_sequence_length = 256;
   EXPECT_FALSE(ShareRunningSet(a, c));

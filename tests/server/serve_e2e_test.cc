@@ -430,6 +430,56 @@ TEST_F(ServeE2E, ARequestJoinsTheRunningSetAndGivesItsImageAlone) {
   EXPECT_EQ(m.Sum("ditserve_gang_steps_total"), m.Sum("ditserve_running_set_size_count"));
 }
 
+// --join_lookahead sends a request to the gang beyond --max_running_requests:
+// the gang holds it (its prompt encoded) and admits it only when a member
+// leaves. With room for 1, a 3-step request sent during a 20-step one runs
+// after it, alone; one held past its deadline is dropped at the gang.
+TEST_F(ServeE2E, TheGangHoldsALookaheadJoinUntilAMemberLeaves) {
+  auto server = ServerProcess::Start({"--model=" + *model_, "--spawn_workers", "--device=cpu", "--threads=1",
+                                      "--max_steps=1000", "--max_running_requests=1", "--join_lookahead=1"});
+  ASSERT_TRUE(server.ok()) << server.status();
+  ASSERT_TRUE((*server)->WaitHealth("SERVING", absl::Seconds(300)).ok()) << (*server)->Log();
+  auto stub = v1::GenerationService::NewStub((*server)->channel());
+  grpc::ClientContext long_context;
+  auto first = stub->GenerateStream(&long_context, Request(20, 1, 256));
+  v1::GenerateStreamResponse m;
+  ASSERT_TRUE(first->Read(&m)) << (*server)->Log();  // it runs
+  v1::GenerateResponse held;
+  grpc::Status held_status;
+  absl::Time held_done;
+  std::thread waiting([&] {
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(300)));
+    held_status = stub->Generate(&context, Request(3, 2, 256), &held);
+    held_done = absl::Now();
+  });
+  while (first->Read(&m)) {
+  }
+  ASSERT_TRUE(first->Finish().ok());
+  const absl::Time first_done = absl::Now();
+  waiting.join();
+  ASSERT_TRUE(held_status.ok()) << held_status.error_message();
+  EXPECT_GT(held_done, first_done);
+  EXPECT_EQ(held.timings().batch_size(), 1);  // it never shared a step
+  // Held past its deadline: DEADLINE_EXCEEDED, and the gang serves on.
+  grpc::ClientContext hog_context;
+  auto hog = stub->GenerateStream(&hog_context, Request(1000, 3, 256));
+  ASSERT_TRUE(hog->Read(&m));
+  grpc::ClientContext late_context;
+  late_context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
+  v1::GenerateResponse late;
+  EXPECT_EQ(stub->Generate(&late_context, Request(3, 4, 256), &late).error_code(), grpc::DEADLINE_EXCEEDED);
+  hog_context.TryCancel();
+  while (hog->Read(&m)) {
+  }
+  EXPECT_EQ(hog->Finish().error_code(), grpc::CANCELLED);
+  grpc::ClientContext after_context;
+  after_context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(300)));
+  v1::GenerateResponse after;
+  ASSERT_TRUE(stub->Generate(&after_context, Request(2, 5, 256), &after).ok());
+  EXPECT_EQ(after.timings().batch_size(), 1);
+}
+
 TEST_F(ServeE2E, GetInfoDescribesTheModelTheGangAndTheLimits) {
   grpc::ClientContext context;
   v1::GetInfoResponse info;

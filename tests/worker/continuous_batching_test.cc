@@ -68,12 +68,15 @@ class ContinuousBatching : public ::testing::Test {
 
   // Each finished prompt run alone (its own batch job, with its own seed
   // and step count), its files renamed to the prompt's index in the set.
-  static std::string RunAlone(const std::string& model, const std::string& name, const std::vector<std::string>& flags) {
+  // `per_prompt[i]`: prompt i's own flags besides `flags`.
+  static std::string RunAlone(const std::string& model, const std::string& name, const std::vector<std::string>& flags,
+                              const std::vector<std::vector<std::string>>& per_prompt = {}) {
     const std::string alone = name + "_alone";
     std::filesystem::create_directories(Path(alone));
     for (int i = 0; i < kFinished; ++i) {
       const std::string one = absl::StrCat(name, "_alone_", i);
       std::vector<std::string> f = flags;
+      if (i < static_cast<int>(per_prompt.size())) f.insert(f.end(), per_prompt[i].begin(), per_prompt[i].end());
       f.push_back("--prompt=" + kPrompts[i]);
       f.push_back(absl::StrCat("--seed=", 7 + i));
       f.push_back(absl::StrCat("--num_inference_steps=", kStepsOf[i]));
@@ -89,9 +92,10 @@ class ContinuousBatching : public ::testing::Test {
   // The scheduled set with `flags`: every finished image against its lone
   // run; the cancelled prompt has no image and says why.
   static void ExpectSetMatchesAlone(const std::string& model, const std::string& name, const std::string& alone,
-                                    std::vector<std::string> flags, double latent_scale = 1.0) {
+                                    std::vector<std::string> flags, double latent_scale = 1.0,
+                                    const std::string& schedule = kSchedule) {
     for (const std::string& p : kPrompts) flags.push_back("--prompt=" + p);
-    flags.push_back(absl::StrCat("--join_schedule=", kSchedule));
+    flags.push_back(absl::StrCat("--join_schedule=", schedule));
     flags.push_back("--num_inference_steps=4");
     const std::string output = Run(model, name, flags);
     // The memberships the schedule names, as the set reports them.
@@ -132,6 +136,25 @@ TEST_F(ContinuousBatching, FluxWithCfgMatchesAloneInOneBatchAndCfgParallel) {
   ExpectSetMatchesAlone("flux_cfg", "flux_cfg_set_cfg2", alone, With(kFluxCfgFlags, {"--nproc=2", "--use_cfg_parallel"}));
   ExpectSetMatchesAlone("flux_cfg", "flux_cfg_set_dp2", alone,
                         With(kFluxCfgFlags, {"--nproc=2", "--data_parallel_degree=2"}));
+}
+
+// Requests with and without CFG share the set's steps (the schedule's CFG
+// field): a member without CFG has one row, one with it two, and each gets
+// the image it gives alone. Flux's true CFG, and SD3.5's guidance_scale CFG
+// (1: off), in one batch and under data parallel.
+constexpr const char* kMixedCfgSchedule = "0:4::1,1:6,3:3::1,2:5:5";
+TEST_F(ContinuousBatching, RequestsWithAndWithoutCfgShareTheSet) {
+  MakeModel("flux_mixed", {"--preset=tiny"});
+  const std::string flux_alone =
+      RunAlone("flux_mixed", "flux_mixed", kFluxCfgFlags, {{"--true_cfg_scale=1"}, {}, {"--true_cfg_scale=1"}});
+  ExpectSetMatchesAlone("flux_mixed", "flux_mixed_set", flux_alone, kFluxCfgFlags, 1.0, kMixedCfgSchedule);
+  ExpectSetMatchesAlone("flux_mixed", "flux_mixed_set_dp2", flux_alone,
+                        With(kFluxCfgFlags, {"--nproc=2", "--data_parallel_degree=2"}), 1.0, kMixedCfgSchedule);
+  MakeModel("sd3_mixed", {"--family=sd3", "--variant=sd3.5-medium", "--preset=tiny"});
+  const std::vector<std::string> sd3 = {"--height=64", "--width=64", "--max_sequence_length=12"};
+  const std::string sd3_alone =
+      RunAlone("sd3_mixed", "sd3_mixed", sd3, {{"--guidance_scale=1"}, {}, {"--guidance_scale=1"}});
+  ExpectSetMatchesAlone("sd3_mixed", "sd3_mixed_set", sd3_alone, sd3, 1.0, kMixedCfgSchedule);
 }
 
 // SD3.5 (flow matching, CFG), PixArt-Σ (DPM-Solver++'s multistep history

@@ -5,7 +5,18 @@
 namespace ditserve::worker::pipelines {
 
 absl::StatusOr<at::Tensor> CombineCfg(const at::Tensor& velocity, const at::Tensor& scales,
-                                      parallel::Communicator* cfg_group, CommStats* stats) {
+                                      const at::Tensor& cfg_members, parallel::Communicator* cfg_group,
+                                      CommStats* stats) {
+  if (cfg_members.defined()) {
+    if (cfg_group != nullptr) return absl::InternalError("CFG parallel needs CFG for every request");
+    const int64_t c = cfg_members.size(0);
+    const int64_t n = velocity.size(0) - c;
+    const at::Tensor cond = velocity.narrow(0, 0, n), uncond = velocity.narrow(0, n, c);
+    const at::Tensor guided_cond = cond.index_select(0, cfg_members);
+    at::Tensor out = cond.clone();
+    out.index_copy_(0, cfg_members, uncond + scales.to(uncond.scalar_type()) * (guided_cond - uncond));
+    return out;
+  }
   at::Tensor both = velocity;
   if (cfg_group != nullptr) {
     CommTimer timer(stats, "cfg");

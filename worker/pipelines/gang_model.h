@@ -89,6 +89,14 @@ struct GangModel {
   // decisions on rank 0.
   absl::Status EncodePrompts(const std::vector<GenerationRequest>& requests, int64_t rows, int64_t T,
                              at::Tensor& pooled, at::Tensor& sequence, at::Tensor& mask);
+  // EncodePrompts' parts: zeroed embedding buffers for `rows` rows; one
+  // text's embeddings into row `row` (its mask, or all real tokens, for a
+  // cross-attention family); rank 0's buffers to every rank (collective
+  // over the world).
+  void AllocateEmbeddings(int64_t rows, int64_t T, at::Tensor& pooled, at::Tensor& sequence, at::Tensor& mask) const;
+  void PlaceEmbeddings(const families::TextEmbeddings& e, int64_t row, at::Tensor& pooled, at::Tensor& sequence,
+                       at::Tensor& mask) const;
+  absl::Status BroadcastEmbeddings(at::Tensor& pooled, at::Tensor& sequence, at::Tensor& mask);
   absl::Status CollectLatents(const std::vector<GenerationRequest>& requests, const ReplicaRun& run,
                               std::vector<at::Tensor>& final_latents, std::vector<std::vector<bool>>& step_computed);
   // Collective with --use_parallel_vae (rank 0's final latents broadcast,
@@ -102,7 +110,7 @@ struct GangModel {
                                                          const StepCallback& on_step);
   // Whether `r` may join an open set whose first member is `set_shape`
   // (null: a new set): valid, no PipeFusion, no step cache, and the set's
-  // generation size, max_sequence_length and CFG use. INVALID_ARGUMENT
+  // generation size and max_sequence_length. INVALID_ARGUMENT
   // (FAILED_PRECONDITION for PipeFusion) saying why. Local.
   absl::Status CheckJoinable(const GenerationRequest& r, const GenerationRequest* set_shape) const;
   // running_set.cc.

@@ -103,18 +103,33 @@ absl::StatusOr<int64_t> GangModel::AgreeOnTextTokens(const GenerationRequest& fi
   return tokens.item<int64_t>();
 }
 
+void GangModel::AllocateEmbeddings(int64_t rows, int64_t T, at::Tensor& pooled, at::Tensor& sequence,
+                                   at::Tensor& mask) const {
+  const auto options = at::TensorOptions().dtype(dtype).device(device);
+  pooled = at::zeros({rows, family->pooled_dim()}, options);
+  sequence = at::zeros({rows, T, family->text_dim()}, options);
+  // The text's padding mask (1: a real token), cross-attention families only.
+  mask = family->cross_attention() ? at::zeros({rows, T}, options) : at::Tensor();
+}
+
+void GangModel::PlaceEmbeddings(const families::TextEmbeddings& e, int64_t row, at::Tensor& pooled,
+                                at::Tensor& sequence, at::Tensor& mask) const {
+  pooled[row].copy_(e.pooled[0]);
+  sequence[row].copy_(e.sequence[0]);
+  if (!mask.defined()) return;
+  if (e.mask.defined()) {
+    mask[row].copy_(e.mask[0]);
+  } else {
+    mask[row].fill_(1);
+  }
+}
+
 // Rank 0 encodes every prompt (then every negative prompt) once; the
 // embeddings travel to the gang by one broadcast each.
 absl::Status GangModel::EncodePrompts(const std::vector<GenerationRequest>& requests, int64_t rows, int64_t T,
                                       at::Tensor& pooled, at::Tensor& sequence, at::Tensor& mask) {
   const int64_t n = static_cast<int64_t>(requests.size());
-  pooled = at::zeros({rows, family->pooled_dim()},
-                                at::TensorOptions().dtype(dtype).device(device));
-  sequence = at::zeros({rows, T, family->text_dim()},
-                                  at::TensorOptions().dtype(dtype).device(device));
-  // The text's padding mask (1: a real token), cross-attention families only.
-  mask = family->cross_attention() ? at::zeros({rows, T}, at::TensorOptions().dtype(dtype).device(device))
-                                   : at::Tensor();
+  AllocateEmbeddings(rows, T, pooled, sequence, mask);
   absl::Status encoded = absl::OkStatus();
   if (world().rank() == 0) {
     for (int64_t i = 0; i < rows && encoded.ok(); ++i) {
@@ -124,33 +139,27 @@ absl::Status GangModel::EncodePrompts(const std::vector<GenerationRequest>& requ
         encoded = e.status();
         break;
       }
-      pooled[i].copy_(e->pooled[0]);
-      sequence[i].copy_(e->sequence[0]);
-      if (mask.defined()) {
-        if (e->mask.defined()) {
-          mask[i].copy_(e->mask[0]);
-        } else {
-          mask[i].fill_(1);
-        }
-      }
+      PlaceEmbeddings(*e, i, pooled, sequence, mask);
     }
   }
   auto failed = AnyRankFailed(groups->control(), !encoded.ok());
   if (!failed.ok()) return failed.status();
   if (!encoded.ok()) return encoded;
   if (*failed) return absl::AbortedError("rank 0 failed to encode the prompts");
-  if (world().world_size() > 1) {
-    CommTimer timer(&stats, "embeddings");
-    if (world().rank() == 0) {
-      const int64_t bytes = static_cast<int64_t>(pooled.nbytes() + sequence.nbytes() + (mask.defined() ? mask.nbytes() : 0));
-      timer.AddBytes(bytes * (world().world_size() - 1));
-    }
-    auto& all = groups->group(Dim::kWorld);
-    DITSERVE_RETURN_IF_ERROR(all.Broadcast(pooled, 0));
-    DITSERVE_RETURN_IF_ERROR(all.Broadcast(sequence, 0));
-    if (mask.defined()) DITSERVE_RETURN_IF_ERROR(all.Broadcast(mask, 0));
-  }
+  return BroadcastEmbeddings(pooled, sequence, mask);
+}
 
+absl::Status GangModel::BroadcastEmbeddings(at::Tensor& pooled, at::Tensor& sequence, at::Tensor& mask) {
+  if (world().world_size() == 1) return absl::OkStatus();
+  CommTimer timer(&stats, "embeddings");
+  if (world().rank() == 0) {
+    const int64_t bytes = static_cast<int64_t>(pooled.nbytes() + sequence.nbytes() + (mask.defined() ? mask.nbytes() : 0));
+    timer.AddBytes(bytes * (world().world_size() - 1));
+  }
+  auto& all = groups->group(Dim::kWorld);
+  DITSERVE_RETURN_IF_ERROR(all.Broadcast(pooled, 0));
+  DITSERVE_RETURN_IF_ERROR(all.Broadcast(sequence, 0));
+  if (mask.defined()) DITSERVE_RETURN_IF_ERROR(all.Broadcast(mask, 0));
   return absl::OkStatus();
 }
 

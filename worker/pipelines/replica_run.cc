@@ -40,7 +40,6 @@ ReplicaRun::ReplicaRun(GangModel& p, const GenerationRequest& shape, int64_t tex
                                          p_.sp_size(), balanced_text);
   steps_ = shape.num_inference_steps;
   end_step_ = steps_;
-  cfg_ = p_.Guidance(shape).cfg;
   latents_ = at::empty({0, padded_S_, p_.family->latent_channels() * 4}, at::TensorOptions().dtype(p_.dtype).device(p_.device));
   if (p_.stages() > 1) {
     link_ = std::make_unique<PipeFusionLink>(p_.groups->group(Dim::kPipeFusion), p_.stage(), p_.stages(), &p_.stats);
@@ -56,6 +55,7 @@ void ReplicaRun::Admit(uint64_t id, const GenerationRequest& request, const at::
   m->id = id;
   m->request = request;
   const core::ResolvedGuidance guidance = p_.Guidance(request);
+  m->cfg = guidance.cfg;
   m->cfg_scale = guidance.cfg_scale;
   m->embedded_guidance = guidance.embedded ? guidance.embedded_scale : 0;
   auto schedule = p_.family->Schedule(request.num_inference_steps, S_);
@@ -85,7 +85,7 @@ void ReplicaRun::Admit(uint64_t id, const GenerationRequest& request, const at::
   std::vector<int64_t> branches = {0};
   if (p_.config().use_cfg_parallel) {
     branches = {p_.world().rank_in(Dim::kCfg)};
-  } else if (cfg_) {
+  } else if (m->cfg) {
     branches = {0, 1};
   }
   const auto rows_of = [&](const at::Tensor& all) {
@@ -127,28 +127,37 @@ void ReplicaRun::Rebuild() {
   text_stale_ = true;
   attention_->ForgetTextKv();
   if (members_.empty()) {
-    pooled_ = sequence_ = mask_ = guidance_ = cfg_scale_ = at::Tensor();
+    pooled_ = sequence_ = mask_ = guidance_ = cfg_scale_ = cfg_members_ = at::Tensor();
+    cfg_ = false;
     return;
   }
-  // CFG in one batch: every member's cond row, then every member's uncond
-  // row (CombineCfg's layout).
-  const int branches = members_.front()->pooled.size(0);
+  // Every member's first row (cond, or its CFG-parallel branch), then in one
+  // batch the CFG members' uncond rows (CombineCfg's layout).
   std::vector<at::Tensor> pooled, sequence, mask;
   std::vector<float> guidance, scales;
-  for (int b = 0; b < branches; ++b) {
-    for (const auto& m : members_) {
-      pooled.push_back(m->pooled.narrow(0, b, 1));
-      sequence.push_back(m->sequence.narrow(0, b, 1));
-      if (m->mask.defined()) mask.push_back(m->mask.narrow(0, b, 1));
-      guidance.push_back(static_cast<float>(m->embedded_guidance));
-    }
+  std::vector<int64_t> cfg_members;
+  const auto add_row = [&](const Member& m, int64_t b) {
+    pooled.push_back(m.pooled.narrow(0, b, 1));
+    sequence.push_back(m.sequence.narrow(0, b, 1));
+    if (m.mask.defined()) mask.push_back(m.mask.narrow(0, b, 1));
+    guidance.push_back(static_cast<float>(m.embedded_guidance));
+  };
+  for (const auto& m : members_) add_row(*m, 0);
+  for (size_t i = 0; i < members_.size(); ++i) {
+    const Member& m = *members_[i];
+    if (!m.cfg) continue;
+    cfg_members.push_back(static_cast<int64_t>(i));
+    scales.push_back(static_cast<float>(m.cfg_scale));
+    if (m.pooled.size(0) == 2) add_row(m, 1);
   }
-  for (const auto& m : members_) scales.push_back(static_cast<float>(m->cfg_scale));
   pooled_ = at::cat(pooled, 0);
   sequence_ = at::cat(sequence, 0);
   mask_ = mask.empty() ? at::Tensor() : at::cat(mask, 0);
   const int64_t n = static_cast<int64_t>(members_.size());
-  cfg_scale_ = cfg_ ? at::tensor(scales, at::kFloat).view({n, 1, 1}).to(p_.device) : at::Tensor();
+  const int64_t c = static_cast<int64_t>(cfg_members.size());
+  cfg_ = c > 0;
+  cfg_scale_ = cfg_ ? at::tensor(scales, at::kFloat).view({c, 1, 1}).to(p_.device) : at::Tensor();
+  cfg_members_ = cfg_ && c < n ? at::tensor(cfg_members, at::kLong).to(p_.device) : at::Tensor();
   guidance_ = p_.Guidance(members_.front()->request).embedded ? at::tensor(guidance, at::kFloat).to(p_.device)
                                                               : at::Tensor();
   // Cross-attention families: the padding mask of the whole text, which
@@ -206,7 +215,7 @@ absl::StatusOr<models::DitHidden> ReplicaRun::EmbedPatch(int step, int patch) {
     inputs.push_back(members_[i]->solver->ModelInput(members_[i]->step, x.narrow(0, static_cast<int64_t>(i), 1)));
   }
   at::Tensor input = inputs.size() == 1 ? inputs.front() : at::cat(inputs, 0);
-  if (pooled_.size(0) != input.size(0)) input = at::cat({input, input}, 0);  // CFG in one batch
+  if (pooled_.size(0) != input.size(0)) input = at::cat({input, UncondRows(input)}, 0);  // CFG in one batch
   if (!CarriesText(step, patch)) return p_.transformer->Embed(input, at::Tensor(), PositionsFor(step, patch));
   return p_.transformer->Embed(input, LocalText(sequence_), PositionsFor(step, patch), mask_);
 }
@@ -237,7 +246,7 @@ absl::Status ReplicaRun::FinishPatch(int step, int patch, const at::Tensor& x,
                                      const models::DitConditioning& conditioning) {
   const core::TokenRange local = Local(step, patch);
   const at::Tensor head = p_.transformer->Head(x, conditioning);
-  auto velocity = cfg_ ? CombineCfg(head, cfg_scale_,
+  auto velocity = cfg_ ? CombineCfg(head, cfg_scale_, cfg_members_,
                                     p_.config().use_cfg_parallel ? &p_.groups->group(Dim::kCfg) : nullptr, &p_.stats)
                        : absl::StatusOr<at::Tensor>(head);
   if (!velocity.ok()) return velocity.status();
@@ -417,15 +426,13 @@ std::vector<std::vector<bool>> ReplicaRun::steps_computed() const {
 }
 
 // One step of every member, each at its own step of its own schedule:
-// the model-time vector has a value per row (CFG's uncond rows repeat the
+// the model-time vector has a value per row (CFG's uncond rows repeat their
 // cond rows'). `step` is the set's step (a closed run's every member's).
 absl::Status ReplicaRun::Step(int step) {
   std::vector<float> times;
-  const int64_t branches = pooled_.size(0) / static_cast<int64_t>(members_.size());
-  for (int64_t b = 0; b < branches; ++b) {
-    for (const auto& m : members_) times.push_back(static_cast<float>(m->solver->schedule().model_times[m->step]));
-  }
-  const at::Tensor time = at::tensor(times, at::kFloat).to(p_.device);
+  for (const auto& m : members_) times.push_back(static_cast<float>(m->solver->schedule().model_times[m->step]));
+  at::Tensor time = at::tensor(times, at::kFloat).to(p_.device);
+  if (pooled_.size(0) != time.size(0)) time = at::cat({time, UncondRows(time)}, 0);
   const models::DitConditioning conditioning = p_.transformer->Condition(
       p_.transformer->TimeEmbedding(time, guidance_, pooled_, models::DitImageSize{height_, width_}));
   if (pipefusion_attention_ != nullptr && step == 0) pipefusion_attention_->Reset();

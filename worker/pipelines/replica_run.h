@@ -90,6 +90,7 @@ class ReplicaRun {
     int step = 0;  // the next step to run
     std::unique_ptr<DenoisingSolver> solver;
     at::Generator generator;  // its seed's CPU generator (initial and DDPM noise)
+    bool cfg = false;  // classifier-free guidance: an uncond row besides the cond row
     double cfg_scale = 1;
     double embedded_guidance = 0;
     at::Tensor pooled, sequence, mask;  // this rank's model rows of its prompt (a branch, or both)
@@ -128,6 +129,11 @@ class ReplicaRun {
   }
   // The model batch's rows from the members (after Admit or Remove).
   void Rebuild();
+  // CFG in one batch: the rows of `per_member` (a row per member) that the
+  // uncond half of the model batch repeats, the CFG members'.
+  at::Tensor UncondRows(const at::Tensor& per_member) const {
+    return cfg_members_.defined() ? per_member.index_select(0, cfg_members_) : per_member;
+  }
   // Positions (RoPE tables, position embeddings) of this rank's tokens of
   // `patch` at `step`: computed once per patch layout and request.
   const models::DitPositions& PositionsFor(int step, int patch);
@@ -161,7 +167,12 @@ class ReplicaRun {
   std::vector<models::DitPositions> positions_whole_, positions_pipelined_;  // per patch of each plan, filled on first use
   int steps_ = 0, end_step_ = 0;  // a closed run's
   int ticks_ = 0;                 // an open set's steps so far
-  bool cfg_ = false;              // every member's
+  // Whether some member uses CFG. In one batch, members with and without it
+  // share a step: the model batch is every member's cond row, then the CFG
+  // members' uncond rows, and cfg_members_ (long [c], undefined when every
+  // member uses CFG) says whose. Under CFG parallel every member uses it.
+  bool cfg_ = false;
+  at::Tensor cfg_members_;
   std::vector<std::unique_ptr<Member>> members_;  // row order
   bool text_stale_ = false;  // the rows changed since the text K/V were kept
   at::Tensor latents_;    // [n, padded S, C] in the run dtype, a row per member; this rank's ranges are current

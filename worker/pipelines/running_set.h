@@ -18,13 +18,28 @@ namespace ditserve::worker::pipelines {
 struct SetJoin {
   uint64_t id = 0;  // unique among the set's members, past and present
   GenerationRequest request;
+  // Joins of one boundary with the same nonzero group (a request's images)
+  // run their first step at the same boundary.
+  uint64_t group = 0;
 };
 
 // What happens at one step boundary, in this order: `stops` leave
-// unfinished, then `joins` join (and run their first step at once).
+// unfinished (or, not yet admitted, are dropped), then `joins` join. Rank 0
+// encodes a joiner's prompt on a thread of its own while the set steps
+// (JoinEncoder); a joiner runs its first step at the first boundary after
+// its encoding is done and there is room (`max_members`), in join order, a
+// group together. With `wait_for_encoding` this boundary waits for every
+// joiner's encoding, so the joins run their first step at once (a scripted
+// schedule); a set without members waits for the joiners that fit (they
+// start together).
 struct SetBoundary {
   std::vector<uint64_t> stops;
   std::vector<SetJoin> joins;
+  bool wait_for_encoding = true;
+  // The most members the set runs at once (0: no limit); joiners beyond it
+  // wait, encoded, until members leave. A set without members takes its
+  // first group whatever its size.
+  int max_members = 0;
 };
 
 // Rank 0's wall times of one member.
@@ -40,7 +55,7 @@ class SetDriver {
  public:
   virtual ~SetDriver() = default;
   // Before each step of the set (`tick`: steps the set has run; `running`:
-  // its members in join order). Must return the same on every rank (the
+  // its members in join order, then the joiners not yet admitted). Must return the same on every rank (the
   // serving driver broadcasts rank 0's answer): the set stays identical
   // everywhere. Returning no joins while `running` is empty ends the set.
   // An error ends the set with that error (the gang is broken).

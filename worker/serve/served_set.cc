@@ -61,9 +61,14 @@ absl::StatusOr<pipelines::SetBoundary> ServedSet::Boundary(int /*tick*/, const s
     }
     if (!first_taken_) {
       first_taken_ = true;
+      max_running_images_ = first_.max_running_images();
       AddJoins(first_, boundary);
     }
-    for (const control::v1::RunBatch& batch : client_->TakeBatchesWhile(JoinsSets)) AddJoins(batch, boundary);
+    for (const control::v1::RunBatch& batch : client_->TakeBatchesWhile(JoinsSets)) {
+      max_running_images_ = batch.max_running_images();
+      AddJoins(batch, boundary);
+    }
+    boundary.set_max_running_images(max_running_images_);
   }
   if (world_size_ > 1) {
     GangMessage message{GangCommand::kRun, client_ != nullptr ? boundary.SerializeAsString() : std::string()};
@@ -74,12 +79,16 @@ absl::StatusOr<pipelines::SetBoundary> ServedSet::Boundary(int /*tick*/, const s
     }
   }
   pipelines::SetBoundary out;
+  // Joiners' prompts are encoded while the set steps; each joins at the
+  // first boundary after its encoding.
+  out.wait_for_encoding = false;
+  out.max_members = boundary.max_running_images();
   out.stops.assign(boundary.stops().begin(), boundary.stops().end());
   for (int i = 0; i < boundary.joins_size(); ++i) {
     auto request = RequestFromItem(boundary.joins(i));
     // Rank 0 converted it before sending: it converts here too.
     if (!request.ok()) return request.status();
-    out.joins.push_back(pipelines::SetJoin{boundary.member_ids(i), *std::move(request)});
+    out.joins.push_back(pipelines::SetJoin{boundary.member_ids(i), *std::move(request), boundary.joins(i).request_id()});
   }
   return out;
 }

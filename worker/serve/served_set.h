@@ -52,6 +52,7 @@ class ServedSet final : public pipelines::SetDriver {
 
   control::v1::RunBatch first_;
   bool first_taken_ = false;
+  int max_running_images_ = 0;  // rank 0: the latest RunBatch's (0: no limit)
   ControlClient* client_;
   parallel::Communicator& control_;
   int world_size_;
