@@ -67,10 +67,6 @@ absl::Status ValidateGenerationJob(const WorkerOptions& o) {
     auto schedule = ParseJoinSchedule(o.join_schedule, static_cast<int>(o.prompts.size()),
                                       o.generation.num_inference_steps);
     if (!schedule.ok()) return schedule.status();
-    if (o.parallel.pipefusion_parallel_degree > 1) {
-      return absl::InvalidArgumentError("--join_schedule needs --pipefusion_parallel_degree 1 (a running set takes no "
-                                        "joins under PipeFusion)");
-    }
     if (o.generation.use_fbcache || o.generation.use_teacache) {
       return absl::InvalidArgumentError("--join_schedule runs without a step cache (drop --use_fbcache/--use_teacache)");
     }

@@ -375,14 +375,10 @@ absl::StatusOr<std::unique_ptr<ParallelPipeline>> ParallelPipeline::Load(const s
 absl::Status ParallelPipeline::Validate(const GenerationRequest& request) const { return impl_->Validate(request); }
 
 absl::Status ParallelPipeline::RunSet(SetDriver& driver) {
-  if (!accepts_joins()) {
-    return absl::FailedPreconditionError("a running set needs a gang without PipeFusion (--pipefusion_parallel_degree 1)");
-  }
   impl_->timings = GenerateTimings{};
   return impl_->RunSet(driver);
 }
 
-bool ParallelPipeline::accepts_joins() const { return impl_->stages() == 1; }
 
 absl::StatusOr<std::vector<GenerationResult>> ParallelPipeline::Generate(
     const std::vector<GenerationRequest>& requests, const StepCallback& on_step) {

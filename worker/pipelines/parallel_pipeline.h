@@ -97,12 +97,11 @@ class ParallelPipeline {
 
   // Collective: an open running set (running_set.h) fed by `driver` until
   // it drains. Requests join and leave between steps; each gives the image
-  // it gives alone. Needs a gang without PipeFusion (accepts_joins()).
+  // it gives alone, under every parallel method (PipeFusion's joiners run
+  // their warmup steps whole, running_set.cc).
   // Returns an error only when the gang is broken (a collective or the
   // driver failed); a member's own failure goes to driver.OnLeft.
   absl::Status RunSet(SetDriver& driver);
-  // Whether RunSet can run here (no PipeFusion).
-  bool accepts_joins() const;
 
   const CommStats& comm_stats() const;
   const GenerateTimings& last_timings() const;

@@ -25,6 +25,72 @@ void PipeFusionAttention::Write(at::Tensor slot, const at::Tensor& fresh) const 
   slot.copy_(at::where(writable_rows_.view({-1, 1, 1, 1}), fresh, slot));
 }
 
+PipeFusionAttention::Rows PipeFusionAttention::Export(const std::vector<int64_t>& rows) const {
+  Rows out;
+  out.count = static_cast<int64_t>(rows.size());
+  for (const auto& [layer, buf] : layers_) {
+    const at::Tensor index = at::tensor(rows, at::kLong).to(buf.k.device());
+    out.layers[layer] = Rows::Layer{buf.k.index_select(0, index), buf.v.index_select(0, index),
+                                    buf.valid.index_select(0, index)};
+  }
+  return out;
+}
+
+void PipeFusionAttention::Remap(const std::vector<int64_t>& index, int64_t old_rows, const Rows* imported) {
+  const int64_t imported_rows = imported == nullptr ? 0 : imported->count;
+  std::vector<int> layers;
+  for (const auto& entry : layers_) layers.push_back(entry.first);
+  if (imported != nullptr) {
+    for (const auto& entry : imported->layers) {
+      if (layers_.count(entry.first) == 0) layers.push_back(entry.first);
+    }
+  }
+  std::vector<int64_t> pick;  // into [old rows, imported rows, one empty row]
+  for (int64_t i : index) pick.push_back(i < 0 ? old_rows + imported_rows : i);
+  std::map<int, LayerBuffer> remapped;
+  for (int layer : layers) {
+    const auto mine = layers_.find(layer);
+    const Rows::Layer* theirs = nullptr;
+    if (imported != nullptr) {
+      if (auto it = imported->layers.find(layer); it != imported->layers.end()) theirs = &it->second;
+    }
+    const at::Tensor& like = mine != layers_.end() ? mine->second.k : theirs->k;
+    // `n` empty rows (zeros, every entry invalid), for a side that has not
+    // seen the layer and for index −1.
+    const auto empty = [&](int64_t n, bool mask) {
+      std::vector<int64_t> sizes = like.sizes().vec();
+      sizes[0] = n;
+      if (mask) sizes.resize(2);
+      return at::zeros(sizes, like.options().dtype(mask ? at::kBool : like.scalar_type()));
+    };
+    std::vector<at::Tensor> k, v, valid;
+    const auto add = [&](const at::Tensor* kk, const at::Tensor* vv, const at::Tensor* ok, int64_t n) {
+      k.push_back(kk != nullptr ? *kk : empty(n, false));
+      v.push_back(vv != nullptr ? *vv : empty(n, false));
+      valid.push_back(ok != nullptr ? *ok : empty(n, true));
+    };
+    if (mine != layers_.end()) {
+      add(&mine->second.k, &mine->second.v, &mine->second.valid, old_rows);
+    } else {
+      add(nullptr, nullptr, nullptr, old_rows);
+    }
+    if (theirs != nullptr) {
+      add(&theirs->k, &theirs->v, &theirs->valid, imported_rows);
+    } else {
+      add(nullptr, nullptr, nullptr, imported_rows);
+    }
+    add(nullptr, nullptr, nullptr, 1);
+    const at::Tensor rows = at::tensor(pick, at::kLong).to(like.device());
+    LayerBuffer buf;
+    buf.k = at::cat(k, 0).index_select(0, rows);
+    buf.v = at::cat(v, 0).index_select(0, rows);
+    buf.valid = at::cat(valid, 0).index_select(0, rows);
+    buf.all_valid = buf.valid.numel() > 0 && buf.valid.all().item<bool>();
+    remapped[layer] = std::move(buf);
+  }
+  layers_ = std::move(remapped);
+}
+
 absl::StatusOr<models::JointAttentionOutputs> PipeFusionAttention::Attend(int layer, const models::Qkv& text,
                                                                          const models::Qkv& image) {
   return AttendBuffered(layer, text, image, text_tokens_);
@@ -80,24 +146,28 @@ absl::StatusOr<models::JointAttentionOutputs> PipeFusionAttention::AttendBuffere
   if (!buf.k.defined()) {
     buf.k = at::zeros({B, T + image_tokens_, Hl, D}, image.k.options());
     buf.v = at::zeros_like(buf.k);
-    buf.valid = at::zeros({T + image_tokens_}, image.k.options().dtype(at::kBool));
+    buf.valid = at::zeros({B, T + image_tokens_}, image.k.options().dtype(at::kBool));
+  }
+  if (buf.k.size(0) != B) {
+    return absl::InternalError(absl::StrCat("PipeFusion attention: a batch of ", B, " rows, the buffers hold ",
+                                            buf.k.size(0)));
   }
   Write(buf.k.narrow(1, T + patch_.begin, patch_.size()), k);
   Write(buf.v.narrow(1, T + patch_.begin, patch_.size()), v);
   const int64_t real_end = std::min(patch_.end, real_image_tokens_);
-  if (real_end > patch_.begin) buf.valid.narrow(0, T + patch_.begin, real_end - patch_.begin).fill_(true);
+  if (real_end > patch_.begin) buf.valid.narrow(1, T + patch_.begin, real_end - patch_.begin).fill_(true);
   const int u = ulysses_.rank();
   if (text.q.defined()) {
     Write(buf.k.narrow(1, 0, T), text.k.narrow(2, u * Hl, Hl));
     Write(buf.v.narrow(1, 0, T), text.v.narrow(2, u * Hl, Hl));
-    buf.valid.narrow(0, 0, T).fill_(true);
+    buf.valid.narrow(1, 0, T).fill_(true);
     queries = at::cat({text.q.narrow(2, u * Hl, Hl), queries}, 1);
   }
   // Once every patch has been seen (after the first step) no key is
   // masked: the unmasked kernel is the cheaper one.
   if (!buf.all_valid) buf.all_valid = buf.valid.all().item<bool>();
   auto attended = kernels::AttentionWithLse(queries, buf.k, buf.v,
-                                            buf.all_valid ? at::Tensor() : buf.valid.unsqueeze(0).expand({B, -1}));
+                                            buf.all_valid ? at::Tensor() : buf.valid);
   if (!attended.ok()) return attended.status();
   at::Tensor out = attended->out.to(image.q.scalar_type());
   models::JointAttentionOutputs result;

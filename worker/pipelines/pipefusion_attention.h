@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <map>
+#include <vector>
 #include <utility>
 
 #include <ATen/core/Tensor.h>
@@ -47,6 +48,23 @@ class PipeFusionAttention final : public models::JointAttention {
   // Forgets every buffer (a new generation).
   void Reset() { layers_.clear(); }
 
+  // An open running set's rows change between steps (replica_run.h): the
+  // buffers' rows move with their requests. `Export` copies rows `rows` of
+  // every layer's buffers (to move a request to another run); `Remap`
+  // rebuilds every buffer so that its row j is the old row index[j] when
+  // 0 <= index[j] < old_rows (the batch before), row index[j] − old_rows
+  // of `imported` (may be null) when beyond, and an empty row (zeros,
+  // every key masked, as a request's own run starts) for −1.
+  struct Rows {
+    struct Layer {
+      at::Tensor k, v, valid;  // [count, T + S, H/U, D], valid [count, T + S]
+    };
+    int64_t count = 0;
+    std::map<int, Layer> layers;
+  };
+  Rows Export(const std::vector<int64_t>& rows) const;
+  void Remap(const std::vector<int64_t>& index, int64_t old_rows, const Rows* imported);
+
   absl::StatusOr<models::JointAttentionOutputs> Attend(int layer, const models::Qkv& text,
                                                       const models::Qkv& image) override;
   // An image-only layer: its buffer holds the image's K/V alone.
@@ -58,7 +76,7 @@ class PipeFusionAttention final : public models::JointAttention {
                                                               const models::Qkv& image, int64_t text_tokens);
   struct LayerBuffer {
     at::Tensor k, v;   // [B, T + S, H/U, D]
-    at::Tensor valid;  // [T + S] bool: filled at least once, and not padding
+    at::Tensor valid;  // [B, T + S] bool: the row's entry was filled at least once, and is not padding
     bool all_valid = false;  // every entry of `valid` is true (never with padding)
   };
   parallel::Communicator& ulysses_;

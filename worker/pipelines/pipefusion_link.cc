@@ -37,20 +37,20 @@ absl::Status PipeFusionLink::Receive(at::Tensor& tensor, int from, int tag) {
 }
 
 absl::Status PipeFusionLink::SendHidden(const models::DitHidden& hidden, int patch) {
-  DITSERVE_RETURN_IF_ERROR(Send(hidden.x, stage_ + 1, kTagImage + patch));
-  if (hidden.context.defined()) DITSERVE_RETURN_IF_ERROR(Send(hidden.context, stage_ + 1, kTagText + patch));
-  if (!hidden.skips.empty()) DITSERVE_RETURN_IF_ERROR(Send(at::stack(hidden.skips), stage_ + 1, kTagSkips + patch));
+  DITSERVE_RETURN_IF_ERROR(Send(hidden.x, stage_ + 1, kTagImage + patch_base_ + patch));
+  if (hidden.context.defined()) DITSERVE_RETURN_IF_ERROR(Send(hidden.context, stage_ + 1, kTagText + patch_base_ + patch));
+  if (!hidden.skips.empty()) DITSERVE_RETURN_IF_ERROR(Send(at::stack(hidden.skips), stage_ + 1, kTagSkips + patch_base_ + patch));
   return absl::OkStatus();
 }
 
 absl::Status PipeFusionLink::ReceiveHidden(models::DitHidden& hidden, int patch) {
   // Both receives are posted before either is waited for.
   CommTimer timer(stats_, "pipefusion");
-  auto image = group_.Recv(hidden.x, stage_ - 1, kTagImage + patch);
+  auto image = group_.Recv(hidden.x, stage_ - 1, kTagImage + patch_base_ + patch);
   if (!image.ok()) return image.status();
   std::unique_ptr<parallel::PendingTransfer> text;
   if (hidden.context.defined()) {
-    auto t = group_.Recv(hidden.context, stage_ - 1, kTagText + patch);
+    auto t = group_.Recv(hidden.context, stage_ - 1, kTagText + patch_base_ + patch);
     if (!t.ok()) return t.status();
     text = *std::move(t);
   }
@@ -61,7 +61,7 @@ absl::Status PipeFusionLink::ReceiveHidden(models::DitHidden& hidden, int patch)
     stacked = at::empty({static_cast<int64_t>(hidden.skips.size()), hidden.x.size(0), hidden.x.size(1),
                          hidden.x.size(2)},
                         hidden.x.options());
-    auto t = group_.Recv(stacked, stage_ - 1, kTagSkips + patch);
+    auto t = group_.Recv(stacked, stage_ - 1, kTagSkips + patch_base_ + patch);
     if (!t.ok()) return t.status();
     skips = *std::move(t);
   }
@@ -75,11 +75,11 @@ absl::Status PipeFusionLink::ReceiveHidden(models::DitHidden& hidden, int patch)
 }
 
 absl::Status PipeFusionLink::SendLatents(const at::Tensor& part, int patch) {
-  return Send(part, 0, kTagLatents + patch);
+  return Send(part, 0, kTagLatents + patch_base_ + patch);
 }
 
 absl::Status PipeFusionLink::ReceiveLatents(at::Tensor& part, int patch) {
-  return Receive(part, stages_ - 1, kTagLatents + patch);
+  return Receive(part, stages_ - 1, kTagLatents + patch_base_ + patch);
 }
 
 absl::Status PipeFusionLink::SendDecisions(const at::Tensor& decisions) {
@@ -90,10 +90,10 @@ absl::Status PipeFusionLink::SendDecisions(const at::Tensor& decisions) {
 absl::Status PipeFusionLink::ReceiveDecisions(at::Tensor& decisions) { return Receive(decisions, 0, kTagDecision); }
 
 absl::Status PipeFusionLink::SendDelta(const at::Tensor& delta, int patch) {
-  return Send(delta, stages_ - 1, kTagDelta + patch);
+  return Send(delta, stages_ - 1, kTagDelta + patch_base_ + patch);
 }
 
-absl::Status PipeFusionLink::ReceiveDelta(at::Tensor& delta, int patch) { return Receive(delta, 0, kTagDelta + patch); }
+absl::Status PipeFusionLink::ReceiveDelta(at::Tensor& delta, int patch) { return Receive(delta, 0, kTagDelta + patch_base_ + patch); }
 
 absl::Status PipeFusionLink::Drain(size_t keep) {
   while (sends_.size() > keep) {

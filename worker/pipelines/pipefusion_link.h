@@ -33,9 +33,12 @@ class PipeFusionLink {
   static constexpr size_t kMaxInFlight = 64;
 
   // `group` is the replica's PipeFusion group (rank = stage); it and
-  // `stats` must outlive the link.
-  PipeFusionLink(parallel::Communicator& group, int stage, int stages, CommStats* stats)
-      : group_(group), stage_(stage), stages_(stages), stats_(stats) {}
+  // `stats` must outlive the link. Links on one group at once (an open
+  // set's warmup and pipelined runs, replica_run.h) keep their messages
+  // apart with different `patch_base`s (patch-indexed tags add it; the
+  // patches and the base stay below 1024).
+  PipeFusionLink(parallel::Communicator& group, int stage, int stages, CommStats* stats, int patch_base = 0)
+      : group_(group), stage_(stage), stages_(stages), stats_(stats), patch_base_(patch_base) {}
   ~PipeFusionLink() = default;
   PipeFusionLink(const PipeFusionLink&) = delete;
   PipeFusionLink& operator=(const PipeFusionLink&) = delete;
@@ -70,6 +73,7 @@ class PipeFusionLink {
   parallel::Communicator& group_;
   const int stage_, stages_;
   CommStats* stats_;
+  const int patch_base_;
   std::deque<std::unique_ptr<parallel::PendingTransfer>> sends_;
 };
 

@@ -19,7 +19,8 @@ namespace {
 
 using parallel::Dim;
 
-ReplicaRun::ReplicaRun(GangModel& p, const GenerationRequest& shape, int64_t text_tokens) : p_(p) {
+ReplicaRun::ReplicaRun(GangModel& p, const GenerationRequest& shape, int64_t text_tokens, Layout layout)
+    : p_(p), layout_(layout) {
   const int scale = p_.vae_config().scale_factor();
   height_ = shape.height;
   width_ = shape.width;
@@ -42,7 +43,10 @@ ReplicaRun::ReplicaRun(GangModel& p, const GenerationRequest& shape, int64_t tex
   end_step_ = steps_;
   latents_ = at::empty({0, padded_S_, p_.family->latent_channels() * 4}, at::TensorOptions().dtype(p_.dtype).device(p_.device));
   if (p_.stages() > 1) {
-    link_ = std::make_unique<PipeFusionLink>(p_.groups->group(Dim::kPipeFusion), p_.stage(), p_.stages(), &p_.stats);
+    // An open set's warmup run and pipelined run share the group.
+    const int patch_base = layout_ == Layout::kWhole ? 512 : 0;
+    link_ = std::make_unique<PipeFusionLink>(p_.groups->group(Dim::kPipeFusion), p_.stage(), p_.stages(), &p_.stats,
+                                             patch_base);
   }
   MakeAttention();
 }
@@ -102,8 +106,10 @@ void ReplicaRun::Admit(uint64_t id, const GenerationRequest& request, const at::
   if (at::Tensor pooled_text = p_.transformer->PooledText(m->sequence); pooled_text.defined()) m->pooled = pooled_text;
   if (padded_T_ > T_) m->sequence = at::constant_pad_nd(m->sequence, {0, 0, 0, padded_T_ - T_});
   latents_ = at::cat({latents_, noise}, 0);
+  const auto before = RowKeys();
   members_.push_back(std::move(m));
   Rebuild();
+  RemapKv(before);
 }
 
 int ReplicaRun::index_of(uint64_t id) const {
@@ -116,9 +122,69 @@ int ReplicaRun::index_of(uint64_t id) const {
 void ReplicaRun::Remove(uint64_t id) {
   const int i = index_of(id);
   if (i < 0) return;
+  const auto before = RowKeys();
   members_.erase(members_.begin() + i);
   latents_ = at::cat({latents_.narrow(0, 0, i), latents_.narrow(0, i + 1, latents_.size(0) - i - 1)}, 0);
   Rebuild();
+  RemapKv(before);
+}
+
+std::vector<std::pair<uint64_t, int>> ReplicaRun::RowKeys() const {
+  std::vector<std::pair<uint64_t, int>> keys;
+  for (const auto& m : members_) keys.emplace_back(m->id, 0);
+  for (const auto& m : members_) {
+    if (m->pooled.size(0) == 2) keys.emplace_back(m->id, 1);
+  }
+  return keys;
+}
+
+void ReplicaRun::RemapKv(const std::vector<std::pair<uint64_t, int>>& before,
+                         const std::vector<std::pair<uint64_t, int>>& imported_keys,
+                         const PipeFusionAttention::Rows* imported) {
+  if (pipefusion_attention_ == nullptr) return;
+  std::vector<int64_t> index;
+  for (const auto& key : RowKeys()) {
+    int64_t from = -1;
+    if (auto it = std::find(before.begin(), before.end(), key); it != before.end()) {
+      from = it - before.begin();
+    } else if (auto in = std::find(imported_keys.begin(), imported_keys.end(), key); in != imported_keys.end()) {
+      from = static_cast<int64_t>(before.size()) + (in - imported_keys.begin());
+    }
+    index.push_back(from);
+  }
+  pipefusion_attention_->Remap(index, static_cast<int64_t>(before.size()), imported);
+}
+
+absl::Status ReplicaRun::MoveTo(uint64_t id, ReplicaRun& to) {
+  const int i = index_of(id);
+  if (i < 0) return absl::InternalError(absl::StrCat("member ", id, " is not in the run"));
+  Member& m = *members_[i];
+  // Whole on every SP rank: `to` reads other token ranges.
+  at::Tensor row = latents_.narrow(0, i, 1).clone();
+  DITSERVE_RETURN_IF_ERROR(CompleteRanges(row, 0));
+  for (at::Tensor* state : m.solver->state()) DITSERVE_RETURN_IF_ERROR(CompleteRanges(*state, 0));
+  std::vector<std::pair<uint64_t, int>> keys;
+  std::vector<int64_t> rows;
+  const auto mine = RowKeys();
+  for (size_t r = 0; r < mine.size(); ++r) {
+    if (mine[r].first == id) {
+      keys.push_back(mine[r]);
+      rows.push_back(static_cast<int64_t>(r));
+    }
+  }
+  PipeFusionAttention::Rows kv;
+  if (pipefusion_attention_ != nullptr) kv = pipefusion_attention_->Export(rows);
+  std::unique_ptr<Member> moving = std::move(members_[i]);
+  members_.erase(members_.begin() + i);
+  latents_ = at::cat({latents_.narrow(0, 0, i), latents_.narrow(0, i + 1, latents_.size(0) - i - 1)}, 0);
+  Rebuild();
+  RemapKv(mine);
+  const auto before = to.RowKeys();
+  to.latents_ = at::cat({to.latents_, row}, 0);
+  to.members_.push_back(std::move(moving));
+  to.Rebuild();
+  to.RemapKv(before, keys, &kv);
+  return absl::OkStatus();
 }
 
 void ReplicaRun::Rebuild() {
@@ -204,7 +270,7 @@ void ReplicaRun::MakeAttention() {
 
 absl::StatusOr<models::DitHidden> ReplicaRun::EmbedPatch(int step, int patch) {
   const core::TokenRange local = Local(step, patch);
-  if (step > 0 && p_.stages() > 1) {
+  if (step > 0 && p_.stages() > 1 && !open_pipeline()) {
     at::Tensor incoming = at::empty({latents_.size(0), local.size(), latents_.size(2)}, latents_.options());
     DITSERVE_RETURN_IF_ERROR(link_->ReceiveLatents(incoming, patch));
     latents_.narrow(1, local.begin, local.size()).copy_(incoming);
@@ -257,7 +323,8 @@ absl::Status ReplicaRun::FinishPatch(int step, int patch, const at::Tensor& x,
     row.copy_(m.solver->Step(m.step, row, velocity->narrow(0, static_cast<int64_t>(i), 1), local.begin));
   }
   // The next step reads this patch in the same layout: send it right away.
-  if (p_.stages() > 1 && step + 1 < end_step_ && patches_at(step + 1) == patches_at(step)) {
+  // (An open run always sends: stage 0 receives them within the tick.)
+  if (p_.stages() > 1 && (open_pipeline() || (step + 1 < end_step_ && patches_at(step + 1) == patches_at(step)))) {
     DITSERVE_RETURN_IF_ERROR(SendLatents(step + 1, patch));
   }
   return absl::OkStatus();
@@ -435,7 +502,7 @@ absl::Status ReplicaRun::Step(int step) {
   if (pooled_.size(0) != time.size(0)) time = at::cat({time, UncondRows(time)}, 0);
   const models::DitConditioning conditioning = p_.transformer->Condition(
       p_.transformer->TimeEmbedding(time, guidance_, pooled_, models::DitImageSize{height_, width_}));
-  if (pipefusion_attention_ != nullptr && step == 0) pipefusion_attention_->Reset();
+  if (pipefusion_attention_ != nullptr && step == 0 && !open_pipeline()) pipefusion_attention_->Reset();
   absl::Status s = absl::OkStatus();
   if (cache_ != nullptr && cache_->active()) {
     s = CachedStep(step, conditioning);
@@ -449,7 +516,20 @@ absl::Status ReplicaRun::Step(int step) {
 
 absl::Status ReplicaRun::Tick() {
   if (idle()) return absl::OkStatus();
-  return Step(ticks_++);
+  const int step = ticks_++;
+  DITSERVE_RETURN_IF_ERROR(Step(step));
+  if (!open_pipeline()) return absl::OkStatus();
+  // Under PipeFusion stage 0 takes the step's latents now, while the rows
+  // are the ones the last stage sent.
+  if (first_stage()) {
+    for (int m = 0; m < patches_at(step); ++m) {
+      const core::TokenRange local = Local(step, m);
+      at::Tensor incoming = at::empty({latents_.size(0), local.size(), latents_.size(2)}, latents_.options());
+      DITSERVE_RETURN_IF_ERROR(link_->ReceiveLatents(incoming, m));
+      latents_.narrow(1, local.begin, local.size()).copy_(incoming);
+    }
+  }
+  return link_->Drain(0);
 }
 
 absl::Status ReplicaRun::CompleteLatents() {

@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include <ATen/core/Generator.h>
@@ -40,9 +41,18 @@ namespace ditserve::worker::pipelines {
 // and runs without PipeFusion or a step cache.
 class ReplicaRun {
  public:
+  // Which patch layout the steps use under PipeFusion. A closed run's goes
+  // by step: its warmup steps one whole-image patch, then PipeFusion's
+  // patches. An open set keeps one per run — kWhole for its members'
+  // warmup steps, kPipelined for the rest — and a member moves from the
+  // one to the other (MoveTo) with its stale K/V, so each runs the steps
+  // it runs alone. An open run exchanges the latents within each Tick, so
+  // its rows may change between ticks.
+  enum class Layout { kBySchedule, kWhole, kPipelined };
+
   // `shape`: the set's generation size and text length T (every member
   // shares them). Collective only in what the calls below say.
-  ReplicaRun(GangModel& p, const GenerationRequest& shape, int64_t text_tokens);
+  ReplicaRun(GangModel& p, const GenerationRequest& shape, int64_t text_tokens, Layout layout = Layout::kBySchedule);
   ~ReplicaRun();
 
   // Adds a member at step 0: prompt `index` of the `prompts` that
@@ -54,6 +64,12 @@ class ReplicaRun {
              const at::Tensor& mask, int64_t index, int64_t prompts);
   // Drops a member (finished or stopped) and its rows.
   void Remove(uint64_t id);
+  // Open sets under PipeFusion: member `id` leaves this run for `to`
+  // (another layout) with its solver state, generator, text rows, latents
+  // and PipeFusion K/V rows, and continues at its next step there. The
+  // latents and solver state are made whole first (the layouts' token
+  // ranges differ): collective over the SP group.
+  absl::Status MoveTo(uint64_t id, ReplicaRun& to);
 
   // Closed run: every step of the members admitted so far (equal step
   // counts); returns CANCELLED (on every rank alike) when on_step asked to
@@ -100,8 +116,12 @@ class ReplicaRun {
   bool first_stage() const { return p_.stage() == 0; }
   bool last_stage() const { return p_.stage() == p_.stages() - 1; }
   int patches_at(int step) const {
-    return p_.stages() > 1 && step >= p_.pipefusion.warmup_steps ? p_.pipefusion.patches(p_.config()) : 1;
+    if (p_.stages() == 1 || layout_ == Layout::kWhole) return 1;
+    if (layout_ == Layout::kPipelined || step >= p_.pipefusion.warmup_steps) return p_.pipefusion.patches(p_.config());
+    return 1;
   }
+  // An open set's run under PipeFusion (rows change between ticks).
+  bool open_pipeline() const { return p_.stages() > 1 && layout_ != Layout::kBySchedule; }
   const core::PatchPlan& plan_at(int step) const { return patches_at(step) == 1 ? whole_ : pipelined_; }
   core::TokenRange Local(int step, int patch) const { return plan_at(step).Local(patch, p_.sp_rank()); }
   // Without PipeFusion the text is split over the SP ranks like the image
@@ -129,6 +149,15 @@ class ReplicaRun {
   }
   // The model batch's rows from the members (after Admit or Remove).
   void Rebuild();
+  // The model batch's rows, each as (member id, branch): every member's
+  // first row, then in one batch the CFG members' uncond rows.
+  std::vector<std::pair<uint64_t, int>> RowKeys() const;
+  // After the members changed from `before` (RowKeys() then): PipeFusion's
+  // K/V rows follow their requests; a row of `imported_keys` comes from
+  // `imported`, a new one starts empty.
+  void RemapKv(const std::vector<std::pair<uint64_t, int>>& before,
+               const std::vector<std::pair<uint64_t, int>>& imported_keys = {},
+               const PipeFusionAttention::Rows* imported = nullptr);
   // CFG in one batch: the rows of `per_member` (a row per member) that the
   // uncond half of the model batch repeats, the CFG members'.
   at::Tensor UncondRows(const at::Tensor& per_member) const {
@@ -158,6 +187,7 @@ class ReplicaRun {
   int index_of(uint64_t id) const;
 
   GangModel& p_;
+  Layout layout_;
   // rows_ × cols_ = S_ image tokens; padded_rows_ × cols_ = padded_S_ with
   // the SP padding (generation_plan.h), which latents_ and the plans cover.
   // T_ text tokens, padded_T_ with the padding of a sharded text.

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <deque>
 #include <map>
+#include <memory>
 #include <optional>
 
 #include "absl/strings/str_cat.h"
@@ -51,13 +52,71 @@ struct Pending {
   GenerationRequest at_size;  // the request at its generation size
 };
 
+// One replica's members of the set. Without PipeFusion one open run holds
+// them. With it, a member runs its first warmup_steps steps (those its own
+// run takes whole, synchronously through the stages) in a warmup run and
+// then moves, with its stale K/V, to the pipelined run (PipeFusion's
+// patches): each member runs the steps it runs alone, and the two runs
+// step one after the other in every tick. Every rank of the replica holds
+// the same members in the same runs; collective as ReplicaRun says.
+class ReplicaSet {
+ public:
+  ReplicaSet(GangModel& p, const GenerationRequest& shape, int64_t text_tokens) : p_(p) {
+    if (p.stages() == 1) {
+      pipelined_ = std::make_unique<ReplicaRun>(p, shape, text_tokens);
+      return;
+    }
+    pipelined_ = std::make_unique<ReplicaRun>(p, shape, text_tokens, ReplicaRun::Layout::kPipelined);
+    if (p.pipefusion.warmup_steps > 0) {
+      warmup_ = std::make_unique<ReplicaRun>(p, shape, text_tokens, ReplicaRun::Layout::kWhole);
+    }
+  }
+
+  void Admit(uint64_t id, const GenerationRequest& request, const at::Tensor& pooled, const at::Tensor& sequence,
+             const at::Tensor& mask, int64_t index, int64_t prompts) {
+    ReplicaRun& run = warmup_ ? *warmup_ : *pipelined_;
+    run.Admit(id, request, pooled, sequence, mask, index, prompts);
+  }
+  void Remove(uint64_t id) { RunOf(id).Remove(id); }
+
+  // One step of every member; then the members whose warmup ended (and
+  // that have steps left) move to the pipelined run.
+  absl::Status Tick() {
+    DITSERVE_RETURN_IF_ERROR(pipelined_->Tick());
+    if (!warmup_) return absl::OkStatus();
+    DITSERVE_RETURN_IF_ERROR(warmup_->Tick());
+    for (uint64_t id : warmup_->members()) {
+      const int step = warmup_->step_of(id);
+      if (step >= p_.pipefusion.warmup_steps && step < warmup_->steps_of(id)) {
+        DITSERVE_RETURN_IF_ERROR(warmup_->MoveTo(id, *pipelined_));
+      }
+    }
+    return absl::OkStatus();
+  }
+  absl::Status CompleteLatents() {
+    DITSERVE_RETURN_IF_ERROR(pipelined_->CompleteLatents());
+    return warmup_ ? warmup_->CompleteLatents() : absl::OkStatus();
+  }
+  at::Tensor member_latents(uint64_t id) { return RunOf(id).member_latents(id); }
+
+ private:
+  ReplicaRun& RunOf(uint64_t id) {
+    if (warmup_) {
+      const std::vector<uint64_t> ids = warmup_->members();
+      if (std::find(ids.begin(), ids.end(), id) != ids.end()) return *warmup_;
+    }
+    return *pipelined_;
+  }
+
+  GangModel& p_;
+  std::unique_ptr<ReplicaRun> pipelined_;
+  std::unique_ptr<ReplicaRun> warmup_;  // with PipeFusion and warmup steps
+};
+
 }  // namespace
 
 absl::Status GangModel::CheckJoinable(const GenerationRequest& r, const GenerationRequest* set_shape) const {
   DITSERVE_RETURN_IF_ERROR(Validate(r));
-  if (stages() > 1) {
-    return absl::FailedPreconditionError("a running set cannot take joins with PipeFusion (--pipefusion_parallel_degree > 1)");
-  }
   if (r.cache.method != core::StepCacheMethod::kNone) {
     return absl::InvalidArgumentError("step_cache: a request with a step cache runs in a batch of its own, not in a running set");
   }
@@ -81,7 +140,7 @@ absl::Status GangModel::RunSet(SetDriver& driver) {
   const int my_replica = world().rank_in(Dim::kData);
   const auto output_rank = [&](int d) { return world().GlobalRank(d, 0, stages() - 1, 0, 0); };
   const bool leader = world().rank() == 0;
-  std::optional<ReplicaRun> run;
+  std::optional<ReplicaSet> run;
   // The set's shape (its first joiner's, at the generation size) and text
   // length, while the set has members or joiners.
   std::optional<GenerationRequest> shape;

@@ -63,7 +63,6 @@ absl::Status GangEngine::RunSet(pipelines::SetDriver& driver) {
   }
 }
 
-bool GangEngine::accepts_joins() const { return impl_->pipeline->accepts_joins(); }
 
 PhaseTimes GangEngine::last_phase_times() const {
   const pipelines::GenerateTimings& t = impl_->pipeline->last_timings();

@@ -73,9 +73,6 @@ class GangEngine {
   // Collective: a running set fed by `driver` until it drains
   // (ParallelPipeline::RunSet); LibTorch exceptions become INTERNAL.
   absl::Status RunSet(pipelines::SetDriver& driver);
-  // Whether RunSet runs on this gang (no PipeFusion).
-  bool accepts_joins() const;
-
   // Of the last Generate (rank 0's view).
   PhaseTimes last_phase_times() const;
   std::vector<CommTotals> comm_totals() const;

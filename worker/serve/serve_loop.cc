@@ -42,7 +42,7 @@ control::v1::Hello MakeHello(const core::WorkerOptions& o, const std::string& de
   proto::ToProto(o.parallel, h.mutable_parallel());
   h.set_num_pipeline_patch(o.pipefusion.num_pipeline_patch);
   h.set_transformer_config_json(engine.transformer_config_json());
-  h.set_accepts_joins(engine.accepts_joins());
+  h.set_accepts_joins(true);  // every gang runs sets (PipeFusion ones too)
   h.set_gang_id(std::random_device()() | (uint64_t{std::random_device()()} << 32));
   return h;
 }
@@ -202,7 +202,7 @@ absl::Status RunServeLoop(const core::WorkerOptions& options, const std::string&
       return absl::DataLossError("rank 0 broadcast a batch that does not parse");
     }
     // Every rank decides alike from the same batch.
-    const absl::Status s = engine.accepts_joins() && JoinsSets(batch) ? RunServedSet(batch, engine, client.get(), groups)
+    const absl::Status s = JoinsSets(batch) ? RunServedSet(batch, engine, client.get(), groups)
                                                                       : RunBatch(batch, engine, client.get());
     if (!s.ok()) return s;
   }
