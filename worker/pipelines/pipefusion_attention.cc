@@ -38,53 +38,39 @@ PipeFusionAttention::Rows PipeFusionAttention::Export(const std::vector<int64_t>
 
 void PipeFusionAttention::Remap(const std::vector<int64_t>& index, int64_t old_rows, const Rows* imported) {
   const int64_t imported_rows = imported == nullptr ? 0 : imported->count;
-  std::vector<int> layers;
-  for (const auto& entry : layers_) layers.push_back(entry.first);
+  // Every layer either side has seen.
+  std::map<int, std::pair<const Rows::Layer*, const Rows::Layer*>> sides;
+  std::map<int, Rows::Layer> mine;
+  for (const auto& [layer, buf] : layers_) {
+    mine[layer] = Rows::Layer{buf.k, buf.v, buf.valid};
+    sides[layer].first = &mine[layer];
+  }
   if (imported != nullptr) {
-    for (const auto& entry : imported->layers) {
-      if (layers_.count(entry.first) == 0) layers.push_back(entry.first);
-    }
+    for (const auto& [layer, rows] : imported->layers) sides[layer].second = &rows;
   }
   std::vector<int64_t> pick;  // into [old rows, imported rows, one empty row]
   for (int64_t i : index) pick.push_back(i < 0 ? old_rows + imported_rows : i);
   std::map<int, LayerBuffer> remapped;
-  for (int layer : layers) {
-    const auto mine = layers_.find(layer);
-    const Rows::Layer* theirs = nullptr;
-    if (imported != nullptr) {
-      if (auto it = imported->layers.find(layer); it != imported->layers.end()) theirs = &it->second;
-    }
-    const at::Tensor& like = mine != layers_.end() ? mine->second.k : theirs->k;
-    // `n` empty rows (zeros, every entry invalid), for a side that has not
-    // seen the layer and for index −1.
-    const auto empty = [&](int64_t n, bool mask) {
+  for (const auto& [layer, side] : sides) {
+    const at::Tensor& like = side.first != nullptr ? side.first->k : side.second->k;
+    // `n` empty rows (zeros, every entry invalid): a side that has not seen
+    // the layer, and the row index −1 takes.
+    const auto empty = [&](int64_t n) {
       std::vector<int64_t> sizes = like.sizes().vec();
       sizes[0] = n;
-      if (mask) sizes.resize(2);
-      return at::zeros(sizes, like.options().dtype(mask ? at::kBool : like.scalar_type()));
+      const at::Tensor zeros = at::zeros(sizes, like.options());
+      return Rows::Layer{zeros, zeros, at::zeros({n, like.size(1)}, like.options().dtype(at::kBool))};
     };
-    std::vector<at::Tensor> k, v, valid;
-    const auto add = [&](const at::Tensor* kk, const at::Tensor* vv, const at::Tensor* ok, int64_t n) {
-      k.push_back(kk != nullptr ? *kk : empty(n, false));
-      v.push_back(vv != nullptr ? *vv : empty(n, false));
-      valid.push_back(ok != nullptr ? *ok : empty(n, true));
-    };
-    if (mine != layers_.end()) {
-      add(&mine->second.k, &mine->second.v, &mine->second.valid, old_rows);
-    } else {
-      add(nullptr, nullptr, nullptr, old_rows);
-    }
-    if (theirs != nullptr) {
-      add(&theirs->k, &theirs->v, &theirs->valid, imported_rows);
-    } else {
-      add(nullptr, nullptr, nullptr, imported_rows);
-    }
-    add(nullptr, nullptr, nullptr, 1);
+    const Rows::Layer parts[] = {side.first != nullptr ? *side.first : empty(old_rows),
+                                 side.second != nullptr ? *side.second : empty(imported_rows), empty(1)};
     const at::Tensor rows = at::tensor(pick, at::kLong).to(like.device());
+    const auto gather = [&](at::Tensor Rows::Layer::*field) {
+      return at::cat({parts[0].*field, parts[1].*field, parts[2].*field}, 0).index_select(0, rows);
+    };
     LayerBuffer buf;
-    buf.k = at::cat(k, 0).index_select(0, rows);
-    buf.v = at::cat(v, 0).index_select(0, rows);
-    buf.valid = at::cat(valid, 0).index_select(0, rows);
+    buf.k = gather(&Rows::Layer::k);
+    buf.v = gather(&Rows::Layer::v);
+    buf.valid = gather(&Rows::Layer::valid);
     buf.all_valid = buf.valid.numel() > 0 && buf.valid.all().item<bool>();
     remapped[layer] = std::move(buf);
   }

@@ -120,13 +120,17 @@ int ReplicaRun::index_of(uint64_t id) const {
 }
 
 void ReplicaRun::Remove(uint64_t id) {
-  const int i = index_of(id);
-  if (i < 0) return;
+  if (const int i = index_of(id); i >= 0) Detach(i);
+}
+
+std::unique_ptr<ReplicaRun::Member> ReplicaRun::Detach(int i) {
   const auto before = RowKeys();
+  std::unique_ptr<Member> m = std::move(members_[i]);
   members_.erase(members_.begin() + i);
   latents_ = at::cat({latents_.narrow(0, 0, i), latents_.narrow(0, i + 1, latents_.size(0) - i - 1)}, 0);
   Rebuild();
   RemapKv(before);
+  return m;
 }
 
 std::vector<std::pair<uint64_t, int>> ReplicaRun::RowKeys() const {
@@ -174,11 +178,7 @@ absl::Status ReplicaRun::MoveTo(uint64_t id, ReplicaRun& to) {
   }
   PipeFusionAttention::Rows kv;
   if (pipefusion_attention_ != nullptr) kv = pipefusion_attention_->Export(rows);
-  std::unique_ptr<Member> moving = std::move(members_[i]);
-  members_.erase(members_.begin() + i);
-  latents_ = at::cat({latents_.narrow(0, 0, i), latents_.narrow(0, i + 1, latents_.size(0) - i - 1)}, 0);
-  Rebuild();
-  RemapKv(mine);
+  std::unique_ptr<Member> moving = Detach(i);
   const auto before = to.RowKeys();
   to.latents_ = at::cat({to.latents_, row}, 0);
   to.members_.push_back(std::move(moving));
@@ -270,11 +270,7 @@ void ReplicaRun::MakeAttention() {
 
 absl::StatusOr<models::DitHidden> ReplicaRun::EmbedPatch(int step, int patch) {
   const core::TokenRange local = Local(step, patch);
-  if (step > 0 && p_.stages() > 1 && !open_pipeline()) {
-    at::Tensor incoming = at::empty({latents_.size(0), local.size(), latents_.size(2)}, latents_.options());
-    DITSERVE_RETURN_IF_ERROR(link_->ReceiveLatents(incoming, patch));
-    latents_.narrow(1, local.begin, local.size()).copy_(incoming);
-  }
+  if (step > 0 && p_.stages() > 1 && !open_pipeline()) DITSERVE_RETURN_IF_ERROR(ReceiveLatents(step, patch));
   const at::Tensor x = latents_.narrow(1, local.begin, local.size());
   std::vector<at::Tensor> inputs;
   for (size_t i = 0; i < members_.size(); ++i) {
@@ -466,6 +462,14 @@ absl::Status ReplicaRun::SendLatents(int step, int patch) {
   return link_->SendLatents(latents_.narrow(1, local.begin, local.size()), patch);
 }
 
+absl::Status ReplicaRun::ReceiveLatents(int step, int patch) {
+  const core::TokenRange local = Local(step, patch);
+  at::Tensor incoming = at::empty({latents_.size(0), local.size(), latents_.size(2)}, latents_.options());
+  DITSERVE_RETURN_IF_ERROR(link_->ReceiveLatents(incoming, patch));
+  latents_.narrow(1, local.begin, local.size()).copy_(incoming);
+  return absl::OkStatus();
+}
+
 // Makes every token of `state` ([rows, padded tokens, ...]) current on this
 // rank: each SP rank contributes the ranges it computed at `step`, zeros
 // elsewhere, and a sum over the SP group assembles them exactly. The last
@@ -521,14 +525,7 @@ absl::Status ReplicaRun::Tick() {
   if (!open_pipeline()) return absl::OkStatus();
   // Under PipeFusion stage 0 takes the step's latents now, while the rows
   // are the ones the last stage sent.
-  if (first_stage()) {
-    for (int m = 0; m < patches_at(step); ++m) {
-      const core::TokenRange local = Local(step, m);
-      at::Tensor incoming = at::empty({latents_.size(0), local.size(), latents_.size(2)}, latents_.options());
-      DITSERVE_RETURN_IF_ERROR(link_->ReceiveLatents(incoming, m));
-      latents_.narrow(1, local.begin, local.size()).copy_(incoming);
-    }
-  }
+  for (int m = 0; first_stage() && m < patches_at(step); ++m) DITSERVE_RETURN_IF_ERROR(ReceiveLatents(step, m));
   return link_->Drain(0);
 }
 

@@ -149,6 +149,9 @@ class ReplicaRun {
   }
   // The model batch's rows from the members (after Admit or Remove).
   void Rebuild();
+  // Takes member i out with its latents row (Remove, MoveTo); the rows and
+  // the K/V buffers follow.
+  std::unique_ptr<Member> Detach(int i);
   // The model batch's rows, each as (member id, branch): every member's
   // first row, then in one batch the CFG members' uncond rows.
   std::vector<std::pair<uint64_t, int>> RowKeys() const;
@@ -181,6 +184,8 @@ class ReplicaRun {
   absl::Status DecideStep(int step);
   absl::Status CompleteRanges(at::Tensor& state, int step);
   absl::Status SendLatents(int step, int patch);
+  // Stage 0: the last stage's latents of `patch` at `step` into latents_.
+  absl::Status ReceiveLatents(int step, int patch);
   // The attention of this run's parallel method: serial, USP (Ulysses
   // inside Ring, with padding masks) or PipeFusion's stale-K/V attention.
   void MakeAttention();
